@@ -1,0 +1,1 @@
+"""Code every service shares: config, db, messaging, logging, auth, errors, health."""

@@ -1,0 +1,133 @@
+"""RFC 9457 ``application/problem+json`` errors for every failure an API reports.
+
+Handlers raise :class:`Problem` (or let werkzeug/flask-smorest raise an
+HTTPException); :func:`register_problem_handlers` turns all of them, and any
+unexpected exception, into a problem document. Unexpected exceptions are
+logged with their traceback and answered with a generic 500 that leaks nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "/problems/"
+
+# Stable problem types, by HTTP status, for errors raised by the framework.
+_DEFAULT_TYPES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation-error",
+    429: "too-many-requests",
+    500: "internal-error",
+    503: "service-unavailable",
+}
+
+
+class Problem(Exception):
+    """An error the API reports deliberately."""
+
+    def __init__(self, status: int, title: str, detail: str, type_: str | None = None,
+                 errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None,
+                 **extensions: Any):
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type_ or _DEFAULT_TYPES.get(status, "error")
+        self.errors = errors
+        self.headers = headers or {}
+        self.extensions = extensions
+
+
+def flatten_field_errors(messages: Any, prefix: str = "") -> list[dict[str, str]]:
+    """Turn marshmallow's nested messages into ``[{field, message}]`` (dotted paths)."""
+    out: list[dict[str, str]] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            out.extend(flatten_field_errors(value, path))
+    elif isinstance(messages, list | tuple):
+        if all(isinstance(m, str) for m in messages):
+            out.extend({"field": prefix or "_body", "message": m} for m in messages)
+        else:
+            for item in messages:
+                out.extend(flatten_field_errors(item, prefix))
+    else:
+        out.append({"field": prefix or "_body", "message": str(messages)})
+    return out
+
+
+def problem_response(problem: Problem) -> Response:
+    """Render ``problem`` as an ``application/problem+json`` response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": request.path if request else None,
+    }
+    if problem.errors:
+        body["errors"] = problem.errors
+    body.update(problem.extensions)
+    response = Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_MEDIA_TYPE)
+    for key, value in problem.headers.items():
+        response.headers[key] = value
+    return response
+
+
+def _from_http_exception(exc: HTTPException) -> Problem:
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages")
+    errors = None
+    detail = exc.description or exc.name
+    if messages:
+        # webargs nests by location ({"json": {...}}, {"query": {...}}): keep the field paths.
+        if isinstance(messages, dict) and len(messages) == 1:
+            location, inner = next(iter(messages.items()))
+            errors = flatten_field_errors(inner)
+            if location == "json" and status == 400:
+                return Problem(400, "Malformed request body", "The request body is not valid JSON.",
+                               "malformed-json", errors)
+        else:
+            errors = flatten_field_errors(messages)
+        detail = "The request has invalid fields; see errors."
+    headers = {}
+    if status == 405 and exc.get_response().headers.get("Allow"):
+        headers["Allow"] = exc.get_response().headers["Allow"]
+    title = {422: "Validation failed"}.get(status, exc.name)
+    return Problem(status, title, detail, errors=errors, headers=headers)
+
+
+def register_problem_handlers(app: Flask) -> None:
+    """Make every error of ``app`` a problem document."""
+
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem):
+        return problem_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        return problem_response(_from_http_exception(exc))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        if isinstance(exc, HTTPException):
+            return problem_response(_from_http_exception(exc))
+        log.exception("unhandled_exception", path=request.path)
+        return problem_response(Problem(500, "Internal Server Error",
+                                        "An unexpected error occurred; it has been logged."))

@@ -1,0 +1,1 @@
+"""Messaging over SQS FIFO: envelope, topology, outbox + relay, consumer + inbox."""

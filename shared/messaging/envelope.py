@@ -1,0 +1,83 @@
+"""The message envelope of DESIGN.md section 4, identical for every event."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+
+class EnvelopeSchema(Schema):
+    """Validates an envelope read off a queue (unknown keys are rejected)."""
+
+    event_id = fields.UUID(required=True)
+    event_type = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    event_version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    occurred_at = fields.AwareDateTime(required=True)
+    producer = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    correlation_id = fields.String(required=True, allow_none=True, validate=validate.Length(max=200))
+    causation_id = fields.UUID(required=True, allow_none=True)
+    aggregate_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    data = fields.Dict(required=True)
+
+
+class InvalidEnvelope(ValueError):
+    """The message body is not a valid envelope (a permanent failure)."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One event as it travels: metadata plus its event-specific ``data``."""
+
+    event_type: str
+    aggregate_id: str
+    data: dict[str, Any]
+    producer: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    event_version: int = 1
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    occurred_at: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds").replace(
+            "+00:00", "Z")
+    )
+
+    def to_json(self) -> str:
+        """Serialize as the SQS message body."""
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, body: str) -> Envelope:
+        """Parse and validate a message body; raise :class:`InvalidEnvelope` if it is not one."""
+        try:
+            raw = json.loads(body)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEnvelope(f"body is not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise InvalidEnvelope("body is not a JSON object")
+        try:
+            EnvelopeSchema().load(raw)
+        except ValidationError as exc:
+            raise InvalidEnvelope(f"invalid envelope: {exc.messages}") from None
+        return cls(
+            event_id=str(raw["event_id"]),
+            event_type=raw["event_type"],
+            event_version=raw["event_version"],
+            occurred_at=raw["occurred_at"],
+            producer=raw["producer"],
+            correlation_id=raw["correlation_id"],
+            causation_id=str(raw["causation_id"]) if raw["causation_id"] else None,
+            aggregate_id=raw["aggregate_id"],
+            data=raw["data"],
+        )
+
+    def caused(self, event_type: str, aggregate_id: str, data: dict[str, Any],
+               producer: str) -> Envelope:
+        """A new event caused by this one: same correlation, causation = this event."""
+        return Envelope(event_type=event_type, aggregate_id=aggregate_id, data=data,
+                        producer=producer, correlation_id=self.correlation_id,
+                        causation_id=self.event_id)

@@ -1,0 +1,115 @@
+"""The worker process shell: consumers + outbox relay + periodic jobs, SIGTERM drain.
+
+A service's ``worker.py`` builds its handlers and calls :func:`run_worker`.
+On SIGTERM/SIGINT: consumers stop receiving, in-flight handlers finish (up to
+``WORKER_SHUTDOWN_TIMEOUT_S``), unstarted messages are released, the relay
+finishes its round, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from prometheus_client import start_http_server
+
+from shared.config import Settings, env_bool, env_float, env_int
+from shared.logging import get_logger
+from shared.messaging.consumer import Consumer, ConsumerConfig, Handler
+from shared.messaging.outbox import OutboxRelay, RetryPolicy
+from shared.messaging.sqs import async_client, sync_client
+from shared.messaging.topology import QueueSpec
+
+log = get_logger(__name__)
+
+
+@dataclass
+class WorkerPlan:
+    """What one worker process runs."""
+
+    consumers: dict[QueueSpec, dict[str, Handler]] = field(default_factory=dict)
+    relay: bool = True
+    # Extra long-running coroutines, each given the stop event (e.g. a simulator).
+    tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+
+
+def consumer_config(settings: Settings) -> ConsumerConfig:
+    """Consumer tunables from the environment (CONSUMER_*)."""
+    env = settings.env
+    return ConsumerConfig(
+        wait_time_s=env_int(env, "CONSUMER_WAIT_TIME_S", 20, minimum=0, maximum=20),
+        max_messages=env_int(env, "CONSUMER_MAX_MESSAGES", 10, minimum=1, maximum=10),
+        pollers=env_int(env, "CONSUMER_POLLERS", 2, minimum=1, maximum=50),
+        retry_base_s=env_float(env, "CONSUMER_RETRY_BASE_S", 2.0),
+        retry_cap_s=env_float(env, "CONSUMER_RETRY_CAP_S", 900.0),
+    )
+
+
+def run_worker(settings: Settings, db, plan: WorkerPlan) -> int:
+    """Run ``plan`` until SIGTERM/SIGINT; return the exit code (0 on a clean drain)."""
+    env = settings.env
+    metrics_port = env_int(env, "WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    shutdown_timeout = env_float(env, "WORKER_SHUTDOWN_TIMEOUT_S", 25.0)
+    return asyncio.run(_main(settings, db, plan, shutdown_timeout,
+                             relay_enabled=plan.relay and env_bool(env, "OUTBOX_RELAY_ENABLED", True)))
+
+
+async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: float,
+                relay_enabled: bool) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    relay_stop = threading.Event()
+    relay_thread = None
+    if relay_enabled:
+        relay = OutboxRelay(
+            db, sync_client(settings.sqs_endpoint_url, settings.aws_region),
+            settings.service, settings.queue_prefix,
+            poll_interval_s=env_float(settings.env, "OUTBOX_POLL_INTERVAL_S", 1.0),
+            retry=RetryPolicy(cap_s=env_float(settings.env, "OUTBOX_RETRY_MAX_S", 10.0)),
+            name=f"{settings.service}-relay")
+        relay_thread = threading.Thread(target=relay.run, args=(relay_stop,), name="outbox-relay",
+                                        daemon=True)
+        relay_thread.start()
+
+    config = consumer_config(settings)
+    executor = ThreadPoolExecutor(max_workers=max(1, settings.db_pool_max - 1),
+                                  thread_name_prefix="handler")
+    consumers = [
+        Consumer(f"{settings.service}:{spec.name}", spec, db, handlers,
+                 lambda: async_client(settings.sqs_endpoint_url, settings.aws_region),
+                 settings.queue_prefix, config, executor)
+        for spec, handlers in plan.consumers.items()
+    ]
+    tasks = [asyncio.create_task(c.run(stop)) for c in consumers]
+    tasks += [asyncio.create_task(job(stop)) for job in plan.tasks]
+    log.info("worker_started", consumers=[c.name for c in consumers], relay=relay_enabled)
+
+    await stop.wait()
+    log.info("worker_stopping", timeout_s=shutdown_timeout)
+    exit_code = 0
+    done, pending = await asyncio.wait(tasks, timeout=shutdown_timeout)
+    for task in done:
+        if task.exception() is not None:
+            log.error("worker_task_failed", error=repr(task.exception()))
+            exit_code = 1
+    if pending:
+        log.error("worker_drain_timeout", pending=len(pending))
+        for task in pending:
+            task.cancel()
+        exit_code = 1
+    relay_stop.set()
+    if relay_thread is not None:
+        await asyncio.to_thread(relay_thread.join, 10)
+    executor.shutdown(wait=True)
+    db.close()
+    log.info("worker_stopped", exit_code=exit_code)
+    return exit_code
