@@ -1,0 +1,1 @@
+"""Order service: places, lists and cancels orders; follows deliveries."""

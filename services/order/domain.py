@@ -1,0 +1,90 @@
+"""Orders and their allowed transitions (pure Python, no I/O).
+
+The delivery-status -> order-status mapping is the one explicit table
+(:data:`DELIVERY_TO_ORDER_STATUS`) of DESIGN.md section 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+
+class OrderStatus(StrEnum):
+    PENDING_SHIPMENT = "PENDING_SHIPMENT"
+    SHIPPED = "SHIPPED"
+    DELIVERED = "DELIVERED"
+    CANCELLED = "CANCELLED"
+    DELIVERY_FAILED = "DELIVERY_FAILED"
+
+
+ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING_SHIPMENT: frozenset({OrderStatus.SHIPPED, OrderStatus.CANCELLED,
+                                             OrderStatus.DELIVERY_FAILED}),
+    OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED, OrderStatus.DELIVERY_FAILED}),
+    OrderStatus.DELIVERED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+    OrderStatus.DELIVERY_FAILED: frozenset(),
+}
+
+CANCELLABLE = frozenset({OrderStatus.PENDING_SHIPMENT})
+
+# None: a milestone that is recorded in the history but changes no status.
+DELIVERY_TO_ORDER_STATUS: dict[str, OrderStatus | None] = {
+    "delivery.shipment_created": None,
+    "delivery.shipped": OrderStatus.SHIPPED,
+    "delivery.in_transit": OrderStatus.SHIPPED,
+    "delivery.out_for_delivery": OrderStatus.SHIPPED,
+    "delivery.delivered": OrderStatus.DELIVERED,
+    "delivery.failed": OrderStatus.DELIVERY_FAILED,
+    "delivery.shipment_cancelled": None,
+}
+
+
+def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
+    """Whether an order in ``current`` may move to ``target``."""
+    return target in ALLOWED_TRANSITIONS[current]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a delivery event for an order in a given status."""
+
+    kind: str  # "transition" | "milestone" | "ignored"
+    target: OrderStatus
+    note: str
+
+
+def decide(current: OrderStatus, delivery_event: str) -> Decision:
+    """Apply the mapping table with guarded transitions.
+
+    Stale or out-of-order events (``shipped`` after ``delivered``, anything
+    after ``CANCELLED``) are ``ignored``: acknowledged and recorded, never applied.
+    """
+    target = DELIVERY_TO_ORDER_STATUS[delivery_event]
+    if target is None or target == current:
+        if current in (OrderStatus.CANCELLED,) and delivery_event != "delivery.shipment_cancelled":
+            return Decision("ignored", current, f"{delivery_event} after CANCELLED")
+        return Decision("milestone", current, delivery_event)
+    if can_transition(current, target):
+        return Decision("transition", target, delivery_event)
+    return Decision("ignored", current, f"{delivery_event}: {current} -> {target} not allowed")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One order line as the customer asked for it."""
+
+    sku: str
+    quantity: int
+    unit_price: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return (self.unit_price * self.quantity).quantize(Decimal("0.01"))
+
+
+def order_total(lines: list[Line]) -> Decimal:
+    """The sum of the line totals."""
+    return sum((line.total for line in lines), Decimal("0.00"))

@@ -1,0 +1,154 @@
+"""All SQL of the order service (schema ``order_svc``), parameterized."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from uuid import UUID
+
+IDEMPOTENCY_TTL = "24 hours"
+# An in-progress key older than this was abandoned by a crashed request.
+IDEMPOTENCY_STALE_AFTER = "60 seconds"
+
+
+def insert_order(cur, order_id: UUID, customer_id: str, customer_email: str, currency: str,
+                 total, shipping_address: dict, lines) -> None:
+    cur.execute(
+        "INSERT INTO orders (id, customer_id, customer_email, status, currency, total,"
+        " shipping_address) VALUES (%s, %s, %s, 'PENDING_SHIPMENT', %s, %s, %s)",
+        (order_id, customer_id, customer_email, currency, total, json.dumps(shipping_address)),
+    )
+    cur.executemany(
+        "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price, line_total)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        [(order_id, n, line.sku, line.quantity, line.unit_price, line.total)
+         for n, line in enumerate(lines, start=1)],
+    )
+
+
+def add_history(cur, order_id: UUID, status: str, previous_status: str | None, event: str,
+                applied: bool = True, note: str | None = None,
+                source_event_id: str | None = None, occurred_at: datetime | None = None) -> None:
+    cur.execute(
+        "INSERT INTO order_status_history (order_id, status, previous_status, event, applied,"
+        " note, source_event_id, occurred_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now()))",
+        (order_id, status, previous_status, event, applied, note, source_event_id, occurred_at),
+    )
+
+
+def lock_order(cur, order_id: UUID) -> dict | None:
+    """The order row, locked for the rest of the transaction (serializes its changes)."""
+    cur.execute("SELECT * FROM orders WHERE id = %s FOR UPDATE", (order_id,))
+    return cur.fetchone()
+
+
+def set_status(cur, order_id: UUID, status: str, cancel_reason: str | None = None) -> None:
+    cur.execute(
+        "UPDATE orders SET status = %s, cancel_reason = COALESCE(%s, cancel_reason),"
+        " updated_at = now(), version = version + 1 WHERE id = %s",
+        (status, cancel_reason, order_id),
+    )
+
+
+def set_shipment(cur, order_id: UUID, shipment_id, carrier, tracking_number) -> None:
+    cur.execute(
+        "UPDATE orders SET shipment_id = %s, carrier = COALESCE(%s, carrier),"
+        " tracking_number = COALESCE(%s, tracking_number), updated_at = now() WHERE id = %s",
+        (shipment_id, carrier, tracking_number, order_id),
+    )
+
+
+def get_order(cur, order_id: UUID) -> dict | None:
+    """The order with its lines and history, or None."""
+    cur.execute("SELECT * FROM orders WHERE id = %s", (order_id,))
+    order = cur.fetchone()
+    if order is None:
+        return None
+    order["lines"] = _lines(cur, [order_id])[order_id]
+    cur.execute(
+        "SELECT status, previous_status, event, applied, note, occurred_at"
+        " FROM order_status_history WHERE order_id = %s ORDER BY id", (order_id,))
+    order["history"] = cur.fetchall()
+    return order
+
+
+def list_orders(cur, customer_id: str | None, status: str | None,
+                after: tuple[datetime, UUID] | None, limit: int) -> list[dict]:
+    """A page of orders, newest first; ``customer_id`` None means every customer."""
+    cur.execute(
+        """
+        SELECT * FROM orders
+         WHERE (%(customer)s::text IS NULL OR customer_id = %(customer)s)
+           AND (%(status)s::text IS NULL OR status = %(status)s)
+           AND (%(after_t)s::timestamptz IS NULL OR (created_at, id) < (%(after_t)s, %(after_i)s))
+         ORDER BY created_at DESC, id DESC
+         LIMIT %(limit)s
+        """,
+        {"customer": customer_id, "status": status, "after_t": after[0] if after else None,
+         "after_i": after[1] if after else None, "limit": limit},
+    )
+    orders = cur.fetchall()
+    lines = _lines(cur, [o["id"] for o in orders])
+    for order in orders:
+        order["lines"] = lines[order["id"]]
+    return orders
+
+
+def _lines(cur, order_ids: list[UUID]) -> dict[UUID, list[dict]]:
+    result: dict[UUID, list[dict]] = {order_id: [] for order_id in order_ids}
+    if not order_ids:
+        return result
+    cur.execute(
+        "SELECT order_id, sku, quantity, unit_price, line_total FROM order_lines"
+        " WHERE order_id = ANY(%s) ORDER BY order_id, line_no", (order_ids,))
+    for row in cur.fetchall():
+        result[row.pop("order_id")].append(row)
+    return result
+
+
+# --- idempotency keys ----------------------------------------------------------
+def claim_idempotency_key(cur, customer_id: str, key: str, request_hash: str) -> dict | None:
+    """Claim ``key`` for this request; return the existing row if someone has it.
+
+    Expired keys and in-progress keys abandoned by a crashed request are taken over.
+    """
+    cur.execute(
+        f"""
+        INSERT INTO idempotency_keys (customer_id, key, request_hash, state, expires_at)
+        VALUES (%s, %s, %s, 'in_progress', now() + interval '{IDEMPOTENCY_TTL}')
+        ON CONFLICT (customer_id, key) DO UPDATE
+           SET request_hash = EXCLUDED.request_hash, state = 'in_progress',
+               response_status = NULL, response_body = NULL, response_headers = NULL,
+               created_at = now(), expires_at = EXCLUDED.expires_at
+         WHERE idempotency_keys.expires_at < now()
+            OR (idempotency_keys.state = 'in_progress'
+                AND idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_STALE_AFTER}')
+        RETURNING customer_id
+        """,
+        (customer_id, key, request_hash),
+    )
+    if cur.fetchone() is not None:
+        return None
+    cur.execute("SELECT * FROM idempotency_keys WHERE customer_id = %s AND key = %s",
+                (customer_id, key))
+    return cur.fetchone()
+
+
+def complete_idempotency_key(cur, customer_id: str, key: str, status: int, body: str,
+                             headers: dict) -> None:
+    cur.execute(
+        "UPDATE idempotency_keys SET state = 'completed', response_status = %s,"
+        " response_body = %s, response_headers = %s WHERE customer_id = %s AND key = %s",
+        (status, body, json.dumps(headers), customer_id, key),
+    )
+
+
+def release_idempotency_key(cur, customer_id: str, key: str) -> None:
+    cur.execute("DELETE FROM idempotency_keys WHERE customer_id = %s AND key = %s"
+                " AND state = 'in_progress'", (customer_id, key))
+
+
+def purge_expired_idempotency_keys(cur) -> int:
+    cur.execute("DELETE FROM idempotency_keys WHERE expires_at < now()")
+    return cur.rowcount

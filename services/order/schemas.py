@@ -1,0 +1,144 @@
+"""Marshmallow schemas: HTTP requests/responses and the events this service owns."""
+
+from __future__ import annotations
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
+
+from services.order.domain import OrderStatus
+from shared.currencies import ISO_4217
+
+MAX_LINES = 100
+MAX_QUANTITY = 10_000
+MAX_UNIT_PRICE = 1_000_000
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class StrictSchema(Schema):
+    """Unknown fields are an error, never silently dropped."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class AddressSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    line1 = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    line2 = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    city = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    region = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    postal_code = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    country = fields.String(required=True, validate=validate.Regexp(
+        r"^[A-Z]{2}$", error="Must be an ISO 3166-1 alpha-2 code, e.g. DE."))
+
+
+class OrderLineInSchema(StrictSchema):
+    sku = fields.String(required=True, validate=validate.Regexp(
+        SKU_PATTERN, error="1-64 letters, digits, '.', '_' or '-'."))
+    quantity = fields.Integer(required=True, strict=True,
+                              validate=validate.Range(min=1, max=MAX_QUANTITY))
+    unit_price = fields.Decimal(required=True, places=None, as_string=True, allow_nan=False,
+                                validate=validate.Range(min=0, max=MAX_UNIT_PRICE))
+
+    @validates("unit_price")
+    def _two_decimals(self, value, **_kwargs):
+        if value.as_tuple().exponent < -2:
+            raise ValidationError("At most two decimal places.")
+
+
+class CreateOrderSchema(StrictSchema):
+    items = fields.List(fields.Nested(OrderLineInSchema), required=True,
+                        validate=validate.Length(min=1, max=MAX_LINES,
+                                                 error="Between 1 and 100 lines."))
+    currency = fields.String(required=True, validate=validate.OneOf(
+        sorted(ISO_4217), error="Unknown ISO 4217 currency code."))
+    shipping_address = fields.Nested(AddressSchema, required=True)
+    customer_email = fields.Email(required=True, validate=validate.Length(max=254))
+
+    @validates_schema
+    def _unique_skus(self, data, **_kwargs):
+        skus = [line["sku"] for line in data.get("items", [])]
+        if len(skus) != len(set(skus)):
+            raise ValidationError("Each sku may appear only once.", "items")
+
+
+class CancelOrderSchema(StrictSchema):
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class ListOrdersQuerySchema(StrictSchema):
+    status = fields.String(validate=validate.OneOf([s.value for s in OrderStatus]))
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    cursor = fields.String(validate=validate.Length(min=1, max=200))
+
+
+class OrderLineOutSchema(Schema):
+    sku = fields.String()
+    quantity = fields.Integer()
+    unit_price = fields.Decimal(as_string=True)
+    line_total = fields.Decimal(as_string=True)
+
+
+class HistoryEntrySchema(Schema):
+    status = fields.String(metadata={"description": "Order status after this entry"})
+    previous_status = fields.String(allow_none=True)
+    event = fields.String(metadata={"description": "What caused it, e.g. delivery.shipped"})
+    applied = fields.Boolean(metadata={"description": "False when a stale event was ignored"})
+    note = fields.String(allow_none=True)
+    occurred_at = fields.DateTime()
+
+
+class ShipmentInfoSchema(Schema):
+    shipment_id = fields.String(allow_none=True)
+    carrier = fields.String(allow_none=True)
+    tracking_number = fields.String(allow_none=True)
+
+
+class OrderSchema(Schema):
+    id = fields.UUID()
+    customer_id = fields.String()
+    customer_email = fields.String()
+    status = fields.String()
+    currency = fields.String()
+    items = fields.List(fields.Nested(OrderLineOutSchema))
+    total = fields.Decimal(as_string=True)
+    shipping_address = fields.Nested(AddressSchema)
+    shipment = fields.Nested(ShipmentInfoSchema, allow_none=True)
+    cancel_reason = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    history = fields.List(fields.Nested(HistoryEntrySchema))
+
+
+class OrderSummarySchema(OrderSchema):
+    """An order in a list (no history)."""
+
+    class Meta:
+        exclude = ("history",)
+
+
+class OrderPageSchema(Schema):
+    items = fields.List(fields.Nested(OrderSummarySchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+# --- events this service consumes (delivery-status.fifo) -----------------------------
+class DeliveryEventDataSchema(Schema):
+    """``data`` of every delivery.* event (unknown keys tolerated: producers may add)."""
+
+    class Meta:
+        unknown = "exclude"
+
+    shipment_id = fields.UUID(required=True)
+    order_id = fields.UUID(required=True)
+    status = fields.String(required=True)
+    carrier = fields.String(load_default=None, allow_none=True)
+    tracking_number = fields.String(load_default=None, allow_none=True)
+    occurred_at = fields.AwareDateTime(required=True)
