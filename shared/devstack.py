@@ -316,8 +316,8 @@ def start_fauxqs(port: int = SQS_EMULATOR_PORT, node_modules_dir: Path = DEFAULT
         raise RuntimeError("node is not installed: fauxqs needs Node.js >= 20")
     package = fauxqs_package_dir(Path(node_modules_dir))
     if package is None:
-        raise RuntimeError(f"fauxqs is not installed under {node_modules_dir} "
-                           f"(run `make fauxqs` or npm install --prefix DIR fauxqs@{FAUXQS_VERSION})")
+        raise RuntimeError(f"fauxqs is not installed under {node_modules_dir} (run `make fauxqs`"
+                           f" or npm install --prefix DIR fauxqs@{FAUXQS_VERSION})")
     if port_is_open(host, port):
         raise RuntimeError(f"port {host}:{port} is already in use")
     # The launcher must sit beside node_modules/ so the bare "fauxqs" import resolves.
