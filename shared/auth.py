@@ -132,3 +132,23 @@ def require_scopes(*required: str):
         return wrapper
 
     return decorator
+
+
+def require_any_scope(*accepted: str):
+    """Decorator: the caller must hold at least one scope in ``accepted``."""
+    for scope in accepted:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope}")
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            principal = authenticate()
+            if not principal.scopes.intersection(accepted):
+                raise Problem(403, "Forbidden", f"Requires one of: {' '.join(accepted)}.",
+                              "insufficient-scope")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator

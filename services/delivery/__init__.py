@@ -1,0 +1,1 @@
+"""Delivery service: one shipment per order, carrier status updates, a carrier simulator."""

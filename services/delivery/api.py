@@ -1,0 +1,71 @@
+"""HTTP: parse with a schema -> call a handler -> serialize."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from services.delivery import handlers
+from services.delivery.schemas import (
+    ListShipmentsQuerySchema,
+    ShipmentEventInSchema,
+    ShipmentPageSchema,
+    ShipmentSchema,
+)
+from shared.auth import authenticate, require_any_scope, require_scopes
+from shared.pagination import decode_cursor, encode_cursor
+from shared.web import correlation_id
+
+blp = Blueprint("shipments", __name__, url_prefix="/v1/shipments",
+                description="Shipments, tracking and carrier status callbacks.")
+
+# Customers (orders:read) see their own shipments; carriers and admins see all.
+READ_SCOPES = ("orders:read", "shipments:write", "admin")
+
+
+def _db():
+    return current_app.extensions["db"]
+
+
+@blp.route("")
+class Shipments(MethodView):
+    @blp.response(200, ShipmentPageSchema)
+    @blp.alt_response(400, description="Bad cursor")
+    @require_any_scope(*READ_SCOPES)
+    @blp.arguments(ListShipmentsQuerySchema, location="query")
+    def get(self, query):
+        """List shipments, newest first; filter by order_id and status."""
+        principal = authenticate()
+        after = decode_cursor(query["cursor"]) if query.get("cursor") else None
+        limit = query["limit"]
+        rows = handlers.list_shipments(_db(), principal, query.get("order_id"),
+                                       query.get("status"), after, limit + 1)
+        page, more = rows[:limit], len(rows) > limit
+        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
+        return {"items": page, "next_cursor": next_cursor}
+
+
+@blp.route("/<uuid:shipment_id>")
+class ShipmentById(MethodView):
+    @blp.response(200, ShipmentSchema)
+    @blp.alt_response(404, description="No such shipment (or not yours)")
+    @require_any_scope(*READ_SCOPES)
+    def get(self, shipment_id: UUID):
+        """One shipment with its status events."""
+        return handlers.get_shipment(_db(), authenticate(), shipment_id)
+
+
+@blp.route("/<uuid:shipment_id>/events")
+class ShipmentEvents(MethodView):
+    @blp.response(200, ShipmentSchema, description="Recorded (a repeated status is a no-op)")
+    @blp.alt_response(404, description="No such shipment")
+    @blp.alt_response(409, description="Transition not allowed from the current status")
+    @require_scopes("shipments:write")
+    @blp.arguments(ShipmentEventInSchema)
+    def post(self, payload, shipment_id: UUID):
+        """Carrier callback: report SHIPPED, IN_TRANSIT, OUT_FOR_DELIVERY, DELIVERED or FAILED."""
+        return handlers.post_carrier_event(_db(), authenticate(), shipment_id, payload,
+                                           correlation_id())

@@ -1,0 +1,32 @@
+"""Delivery service WSGI app factory."""
+
+from __future__ import annotations
+
+import os
+
+from services.delivery.api import blp
+from shared.config import load_settings
+from shared.db import database_for
+from shared.health import health_blueprint, sqs_check
+from shared.logging import configure_logging
+from shared.messaging.sqs import physical_name, sync_client
+from shared.web import base_app
+
+SERVICE = "delivery"
+
+
+def create_app(config: dict | None = None):
+    """Build the delivery API. ``config`` overrides environment variables (tests)."""
+    env = {**os.environ, **(config or {})}
+    settings = load_settings(SERVICE, env)
+    configure_logging(SERVICE, settings.log_level, settings.log_format)
+    app, api = base_app(settings, "Delivery service")
+    db = database_for(settings)
+    app.extensions["db"] = db
+    sqs = sync_client(settings.sqs_endpoint_url, settings.aws_region, max_pool=2)
+    app.register_blueprint(health_blueprint({
+        "database": db.ping,
+        "sqs": sqs_check(sqs, physical_name(settings.queue_prefix, "delivery-status.fifo")),
+    }))
+    api.register_blueprint(blp)
+    return app

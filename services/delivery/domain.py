@@ -1,0 +1,69 @@
+"""Shipments and their allowed transitions (pure Python, no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from enum import StrEnum
+
+
+class ShipmentStatus(StrEnum):
+    CREATED = "CREATED"
+    SHIPPED = "SHIPPED"
+    IN_TRANSIT = "IN_TRANSIT"
+    OUT_FOR_DELIVERY = "OUT_FOR_DELIVERY"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+S = ShipmentStatus
+ALLOWED_TRANSITIONS: dict[ShipmentStatus, frozenset[ShipmentStatus]] = {
+    S.CREATED: frozenset({S.SHIPPED, S.CANCELLED}),
+    S.SHIPPED: frozenset({S.IN_TRANSIT, S.OUT_FOR_DELIVERY, S.DELIVERED, S.FAILED}),
+    S.IN_TRANSIT: frozenset({S.OUT_FOR_DELIVERY, S.DELIVERED, S.FAILED}),
+    S.OUT_FOR_DELIVERY: frozenset({S.DELIVERED, S.FAILED}),
+    S.DELIVERED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+# What a carrier may report (CREATED and CANCELLED come from orders, not carriers).
+CARRIER_STATUSES = (S.SHIPPED, S.IN_TRANSIT, S.OUT_FOR_DELIVERY, S.DELIVERED, S.FAILED)
+
+# The path the carrier simulator walks a new shipment along.
+SIMULATED_PATH = {
+    S.CREATED: S.SHIPPED,
+    S.SHIPPED: S.IN_TRANSIT,
+    S.IN_TRANSIT: S.OUT_FOR_DELIVERY,
+    S.OUT_FOR_DELIVERY: S.DELIVERED,
+}
+
+EVENT_TYPES: dict[ShipmentStatus, str] = {
+    S.CREATED: "delivery.shipment_created",
+    S.SHIPPED: "delivery.shipped",
+    S.IN_TRANSIT: "delivery.in_transit",
+    S.OUT_FOR_DELIVERY: "delivery.out_for_delivery",
+    S.DELIVERED: "delivery.delivered",
+    S.FAILED: "delivery.failed",
+    S.CANCELLED: "delivery.shipment_cancelled",
+}
+
+CARRIERS = ("DHL", "UPS", "GLS")
+
+
+def can_transition(current: ShipmentStatus, target: ShipmentStatus) -> bool:
+    """Whether a shipment in ``current`` may move to ``target``."""
+    return target in ALLOWED_TRANSITIONS[current]
+
+
+def choose_carrier(order_id: str) -> str:
+    """A carrier for the order (stable per order, spread across carriers)."""
+    digest = hashlib.sha256(order_id.encode()).digest()
+    return CARRIERS[digest[0] % len(CARRIERS)]
+
+
+def new_tracking_number(carrier: str) -> str:
+    """A carrier-prefixed tracking number, e.g. ``DHL7K2P9Q4M1X8Z``."""
+    alphabet = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+    return carrier + "".join(secrets.choice(alphabet) for _ in range(12))

@@ -1,0 +1,169 @@
+"""Delivery commands and event handlers: one function each, dependencies as arguments."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from services.delivery import repository as repo
+from services.delivery.domain import (
+    EVENT_TYPES,
+    SIMULATED_PATH,
+    ShipmentStatus,
+    can_transition,
+    choose_carrier,
+    new_tracking_number,
+)
+from services.delivery.schemas import (
+    OrderCancelledDataSchema,
+    OrderCreatedDataSchema,
+    ShipmentSchema,
+)
+from shared.auth import Principal
+from shared.errors import Problem
+from shared.logging import get_logger
+from shared.messaging.envelope import Envelope
+from shared.messaging.outbox import add_event
+
+log = get_logger(__name__)
+
+SERVICE = "delivery"
+PRODUCER = "delivery-service"
+
+
+# --- consumed events -----------------------------------------------------------------
+def on_order_created(cur, event: Envelope) -> None:
+    """One shipment per order, unless a cancel for it arrived first."""
+    data = OrderCreatedDataSchema().load(event.data)
+    order_id = data["order_id"]
+    if repo.is_cancelled(cur, order_id):
+        log.info("shipment_skipped_order_cancelled", order_id=str(order_id))
+        return
+    shipment_id = uuid.uuid4()
+    carrier = choose_carrier(str(order_id))
+    created = repo.insert_shipment(cur, shipment_id, order_id, data["customer_id"], carrier,
+                                   new_tracking_number(carrier), data["shipping_address"])
+    if not created:
+        log.info("shipment_exists", order_id=str(order_id))
+        return
+    repo.add_event(cur, shipment_id, ShipmentStatus.CREATED, None, "order.created")
+    shipment = repo.get_shipment(cur, shipment_id)
+    add_event(cur, SERVICE, event.caused(EVENT_TYPES[ShipmentStatus.CREATED], str(order_id),
+                                         _event_data(shipment, datetime.now(UTC)), PRODUCER))
+    log.info("shipment_created", order_id=str(order_id), shipment_id=str(shipment_id))
+
+
+def on_order_cancelled(cur, event: Envelope) -> None:
+    """Cancel the order's unshipped shipment, or leave a tombstone if it has none yet."""
+    data = OrderCancelledDataSchema().load(event.data)
+    order_id = data["order_id"]
+    shipment = repo.lock_shipment_by_order(cur, order_id)
+    if shipment is None:
+        repo.record_cancel_tombstone(cur, order_id, data["reason"])
+        log.info("cancel_before_create_recorded", order_id=str(order_id))
+        return
+    current = ShipmentStatus(shipment["status"])
+    if current == ShipmentStatus.CANCELLED:
+        return
+    if not can_transition(current, ShipmentStatus.CANCELLED):
+        repo.add_event(cur, shipment["id"], current, current, "order.cancelled",
+                       note=f"cancel rejected: shipment already {current}")
+        log.warning("cancel_rejected_already_shipped", order_id=str(order_id), status=current)
+        return
+    _transition(cur, shipment, ShipmentStatus.CANCELLED, "order.cancelled", event,
+                note=data["reason"])
+
+
+# --- carrier updates (API and simulator share this path) -----------------------------
+def record_status(cur, shipment: dict, target: ShipmentStatus, source: str,
+                  occurred_at: datetime | None = None, location: str | None = None,
+                  note: str | None = None, correlation_id: str | None = None) -> bool:
+    """Apply a carrier status; False if it is a repeat of the current status.
+
+    Raises a 409 :class:`Problem` for a transition the shipment may not make.
+    """
+    current = ShipmentStatus(shipment["status"])
+    if target == current:
+        return False  # carriers retry callbacks; a repeat changes nothing
+    if not can_transition(current, target):
+        raise Problem(409, "Invalid status transition",
+                      f"A {current} shipment cannot become {target}.", "invalid-transition",
+                      status_now=current.value)
+    _transition(cur, shipment, target, source, None, occurred_at, location, note,
+                correlation_id)
+    return True
+
+
+def post_carrier_event(db, principal: Principal, shipment_id: uuid.UUID, payload: dict,
+                       correlation_id: str | None) -> dict:
+    """``POST /v1/shipments/{id}/events``: a carrier reports a status."""
+    with db.transaction() as cur:
+        shipment = repo.lock_shipment(cur, shipment_id)
+        if shipment is None:
+            raise Problem(404, "Not Found", "No such shipment.", "not-found")
+        record_status(cur, shipment, ShipmentStatus(payload["status"]),
+                      f"carrier:{principal.subject}", payload["occurred_at"],
+                      payload["location"], payload["note"], correlation_id)
+        return repo.get_shipment(cur, shipment_id)
+
+
+def advance_simulated(db, step_s: float, batch: int = 50) -> int:
+    """Move due shipments one step along the simulated path; returns how many moved."""
+    with db.transaction() as cur:
+        due = repo.claim_due_for_simulation(cur, step_s, batch)
+        for shipment in due:
+            target = SIMULATED_PATH[ShipmentStatus(shipment["status"])]
+            record_status(cur, shipment, target, "simulator", note="carrier simulator")
+    return len(due)
+
+
+def _transition(cur, shipment: dict, target: ShipmentStatus, source: str,
+                cause: Envelope | None, occurred_at: datetime | None = None,
+                location: str | None = None, note: str | None = None,
+                correlation_id: str | None = None) -> None:
+    current = ShipmentStatus(shipment["status"])
+    when = occurred_at or datetime.now(UTC)
+    repo.set_status(cur, shipment["id"], target)
+    repo.add_event(cur, shipment["id"], target, current, source, when, location, note)
+    updated = dict(shipment, status=target.value)
+    data = _event_data(updated, when, location)
+    event_type = EVENT_TYPES[target]
+    order_id = str(shipment["order_id"])
+    envelope = (cause.caused(event_type, order_id, data, PRODUCER) if cause else
+                Envelope(event_type=event_type, aggregate_id=order_id, data=data,
+                         producer=PRODUCER, correlation_id=correlation_id))
+    add_event(cur, SERVICE, envelope)
+    log.info("shipment_status_changed", shipment_id=str(shipment["id"]), order_id=order_id,
+             previous=current.value, status=target.value, source=source)
+
+
+def _event_data(shipment: dict, occurred_at: datetime, location: str | None = None) -> dict:
+    return {"shipment_id": str(shipment["id"]), "order_id": str(shipment["order_id"]),
+            "status": str(shipment["status"]), "carrier": shipment["carrier"],
+            "tracking_number": shipment["tracking_number"], "location": location,
+            "occurred_at": occurred_at.isoformat()}
+
+
+# --- queries ---------------------------------------------------------------------------
+def can_read_all(principal: Principal) -> bool:
+    """Operators and carriers see every shipment; customers only their own."""
+    return principal.is_admin or "shipments:write" in principal.scopes
+
+
+def get_shipment(db, principal: Principal, shipment_id: uuid.UUID) -> dict:
+    with db.transaction() as cur:
+        shipment = repo.get_shipment(cur, shipment_id)
+    if shipment is None or not (can_read_all(principal)
+                                or shipment["customer_id"] == principal.subject):
+        raise Problem(404, "Not Found", "No such shipment.", "not-found")
+    return shipment
+
+
+def list_shipments(db, principal: Principal, order_id, status, after, limit) -> list[dict]:
+    customer = None if can_read_all(principal) else principal.subject
+    with db.transaction() as cur:
+        return repo.list_shipments(cur, customer, order_id, status, after, limit)
+
+
+def serialize(shipment: dict) -> dict:
+    return ShipmentSchema().dump(shipment)
