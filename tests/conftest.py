@@ -1,0 +1,209 @@
+"""Fixtures for the whole suite.
+
+Real components: an embedded PostgreSQL (pgserver) unless DATABASE_URL is set,
+and moto's SQS server over HTTP unless SQS_ENDPOINT_URL is set. Each test gets
+fresh queues (a unique QUEUE_PREFIX) and empty service tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from shared.auth import TokenSettings, mint_dev_token
+from shared.config import DEV_JWT_SECRET
+from shared.db import Database
+from shared.devstack import (
+    DATA_DIR,
+    start_embedded_postgres,
+    start_moto_server,
+    stop_embedded_postgres,
+    stop_process,
+)
+from shared.messaging.sqs import ensure_queues, sync_client
+from shared.migrations import upgrade
+from tests.support.processes import ProcessManager
+
+SERVICES = ("order", "delivery")
+REGION = "us-east-1"
+TOKENS = TokenSettings(DEV_JWT_SECRET, "order-platform-dev", "order-platform")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    """A migrated PostgreSQL: DATABASE_URL if given, else an embedded server."""
+    url = os.environ.get("DATABASE_URL")
+    handle = None
+    data_dir = None
+    if not url:
+        # Under the repo, not /tmp: pgserver runs postgres as its own user when we are root,
+        # and pytest's private temp dirs are not traversable by it.
+        data_dir = DATA_DIR / "test" / f"pg-{uuid.uuid4().hex[:8]}"
+        handle, url = start_embedded_postgres(data_dir)
+    for service in SERVICES:
+        upgrade(service, url)
+    yield url
+    if handle is not None:
+        stop_embedded_postgres(handle)
+        # pgserver's atexit hook logs after pytest closed its capture streams.
+        logging.getLogger("pgserver").disabled = True
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint(tmp_path_factory):
+    """An SQS endpoint over HTTP: SQS_ENDPOINT_URL if given, else a moto server."""
+    url = os.environ.get("SQS_ENDPOINT_URL")
+    if url:
+        yield url
+        return
+    port = free_port()
+    proc = start_moto_server(port, log_file=tmp_path_factory.mktemp("moto") / "moto.log")
+    yield f"http://127.0.0.1:{port}"
+    stop_process(proc)
+
+
+@pytest.fixture
+def clean_db(database_url):
+    """Empty every service table (schemas stay migrated)."""
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(%s)"
+                " AND tablename <> 'alembic_version'", ([f"{s}_svc" for s in SERVICES],))
+            tables = [f'"{s}"."{t}"' for s, t in cur.fetchall()]
+            if tables:
+                cur.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    finally:
+        conn.close()
+    return database_url
+
+
+@pytest.fixture
+def queue_prefix() -> str:
+    """A unique prefix: every test gets its own queues."""
+    return f"t{uuid.uuid4().hex[:10]}-"
+
+
+@pytest.fixture
+def sqs(sqs_endpoint):
+    """A boto3 SQS client on the test endpoint."""
+    return sync_client(sqs_endpoint, REGION)
+
+
+@pytest.fixture
+def queues(sqs, queue_prefix) -> dict[str, str]:
+    """The whole topology created under this test's prefix: logical name -> URL."""
+    return ensure_queues(sqs, queue_prefix)
+
+
+@pytest.fixture
+def service_env(clean_db, sqs_endpoint, queue_prefix, queues) -> dict[str, str]:
+    """Environment for service processes/apps in this test (fast waits and retries)."""
+    return {
+        "APP_ENV": "test",
+        "DATABASE_URL": clean_db,
+        "SQS_ENDPOINT_URL": sqs_endpoint,
+        "AWS_REGION": REGION,
+        "QUEUE_PREFIX": queue_prefix,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "CONSUMER_WAIT_TIME_S": "1",
+        "CONSUMER_RETRY_BASE_S": "1",
+        "CONSUMER_RETRY_CAP_S": "4",
+        "OUTBOX_POLL_INTERVAL_S": "0.2",
+        "OUTBOX_RETRY_MAX_S": "2",
+        "WORKER_SHUTDOWN_TIMEOUT_S": "20",
+        "DB_POOL_MAX": "6",
+        "DELIVERY_SIMULATOR_ENABLED": "false",
+    }
+
+
+@pytest.fixture
+def order_app(service_env):
+    from services.order.app import create_app
+
+    app = create_app(service_env)
+    yield app
+    app.extensions["db"].close()
+
+
+@pytest.fixture
+def delivery_app(service_env):
+    from services.delivery.app import create_app
+
+    app = create_app(service_env)
+    yield app
+    app.extensions["db"].close()
+
+
+@pytest.fixture
+def order_client(order_app):
+    return order_app.test_client()
+
+
+@pytest.fixture
+def delivery_client(delivery_app):
+    return delivery_app.test_client()
+
+
+@pytest.fixture
+def order_db(clean_db):
+    db = Database(clean_db, "order_svc", 1, 4)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def delivery_db(clean_db):
+    db = Database(clean_db, "delivery_svc", 1, 4)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def make_token():
+    """``make_token(subject, scopes, ttl_s=3600)`` -> a signed development token."""
+
+    def make(subject: str = "customer-1", scopes=("orders:read", "orders:write"),
+             ttl_s: int = 3600) -> str:
+        return mint_dev_token(TOKENS, subject, list(scopes), ttl_s)
+
+    return make
+
+
+@pytest.fixture
+def auth_header(make_token):
+    """``auth_header(subject, scopes)`` -> {"Authorization": "Bearer ..."}."""
+
+    def header(subject: str = "customer-1", scopes=("orders:read", "orders:write")) -> dict:
+        return {"Authorization": f"Bearer {make_token(subject, scopes)}"}
+
+    return header
+
+
+@pytest.fixture
+def processes(service_env, tmp_path: Path):
+    """Start workers/APIs as child processes; all are stopped at teardown."""
+    manager = ProcessManager(service_env, tmp_path)
+    yield manager
+    manager.stop_all()
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()

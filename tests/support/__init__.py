@@ -1,0 +1,1 @@
+"""Test helpers: polling with a deadline, worker processes, tokens."""
