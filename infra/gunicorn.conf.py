@@ -55,3 +55,11 @@ preload_app = False
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Trust X-Forwarded-* only from the local proxy/sidecar unless told otherwise.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Gunicorn 27's runtime control socket defaults to one path per user, which
+# every API on a machine would share (`make run` starts several); nothing here
+# uses it. Set GUNICORN_CONTROL_SOCKET to a per-service path to enable it.
+if os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip():
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"].strip()
+else:
+    control_socket_disable = True

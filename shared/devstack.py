@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -91,15 +92,22 @@ def spawn(args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path |
     )
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
-    """SIGTERM ``proc``'s process group, SIGKILL it after ``timeout``; return the exit code."""
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0,
+                 kill_wait: float = 2.0) -> int | None:
+    """SIGTERM ``proc``'s process group, SIGKILL it after ``timeout``; return the exit code.
+
+    Returns None if it still runs ``kill_wait`` seconds after SIGKILL.
+    """
     if proc.poll() is None:
         _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             _signal_group(proc, signal.SIGKILL)
-            proc.wait(2)
+            try:
+                proc.wait(kill_wait)
+            except subprocess.TimeoutExpired:
+                log.warning("pid %s survived SIGKILL for %.1fs", proc.pid, kill_wait)
     return proc.returncode
 
 
@@ -184,7 +192,11 @@ def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:
     ``postgresql://postgres:@/postgres?host=/path/.data/postgres``.
     As root, pgserver runs the server as its own unprivileged ``pgserver`` user.
     """
-    import pgserver  # heavy import; only the embedded mode needs it
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and
+        # falls back to /tmp/runtime-<uid>, which is what we want anyway.
+        warnings.simplefilter("ignore")
+        import pgserver  # heavy import; only the embedded mode needs it
 
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -201,8 +213,8 @@ def stop_embedded_postgres(handle: Any, timeout: float = PG_STOP_TIMEOUT_S) -> N
     if not (pgdata / "postmaster.pid").exists():
         return
     try:
-        pg_ctl(["-w", "-t", str(int(timeout)), "-m", "fast", "stop"], pgdata=pgdata,
-               user=handle.system_user, timeout=timeout + 1)
+        pg_ctl(["-w", "-t", str(max(1, int(timeout))), "-m", "fast", "stop"], pgdata=pgdata,
+               user=handle.system_user, timeout=timeout + 0.5)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         log.warning("pg_ctl stop failed (%s); killing the postmaster", exc)
         _kill_postmaster(pgdata)
