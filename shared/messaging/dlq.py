@@ -1,0 +1,139 @@
+"""Dead-letter queue inspection and replay for operators.
+
+Replay prefers SQS's own ``StartMessageMoveTask`` (AWS, ElasticMQ) and falls
+back to a portable receive -> send -> delete loop (moto, fauxqs) that keeps
+each message group's order: messages are re-sent in the order the DLQ hands
+them out, one group's messages never overtaking each other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from shared.messaging.sqs import MAX_BATCH_ENTRIES, physical_name
+from shared.messaging.topology import QUEUES, QueueSpec
+
+DLQ_ATTRIBUTE_PREFIX = "dlq_"
+# Receive short: a replay must finish, not long-poll an empty queue.
+PEEK_WAIT_S = 1
+# How long a peeked message stays hidden from other readers of the DLQ.
+PEEK_VISIBILITY_S = 0
+REPLAY_VISIBILITY_S = 60
+MOVE_TASK_UNSUPPORTED = ("UnsupportedOperation", "InvalidAction", "NotImplemented",
+                         "AWS.SimpleQueueService.UnsupportedOperation", "InvalidParameterValue")
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    name: str
+    visible: int
+    in_flight: int
+    dlq_name: str
+    dlq_visible: int
+
+
+def depths(client, prefix: str = "", specs: tuple[QueueSpec, ...] = QUEUES) -> list[QueueDepth]:
+    """Approximate depth of every queue and its DLQ (approximate by SQS's own definition)."""
+    out = []
+    for spec in specs:
+        main = _attrs(client, physical_name(prefix, spec.name))
+        dlq = _attrs(client, physical_name(prefix, spec.dlq_name))
+        out.append(QueueDepth(spec.name, int(main.get("ApproximateNumberOfMessages", 0)),
+                              int(main.get("ApproximateNumberOfMessagesNotVisible", 0)),
+                              spec.dlq_name, int(dlq.get("ApproximateNumberOfMessages", 0))))
+    return out
+
+
+def peek(client, spec: QueueSpec, prefix: str = "", limit: int = 10) -> list[dict[str, Any]]:
+    """Up to ``limit`` dead letters with their reason attributes; they stay in the DLQ."""
+    url = _url(client, physical_name(prefix, spec.dlq_name))
+    seen: list[dict[str, Any]] = []
+    handles = []
+    while len(seen) < limit:
+        batch = client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=min(MAX_BATCH_ENTRIES, limit - len(seen)),
+            WaitTimeSeconds=PEEK_WAIT_S, VisibilityTimeout=REPLAY_VISIBILITY_S,
+            MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
+        ).get("Messages", [])
+        if not batch:
+            break
+        for message in batch:
+            handles.append(message["ReceiptHandle"])
+            attrs = {k: v.get("StringValue") for k, v in message.get("MessageAttributes", {}).items()}
+            seen.append({"message_id": message["MessageId"],
+                         "group": message.get("Attributes", {}).get("MessageGroupId"),
+                         "attributes": attrs, "body": message["Body"]})
+    for start in range(0, len(handles), MAX_BATCH_ENTRIES):
+        chunk = handles[start:start + MAX_BATCH_ENTRIES]
+        client.change_message_visibility_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": PEEK_VISIBILITY_S}
+            for i, h in enumerate(chunk)])
+    return seen
+
+
+def replay(client, spec: QueueSpec, prefix: str = "", limit: int | None = None,
+           use_move_task: bool = True) -> tuple[str, int]:
+    """Move dead letters back to ``spec``'s queue. Returns (method, messages moved or -1)."""
+    dlq_url = _url(client, physical_name(prefix, spec.dlq_name))
+    source_url = _url(client, physical_name(prefix, spec.name))
+    if use_move_task and limit is None:
+        try:
+            dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+                "Attributes"]["QueueArn"]
+            client.start_message_move_task(SourceArn=dlq_arn)
+            return "move-task", -1  # SQS moves them asynchronously back to the source
+        except ClientError as exc:
+            # moto answers unimplemented actions with a bare 500; the portable path is a
+            # correct replay too, so any server-side failure falls back to it.
+            code = exc.response.get("Error", {}).get("Code")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code not in MOVE_TASK_UNSUPPORTED and status < 500:
+                raise
+        except (AttributeError, NotImplementedError):
+            pass
+    return "portable", _portable_replay(client, spec, dlq_url, source_url, limit)
+
+
+def _portable_replay(client, spec: QueueSpec, dlq_url: str, source_url: str,
+                     limit: int | None) -> int:
+    moved = 0
+    while limit is None or moved < limit:
+        want = MAX_BATCH_ENTRIES if limit is None else min(MAX_BATCH_ENTRIES, limit - moved)
+        batch = client.receive_message(
+            QueueUrl=dlq_url, MaxNumberOfMessages=want, WaitTimeSeconds=PEEK_WAIT_S,
+            VisibilityTimeout=REPLAY_VISIBILITY_S, MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"]).get("Messages", [])
+        if not batch:
+            break
+        # One at a time, in received order: a failure stops before later messages of a group.
+        for message in batch:
+            params: dict[str, Any] = {
+                "QueueUrl": source_url, "MessageBody": message["Body"],
+                "MessageAttributes": {k: v for k, v in message.get("MessageAttributes", {}).items()
+                                      if not k.startswith(DLQ_ATTRIBUTE_PREFIX)},
+            }
+            if spec.fifo:
+                params["MessageGroupId"] = message["Attributes"].get("MessageGroupId",
+                                                                    message["MessageId"])
+                # A redrive gets a new dedup id (as SQS's own redrive does); the consumer's
+                # inbox still makes a message that was handled before a no-op.
+                params["MessageDeduplicationId"] = str(uuid.uuid4())
+            client.send_message(**params)
+            client.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+            moved += 1
+    return moved
+
+
+def _url(client, name: str) -> str:
+    return client.get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def _attrs(client, name: str) -> dict[str, str]:
+    return client.get_queue_attributes(
+        QueueUrl=_url(client, name),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]

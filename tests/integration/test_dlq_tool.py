@@ -1,0 +1,58 @@
+"""Operators' dead-letter tooling against the real SQS emulator."""
+
+from __future__ import annotations
+
+from shared.messaging import dlq
+from shared.messaging.topology import queue
+
+SPEC = queue("order-created.fifo")
+
+
+def _dead_letter(sqs, url, group: str, seq: int) -> None:
+    sqs.send_message(
+        QueueUrl=url, MessageBody=f'{{"seq": {seq}}}', MessageGroupId=group,
+        MessageDeduplicationId=f"{group}-{seq}",
+        MessageAttributes={
+            "event_type": {"DataType": "String", "StringValue": "order.created"},
+            "dlq_reason": {"DataType": "String", "StringValue": "permanent_error"},
+            "dlq_error": {"DataType": "String", "StringValue": "ValidationError: boom"},
+        })
+
+
+def _drain(sqs, url) -> list[dict]:
+    out = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                    MessageAttributeNames=["All"],
+                                    MessageSystemAttributeNames=["All"]).get("Messages", [])
+        if not batch:
+            return out
+        out.extend(batch)
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+
+
+def test_peek_shows_reasons_and_leaves_messages(sqs, queues, queue_prefix):
+    _dead_letter(sqs, queues[SPEC.dlq_name], "order-a", 1)
+    peeked = dlq.peek(sqs, SPEC, queue_prefix, limit=5)
+    assert [m["attributes"]["dlq_reason"] for m in peeked] == ["permanent_error"]
+    assert peeked[0]["group"] == "order-a"
+    depth = {d.name: d for d in dlq.depths(sqs, queue_prefix)}
+    assert depth[SPEC.name].dlq_visible == 1  # still there after peeking
+
+
+def test_replay_moves_back_in_group_order_without_dlq_attributes(sqs, queues, queue_prefix):
+    for seq in range(3):
+        _dead_letter(sqs, queues[SPEC.dlq_name], "order-a", seq)
+        _dead_letter(sqs, queues[SPEC.dlq_name], "order-b", seq)
+    # moto has no StartMessageMoveTask: the portable path must take over by itself.
+    method, moved = dlq.replay(sqs, SPEC, queue_prefix)
+    assert (method, moved) == ("portable", 6)
+    replayed = _drain(sqs, queues[SPEC.name])
+    by_group: dict[str, list[str]] = {}
+    for message in replayed:
+        by_group.setdefault(message["Attributes"]["MessageGroupId"], []).append(message["Body"])
+        assert not any(k.startswith("dlq_") for k in message.get("MessageAttributes", {}))
+        assert message["MessageAttributes"]["event_type"]["StringValue"] == "order.created"
+    assert by_group == {g: [f'{{"seq": {s}}}' for s in range(3)] for g in ("order-a", "order-b")}
+    assert _drain(sqs, queues[SPEC.dlq_name]) == []
