@@ -1,0 +1,70 @@
+# Everything needs only python3 (3.11+) on PATH: no Docker, no system Postgres.
+# `make run` starts an embedded PostgreSQL and moto's SQS server itself.
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FAUXQS_VERSION := 1.9.2
+FAUXQS_DIR := .tools/fauxqs
+FAUXQS_PKG := $(FAUXQS_DIR)/node_modules/fauxqs/package.json
+
+PYTEST_ARGS ?=
+RUN_ARGS ?=
+BENCH_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test lint bench-orders bench-pipeline elasticmq-conf infra-check \
+	fauxqs lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create .venv and install the project (only when pyproject/lock changed)
+
+# Reinstalls only when pyproject.toml or requirements.lock is newer than the stamp.
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11+ is required as '$(PYTHON)'"; exit 1; }
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[dev]'
+	@touch $@
+
+run: venv ## run every service and worker locally (Ctrl-C stops everything)
+	$(VPY) scripts/run.py $(RUN_ARGS)
+
+test: venv ## run the test suite (PYTEST_ARGS="-k foo -x" to narrow it)
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory fauxqs || echo "fauxqs could not be installed: its tests will be skipped"; \
+	fi
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+lint: venv ## ruff
+	$(VENV)/bin/ruff check .
+
+bench-orders: venv ## HTTP order-placement benchmark (BENCH_ARGS=...)
+	$(VPY) scripts/bench_orders.py $(BENCH_ARGS)
+
+bench-pipeline: venv ## messaging pipeline benchmark (BENCH_ARGS=...)
+	$(VPY) scripts/bench_pipeline.py $(BENCH_ARGS)
+
+elasticmq-conf: venv ## regenerate elasticmq.conf and infra/sqs-queues.cfn.yaml from the topology
+	$(VPY) scripts/gen_elasticmq_conf.py
+
+infra-check: venv ## fail if the generated queue files are out of date
+	$(VPY) scripts/gen_infra.py --check
+
+fauxqs: $(FAUXQS_PKG) ## install the fauxqs SQS emulator (needs node >= 20 and npm)
+
+$(FAUXQS_PKG):
+	npm install --no-audit --no-fund --prefix $(FAUXQS_DIR) fauxqs@$(FAUXQS_VERSION)
+
+lock: venv ## re-pin requirements.lock from the current .venv
+	@{ echo "# Every installed package pinned: pip constraints for 'pip install -c requirements.lock -e .[dev]'."; \
+	   echo "# Regenerate after changing pyproject.toml: make lock"; \
+	   $(VENV)/bin/pip freeze --exclude-editable --disable-pip-version-check; } > requirements.lock.tmp
+	@mv requirements.lock.tmp requirements.lock
+	@touch $(STAMP)
+
+clean: ## delete local data (.data: embedded Postgres, emulator logs)
+	rm -rf .data
