@@ -3,13 +3,16 @@ JSON-only bodies with a size limit, OpenAPI via flask-smorest, health, metrics."
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
+import flask_smorest
 import structlog
 from flask import Flask, Response, g, request
 from flask_smorest import Api
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from webargs.flaskparser import FlaskParser
 
 from shared.auth import token_settings_from
 from shared.errors import Problem, register_problem_handlers
@@ -22,6 +25,26 @@ MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_CHARS = 200
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+class BodyParser(FlaskParser):
+    """webargs turns only ``JSONDecodeError`` into a 400. A body nested deeper than the
+    recursion limit, or an integer longer than ``int()`` accepts, both fit in 64 KiB and
+    would otherwise surface as a 500; they are malformed input like any other."""
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except json.JSONDecodeError:
+            raise
+        except (RecursionError, ValueError) as exc:
+            raise json.JSONDecodeError(f"unparseable body ({type(exc).__name__})", "<body>", 0) from None
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest Blueprint whose request bodies are parsed by :class:`BodyParser`."""
+
+    ARGUMENTS_PARSER = BodyParser()
 
 
 class ProblemApi(Api):

@@ -6,7 +6,6 @@ from uuid import UUID
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from services.delivery import handlers
 from services.delivery.schemas import (
@@ -17,7 +16,7 @@ from services.delivery.schemas import (
 )
 from shared.auth import authenticate, require_any_scope, require_scopes
 from shared.pagination import decode_cursor, encode_cursor
-from shared.web import correlation_id
+from shared.web import Blueprint, correlation_id
 
 blp = Blueprint("shipments", __name__, url_prefix="/v1/shipments",
                 description="Shipments, tracking and carrier status callbacks.")

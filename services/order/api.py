@@ -6,7 +6,6 @@ from uuid import UUID
 
 from flask import Response, current_app, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from services.order import handlers
 from services.order.schemas import (
@@ -19,7 +18,7 @@ from services.order.schemas import (
 from shared.auth import authenticate, require_scopes
 from shared.errors import Problem
 from shared.pagination import decode_cursor, encode_cursor
-from shared.web import correlation_id
+from shared.web import Blueprint, correlation_id
 
 blp = Blueprint("orders", __name__, url_prefix="/v1/orders",
                 description="Place, track and cancel orders.")
