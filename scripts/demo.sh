@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The README walkthrough as a script: run `make run` in another terminal first.
+#   scripts/demo.sh            (ORDER_URL / DELIVERY_URL override the local defaults)
+set -euo pipefail
+
+ORDER_URL="${ORDER_URL:-http://127.0.0.1:8001}"
+DELIVERY_URL="${DELIVERY_URL:-http://127.0.0.1:8002}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+DEADLINE_S="${DEMO_DEADLINE_S:-90}"
+
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+curl -fsS "$ORDER_URL/health/ready" >/dev/null || { echo "order service not ready at $ORDER_URL — is 'make run' running?" >&2; exit 1; }
+
+step "1. Mint a development token for customer demo-customer"
+TOKEN="$("$HERE/token" --sub demo-customer --scope orders:read --scope orders:write)"
+echo "TOKEN=${TOKEN:0:24}…"
+
+ORDER_BODY='{
+  "items": [{"sku": "COFFEE-1KG", "quantity": 2, "unit_price": "14.50"},
+            {"sku": "MUG-BLUE", "quantity": 1, "unit_price": "9.90"}],
+  "currency": "EUR",
+  "customer_email": "demo@example.com",
+  "shipping_address": {"name": "Demo Customer", "line1": "1 Example Street",
+                       "city": "Berlin", "postal_code": "10115", "country": "DE"}
+}'
+KEY="demo-$(date +%s)-$$"
+
+step "2. Place an order (Idempotency-Key: $KEY)"
+RESPONSE="$(curl -sS -i -X POST "$ORDER_URL/v1/orders" \
+  -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \
+  -H "Idempotency-Key: $KEY" -H "X-Request-ID: demo-$KEY" -d "$ORDER_BODY")"
+echo "$RESPONSE" | grep -iE '^(HTTP/|location:)'
+BODY="$(echo "$RESPONSE" | sed '1,/^\r\{0,1\}$/d')"
+ORDER_ID="$(echo "$BODY" | json 'd["id"]')"
+echo "order $ORDER_ID: status $(echo "$BODY" | json 'd["status"]'), total $(echo "$BODY" | json 'd["total"]') EUR"
+
+step "3. Send the same request again (a client retry): the stored response is replayed"
+REPLAY="$(curl -sS -i -X POST "$ORDER_URL/v1/orders" \
+  -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \
+  -H "Idempotency-Key: $KEY" -d "$ORDER_BODY")"
+echo "$REPLAY" | grep -iE '^(HTTP/|idempotent-replayed:)'
+REPLAY_ID="$(echo "$REPLAY" | sed '1,/^\r\{0,1\}$/d' | json 'd["id"]')"
+[ "$REPLAY_ID" = "$ORDER_ID" ] && echo "same order id: $REPLAY_ID (no second order)" || { echo "replay returned another order!" >&2; exit 1; }
+
+step "4. Follow the order until DELIVERED (the carrier simulator moves the shipment)"
+SEEN=0
+START=$(date +%s)
+while :; do
+  ORDER="$(curl -fsS "$ORDER_URL/v1/orders/$ORDER_ID" -H "Authorization: Bearer $TOKEN")"
+  COUNT="$(echo "$ORDER" | json 'len(d["history"])')"
+  if [ "$COUNT" -gt "$SEEN" ]; then
+    echo "$ORDER" | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+for h in d['history'][$SEEN:]:
+    print(f\"  {h['occurred_at'][11:19]}  {h['event']:<28} -> {h['status']}\")"
+    SEEN=$COUNT
+  fi
+  STATUS="$(echo "$ORDER" | json 'd["status"]')"
+  [ "$STATUS" = "DELIVERED" ] && break
+  if [ $(( $(date +%s) - START )) -ge "$DEADLINE_S" ]; then echo "not delivered within ${DEADLINE_S}s (status $STATUS)" >&2; exit 1; fi
+  sleep 1
+done
+echo "tracking: $(echo "$ORDER" | json 'd["shipment"]["carrier"] + " " + d["shipment"]["tracking_number"]')"
+SHIPMENT_ID="$(echo "$ORDER" | json 'd["shipment"]["shipment_id"]')"
+echo "shipment as the delivery service sees it:"
+curl -fsS "$DELIVERY_URL/v1/shipments/$SHIPMENT_ID" -H "Authorization: Bearer $TOKEN" \
+  | json '"  status " + d["status"] + ", " + str(len(d["events"])) + " events"'
+
+step "5. Place a second order and cancel it before it ships"
+SECOND="$(curl -fsS -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \
+  -H "Content-Type: application/json" -d "$ORDER_BODY" | json 'd["id"]')"
+echo "order $SECOND placed"
+curl -sS -X POST "$ORDER_URL/v1/orders/$SECOND/cancel" -H "Authorization: Bearer $TOKEN" \
+  -H "Content-Type: application/json" -d '{"reason": "changed my mind"}' \
+  | json '"  status " + d["status"] + " (" + str(d["cancel_reason"]) + ")"'
+
+step "6. Bad input gets a problem+json with field details, and writes nothing"
+curl -sS -i -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \
+  -H "Content-Type: application/json" \
+  -d '{"items": [{"sku": "COFFEE-1KG", "quantity": 0, "unit_price": "-1"}], "currency": "XXX"}' \
+  | sed -n '1p;/^[Cc]ontent-[Tt]ype/p;$p'
+echo
+echo "done."
