@@ -81,7 +81,8 @@ async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: floa
         relay_thread.start()
 
     config = consumer_config(settings)
-    executor = ThreadPoolExecutor(max_workers=max(1, settings.db_pool_max - 1),
+    # Leave connections for the relay and periodic tasks so handlers never starve them.
+    executor = ThreadPoolExecutor(max_workers=max(1, settings.db_pool_max - 2),
                                   thread_name_prefix="handler")
     consumers = [
         Consumer(f"{settings.service}:{spec.name}", spec, db, handlers,

@@ -36,6 +36,7 @@ def on_order_created(cur, event: Envelope) -> None:
     """One shipment per order, unless a cancel for it arrived first."""
     data = OrderCreatedDataSchema().load(event.data)
     order_id = data["order_id"]
+    repo.lock_order_key(cur, order_id)
     if repo.is_cancelled(cur, order_id):
         log.info("shipment_skipped_order_cancelled", order_id=str(order_id))
         return
@@ -57,6 +58,7 @@ def on_order_cancelled(cur, event: Envelope) -> None:
     """Cancel the order's unshipped shipment, or leave a tombstone if it has none yet."""
     data = OrderCancelledDataSchema().load(event.data)
     order_id = data["order_id"]
+    repo.lock_order_key(cur, order_id)
     shipment = repo.lock_shipment_by_order(cur, order_id)
     if shipment is None:
         repo.record_cancel_tombstone(cur, order_id, data["reason"])

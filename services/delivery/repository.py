@@ -7,6 +7,16 @@ from datetime import datetime
 from uuid import UUID
 
 
+def lock_order_key(cur, order_id: UUID) -> None:
+    """Serialize every handler touching one order's shipment until the transaction ends.
+
+    order.created and order.cancelled arrive on different queues and may be
+    handled at the same moment; without this lock a create could miss a
+    concurrent cancel's tombstone and ship a cancelled order.
+    """
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 42))", (f"order:{order_id}",))
+
+
 def insert_shipment(cur, shipment_id: UUID, order_id: UUID, customer_id: str, carrier: str,
                     tracking_number: str, shipping_address: dict) -> bool:
     """Create the order's shipment; False when it already has one."""
