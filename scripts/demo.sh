@@ -9,7 +9,8 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 DEADLINE_S="${DEMO_DEADLINE_S:-90}"
 
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then BOLD=$'\033[1m'; PLAIN=$'\033[0m'; else BOLD=""; PLAIN=""; fi
+step() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 
 curl -fsS "$ORDER_URL/health/ready" >/dev/null || { echo "order service not ready at $ORDER_URL — is 'make run' running?" >&2; exit 1; }
 
@@ -78,9 +79,10 @@ curl -sS -X POST "$ORDER_URL/v1/orders/$SECOND/cancel" -H "Authorization: Bearer
   | json '"  status " + d["status"] + " (" + str(d["cancel_reason"]) + ")"'
 
 step "6. Bad input gets a problem+json with field details, and writes nothing"
-curl -sS -i -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \
+BAD="$(curl -sS -i -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" \
-  -d '{"items": [{"sku": "COFFEE-1KG", "quantity": 0, "unit_price": "-1"}], "currency": "XXX"}' \
-  | sed -n '1p;/^[Cc]ontent-[Tt]ype/p;$p'
+  -d '{"items": [{"sku": "COFFEE-1KG", "quantity": 0, "unit_price": "-1"}], "currency": "XXX"}')"
+echo "$BAD" | grep -iE '^(HTTP/|content-type:)'
+echo "$BAD" | sed '1,/^\r\{0,1\}$/d' | python3 -m json.tool
 echo
 echo "done."
