@@ -1,0 +1,272 @@
+"""Benchmark: order creation over HTTP, beside a minimal Flask + INSERT baseline.
+
+Usage: ``make bench-orders`` or ``python scripts/bench_orders.py [--clients 32]
+[--duration 15] ...`` (``--help`` lists every option).
+
+What it does, all on 127.0.0.1 and within one run:
+
+1. starts a fresh embedded PostgreSQL under ``.data/bench/`` (or uses
+   DATABASE_URL), migrates the order schema and creates ``bench.orders``;
+2. starts the order API and the baseline app (``scripts/bench_baseline_app.py``)
+   each under gunicorn with ``infra/gunicorn.conf.py`` and the same worker and
+   thread counts; the order API runs with production settings
+   (APP_ENV=production, JSON logs, a random per-run JWT secret);
+3. peak phase: ``--clients`` clients POST valid orders back to back for
+   ``--duration`` seconds, first against the baseline, then the order API
+   (each after a short warm-up that is not counted);
+4. half-load phase: requests released on a fixed schedule at half of each
+   app's own measured peak for ``--half-duration`` seconds; latency counts
+   from the scheduled send time;
+5. prints a table and PASS/FAIL for the targets, checks that every 201 left
+   an order row (and an outbox row), stops everything.
+
+Only the order API is started: the SQS client it builds is never called
+(readiness is not probed; the outbox relay lives in the worker). With
+``--with-relay`` fauxqs and the order worker also run, so the relay competes
+for the same CPU and database as it would on a single box.
+
+Exit status: 0 when every target passed, 1 when one failed or any request
+errored or a row is missing, 2 when the stack could not start, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib  # noqa: E402
+import click  # noqa: E402
+import psycopg2  # noqa: E402
+from benchlib import HOST, LoadResult, Stack, Verdicts, table  # noqa: E402
+
+from shared.auth import TokenSettings, mint_dev_token  # noqa: E402
+
+# Targets from the issue.
+TARGET_RATIO_OF_BASELINE = 0.5     # order creation throughput >= 50% of the baseline's
+TARGET_P99_HALF_LOAD_MS = 100.0    # p99 at half of the measured peak
+WARMUP_S = 2.0
+TOKEN_TTL_S = 3600
+SKUS = [f"SKU-{n:04d}" for n in range(200)]
+CURRENCIES = ("EUR", "USD", "GBP")
+
+
+def order_body(rng: random.Random, customer: str) -> dict:
+    """A valid order with 1-3 lines, like a storefront would send."""
+    skus = rng.sample(SKUS, rng.randint(1, 3))
+    return {
+        "items": [{"sku": sku, "quantity": rng.randint(1, 5),
+                   "unit_price": f"{rng.randint(100, 50_000) / 100:.2f}"} for sku in skus],
+        "currency": rng.choice(CURRENCIES),
+        "customer_email": f"{customer}@example.com",
+        "shipping_address": {"name": "Bench Customer", "line1": "1 Load Street",
+                             "city": "Berlin", "postal_code": "10115", "country": "DE"},
+    }
+
+
+def request_factory(tokens: list[str], customers: list[str], idempotency_keys: bool,
+                    baseline: bool, seed: int):
+    """Build (headers, body) for request ``index`` sent by client ``number``."""
+    rng = random.Random(seed)
+
+    def make(_index: int, number: int) -> tuple[dict[str, str], dict]:
+        body = order_body(rng, customers[number])
+        headers = {"Authorization": f"Bearer {tokens[number]}"}
+        if idempotency_keys:
+            headers["Idempotency-Key"] = str(uuid.uuid4())
+        if baseline:
+            # The baseline stores who ordered, like the order API does.
+            body["customer_id"] = customers[number]
+        return headers, body
+
+    return make
+
+
+async def run_phases(order_url: str, baseline_url: str, clients: int, duration: float,
+                     half_duration: float, tokens: list[str], customers: list[str],
+                     idempotency_keys: bool, say) -> dict[str, LoadResult]:
+    """Warm-up, peak and half-load phases for both apps; results by phase name."""
+    order_req = request_factory(tokens, customers, idempotency_keys, False, 1)
+    base_req = request_factory(tokens, customers, False, True, 2)
+    results: dict[str, LoadResult] = {}
+    for label, url, make in (("baseline", baseline_url, base_req), ("orders", order_url, order_req)):
+        say(f"warm-up {label}: {WARMUP_S:.0f}s")
+        results[f"warmup {label}"] = await benchlib.closed_loop(
+            f"warmup {label}", url, make, clients, WARMUP_S)
+        say(f"peak {label}: {clients} clients for {duration:.0f}s")
+        results[f"peak {label}"] = await benchlib.closed_loop(
+            f"peak {label}", url, make, clients, duration)
+        say(f"  {results[f'peak {label}'].rate:,.0f} req/s")
+    for label, url, make in (("baseline", baseline_url, base_req), ("orders", order_url, order_req)):
+        rate = results[f"peak {label}"].rate / 2
+        if rate <= 0:
+            say(f"half-load {label}: skipped (no successful request at peak)")
+            continue
+        say(f"half-load {label}: {rate:,.0f} req/s for {half_duration:.0f}s")
+        results[f"half {label}"] = await benchlib.open_loop(
+            f"half-load {label}", url, make, rate, half_duration, clients)
+    return results
+
+
+def count_rows(database_url: str) -> tuple[int, int, int]:
+    """(order rows, order outbox rows, baseline rows) right now."""
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT (SELECT count(*) FROM order_svc.orders),"
+                        " (SELECT count(*) FROM order_svc.outbox WHERE event_type = 'order.created'),"
+                        " (SELECT count(*) FROM bench.orders)")
+            return tuple(cur.fetchone())
+    finally:
+        conn.close()
+
+
+@click.command()
+@click.option("--clients", default=32, show_default=True, type=click.IntRange(1, 512),
+              help="Concurrent clients in the peak phase (each its own customer and token).")
+@click.option("--duration", default=15.0, show_default=True, type=click.FloatRange(1, 600),
+              help="Seconds of the peak phase, per app.")
+@click.option("--half-duration", default=10.0, show_default=True, type=click.FloatRange(1, 600),
+              help="Seconds of the half-of-peak phase, per app.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 32),
+              help="gunicorn worker processes (WEB_CONCURRENCY), the same for both apps.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="gunicorn threads per worker (GUNICORN_THREADS), the same for both apps.")
+@click.option("--idempotency-keys/--no-idempotency-keys", default=False, show_default=True,
+              help="Send a fresh Idempotency-Key with every order (two more transactions each).")
+@click.option("--with-relay", is_flag=True,
+              help="Also run fauxqs and the order worker, so the outbox relay competes for CPU.")
+@click.option("--keep-data", is_flag=True, help="Keep the embedded Postgres data directory.")
+def main(clients, duration, half_duration, workers, threads, idempotency_keys, with_relay,
+         keep_data):
+    """Order creation throughput and latency beside a minimal Flask + INSERT baseline."""
+    benchlib.install_sigterm_handler()
+    try:
+        code = run(clients, duration, half_duration, workers, threads, idempotency_keys,
+                   with_relay, keep_data)
+    except (KeyboardInterrupt, benchlib.Interrupted):
+        print("interrupted; everything stopped", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def say(text: str) -> None:
+    """Progress on stderr, so stdout holds only the report."""
+    print(f"[bench-orders] {text}", file=sys.stderr, flush=True)
+
+
+def run(clients: int, duration: float, half_duration: float, workers: int, threads: int,
+        idempotency_keys: bool, with_relay: bool, keep_data: bool) -> int:
+    """Start the stack, run the phases, print the report; return the exit code."""
+    from bench_baseline_app import ensure_schema
+
+    from shared import migrations
+    from shared.messaging.sqs import ensure_queues, sync_client
+
+    with Stack.create("orders", keep_data=keep_data, say=say) as stack:
+        try:
+            database_url = stack.database()
+            migrations.upgrade("order", database_url)
+            ensure_schema(database_url)
+            prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+            if with_relay:
+                sqs_url = stack.start_fauxqs()
+                ensure_queues(sync_client(sqs_url, benchlib.REGION), prefix)
+            else:
+                # Nothing listens here; the API never calls SQS on the request path.
+                sqs_url = f"http://{HOST}:{benchlib.free_port()}"
+            secret = benchlib.new_jwt_secret()
+            env = benchlib.production_env(database_url, sqs_url, prefix, secret)
+            env.update({"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
+                        "BENCH_DATABASE_URL": database_url})
+            order_port, base_port = benchlib.free_port(), benchlib.free_port()
+            order_api = stack.start("order-api", benchlib.gunicorn_args(
+                "services.order.app:create_app()", order_port), env)
+            baseline = stack.start("baseline-api", benchlib.gunicorn_args(
+                "bench_baseline_app:create_app()", base_port,
+                extra=("--pythonpath", str(Path(__file__).resolve().parent))), env)
+            if with_relay:
+                stack.start("order-worker", [sys.executable, "-m", "services.order.worker"],
+                            {**env, "CONSUMER_WAIT_TIME_S": "1"})
+            stack.wait_http(order_api, f"http://{HOST}:{order_port}/health/live")
+            stack.wait_http(baseline, f"http://{HOST}:{base_port}/health/live")
+        except (RuntimeError, TimeoutError, OSError, psycopg2.Error) as exc:
+            say(f"could not start: {exc}")
+            return 2
+
+        tokens_cfg = TokenSettings(secret, benchlib.JWT_ISSUER, benchlib.JWT_AUDIENCE)
+        customers = [f"bench-customer-{n:03d}" for n in range(clients)]
+        tokens = [mint_dev_token(tokens_cfg, c, ["orders:write"], TOKEN_TTL_S) for c in customers]
+        before = count_rows(database_url)
+        started = time.monotonic()
+        results = asyncio.run(run_phases(
+            f"http://{HOST}:{order_port}/v1/orders", f"http://{HOST}:{base_port}/orders",
+            clients, duration, half_duration, tokens, customers, idempotency_keys, say))
+        after = count_rows(database_url)
+        died = stack.check_alive()
+        say(f"load phases took {time.monotonic() - started:.0f}s; stopping")
+
+    return report(results, before, after, died, clients, workers, threads, idempotency_keys,
+                  with_relay)
+
+
+def report(results: dict[str, LoadResult], before, after, died: list[str], clients: int,
+           workers: int, threads: int, idempotency_keys: bool, with_relay: bool) -> int:
+    """Print figures and verdicts; return the exit code."""
+    print(f"\nOrder creation benchmark: gunicorn gthread {workers} workers x {threads} threads "
+          f"(infra/gunicorn.conf.py), {clients} clients, "
+          f"idempotency keys {'on' if idempotency_keys else 'off'}, "
+          f"relay {'running' if with_relay else 'not running'}\n")
+    rows = []
+    for name, result in results.items():
+        if name.startswith("warmup"):
+            continue
+        rows.append((result.name, result.ok, result.error_summary(), result.rate,
+                     result.pct_ms(50), result.pct_ms(95), result.pct_ms(99), result.pct_ms(100)))
+    print(table(("phase", "ok", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"), rows))
+
+    order_ok = sum(r.ok for n, r in results.items() if n.endswith("orders"))
+    base_ok = sum(r.ok for n, r in results.items() if n.endswith("baseline"))
+    rows_added = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+    print(f"\nrows: {rows_added[0]} orders and {rows_added[1]} order.created outbox rows for "
+          f"{order_ok} responses 201; {rows_added[2]} baseline rows for {base_ok}")
+
+    verdicts = Verdicts()
+    peak_order, peak_base = results["peak orders"], results["peak baseline"]
+    ratio = peak_order.rate / peak_base.rate if peak_base.rate else 0.0
+    verdicts.check("order throughput vs baseline", f"{ratio:.0%} ({peak_order.rate:,.0f} vs "
+                   f"{peak_base.rate:,.0f} req/s)", ratio >= TARGET_RATIO_OF_BASELINE,
+                   f">= {TARGET_RATIO_OF_BASELINE:.0%}")
+    half = results.get("half orders")
+    p99 = half.pct_ms(99) if half else float("nan")
+    verdicts.check("order p99 at half of peak", f"{p99:.1f} ms at {half.rate if half else 0:,.0f} req/s",
+                   half is not None and p99 < TARGET_P99_HALF_LOAD_MS,
+                   f"< {TARGET_P99_HALF_LOAD_MS:.0f} ms")
+    order_errors = sum(r.error_count for n, r in results.items() if n.endswith("orders"))
+    verdicts.check("order errors", str(order_errors), order_errors == 0, "0")
+    print()
+    print(verdicts.render())
+
+    problems = []
+    base_errors = sum(r.error_count for n, r in results.items() if n.endswith("baseline"))
+    if base_errors:
+        problems.append(f"the baseline had {base_errors} errors: its figures are not trustworthy")
+    if rows_added[0] != order_ok or rows_added[1] != order_ok:
+        problems.append(f"{order_ok} orders acknowledged but {rows_added[0]} order rows and "
+                        f"{rows_added[1]} outbox rows written")
+    if rows_added[2] != base_ok:
+        problems.append(f"{base_ok} baseline inserts acknowledged but {rows_added[2]} rows")
+    if died:
+        problems.append("processes died during the run: " + "; ".join(died))
+    for problem in problems:
+        print(f"ERROR: {problem}")
+    return 0 if verdicts.all_passed and not problems else 1
+
+
+if __name__ == "__main__":
+    main()

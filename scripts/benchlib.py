@@ -1,0 +1,495 @@
+"""Shared helpers for the benchmark scripts (``bench_orders.py``, ``bench_pipeline.py``).
+
+- :class:`Stack` starts what a benchmark needs (a fresh embedded Postgres under
+  ``.data/bench/<run>/``, fauxqs, gunicorn APIs, workers), sends each child's
+  output to a log file, and stops everything in reverse order, also on Ctrl-C
+  or SIGTERM.
+- :func:`closed_loop` / :func:`open_loop` are the HTTP load generators
+  (aiohttp, one event loop): N clients back to back, or requests released on
+  a fixed schedule, latency counted from the *scheduled* start so a stalled
+  server cannot hide its queueing delay (no coordinated omission).
+- :class:`RssSampler` records each process' peak resident memory (psutil).
+- :func:`table` / :class:`Verdicts` print the results.
+
+Everything listens on and talks to 127.0.0.1 only, and every loop is bounded
+in count and in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a file: make `shared` importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+import aiohttp  # noqa: E402
+import psutil  # noqa: E402
+
+from shared import devstack  # noqa: E402
+
+HOST = devstack.LOOPBACK
+BENCH_DATA_DIR = devstack.DATA_DIR / "bench"
+GUNICORN_CONF = REPO_ROOT / "infra" / "gunicorn.conf.py"
+REGION = "us-east-1"
+JWT_ISSUER = "order-platform-bench"
+JWT_AUDIENCE = "order-platform"
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0          # per child: a worker drains within WORKER_SHUTDOWN_TIMEOUT_S
+REQUEST_TIMEOUT_S = 10.0       # a request slower than this counts as an error
+# Cap on concurrent requests of the open-loop generator: beyond it the server
+# is hopelessly behind and more sockets only measure the client.
+OPEN_LOOP_MAX_IN_FLIGHT = 256
+RSS_SAMPLE_EVERY_S = 0.25
+MIB = 1024 * 1024
+
+
+# ---------------------------------------------------------------------- setup
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def production_env(database_url: str, sqs_endpoint_url: str, queue_prefix: str,
+                   jwt_secret: str) -> dict[str, str]:
+    """The environment of every service process: production settings, local endpoints.
+
+    APP_ENV=production (JSON logs, no development secret, simulator refused)
+    with a per-run random JWT secret that the load generator signs with too.
+    """
+    env = dict(os.environ)
+    env.update({
+        "APP_ENV": "production",
+        "DATABASE_URL": database_url,
+        "SQS_ENDPOINT_URL": sqs_endpoint_url,
+        "AWS_REGION": REGION,
+        "QUEUE_PREFIX": queue_prefix,
+        "JWT_SECRET": jwt_secret,
+        "JWT_ISSUER": JWT_ISSUER,
+        "JWT_AUDIENCE": JWT_AUDIENCE,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    })
+    return env
+
+
+def new_jwt_secret() -> str:
+    """A random signing secret for this run (production refuses the development one)."""
+    return secrets.token_urlsafe(48)
+
+
+def gunicorn_args(app_spec: str, port: int, extra: Sequence[str] = ()) -> list[str]:
+    """gunicorn with the production config file, bound to 127.0.0.1:``port``."""
+    return [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
+            "--bind", f"{HOST}:{port}", *extra, app_spec]
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived: unwind into the cleanup path like Ctrl-C does."""
+
+
+def install_sigterm_handler() -> None:
+    """Make SIGTERM unwind like Ctrl-C (KeyboardInterrupt) so ``finally`` blocks run."""
+
+    def handler(signum, _frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut cleanup
+        raise Interrupted(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@dataclass
+class Child:
+    """A process the stack started, with its log."""
+
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+
+@dataclass
+class Stack:
+    """Everything one benchmark run starts; :meth:`close` stops it in reverse order."""
+
+    run_dir: Path
+    keep_data: bool = False
+    say: Callable[[str], None] = print
+    children: list[Child] = field(default_factory=list)
+    pg_handle: Any = None
+    pg_data_dir: Path | None = None
+
+    @classmethod
+    def create(cls, name: str, keep_data: bool = False, say: Callable[[str], None] = print) -> Stack:
+        """A stack whose files live in a fresh ``.data/bench/<name>-<time>-<id>/``."""
+        run_id = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        run_dir = BENCH_DATA_DIR / run_id
+        (run_dir / "logs").mkdir(parents=True)
+        return cls(run_dir=run_dir, keep_data=keep_data, say=say)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    # -- postgres -------------------------------------------------------
+    def database(self) -> str:
+        """DATABASE_URL if set, else a fresh embedded Postgres in this run's directory."""
+        url = os.environ.get("DATABASE_URL")
+        if url:
+            self.say("using DATABASE_URL from the environment")
+            return url
+        self.pg_data_dir = self.run_dir / "pg"
+        self.say(f"starting embedded PostgreSQL in {self.pg_data_dir}")
+        self.pg_handle, url = devstack.start_embedded_postgres(self.pg_data_dir)
+        return url
+
+    def postmaster_pid(self) -> int | None:
+        """The embedded server's postmaster pid (None with an external DATABASE_URL)."""
+        if self.pg_data_dir is None:
+            return None
+        try:
+            return int((self.pg_data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    # -- children -------------------------------------------------------
+    def start(self, name: str, args: Sequence[str], env: dict[str, str]) -> Child:
+        """Start ``args`` in its own session with output in ``logs/<name>.log``."""
+        log_path = self.run_dir / "logs" / f"{name}.log"
+        with open(log_path, "ab") as log_file:
+            proc = devstack.spawn(args, env=env, cwd=REPO_ROOT, stdout=log_file,
+                                  stderr=subprocess.STDOUT)
+        child = Child(name, proc, log_path)
+        self.children.append(child)
+        return child
+
+    def start_fauxqs(self) -> str:
+        """fauxqs (installed into .tools/ if missing) on a free loopback port; return its URL."""
+        devstack.install_fauxqs()
+        port = free_port()
+        self.say(f"starting fauxqs {devstack.FAUXQS_VERSION} on {HOST}:{port}")
+        proc = devstack.start_fauxqs(port, host=HOST,
+                                     log_file=self.run_dir / "logs" / "fauxqs.log")
+        self.children.append(Child("fauxqs", proc, self.run_dir / "logs" / "fauxqs.log"))
+        return f"http://{HOST}:{port}"
+
+    def wait_http(self, child: Child, url: str, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until ``url`` answers 200, failing at once if ``child`` exits."""
+        try:
+            devstack.wait_for_http(url, timeout=timeout, statuses=(200,), proc=child.proc)
+        except (TimeoutError, RuntimeError) as exc:
+            raise RuntimeError(f"{child.name} did not come up: {exc}; see {child.log_path}") from None
+
+    def check_alive(self) -> list[str]:
+        """Names of children that exited while they should be running."""
+        return [f"{c.name} (exit {c.proc.returncode}, log {c.log_path})"
+                for c in self.children if c.proc.poll() is not None]
+
+    def stop(self, child: Child) -> int | None:
+        """Stop one child (SIGTERM to its group, SIGKILL after a grace period)."""
+        code = devstack.stop_process(child.proc, STOP_TIMEOUT_S)
+        if child in self.children:
+            self.children.remove(child)
+        return code
+
+    def close(self) -> None:
+        """Stop every child (newest first), then Postgres; remove the data unless kept."""
+        # Ctrl-C during cleanup must not leave processes behind.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for child in reversed(list(self.children)):
+                devstack.stop_process(child.proc, STOP_TIMEOUT_S)
+            self.children.clear()
+            if self.pg_handle is not None:
+                devstack.stop_embedded_postgres(self.pg_handle)
+                self.pg_handle = None
+            if self.pg_data_dir is not None and not self.keep_data:
+                shutil.rmtree(self.pg_data_dir, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------- statistics
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by the nearest-rank method; NaN when empty."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+@dataclass
+class LoadResult:
+    """What one load phase measured. Latencies in seconds."""
+
+    name: str
+    elapsed_s: float
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    # Requests whose response was the expected one, with their server-side ids.
+    ok_ids: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def rate(self) -> float:
+        """Successful requests per second over the phase."""
+        return self.ok / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def pct_ms(self, q: float) -> float:
+        """The ``q``-th percentile latency in milliseconds."""
+        return percentile(sorted(self.latencies), q) * 1000
+
+    def error_summary(self) -> str:
+        """``"3 (HTTP 500: 2, ServerDisconnectedError: 1)"`` or ``"0"``."""
+        if not self.errors:
+            return "0"
+        kinds = ", ".join(f"{k}: {v}" for k, v in self.errors.most_common(4))
+        return f"{self.error_count} ({kinds})"
+
+
+# ------------------------------------------------------------ load generators
+
+# (index of the request, client number) -> (headers, JSON body)
+RequestFactory = Callable[[int, int], tuple[dict[str, str], dict]]
+
+
+async def _one_request(session: aiohttp.ClientSession, url: str, headers: dict, body: dict,
+                       expect: int, result: LoadResult, started: float,
+                       id_field: str | None) -> None:
+    try:
+        async with session.post(url, json=body, headers=headers) as response:
+            payload = await response.read()
+            if response.status != expect:
+                result.errors[f"HTTP {response.status}"] += 1
+                return
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        result.errors[type(exc).__name__] += 1
+        return
+    result.latencies.append(time.perf_counter() - started)
+    if id_field:
+        try:
+            import json
+
+            result.ok_ids.append(str(json.loads(payload)[id_field]))
+        except (ValueError, KeyError, TypeError):
+            result.errors["bad body"] += 1
+
+
+def _session(limit: int) -> aiohttp.ClientSession:
+    # One keep-alive connection per concurrent request, like N independent clients.
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, force_close=False)
+    return aiohttp.ClientSession(connector=connector,
+                                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+
+
+async def closed_loop(name: str, url: str, make_request: RequestFactory, clients: int,
+                      duration_s: float, max_requests: int | None = None, expect: int = 201,
+                      id_field: str | None = None) -> LoadResult:
+    """``clients`` clients each sending the next request when the last one answered.
+
+    Stops after ``duration_s`` or ``max_requests`` requests, whichever comes first.
+    """
+    result = LoadResult(name, 0.0)
+    counter = iter(range(max_requests if max_requests is not None else sys.maxsize))
+    async with _session(clients) as session:
+        started = time.perf_counter()
+        deadline = started + duration_s
+
+        async def client(number: int) -> None:
+            while time.perf_counter() < deadline:
+                index = next(counter, None)
+                if index is None:
+                    return
+                headers, body = make_request(index, number)
+                await _one_request(session, url, headers, body, expect, result,
+                                   time.perf_counter(), id_field)
+
+        await asyncio.gather(*(client(n) for n in range(clients)))
+        result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+async def open_loop(name: str, url: str, make_request: RequestFactory, rate: float,
+                    duration_s: float, clients: int, expect: int = 201,
+                    id_field: str | None = None,
+                    max_in_flight: int = OPEN_LOOP_MAX_IN_FLIGHT) -> LoadResult:
+    """Release ``rate`` requests per second on a fixed schedule for ``duration_s``.
+
+    Latency runs from each request's scheduled time, so time spent waiting for
+    a free connection (the server falling behind) is counted. Requests are
+    attributed round-robin to ``clients`` identities.
+    """
+    total = max(1, int(rate * duration_s))
+    result = LoadResult(name, 0.0)
+    slots = asyncio.Semaphore(max_in_flight)
+    tasks: set[asyncio.Task] = set()
+    async with _session(max_in_flight) as session:
+        started = time.perf_counter()
+
+        async def fire(index: int, scheduled: float) -> None:
+            try:
+                headers, body = make_request(index, index % clients)
+                await _one_request(session, url, headers, body, expect, result, scheduled,
+                                   id_field)
+            finally:
+                slots.release()
+
+        for index in range(total):
+            scheduled = started + index / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await slots.acquire()
+            task = asyncio.create_task(fire(index, scheduled))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=REQUEST_TIMEOUT_S + 5)
+        result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+# --------------------------------------------------------------------- memory
+
+
+@dataclass
+class _Tracked:
+    label: str
+    pid: int
+    children: bool          # also sample the process' descendants (gunicorn workers, pg backends)
+    peak_bytes: int = 0     # the largest single process of this label at any sample
+    peak_total: int = 0     # the largest sum over the label's processes at any sample
+    peak_count: int = 0
+
+
+class RssSampler:
+    """Samples resident memory of labelled process trees in a background thread."""
+
+    def __init__(self, every_s: float = RSS_SAMPLE_EVERY_S):
+        self.every_s = every_s
+        self._tracked: list[_Tracked] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._lock = threading.Lock()
+
+    def track(self, label: str, pid: int | None, children: bool = False) -> None:
+        """Follow ``pid`` (and its descendants when ``children``) under ``label``."""
+        if pid is not None:
+            with self._lock:
+                self._tracked.append(_Tracked(label, pid, children))
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every_s)
+
+    def sample(self) -> None:
+        """Take one sample of every tracked tree."""
+        with self._lock:
+            tracked = list(self._tracked)
+        for item in tracked:
+            try:
+                root = psutil.Process(item.pid)
+                procs = [root] + (root.children(recursive=True) if item.children else [])
+            except psutil.Error:
+                continue
+            sizes = []
+            for proc in procs:
+                try:
+                    sizes.append(proc.memory_info().rss)
+                except psutil.Error:
+                    continue
+            if sizes:
+                item.peak_bytes = max(item.peak_bytes, max(sizes))
+                item.peak_total = max(item.peak_total, sum(sizes))
+                item.peak_count = max(item.peak_count, len(sizes))
+
+    def peaks(self) -> list[tuple[str, float, float, int]]:
+        """(label, peak single-process RSS MiB, peak summed RSS MiB, most processes)."""
+        with self._lock:
+            return [(t.label, t.peak_bytes / MIB, t.peak_total / MIB, t.peak_count)
+                    for t in self._tracked]
+
+
+# ------------------------------------------------------------------- printing
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain-text table, columns right-aligned except the first."""
+    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
+                         for i, c in enumerate(row))
+
+    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
+    out += [line(row) for row in cells[1:]]
+    return "\n".join(out)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.1f}"
+    return str(value)
+
+
+@dataclass
+class Verdicts:
+    """PASS/FAIL lines for the targets of a benchmark."""
+
+    rows: list[tuple[str, str, str, bool]] = field(default_factory=list)
+
+    def check(self, target: str, measured: str, ok: bool, required: str) -> None:
+        self.rows.append((target, required, measured, ok))
+
+    @property
+    def all_passed(self) -> bool:
+        return all(ok for *_rest, ok in self.rows)
+
+    def render(self) -> str:
+        return table(("target", "required", "measured", "result"),
+                     [(t, r, m, "PASS" if ok else "FAIL") for t, r, m, ok in self.rows])
