@@ -13,15 +13,20 @@ the next run.
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
-import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+
+# Ctrl-C while the imports below run: nothing started yet, so just leave quietly.
+for _sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_sig, lambda *_: sys.exit(0))
+
+import logging  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a file: make `shared` importable
@@ -254,6 +259,7 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
     supervisor = Supervisor(color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     say = supervisor.say
     pg_handle = None
+    pg_dir: Path | None = None  # set once we start (not merely use) an embedded server
     emulator = None
     exit_code = 0
     _install_signal_handlers()
@@ -262,8 +268,9 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
         data_dir.mkdir(parents=True, exist_ok=True)
         database_url = os.environ.get("DATABASE_URL") or None
         if database_url is None:
-            say(f"run: starting embedded PostgreSQL in {data_dir / 'postgres'}")
-            pg_handle, database_url = devstack.start_embedded_postgres(data_dir / "postgres")
+            pg_dir = data_dir / "postgres"
+            say(f"run: starting embedded PostgreSQL in {pg_dir}")
+            pg_handle, database_url = devstack.start_embedded_postgres(pg_dir)
         else:
             say("run: using DATABASE_URL from the environment")
         sqs_endpoint_url = os.environ.get("SQS_ENDPOINT_URL") or None
@@ -316,12 +323,13 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
         exit_code = 1
     finally:
         _stopping.set()  # from here on signals are ignored: cleanup must finish
-        _shutdown(supervisor, emulator, pg_handle)
+        _shutdown(supervisor, emulator, pg_handle, pg_dir)
     say("run: stopped")
     return exit_code
 
 
-def _shutdown(supervisor: Supervisor, emulator: subprocess.Popen | None, pg_handle) -> None:
+def _shutdown(supervisor: Supervisor, emulator: subprocess.Popen | None, pg_handle,
+              pg_dir: Path | None) -> None:
     started = time.monotonic()
     try:
         supervisor.stop_all(SERVICES_STOP_S)
@@ -330,6 +338,8 @@ def _shutdown(supervisor: Supervisor, emulator: subprocess.Popen | None, pg_hand
             devstack.stop_process(emulator, EMULATOR_STOP_S, kill_wait=EMULATOR_KILL_WAIT_S)
         if pg_handle is not None:
             devstack.stop_embedded_postgres(pg_handle, timeout=PG_STOP_S)
+        elif pg_dir is not None:  # interrupted while starting: it may be up anyway
+            devstack.stop_embedded_postgres_at(pg_dir, timeout=PG_STOP_S)
     supervisor.say(f"run: shut down in {time.monotonic() - started:.1f}s")
 
 

@@ -200,30 +200,61 @@ def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:
 
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if not (data_dir / "PG_VERSION").exists():
+        _init_cluster(pgserver, data_dir)
     # cleanup_mode=None: we stop it explicitly, never from an atexit hook.
     server = pgserver.get_server(str(data_dir), cleanup_mode=None)
     return server, server.get_uri()
 
 
+def _init_cluster(pgserver: Any, data_dir: Path) -> None:
+    # initdb writes PG_VERSION early: one interrupted halfway (Ctrl-C during a
+    # first `make run`) leaves a directory that looks initialised but never
+    # starts. So build the cluster beside it and move it into place whole.
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise RuntimeError(f"{data_dir} is neither empty nor a PostgreSQL data directory; "
+                           f"remove it (make clean) to start afresh")
+    staging = data_dir.with_name(data_dir.name + ".initdb")
+    if staging.exists():  # left by an interrupted first start
+        stop_embedded_postgres_at(staging)
+        shutil.rmtree(staging)
+    log.info("initialising a new PostgreSQL cluster in %s", data_dir)
+    stop_embedded_postgres(pgserver.get_server(str(staging), cleanup_mode=None))
+    if data_dir.exists():
+        data_dir.rmdir()
+    staging.rename(data_dir)
+
+
 def stop_embedded_postgres(handle: Any, timeout: float = PG_STOP_TIMEOUT_S) -> None:
     """Stop the server behind ``handle`` (fast shutdown: open sessions are ended)."""
-    from pgserver._commands import pg_ctl
-
-    pgdata = Path(handle.pgdata)
-    if not (pgdata / "postmaster.pid").exists():
-        return
     try:
-        pg_ctl(["-w", "-t", str(max(1, int(timeout))), "-m", "fast", "stop"], pgdata=pgdata,
-               user=handle.system_user, timeout=timeout + 0.5)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        log.warning("pg_ctl stop failed (%s); killing the postmaster", exc)
-        _kill_postmaster(pgdata)
+        stop_embedded_postgres_at(Path(handle.pgdata), timeout)
     finally:
         # Drop pgserver's own bookkeeping so its atexit hook has nothing to do.
         try:
             handle._cleanup()
         except Exception:  # best effort: the server is already down
             pass
+
+
+def stop_embedded_postgres_at(data_dir: Path, timeout: float = PG_STOP_TIMEOUT_S) -> None:
+    """Stop an embedded server by its data directory (no-op when none runs there).
+
+    For a start that was interrupted before it returned a handle.
+    """
+    from pgserver._commands import pg_ctl
+
+    pgdata = Path(data_dir).expanduser().resolve()
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    # As root, pgserver runs postgres as its own user; pg_ctl must run as that user too.
+    user = "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "-t", str(max(1, int(timeout))), "-m", "fast", "stop"], pgdata=pgdata,
+               user=user, timeout=timeout + 0.5)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        log.warning("pg_ctl stop failed (%s); killing the postmaster", exc)
+        _kill_postmaster(pgdata)
 
 
 def _kill_postmaster(pgdata: Path) -> None:
