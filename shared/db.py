@@ -38,6 +38,12 @@ class Database:
             minconn, maxconn, dsn=dsn, connect_timeout=CONNECT_TIMEOUT_S,
             options=self._options, application_name=application_name,
         )
+        # psycopg2's pool *closes* a returned connection whenever ``minconn``
+        # are already idle, so under concurrency every borrow beyond the
+        # first opened a new server backend (a fork + auth per transaction).
+        # ``minconn`` only sizes the eager start; afterwards keep up to
+        # ``maxconn`` idle connections for reuse.
+        self._pool.minconn = maxconn
         # ThreadedConnectionPool raises when exhausted; a semaphore makes
         # callers wait for a free connection instead.
         self._slots = threading.BoundedSemaphore(maxconn)
