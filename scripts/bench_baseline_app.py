@@ -60,6 +60,9 @@ class _Pool:
     def __init__(self, dsn: str, maxconn: int):
         self._pool = psycopg2.pool.ThreadedConnectionPool(1, maxconn, dsn=dsn,
                                                           connect_timeout=CONNECT_TIMEOUT_S)
+        # psycopg2 closes a returned connection once ``minconn`` are idle; keep
+        # up to ``maxconn`` open instead (a pooled connection, not one per request).
+        self._pool.minconn = maxconn
         self._slots = threading.BoundedSemaphore(maxconn)
 
     @contextlib.contextmanager
