@@ -1,0 +1,177 @@
+"""Bearer-token verification and scope checks (no I/O)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+from flask import Flask, jsonify
+
+from shared.auth import (
+    CLOCK_SKEW_S,
+    InvalidToken,
+    Principal,
+    TokenSettings,
+    authenticate,
+    mint_dev_token,
+    require_any_scope,
+    require_scopes,
+    verify_bearer_token,
+)
+from shared.errors import register_problem_handlers
+
+SETTINGS = TokenSettings("unit-test-secret-" + "0123456789" * 5, "issuer-a", "audience-a")
+SUBJECT = "customer-7"
+SCOPES = ("orders:read", "orders:write")
+MAX_SUBJECT_CHARS = 128
+
+
+def claims(**changes) -> dict:
+    now = int(time.time())
+    values = {"sub": SUBJECT, "scope": " ".join(SCOPES), "iss": SETTINGS.issuer,
+              "aud": SETTINGS.audience, "iat": now, "nbf": now, "exp": now + 600, "jti": "t-1"}
+    values.update(changes)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def sign(payload: dict, secret: str = SETTINGS.secret, algorithm: str = "HS256") -> str:
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def segment(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+# --- verification --------------------------------------------------------------------------------
+def test_a_minted_token_verifies_to_its_principal():
+    principal = verify_bearer_token(mint_dev_token(SETTINGS, SUBJECT, SCOPES, ttl_s=60), SETTINGS)
+    assert principal.subject == SUBJECT
+    assert principal.scopes == frozenset(SCOPES)
+    assert principal.token_id
+    assert principal.expires_at == pytest.approx(time.time() + 60, abs=5)
+    assert not principal.is_admin
+    assert Principal("ops", frozenset({"admin"})).is_admin
+
+
+def test_clock_skew_is_tolerated_but_no_more():
+    now = int(time.time())
+    just_expired = sign(claims(exp=now - CLOCK_SKEW_S // 2))
+    assert verify_bearer_token(just_expired, SETTINGS).subject == SUBJECT
+    with pytest.raises(InvalidToken, match="expired"):
+        verify_bearer_token(sign(claims(exp=now - CLOCK_SKEW_S - 60)), SETTINGS)
+
+
+def _tampered_signature() -> str:
+    header, payload, signature = sign(claims()).split(".")
+    middle = len(signature) // 2
+    flipped = "A" if signature[middle] != "A" else "B"
+    return f"{header}.{payload}.{signature[:middle]}{flipped}{signature[middle + 1:]}"
+
+
+def _escalated_payload() -> str:
+    header, _payload, signature = sign(claims()).split(".")
+    return f"{header}.{segment(claims(scope='admin orders:read'))}.{signature}"
+
+
+REJECTED = {
+    "expired": lambda: mint_dev_token(SETTINGS, SUBJECT, SCOPES, ttl_s=-3600),
+    "wrong-audience": lambda: sign(claims(aud="audience-b")),
+    "wrong-issuer": lambda: sign(claims(iss="issuer-b")),
+    "other-secret": lambda: sign(claims(), secret="another-secret-that-is-long-enough-987654321"),
+    "tampered-signature": _tampered_signature,
+    "tampered-payload": _escalated_payload,
+    "alg-none": lambda: jwt.encode(claims(), None, algorithm="none"),
+    "alg-none-unsigned-header": lambda: f"{segment({'alg': 'none', 'typ': 'JWT'})}.{segment(claims())}.",
+    "alg-hs512": lambda: sign(claims(), algorithm="HS512"),
+    "not-yet-valid": lambda: sign(claims(nbf=int(time.time()) + 3600)),
+    "missing-exp": lambda: sign(claims(exp=None)),
+    "missing-sub": lambda: sign(claims(sub=None)),
+    "missing-aud": lambda: sign(claims(aud=None)),
+    "empty-sub": lambda: sign(claims(sub="")),
+    "sub-too-long": lambda: sign(claims(sub="s" * (MAX_SUBJECT_CHARS + 1))),
+    "scope-not-a-string": lambda: sign(claims(scope=["admin"])),
+    "garbage": lambda: "not-a-jwt",
+    "empty": lambda: "",
+}
+
+
+@pytest.mark.parametrize("make", list(REJECTED.values()), ids=list(REJECTED))
+def test_invalid_tokens_are_rejected(make):
+    with pytest.raises(InvalidToken):
+        verify_bearer_token(make(), SETTINGS)
+
+
+def test_a_token_without_scope_has_no_scopes():
+    assert verify_bearer_token(sign(claims(scope=None)), SETTINGS).scopes == frozenset()
+
+
+# --- decorators ----------------------------------------------------------------------------------
+@pytest.fixture
+def client():
+    app = Flask("unit")
+    app.extensions["token_settings"] = SETTINGS
+    register_problem_handlers(app)
+
+    @app.get("/write")
+    @require_scopes("orders:write")
+    def write():
+        return jsonify(subject=authenticate().subject)
+
+    @app.get("/both")
+    @require_scopes("orders:read", "admin")
+    def both():
+        return jsonify(ok=True)
+
+    @app.get("/any")
+    @require_any_scope("orders:read", "admin")
+    def any_():
+        return jsonify(ok=True)
+
+    return app.test_client()
+
+
+def bearer(*scopes: str) -> dict:
+    return {"Authorization": f"Bearer {mint_dev_token(SETTINGS, SUBJECT, scopes)}"}
+
+
+def test_missing_or_invalid_token_is_401_with_www_authenticate(client):
+    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "},
+                    {"Authorization": "Bearer " + _tampered_signature()}):
+        response = client.get("/write", headers=headers)
+        assert response.status_code == 401
+        assert response.mimetype == "application/problem+json"
+        assert response.get_json()["type"] == "/problems/unauthorized"
+        assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+
+
+def test_scheme_is_case_insensitive(client):
+    token = mint_dev_token(SETTINGS, SUBJECT, ["orders:write"])
+    response = client.get("/write", headers={"Authorization": f"bearer {token}"})
+    assert response.status_code == 200
+    assert response.get_json() == {"subject": SUBJECT}
+
+
+def test_missing_scope_is_403_naming_it(client):
+    response = client.get("/write", headers=bearer("orders:read"))
+    assert response.status_code == 403
+    assert response.get_json()["type"] == "/problems/insufficient-scope"
+    assert "orders:write" in response.get_json()["detail"]
+    assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
+
+
+def test_require_scopes_needs_all_and_require_any_scope_needs_one(client):
+    assert client.get("/both", headers=bearer("orders:read")).status_code == 403
+    assert client.get("/both", headers=bearer("orders:read", "admin")).status_code == 200
+    assert client.get("/any", headers=bearer("admin")).status_code == 200
+    assert client.get("/any", headers=bearer("orders:read")).status_code == 200
+    assert client.get("/any", headers=bearer("orders:write")).status_code == 403
+
+
+def test_unknown_scopes_are_a_programming_error():
+    with pytest.raises(ValueError, match="unknown scope"):
+        require_scopes("orders:delete")
+    with pytest.raises(ValueError, match="unknown scope"):
+        require_any_scope("root")

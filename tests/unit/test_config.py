@@ -1,0 +1,142 @@
+"""Settings validation: a bad environment fails at start naming the variable (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.config import (
+    DEV_JWT_SECRET,
+    ConfigError,
+    env_bool,
+    env_float,
+    env_int,
+    load_settings,
+)
+
+DATABASE_URL = "postgresql://app@localhost/orders"
+PRODUCTION_SECRET = "p" * 48
+
+
+def env(**changes) -> dict[str, str]:
+    """A minimal valid environment with ``changes`` (None removes a variable)."""
+    values = {"DATABASE_URL": DATABASE_URL}
+    values.update(changes)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def config_error(service: str = "order", **changes) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_settings(service, env(**changes))
+    return info.value
+
+
+def test_defaults_for_local_development():
+    settings = load_settings("order", env())
+    assert settings.app_env == "development"
+    assert settings.database_url == DATABASE_URL
+    assert settings.sqs_endpoint_url is None  # unset means real AWS
+    assert settings.aws_region == "us-east-1"
+    assert settings.queue_prefix == ""
+    assert settings.jwt_secret == DEV_JWT_SECRET
+    assert (settings.db_pool_min, settings.db_pool_max) == (1, 10)
+    assert (settings.schema, settings.producer) == ("order_svc", "order-service")
+    assert settings.service_env("SIMULATOR_STEP_S") == "ORDER_SIMULATOR_STEP_S"
+    assert settings.peers == {}
+
+
+def test_values_are_read_from_the_given_environment():
+    settings = load_settings("delivery", env(
+        SQS_ENDPOINT_URL="http://localhost:9324", QUEUE_PREFIX=" staging- ", DB_POOL_MIN="2",
+        DB_POOL_MAX="4", LOG_LEVEL="DEBUG", LOG_FORMAT="console", ORDER_URL="http://order:8001",
+        AWS_REGION="eu-central-1"))
+    assert settings.sqs_endpoint_url == "http://localhost:9324"
+    assert settings.queue_prefix == "staging-"
+    assert (settings.db_pool_min, settings.db_pool_max) == (2, 4)
+    assert (settings.log_level, settings.log_format) == ("DEBUG", "console")
+    assert settings.peers == {"order": "http://order:8001"}
+    assert settings.aws_region == "eu-central-1"
+    assert settings.schema == "delivery_svc"
+
+
+@pytest.mark.parametrize(("changes", "variable", "words"), [
+    ({"DATABASE_URL": None}, "DATABASE_URL", "required"),
+    ({"DATABASE_URL": "   "}, "DATABASE_URL", "required"),
+    ({"DATABASE_URL": "mysql://app@localhost/orders"}, "DATABASE_URL", "postgresql://"),
+    ({"DB_POOL_MAX": "ten"}, "DB_POOL_MAX", "integer"),
+    ({"DB_POOL_MIN": "1.5"}, "DB_POOL_MIN", "integer"),
+    ({"DB_POOL_MIN": "-1"}, "DB_POOL_MIN", ">= 0"),
+    ({"DB_POOL_MIN": "5", "DB_POOL_MAX": "2"}, "DB_POOL_MAX", ">= 5"),
+    ({"DB_POOL_MAX": "0"}, "DB_POOL_MAX", ">= 1"),
+    ({"APP_ENV": "staging"}, "APP_ENV", "one of"),
+    ({"LOG_LEVEL": "VERBOSE"}, "LOG_LEVEL", "one of"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "one of"),
+    ({"JWT_SECRET": "short"}, "JWT_SECRET", "32 characters"),
+    ({"APP_ENV": "production"}, "JWT_SECRET", "required"),
+    ({"APP_ENV": "production", "JWT_SECRET": DEV_JWT_SECRET}, "JWT_SECRET", "production"),
+])
+def test_invalid_settings_name_the_variable(changes, variable, words):
+    error = config_error(**changes)
+    assert error.variable == variable
+    assert str(error).startswith(f"{variable}: ")
+    assert words in str(error)
+
+
+def test_production_starts_with_a_real_secret():
+    settings = load_settings("order", env(APP_ENV="production", JWT_SECRET=PRODUCTION_SECRET))
+    assert settings.app_env == "production"
+    assert settings.jwt_secret == PRODUCTION_SECRET
+
+
+def test_an_explicit_environment_ignores_the_process_environment(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://from-process/db")
+    monkeypatch.setenv("QUEUE_PREFIX", "leaked-")
+    settings = load_settings("order", env(DATABASE_URL="postgresql://given/db"))
+    assert settings.database_url == "postgresql://given/db"
+    assert settings.queue_prefix == ""
+
+
+def test_the_process_environment_is_read_when_none_is_given(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://from-process/db")
+    monkeypatch.delenv("APP_ENV", raising=False)
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    assert load_settings("order").database_url == "postgresql://from-process/db"
+
+
+# --- the typed readers -------------------------------------------------------------------------
+@pytest.mark.parametrize(("raw", "expected"), [
+    (None, 7), ("", 7), ("  ", 7), ("0", 0), ("12", 12), (" 3 ", 3),
+])
+def test_env_int(raw, expected):
+    values = {} if raw is None else {"N": raw}
+    assert env_int(values, "N", 7) == expected
+
+
+@pytest.mark.parametrize(("raw", "words"), [("x", "integer"), ("2.0", "integer"), ("11", "between 1 and 10"),
+                                            ("0", "between 1 and 10")])
+def test_env_int_rejects(raw, words):
+    with pytest.raises(ConfigError, match=words) as info:
+        env_int({"N": raw}, "N", 5, minimum=1, maximum=10)
+    assert info.value.variable == "N"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("1", True), ("true", True), ("YES", True), ("on", True),
+    ("0", False), ("False", False), ("no", False), ("off", False), ("", True),
+])
+def test_env_bool(raw, expected):
+    assert env_bool({"B": raw}, "B", True) is expected
+
+
+def test_env_bool_rejects_anything_else():
+    with pytest.raises(ConfigError, match="true or false") as info:
+        env_bool({"DELIVERY_SIMULATOR_ENABLED": "maybe"}, "DELIVERY_SIMULATOR_ENABLED", False)
+    assert info.value.variable == "DELIVERY_SIMULATOR_ENABLED"
+
+
+def test_env_float():
+    assert env_float({}, "F", 0.5) == 0.5
+    assert env_float({"F": "0.2"}, "F", 1.0) == pytest.approx(0.2)
+    with pytest.raises(ConfigError, match="number"):
+        env_float({"F": "fast"}, "F", 1.0)
+    with pytest.raises(ConfigError, match=">= 0"):
+        env_float({"F": "-1"}, "F", 1.0)
