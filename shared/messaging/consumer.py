@@ -194,13 +194,15 @@ class Consumer:
                 in_flight.pop(message["ReceiptHandle"], None)
                 if moved:
                     to_delete.append(message)
-                else:  # DLQ unreachable: leave it to SQS redrive, keep group order
-                    await self._release(client, group[index + 1:], in_flight,
-                                        self._backoff(message))
+                else:  # DLQ unreachable: leave it to SQS redrive; it still blocks its group
+                    await self._release(client, group[index + 1:], in_flight, 0)
                     return
-            else:  # retry: back off this message and everything after it in its group
-                delay = self._backoff(message)
-                await self._release(client, group[index:], in_flight, delay)
+            else:  # retry: back off this message; it blocks the rest of its group meanwhile
+                await self._release(client, [message], in_flight, self._backoff(message))
+                # Visible at once but not deliverable while the failed message is in flight:
+                # SQS then redelivers the group from its head, in order. Giving them the same
+                # backoff instead lets an emulator (moto) redeliver them ahead of it.
+                await self._release(client, group[index + 1:], in_flight, 0)
                 return
 
     # -- per message (runs in a worker thread) ---------------------------------
