@@ -145,8 +145,11 @@ def require_any_scope(*accepted: str):
         def wrapper(*args, **kwargs):
             principal = authenticate()
             if not principal.scopes.intersection(accepted):
+                # RFC 6750 3.1: a 403 for scope names the error and the scopes, as require_scopes does.
                 raise Problem(403, "Forbidden", f"Requires one of: {' '.join(accepted)}.",
-                              "insufficient-scope")
+                              "insufficient-scope",
+                              headers={"WWW-Authenticate":
+                                       f'Bearer error="insufficient_scope", scope="{" ".join(accepted)}"'})
             return view(*args, **kwargs)
 
         return wrapper
