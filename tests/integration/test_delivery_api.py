@@ -336,8 +336,9 @@ def test_wrong_scope_is_403_and_writes_nothing(delivery_client, delivery_db, aut
                        "insufficient-scope")
         assert_problem(post_event(delivery_client, auth_header("ops", ADMIN_SCOPES), shipment_id,
                                   "SHIPPED"), 403, "insufficient-scope")
-        assert_problem(delivery_client.get("/v1/shipments", headers=writer_only), 403,
-                       "insufficient-scope")
+        refused = delivery_client.get("/v1/shipments", headers=writer_only)
+        assert_problem(refused, 403, "insufficient-scope")
+        assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
         assert_problem(delivery_client.get(f"/v1/shipments/{shipment_id}", headers=writer_only), 403,
                        "insufficient-scope")
     assert shipment_status(delivery_db, shipment_id) == "CREATED"

@@ -303,8 +303,9 @@ def test_wrong_scope_is_403_and_writes_nothing(order_client, order_db, auth_head
     read_only = auth_header(CUSTOMER, ["orders:read"])
     write_only = auth_header(CUSTOMER, ["orders:write"])
     with nothing_written(order_db):
-        assert_problem(order_client.post("/v1/orders", json=ORDER, headers=read_only), 403,
-                       "insufficient-scope")
+        refused = order_client.post("/v1/orders", json=ORDER, headers=read_only)
+        assert_problem(refused, 403, "insufficient-scope")
+        assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
         assert_problem(order_client.post(f"/v1/orders/{order_id}/cancel", headers=read_only), 403,
                        "insufficient-scope")
         assert_problem(order_client.get("/v1/orders", headers=write_only), 403, "insufficient-scope")

@@ -167,7 +167,9 @@ def test_require_scopes_needs_all_and_require_any_scope_needs_one(client):
     assert client.get("/both", headers=bearer("orders:read", "admin")).status_code == 200
     assert client.get("/any", headers=bearer("admin")).status_code == 200
     assert client.get("/any", headers=bearer("orders:read")).status_code == 200
-    assert client.get("/any", headers=bearer("orders:write")).status_code == 403
+    refused = client.get("/any", headers=bearer("orders:write"))
+    assert refused.status_code == 403
+    assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
 
 
 def test_unknown_scopes_are_a_programming_error():
