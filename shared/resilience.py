@@ -1,0 +1,179 @@
+"""Circuit breakers and retries for every cross-service call, in one place.
+
+* :class:`BreakerRegistry` hands out named pybreaker breakers whose thresholds
+  come from the environment (``BREAKER_FAIL_MAX``, ``BREAKER_RESET_TIMEOUT_S``,
+  overridable per breaker as ``BREAKER_<NAME>_FAIL_MAX`` / ``..._RESET_TIMEOUT_S``),
+  logs every state change and exports it as a metric; :meth:`snapshot` feeds
+  ``/health/ready``.
+* :func:`resilient_call` runs a call through a breaker with a bounded tenacity
+  retry for *transient* errors only. An open breaker fails fast with
+  :class:`BreakerOpen` (which carries a ``retry_after_s`` for 503 responses).
+* :class:`ResilientHttp` is a requests-based JSON client built on both, with a
+  timeout on every call.
+
+Breaker state is per process (each gunicorn worker has its own); that is the
+usual trade-off: no shared store on the hot path, each process learns quickly.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pybreaker
+import requests
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from shared.config import env_float, env_int
+from shared.logging import get_logger
+from shared.metrics import BREAKER_STATE
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+DEFAULT_FAIL_MAX = 5
+DEFAULT_RESET_TIMEOUT_S = 10.0
+DEFAULT_TIMEOUT_S = 2.0
+DEFAULT_ATTEMPTS = 3
+RETRY_WAIT_INITIAL_S = 0.05
+RETRY_WAIT_MAX_S = 0.5
+# Statuses that say "try again later" rather than "your request is wrong".
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class BreakerOpen(Exception):
+    """The breaker is open: the call was not made."""
+
+    def __init__(self, name: str, retry_after_s: float):
+        super().__init__(f"circuit breaker {name} is open")
+        self.name = name
+        self.retry_after_s = retry_after_s
+
+
+class TransientHttpError(Exception):
+    """A peer answered with a status worth retrying (429/502/503/504)."""
+
+    def __init__(self, status: int, body: str = ""):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    fail_max: int
+    reset_timeout_s: float
+
+
+class _StateListener(pybreaker.CircuitBreakerListener):
+    def state_change(self, cb, old_state, new_state):
+        name = cb.name or "unnamed"
+        BREAKER_STATE.labels(name).set(1 if new_state.name == pybreaker.STATE_OPEN else 0)
+        log.warning("circuit_breaker_state_changed", breaker=name,
+                    old=old_state.name if old_state else None, new=new_state.name,
+                    failures=cb.fail_counter)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Connection problems, timeouts and 'try later' statuses are transient."""
+    return isinstance(exc, TransientHttpError | requests.ConnectionError | requests.Timeout)
+
+
+class BreakerRegistry:
+    """Named breakers configured from the environment (one registry per process)."""
+
+    def __init__(self, env: Mapping[str, str] | None = None):
+        self._env = dict(env or {})
+        self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
+        self._opened_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def settings_for(self, name: str) -> BreakerSettings:
+        """Thresholds for ``name``: per-breaker variables win over the global ones."""
+        key = name.upper().replace("-", "_").replace(".", "_")
+        fail_max = env_int(self._env, "BREAKER_FAIL_MAX", DEFAULT_FAIL_MAX, minimum=1)
+        reset = env_float(self._env, "BREAKER_RESET_TIMEOUT_S", DEFAULT_RESET_TIMEOUT_S, minimum=0.1)
+        return BreakerSettings(
+            env_int(self._env, f"BREAKER_{key}_FAIL_MAX", fail_max, minimum=1),
+            env_float(self._env, f"BREAKER_{key}_RESET_TIMEOUT_S", reset, minimum=0.1))
+
+    def get(self, name: str) -> pybreaker.CircuitBreaker:
+        """The breaker called ``name`` (created on first use)."""
+        with self._lock:
+            breaker = self._breakers.get(name)
+            if breaker is None:
+                settings = self.settings_for(name)
+                breaker = pybreaker.CircuitBreaker(
+                    fail_max=settings.fail_max, reset_timeout=settings.reset_timeout_s,
+                    name=name, listeners=[_StateListener()],
+                    # Only transient failures say the peer is unwell; a 4xx is the caller's fault.
+                    exclude=[lambda exc: not is_transient(exc)])
+                self._breakers[name] = breaker
+                BREAKER_STATE.labels(name).set(0)
+            return breaker
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """State and counts of every breaker, for /health/ready and operators."""
+        return {name: {"state": b.current_state, "failures": b.fail_counter,
+                       "fail_max": b.fail_max, "reset_timeout_s": b.reset_timeout}
+                for name, b in self._breakers.items()}
+
+
+def _retry_after(breaker: pybreaker.CircuitBreaker) -> float:
+    opened = getattr(breaker._state_storage, "opened_at", None)  # noqa: SLF001 - pybreaker keeps it there
+    if opened is None:
+        return float(breaker.reset_timeout)
+    opened_ts = opened.timestamp() if hasattr(opened, "timestamp") else float(opened)
+    return max(0.0, breaker.reset_timeout - (time.time() - opened_ts))
+
+
+def resilient_call(breaker: pybreaker.CircuitBreaker, fn: Callable[[], T],
+                   attempts: int = DEFAULT_ATTEMPTS) -> T:
+    """Call ``fn`` through ``breaker``, retrying transient errors up to ``attempts`` times."""
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(initial=RETRY_WAIT_INITIAL_S, max=RETRY_WAIT_MAX_S),
+        retry=retry_if_exception(is_transient),
+        reraise=True,
+    )
+    try:
+        return retrying(breaker.call, fn)
+    except pybreaker.CircuitBreakerError:
+        raise BreakerOpen(breaker.name or "unnamed", _retry_after(breaker)) from None
+
+
+def retry_after_header(exc: BreakerOpen) -> str:
+    """A Retry-After value (whole seconds, at least 1) for a 503."""
+    return str(max(1, math.ceil(exc.retry_after_s)))
+
+
+class ResilientHttp:
+    """A JSON HTTP client for one peer: timeout, transient-only retry, named breaker."""
+
+    def __init__(self, base_url: str, breaker: pybreaker.CircuitBreaker,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, attempts: int = DEFAULT_ATTEMPTS,
+                 session: requests.Session | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.breaker = breaker
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.session = session or requests.Session()
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """Send a request; 429/5xx-gateway answers raise :class:`TransientHttpError`.
+
+        Other statuses (including 4xx) are returned for the caller to interpret.
+        """
+        kwargs.setdefault("timeout", self.timeout_s)
+
+        def once() -> requests.Response:
+            response = self.session.request(method, f"{self.base_url}{path}", **kwargs)
+            if response.status_code in TRANSIENT_STATUSES:
+                raise TransientHttpError(response.status_code, response.text[:500])
+            return response
+
+        return resilient_call(self.breaker, once, self.attempts)
