@@ -38,6 +38,7 @@ not start, 130 on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import threading
@@ -73,6 +74,7 @@ WORKER_READY_TIMEOUT_S = 60.0
 CLOSED_LOOP_MAX_S = 600.0     # bound on placement time with --rate 0
 TOKEN_TTL_S = 3600
 SHIPMENT_CREATED = "delivery.shipment_created"
+LOAD_GENERATOR = "this script (load, observer)"
 
 
 def say(text: str) -> None:
@@ -405,6 +407,7 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
         fauxqs = next(c for c in stack.children if c.name == "fauxqs")
         sampler.track("fauxqs (node)", fauxqs.proc.pid)
         sampler.track("postgres", stack.postmaster_pid(), children=True)
+        sampler.track(LOAD_GENERATOR, os.getpid())
         sampler.start()
 
         conn = psycopg2.connect(database_url)
@@ -492,8 +495,8 @@ def report(placement: LoadResult, analysis: Analysis, sampler: RssSampler, died:
 
     print()
     peaks = sampler.peaks()
-    print(table(("process", "peak RSS MiB (largest process)", "peak RSS MiB (sum)", "processes"),
-                peaks))
+    print(table(("process", "peak RSS MiB (largest process)", "peak RSS MiB (sum)", "processes",
+                 "CPU s"), peaks))
 
     print()
     print(table(("integrity check", "count"), [
@@ -518,9 +521,10 @@ def report(placement: LoadResult, analysis: Analysis, sampler: RssSampler, died:
     verdicts.check("no loss (one shipment each, in history)",
                    f"{lost} problems, {analysis.completed}/{placement.ok} complete",
                    finished and lost == 0 and analysis.completed == placement.ok, "0")
-    worst = max(peaks, key=lambda p: p[1]) if peaks else ("-", 0.0, 0.0, 0)
+    services = [p for p in peaks if p[0] != LOAD_GENERATOR]
+    worst = max(services, key=lambda p: p[1]) if services else ("-", 0.0)
     verdicts.check("RSS of every process", f"max {worst[1]:.0f} MiB ({worst[0]})",
-                   all(p[1] < TARGET_RSS_MIB for p in peaks), f"< {TARGET_RSS_MIB:.0f} MiB")
+                   all(p[1] < TARGET_RSS_MIB for p in services), f"< {TARGET_RSS_MIB:.0f} MiB")
     print()
     print(verdicts.render())
 

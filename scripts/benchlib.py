@@ -393,6 +393,14 @@ class _Tracked:
     peak_bytes: int = 0     # the largest single process of this label at any sample
     peak_total: int = 0     # the largest sum over the label's processes at any sample
     peak_count: int = 0
+    # CPU seconds (user + system) per pid: at first sight, and latest.
+    cpu_first: dict[int, float] = field(default_factory=dict)
+    cpu_last: dict[int, float] = field(default_factory=dict)
+    sampled: bool = False
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.cpu_last.values()) - sum(self.cpu_first.values())
 
 
 class RssSampler:
@@ -437,18 +445,27 @@ class RssSampler:
             sizes = []
             for proc in procs:
                 try:
-                    sizes.append(proc.memory_info().rss)
+                    with proc.oneshot():
+                        sizes.append(proc.memory_info().rss)
+                        times = proc.cpu_times()
                 except psutil.Error:
                     continue
+                cpu = times.user + times.system
+                if proc.pid not in item.cpu_last:
+                    # Processes there at the first sample count from then;
+                    # later ones (new backends, recycled workers) from their start.
+                    item.cpu_first[proc.pid] = cpu if not item.sampled else 0.0
+                item.cpu_last[proc.pid] = cpu
+            item.sampled = True
             if sizes:
                 item.peak_bytes = max(item.peak_bytes, max(sizes))
                 item.peak_total = max(item.peak_total, sum(sizes))
                 item.peak_count = max(item.peak_count, len(sizes))
 
-    def peaks(self) -> list[tuple[str, float, float, int]]:
-        """(label, peak single-process RSS MiB, peak summed RSS MiB, most processes)."""
+    def peaks(self) -> list[tuple[str, float, float, int, float]]:
+        """(label, peak single-process RSS MiB, peak summed RSS MiB, most processes, CPU s)."""
         with self._lock:
-            return [(t.label, t.peak_bytes / MIB, t.peak_total / MIB, t.peak_count)
+            return [(t.label, t.peak_bytes / MIB, t.peak_total / MIB, t.peak_count, t.cpu_s)
                     for t in self._tracked]
 
 
