@@ -22,7 +22,7 @@ blp = Blueprint("shipments", __name__, url_prefix="/v1/shipments",
                 description="Shipments, tracking and carrier status callbacks.")
 
 # Customers (orders:read) see their own shipments; carriers and admins see all.
-READ_SCOPES = ("orders:read", "shipments:write", "admin")
+READ_SCOPES = ("orders:read", "shipments:read", "shipments:write", "admin")
 
 
 def _db():

@@ -149,7 +149,7 @@ def _event_data(shipment: dict, occurred_at: datetime, location: str | None = No
 # --- queries ---------------------------------------------------------------------------
 def can_read_all(principal: Principal) -> bool:
     """Operators and carriers see every shipment; customers only their own."""
-    return principal.is_admin or "shipments:write" in principal.scopes
+    return principal.is_admin or bool(principal.scopes & {"shipments:read", "shipments:write"})
 
 
 def get_shipment(db, principal: Principal, shipment_id: uuid.UUID) -> dict:

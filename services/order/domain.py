@@ -42,6 +42,10 @@ DELIVERY_TO_ORDER_STATUS: dict[str, OrderStatus | None] = {
 }
 
 
+# Events that report progress inside a status (SHIPPED) rather than entering one.
+PROGRESS_MILESTONES = frozenset({"delivery.in_transit", "delivery.out_for_delivery"})
+
+
 def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
     """Whether an order in ``current`` may move to ``target``."""
     return target in ALLOWED_TRANSITIONS[current]
@@ -63,9 +67,12 @@ def decide(current: OrderStatus, delivery_event: str) -> Decision:
     after ``CANCELLED``) are ``ignored``: acknowledged and recorded, never applied.
     """
     target = DELIVERY_TO_ORDER_STATUS[delivery_event]
+    if current == OrderStatus.CANCELLED and delivery_event != "delivery.shipment_cancelled":
+        return Decision("ignored", current, f"{delivery_event} after CANCELLED")
+    if target == current and delivery_event not in PROGRESS_MILESTONES:
+        # e.g. a second delivery.delivered (a new event id, so the inbox let it through)
+        return Decision("ignored", current, f"duplicate {delivery_event}: already {current}")
     if target is None or target == current:
-        if current in (OrderStatus.CANCELLED,) and delivery_event != "delivery.shipment_cancelled":
-            return Decision("ignored", current, f"{delivery_event} after CANCELLED")
         return Decision("milestone", current, delivery_event)
     if can_transition(current, target):
         return Decision("transition", target, delivery_event)

@@ -175,3 +175,14 @@ def test_carrier_choice_is_stable_and_tracking_numbers_are_prefixed():
         assert number.startswith("DHL") and len(number) == len("DHL") + 12
         # no I or O: they read as 1 and 0 over the phone
         assert set(number[3:]) <= set("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ")
+
+
+def test_a_repeated_defining_event_is_recorded_as_ignored_not_as_a_milestone():
+    from services.order.domain import OrderStatus, decide
+
+    assert decide(OrderStatus.DELIVERED, "delivery.delivered").kind == "ignored"
+    assert decide(OrderStatus.SHIPPED, "delivery.shipped").kind == "ignored"
+    assert decide(OrderStatus.DELIVERY_FAILED, "delivery.failed").kind == "ignored"
+    # progress inside SHIPPED is a milestone, applied
+    assert decide(OrderStatus.SHIPPED, "delivery.in_transit").kind == "milestone"
+    assert decide(OrderStatus.SHIPPED, "delivery.out_for_delivery").kind == "milestone"
