@@ -1,0 +1,28 @@
+"""Fixtures for the integration tests: the SQS backends of the messaging contract tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.support.backends import BACKEND_NAMES, Backend, BackendPool, BackendUnavailable
+
+
+@pytest.fixture(scope="session")
+def backend_pool(sqs_endpoint, tmp_path_factory):
+    """Every SQS backend this machine offers, each started at most once per session."""
+    env_endpoint = os.environ.get("SQS_ENDPOINT_URL") or None
+    pool = BackendPool(tmp_path_factory.mktemp("backends"), sqs_endpoint,
+                       suite_endpoint_is_moto=env_endpoint is None, env_endpoint=env_endpoint)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request, backend_pool) -> Backend:
+    """One SQS implementation per parameter; an absent one is skipped with the reason."""
+    try:
+        return backend_pool.get(request.param)
+    except BackendUnavailable as exc:
+        pytest.skip(f"SQS backend {request.param} unavailable: {exc}")
