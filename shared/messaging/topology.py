@@ -59,8 +59,11 @@ QUEUES: tuple[QueueSpec, ...] = (
     QueueSpec(
         name="order-status.fifo",
         producer="order",
-        consumers=("notification",),  # consumer arrives with the notification service
-        event_types=("order.status_changed",),
+        consumers=("notification",),
+        # Everything a customer is told about, in one per-order stream: the
+        # notification service needs created/cancelled too (confirmation and
+        # cancellation mails, webhooks), in order with the status changes.
+        event_types=("order.created", "order.status_changed", "order.cancelled"),
     ),
     QueueSpec(
         name="delivery-status.fifo",
@@ -75,6 +78,18 @@ QUEUES: tuple[QueueSpec, ...] = (
             "delivery.failed",
             "delivery.shipment_cancelled",
         ),
+    ),
+    QueueSpec(
+        # A standard queue: webhook retries are scheduled with per-message
+        # DelaySeconds, which FIFO queues do not allow. Order does not matter
+        # here (each message is one delivery attempt of one webhook).
+        name="webhook-delivery",
+        producer="notification",
+        consumers=("notification",),
+        event_types=("webhook.delivery_requested",),
+        fifo=False,
+        # One attempt waits at most the 5 s request timeout; leave room for the database.
+        visibility_timeout_s=60,
     ),
 )
 
