@@ -18,7 +18,8 @@ from flask import current_app, g, request
 
 from shared.errors import Problem
 
-SCOPES = ("orders:read", "orders:write", "shipments:read", "shipments:write", "admin")
+SCOPES = ("orders:read", "orders:write", "shipments:read", "shipments:write", "webhooks:manage",
+          "admin")
 ALGORITHM = "HS256"
 CLOCK_SKEW_S = 30
 DEFAULT_TTL_S = 3600

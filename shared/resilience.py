@@ -54,7 +54,16 @@ class BreakerOpen(Exception):
         self.retry_after_s = retry_after_s
 
 
-class TransientHttpError(Exception):
+class TransientError(Exception):
+    """Base for failures worth retrying that are not HTTP/requests errors.
+
+    Raise a subclass from a call made through :func:`resilient_call` (an SMTP
+    4xx, a dropped mail connection, a webhook endpoint answering 500) so the
+    breaker counts it and the retry policy retries it.
+    """
+
+
+class TransientHttpError(TransientError):
     """A peer answered with a status worth retrying (429/502/503/504)."""
 
     def __init__(self, status: int, body: str = ""):
@@ -80,7 +89,7 @@ class _StateListener(pybreaker.CircuitBreakerListener):
 
 def is_transient(exc: BaseException) -> bool:
     """Connection problems, timeouts and 'try later' statuses are transient."""
-    return isinstance(exc, TransientHttpError | requests.ConnectionError | requests.Timeout)
+    return isinstance(exc, TransientError | requests.ConnectionError | requests.Timeout)
 
 
 class BreakerRegistry:
