@@ -33,6 +33,8 @@ log = get_logger(__name__)
 # Streams (queue, aggregate) claimed per relay round; bounds the open transaction.
 STREAMS_PER_ROUND = 200
 ROWS_PER_STREAM = 20
+# After a busy spell, how soon to look again for rows whose NOTIFY was coalesced away.
+LINGER_S = 0.05
 
 
 class NoRoute(LookupError):
@@ -91,6 +93,7 @@ class OutboxRelay:
     def run(self, stop: threading.Event) -> None:
         """Publish until ``stop`` is set; wake on NOTIFY, else poll."""
         listener = None
+        lingering = False
         log.info("outbox_relay_started", relay=self.name)
         while not stop.is_set():
             try:
@@ -98,6 +101,14 @@ class OutboxRelay:
                     listener = self.db.listen_connection(outbox_channel(self.db.schema))
                 published, more = self.publish_once()
                 if more:
+                    lingering = True
+                    continue
+                if lingering:
+                    # A busy spell just ended: a transaction that skipped its
+                    # NOTIFY (another one's was pending, see schema.py) may
+                    # commit only now. Look once more soon, not a poll later.
+                    lingering = False
+                    self._wait(listener, stop, min(LINGER_S, self.poll_interval_s))
                     continue
                 self._wait(listener, stop)
             except Exception as exc:  # the relay must outlive DB/SQS outages
@@ -245,8 +256,8 @@ class OutboxRelay:
                         " FROM outbox WHERE published_at IS NULL")
             OUTBOX_LAG.labels(self.service).set(float(cur.fetchone()["lag"]))
 
-    def _wait(self, listener, stop: threading.Event) -> None:
-        deadline = time.monotonic() + self.poll_interval_s
+    def _wait(self, listener, stop: threading.Event, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (self.poll_interval_s if timeout is None else timeout)
         while not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:

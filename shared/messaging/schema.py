@@ -12,9 +12,50 @@ def outbox_channel(schema: str) -> str:
     return f"{schema}{OUTBOX_CHANNEL_SUFFIX}"
 
 
+# Advisory-lock class (first key of the two-int form, a key space apart from
+# the relay's one-bigint stream locks) for "a NOTIFY is already on its way".
+NOTIFY_LOCK_CLASS = 0x6F_75_74_62  # "outb"
+
+
+def coalesced_notify_ddl(schema: str) -> str:
+    """``outbox_notify()`` that lets at most one open transaction at a time NOTIFY.
+
+    Postgres serializes committing transactions that sent NOTIFY on one
+    cluster-wide lock, held through the commit's WAL flush. With a NOTIFY in
+    every order/shipment transaction, commits queued behind each other (and
+    behind a lock holder the OS had descheduled): the pipeline benchmark showed
+    most backends waiting on ``Lock:object`` at COMMIT. One pending NOTIFY is
+    enough to wake the relay, and it publishes every row committed by then;
+    a transaction that skips its NOTIFY because another holds the lock and
+    commits after the relay's last round is caught by the relay's short
+    re-check after a busy spell, at worst by its polling fallback.
+    """
+    channel = outbox_channel(schema)
+    return f"""
+        CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF pg_try_advisory_xact_lock({NOTIFY_LOCK_CLASS}, hashtext('{channel}')) THEN
+                PERFORM pg_notify('{channel}', '');
+            END IF;
+            RETURN NULL;
+        END $$
+        """
+
+
+def plain_notify_ddl(schema: str) -> str:
+    """The original ``outbox_notify()``: every inserting transaction NOTIFYs."""
+    channel = outbox_channel(schema)
+    return f"""
+        CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('{channel}', '');
+            RETURN NULL;
+        END $$
+        """
+
+
 def messaging_tables_ddl(schema: str) -> list[str]:
     """Statements creating outbox + inbox (+ NOTIFY trigger) in ``schema``."""
-    channel = outbox_channel(schema)
     return [
         """
         CREATE TABLE outbox (
@@ -46,13 +87,8 @@ def messaging_tables_ddl(schema: str) -> list[str]:
             PRIMARY KEY (consumer, event_id)
         )
         """,
-        f"""
-        CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            PERFORM pg_notify('{channel}', '');
-            RETURN NULL;
-        END $$
-        """,
+        # Services migrated before 0002 got plain_notify_ddl here; their 0002 swaps it.
+        coalesced_notify_ddl(schema),
         # Statement-level: one wake-up per INSERT statement, delivered at commit.
         """
         CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
