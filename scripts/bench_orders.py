@@ -114,12 +114,16 @@ async def run_phases(order_url: str, baseline_url: str, clients: int, duration: 
 
 
 def count_rows(database_url: str) -> tuple[int, int, int]:
-    """(order rows, order outbox rows, baseline rows) right now."""
+    """(order rows, order.created events in the outbox, baseline rows) right now.
+
+    An event routed to several queues has one outbox row per queue: count events.
+    """
     conn = psycopg2.connect(database_url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SELECT (SELECT count(*) FROM order_svc.orders),"
-                        " (SELECT count(*) FROM order_svc.outbox WHERE event_type = 'order.created'),"
+                        " (SELECT count(DISTINCT event_id) FROM order_svc.outbox"
+                        "   WHERE event_type = 'order.created'),"
                         " (SELECT count(*) FROM bench.orders)")
             return tuple(cur.fetchone())
     finally:
@@ -233,7 +237,7 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], clien
     order_ok = sum(r.ok for n, r in results.items() if n.endswith("orders"))
     base_ok = sum(r.ok for n, r in results.items() if n.endswith("baseline"))
     rows_added = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
-    print(f"\nrows: {rows_added[0]} orders and {rows_added[1]} order.created outbox rows for "
+    print(f"\nrows: {rows_added[0]} orders and {rows_added[1]} order.created outbox events for "
           f"{order_ok} responses 201; {rows_added[2]} baseline rows for {base_ok}")
 
     verdicts = Verdicts()
@@ -258,7 +262,7 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], clien
         problems.append(f"the baseline had {base_errors} errors: its figures are not trustworthy")
     if rows_added[0] != order_ok or rows_added[1] != order_ok:
         problems.append(f"{order_ok} orders acknowledged but {rows_added[0]} order rows and "
-                        f"{rows_added[1]} outbox rows written")
+                        f"{rows_added[1]} outbox events written")
     if rows_added[2] != base_ok:
         problems.append(f"{base_ok} baseline inserts acknowledged but {rows_added[2]} rows")
     if died:
