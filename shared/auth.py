@@ -18,8 +18,10 @@ from flask import current_app, g, request
 
 from shared.errors import Problem
 
+# inventory:reserve: service-to-service, held by the order service's own token (see
+# services/order/inventory.py); customers never get it, so they cannot hold stock directly.
 SCOPES = ("orders:read", "orders:write", "shipments:read", "shipments:write", "webhooks:manage",
-          "admin")
+          "inventory:reserve", "admin")
 ALGORITHM = "HS256"
 CLOCK_SKEW_S = 30
 DEFAULT_TTL_S = 3600
