@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
 
@@ -34,7 +35,7 @@ PRODUCER = "delivery-service"
 # --- consumed events -----------------------------------------------------------------
 def on_order_created(cur, event: Envelope) -> None:
     """One shipment per order, unless a cancel for it arrived first."""
-    data = OrderCreatedDataSchema().load(event.data)
+    data = _schema(OrderCreatedDataSchema).load(event.data)
     order_id = data["order_id"]
     repo.lock_order_key(cur, order_id)
     if repo.is_cancelled(cur, order_id):
@@ -56,7 +57,7 @@ def on_order_created(cur, event: Envelope) -> None:
 
 def on_order_cancelled(cur, event: Envelope) -> None:
     """Cancel the order's unshipped shipment, or leave a tombstone if it has none yet."""
-    data = OrderCancelledDataSchema().load(event.data)
+    data = _schema(OrderCancelledDataSchema).load(event.data)
     order_id = data["order_id"]
     repo.lock_order_key(cur, order_id)
     shipment = repo.lock_shipment_by_order(cur, order_id)
@@ -168,4 +169,11 @@ def list_shipments(db, principal: Principal, order_id, status, after, limit) -> 
 
 
 def serialize(shipment: dict) -> dict:
-    return ShipmentSchema().dump(shipment)
+    return _schema(ShipmentSchema).dump(shipment)
+
+
+@functools.cache
+def _schema(schema_class):
+    # Schemas are reusable (and thread-safe) once built; building one per
+    # message or request costs more than using it.
+    return schema_class()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -60,7 +61,7 @@ class Envelope:
         if not isinstance(raw, dict):
             raise InvalidEnvelope("body is not a JSON object")
         try:
-            EnvelopeSchema().load(raw)
+            _envelope_schema().load(raw)
         except ValidationError as exc:
             raise InvalidEnvelope(f"invalid envelope: {exc.messages}") from None
         return cls(
@@ -81,3 +82,10 @@ class Envelope:
         return Envelope(event_type=event_type, aggregate_id=aggregate_id, data=data,
                         producer=producer, correlation_id=self.correlation_id,
                         causation_id=self.event_id)
+
+
+@functools.cache
+def _envelope_schema() -> EnvelopeSchema:
+    # A schema is reusable (and thread-safe) once built; building one per
+    # message cost more than validating with it.
+    return EnvelopeSchema()
