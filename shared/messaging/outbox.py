@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from shared.logging import get_logger
 from shared.messaging.envelope import Envelope
-from shared.messaging.schema import outbox_channel
+from shared.messaging.schema import MAX_DELAY_SECONDS, outbox_channel
 from shared.messaging.sqs import MAX_BATCH_ENTRIES, physical_name
 from shared.messaging.topology import QueueSpec, queue, routes_for
 from shared.metrics import OUTBOX_LAG, OUTBOX_PUBLISHED, OUTBOX_SEND_FAILURES
@@ -41,22 +41,28 @@ class NoRoute(LookupError):
     """An event type has no queue in the topology for this producer."""
 
 
-def add_event(cur, service: str, envelope: Envelope) -> int:
+def add_event(cur, service: str, envelope: Envelope, delay_s: int = 0) -> int:
     """Insert ``envelope`` into the outbox once per queue the topology routes it to.
 
     Must be called with the cursor of the transaction that makes the state
-    change. Returns the number of rows written.
+    change. Returns the number of rows written. ``delay_s`` (0..900) becomes the
+    message's SQS DelaySeconds, counted from this transaction; only standard
+    queues allow it (SQS_PORTABILITY.md rule 6).
     """
     routes: list[QueueSpec] = routes_for(service, envelope.event_type)
     if not routes:
         raise NoRoute(f"no queue for {envelope.event_type} from {service}")
+    if not 0 <= delay_s <= MAX_DELAY_SECONDS:
+        raise ValueError(f"delay_s must be 0..{MAX_DELAY_SECONDS}, got {delay_s}")
+    if delay_s and any(spec.fifo for spec in routes):
+        raise ValueError(f"{envelope.event_type} goes to a FIFO queue: no per-message delay")
     body = envelope.to_json()
     for spec in routes:
         cur.execute(
-            "INSERT INTO outbox (event_id, queue, aggregate_id, event_type, body, correlation_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
+            "INSERT INTO outbox (event_id, queue, aggregate_id, event_type, body, correlation_id,"
+            " delay_seconds) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (envelope.event_id, spec.name, envelope.aggregate_id, envelope.event_type, body,
-             envelope.correlation_id),
+             envelope.correlation_id, int(delay_s)),
         )
     return len(routes)
 
@@ -163,7 +169,11 @@ class OutboxRelay:
         cur.execute(
             """
             SELECT o.id, o.event_id::text, o.queue, o.aggregate_id, o.event_type, o.body,
-                   o.correlation_id, o.attempts
+                   o.correlation_id, o.attempts,
+                   -- The delay counts from the writing transaction: a relay that
+                   -- publishes late sends only what is left of it.
+                   GREATEST(0, ceil(o.delay_seconds
+                                    - EXTRACT(EPOCH FROM now() - o.created_at)))::int AS delay
               FROM unnest(%s::text[], %s::text[]) AS s(queue, aggregate_id)
               JOIN LATERAL (
                     SELECT * FROM outbox
@@ -206,7 +216,7 @@ class OutboxRelay:
         spec = queue(queue_name)
         entries = []
         for index, row in enumerate(rows):
-            _id, event_id, _q, aggregate_id, event_type, body, correlation_id, _a = row
+            _id, event_id, _q, aggregate_id, event_type, body, correlation_id, _a, delay = row
             entry = {
                 "Id": str(index),
                 "MessageBody": body,
@@ -221,6 +231,8 @@ class OutboxRelay:
             if spec.fifo:
                 entry["MessageGroupId"] = aggregate_id
                 entry["MessageDeduplicationId"] = event_id
+            elif delay:
+                entry["DelaySeconds"] = delay
             entries.append(entry)
         try:
             response = self.sqs.send_message_batch(QueueUrl=self._url(queue_name), Entries=entries)

@@ -54,6 +54,20 @@ def plain_notify_ddl(schema: str) -> str:
         """
 
 
+# SQS allows DelaySeconds 0..900 (15 minutes), and only on standard queues.
+MAX_DELAY_SECONDS = 900
+
+
+def outbox_delay_ddl() -> str:
+    """Adds ``outbox.delay_seconds`` (per-message SQS DelaySeconds), idempotently.
+
+    Part of :func:`messaging_tables_ddl` for new schemas; services migrated
+    before it existed run it in a later migration (a no-op where it is there).
+    """
+    return ("ALTER TABLE outbox ADD COLUMN IF NOT EXISTS delay_seconds integer NOT NULL DEFAULT 0"
+            f" CHECK (delay_seconds BETWEEN 0 AND {MAX_DELAY_SECONDS})")
+
+
 def messaging_tables_ddl(schema: str) -> list[str]:
     """Statements creating outbox + inbox (+ NOTIFY trigger) in ``schema``."""
     return [
@@ -74,6 +88,7 @@ def messaging_tables_ddl(schema: str) -> list[str]:
             UNIQUE (event_id, queue)
         )
         """,
+        outbox_delay_ddl(),
         # The relay only ever scans unpublished rows.
         "CREATE INDEX outbox_pending_idx ON outbox (id) WHERE published_at IS NULL",
         "CREATE INDEX outbox_pending_agg_idx ON outbox (queue, aggregate_id, id) "

@@ -27,7 +27,7 @@ from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import OutboxRelay, add_event
 from shared.messaging.schema import messaging_tables_ddl
 from shared.messaging.sqs import async_client, ensure_queues, sync_client
-from shared.messaging.topology import queue
+from shared.messaging.topology import queue, routes_for
 from tests.support.wait import wait_until
 
 SCHEMA = "messaging_contract"
@@ -339,13 +339,16 @@ def inbox_count(db) -> int:
 # ------------------------------------------------------------------------ tests
 def test_relay_publishes_with_explicit_group_and_dedup_ids(db, client, make_queue):
     spec, prefix, q = make_queue()
+    # order.created also fans out to order-status.fifo: every routed queue must exist.
+    routes = tuple(routes_for(PRODUCER, EVENT_TYPE))
+    ensure_queues(client, prefix, tuple(r for r in routes if r.name != spec.name))
     events = [envelope(group, seq) for seq in range(3) for group in ("agg-a", "agg-b")]
     with db.transaction() as cur:
         for event in events:
             add_event(cur, PRODUCER, event)
     relay = OutboxRelay(db, sync_client(client.meta.endpoint_url, REGION), PRODUCER, prefix)
     published, _ = relay.publish_once()
-    assert published == len(events)
+    assert published == len(events) * len(routes)
 
     received = drain(client, q.url, len(events))
     by_id = {e.event_id: e for e in events}
