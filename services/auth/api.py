@@ -1,0 +1,200 @@
+"""HTTP: the OAuth2 endpoints, the JWKS and metadata, customer registration, logout."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import jwt as pyjwt
+from flask import current_app, g, jsonify, request
+from flask.views import MethodView
+
+from services.auth import handlers
+from services.auth.schemas import (
+    REVOKE_REQUEST_DOC,
+    TOKEN_REQUEST_DOC,
+    CustomerSchema,
+    JwksSchema,
+    LogoutSchema,
+    OAuthErrorSchema,
+    RegisterCustomerSchema,
+    TokenResponseSchema,
+)
+from shared.auth import CLOCK_SKEW_S, SCOPES
+from shared.errors import Problem
+from shared.ratelimit import client_ip
+from shared.web import Blueprint
+
+oauth = Blueprint("oauth", __name__, url_prefix="/oauth",
+                  description="OAuth2 token endpoint (RFC 6749), revocation (RFC 7009), logout.")
+well_known = Blueprint("well_known", __name__, url_prefix="/.well-known",
+                       description="Signing keys (JWKS) and server metadata (RFC 8414).")
+customers = Blueprint("customers", __name__, url_prefix="/v1/customers",
+                      description="Customer accounts (registration through a first-party client).")
+
+TOKEN_ENDPOINT = "oauth.token"
+REVOKE_ENDPOINT = "oauth.revoke"
+# Verifiers may cache the JWKS this long; rotation publishes new keys
+# AUTH_KEY_ACTIVATION_DELAY_S ahead, so keep this below it.
+JWKS_MAX_AGE_S = 15
+MAX_CLIENT_ID_CHARS = 64
+BASIC_AUTH = [{"basicAuth": []}]
+
+
+def _ext(name: str):
+    return current_app.extensions[name]
+
+
+def token_client_key() -> str:
+    """Rate-limit key of the token endpoint: the client id the request claims.
+
+    Only requests from a client that did authenticate are counted against it
+    (see ``deduct_when``), so nobody can use up another client's quota by
+    sending its id with a wrong secret; the per-IP limit covers those.
+    """
+    auth = request.authorization
+    client_id = auth.username if auth is not None and auth.type == "basic" else None
+    client_id = client_id or request.form.get("client_id") or "anonymous"
+    return "client:" + client_id[:MAX_CLIENT_ID_CHARS]
+
+
+def client_authenticated(_response) -> bool:
+    """Whether the current token request authenticated its client."""
+    return bool(g.get("authenticated_client"))
+
+
+def ip_key() -> str:
+    return "ip:" + client_ip()
+
+
+@oauth.route("/token", methods=["POST"])
+@oauth.doc(requestBody=TOKEN_REQUEST_DOC, security=[{"basicAuth": []}, {}])
+@oauth.response(200, TokenResponseSchema, description="Access token (and refresh token for users)")
+@oauth.alt_response(400, schema=OAuthErrorSchema, description="invalid_request, invalid_grant, "
+                    "invalid_scope, unsupported_grant_type, unauthorized_client")
+@oauth.alt_response(401, schema=OAuthErrorSchema, description="invalid_client")
+@oauth.alt_response(429, description="Rate limited, or the account is locked after failed logins "
+                    "(problem+json with Retry-After)")
+def token():
+    """Issue tokens: client_credentials, password (first-party clients), refresh_token."""
+    return _ext("oauth_server").create_token_response()
+
+
+@oauth.route("/revoke", methods=["POST"])
+@oauth.doc(requestBody=REVOKE_REQUEST_DOC, security=BASIC_AUTH)
+@oauth.response(200, description="Revoked, or the token was unknown (RFC 7009 2.2)")
+@oauth.alt_response(400, schema=OAuthErrorSchema, description="Token of another client, "
+                    "or an access token (unsupported_token_type)")
+@oauth.alt_response(401, schema=OAuthErrorSchema, description="invalid_client")
+def revoke():
+    """Revoke a refresh token and every token of its family (RFC 7009)."""
+    return _ext("oauth_server").create_endpoint_response("revocation")
+
+
+@oauth.route("/logout", methods=["POST"])
+@oauth.arguments(LogoutSchema, required=False)
+@oauth.response(204, description="The session's refresh tokens are revoked")
+@oauth.alt_response(401, description="No valid access token")
+def logout(payload):
+    """Log out the bearer's session (its refresh-token family), or every session with ``everywhere``.
+
+    The access token itself stays valid until it expires (at most
+    AUTH_ACCESS_TOKEN_TTL_S); it cannot be refreshed any more.
+    """
+    claims = verify_own_token(_bearer())
+    if claims.get("sub") == claims.get("client_id"):
+        raise Problem(400, "Bad Request", "Client tokens have no session to log out.", "no-session")
+    handlers.logout(_ext("db"), claims["sub"], claims["client_id"], claims.get("sid"),
+                    bool((payload or {}).get("everywhere")))
+    return "", 204
+
+
+@well_known.route("/jwks.json", methods=["GET"])
+@well_known.response(200, JwksSchema)
+@well_known.doc(security=[])
+def jwks():
+    """The public signing keys: the active one, one about to activate, and retiring ones."""
+    response = jsonify(_ext("signing_keys").jwks())
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_S}"
+    return response
+
+
+@well_known.route("/oauth-authorization-server", methods=["GET"])
+@well_known.doc(security=[])
+@well_known.response(200, description="RFC 8414 authorization server metadata")
+def metadata():
+    """Where the endpoints are and what they support."""
+    issuer = _ext("settings").jwt_issuer
+    base = request.host_url.rstrip("/")
+    return jsonify({
+        "issuer": issuer,
+        "token_endpoint": f"{base}/oauth/token",
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "grant_types_supported": ["client_credentials", "password", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": list(SCOPES),
+        "response_types_supported": [],
+    })
+
+
+@customers.route("")
+class Customers(MethodView):
+    @customers.doc(security=BASIC_AUTH)
+    @customers.response(201, CustomerSchema)
+    @customers.alt_response(401, description="No first-party client credentials")
+    @customers.alt_response(409, description="The username is taken")
+    @customers.alt_response(429, description="Too many registrations from this address")
+    @customers.arguments(RegisterCustomerSchema)
+    def post(self, payload):
+        """Register a customer (the storefront calls this with its client credentials)."""
+        _first_party_client()
+        return handlers.register_customer(_ext("db"), _ext("passwords"), _ext("auth_config"),
+                                          payload["username"], payload["password"]), 201
+
+
+def _first_party_client():
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    client = None
+    if scheme.lower() == "basic" and encoded:
+        try:
+            client_id, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            client_id, secret = "", ""
+        candidate = _ext("oauth_server").service.client(client_id)
+        if candidate is not None and candidate.check_client_secret(secret):
+            client = candidate
+    if client is None or not client.first_party:
+        raise Problem(401, "Unauthorized", "First-party client credentials (HTTP Basic) are required.",
+                      "unauthorized", headers={"WWW-Authenticate": 'Basic realm="auth"'})
+    return client
+
+
+def _bearer() -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _invalid_token()
+    return token.strip()
+
+
+def _invalid_token() -> Problem:
+    return Problem(401, "Unauthorized", "A valid bearer token is required.", "unauthorized",
+                   headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def verify_own_token(token: str) -> dict:
+    """Claims of an access token this service signed (keys straight from the database)."""
+    settings = _ext("settings")
+    try:
+        kid = pyjwt.get_unverified_header(token).get("kid")
+        jwk = next((k for k in _ext("signing_keys").jwks()["keys"] if k["kid"] == kid), None)
+        if jwk is None:
+            raise _invalid_token()
+        return pyjwt.decode(token, pyjwt.PyJWK(jwk).key, algorithms=["RS256"],
+                            audience=settings.jwt_audience, issuer=settings.jwt_issuer,
+                            leeway=CLOCK_SKEW_S,
+                            options={"require": ["exp", "iat", "sub", "iss", "aud", "client_id"]})
+    except pyjwt.PyJWTError:
+        raise _invalid_token() from None

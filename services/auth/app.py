@@ -1,0 +1,78 @@
+"""Auth service WSGI app factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from authlib.integrations.flask_oauth2 import client_authenticated
+from flask import g
+
+from services.auth import api
+from services.auth.config import load_auth_config
+from services.auth.crypto import KeyCipher, PasswordHashing
+from services.auth.keys import SigningKeys
+from services.auth.server import AuthService, build_server
+from shared.config import load_settings
+from shared.db import database_for
+from shared.health import health_blueprint
+from shared.logging import configure_logging
+from shared.ratelimit import create_limiter
+from shared.web import allow_form_body, base_app
+
+SERVICE = "auth"
+
+
+def build_components(settings, config):
+    """Database, password hashing and signing keys (shared by the app and the CLI)."""
+    db = database_for(settings)
+    passwords = PasswordHashing(config.argon2_time_cost, config.argon2_memory_kib,
+                                config.argon2_parallelism)
+    keys = SigningKeys(db, KeyCipher(config.key_encryption_keys), config.rsa_bits,
+                       config.signing_key_cache_s, config.key_publish_grace_s)
+    return db, passwords, keys
+
+
+def create_app(config: dict | None = None):
+    """Build the auth API. ``config`` overrides environment variables (tests)."""
+    env = {**os.environ, **(config or {})}
+    settings = load_settings(SERVICE, env)
+    auth_config = load_auth_config(env, settings.app_env)
+    configure_logging(SERVICE, settings.log_level, settings.log_format)
+    # Authlib logs whole token responses at DEBUG ("Issue token {...}"): never let
+    # them through, whatever LOG_LEVEL says.
+    logging.getLogger("authlib").setLevel(logging.INFO)
+    app, api_ = base_app(settings, "Auth service")
+    api_.spec.components.security_scheme("basicAuth", {"type": "http", "scheme": "basic"})
+    db, passwords, keys = build_components(settings, auth_config)
+    service = AuthService(db, auth_config, passwords)
+    app.extensions.update(db=db, passwords=passwords, signing_keys=keys, auth_config=auth_config)
+    app.extensions["oauth_server"] = build_server(app, service, keys, settings.jwt_issuer,
+                                                  settings.jwt_audience)
+
+    @client_authenticated.connect_via(app.extensions["oauth_server"])
+    def _remember_client(_sender, client=None, **_):
+        g.authenticated_client = client.get_client_id() if client else None
+
+    limiter = create_limiter(app, env.get("RATE_LIMIT_STORAGE_URI"), auth_config.trusted_proxy_hops)
+    app.extensions["limiter"] = limiter
+    app.register_blueprint(health_blueprint({"database": db.ping}))
+    api_.register_blueprint(api.oauth)
+    api_.register_blueprint(api.well_known)
+    api_.register_blueprint(api.customers)
+    allow_form_body(app, api.TOKEN_ENDPOINT, api.REVOKE_ENDPOINT)
+    _limit(app, limiter, auth_config)
+    return app
+
+
+def _limit(app, limiter, cfg) -> None:
+    """Rate limits: token endpoint per client and per IP, registration and revocation per IP."""
+    views = app.view_functions
+    token_view = views[api.TOKEN_ENDPOINT]
+    token_view = limiter.limit(cfg.token_rate_per_client, key_func=api.token_client_key,
+                               deduct_when=api.client_authenticated)(token_view)
+    views[api.TOKEN_ENDPOINT] = limiter.limit(cfg.token_rate_per_ip, key_func=api.ip_key)(token_view)
+    views[api.REVOKE_ENDPOINT] = limiter.limit(cfg.token_rate_per_ip, key_func=api.ip_key)(
+        views[api.REVOKE_ENDPOINT])
+    views["customers.Customers"] = limiter.limit(cfg.register_rate_per_ip, key_func=api.ip_key,
+                                                 methods=["POST"])(views["customers.Customers"])

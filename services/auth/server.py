@@ -1,0 +1,384 @@
+"""The OAuth2 authorization server: Authlib's grants and endpoints on our tables.
+
+Authlib does the protocol (client authentication, grant dispatch, error
+responses, RFC 7009); this module supplies the storage and the policy:
+
+* ``client_credentials`` for any client allowed it; ``password`` only for
+  first-party clients (also a CHECK constraint on the table) with per-account
+  exponential lock-out; ``refresh_token`` with rotation on every use, where
+  presenting an already-rotated token revokes its whole family.
+* Access tokens are RS256 JWTs (RFC 9068 ``at+jwt``) carrying iss, aud, sub,
+  client_id, scope, exp, iat, jti, and ``sid`` (the refresh-token family) for
+  user sessions. Scope = requested (default: everything allowed) and, for a
+  user, also within the user's scopes; anything else is ``invalid_scope``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin, grants
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError, UnsupportedTokenTypeError
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from flask import g
+from joserfc import jwt
+
+from services.auth import crypto
+from services.auth import repository as repo
+from services.auth.config import AuthConfig
+from shared.auth import SCOPES
+from shared.errors import Problem
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+GRANT_TYPES = ("client_credentials", "password", "refresh_token")
+# Lock-out failures older than this are forgotten.
+LOGIN_FAILURE_MEMORY_S = 24 * 3600
+
+
+@dataclass
+class Client(ClientMixin):
+    """A registered client (a row of ``clients``)."""
+
+    client_id: str
+    name: str
+    secret_hash: str
+    previous_secret_hash: str | None
+    previous_secret_valid: bool
+    allowed_scopes: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    first_party: bool
+
+    @classmethod
+    def from_row(cls, row: dict) -> Client:
+        expires = row["previous_secret_expires_at"]
+        return cls(row["client_id"], row["name"], row["secret_hash"], row["previous_secret_hash"],
+                   expires is not None and expires.timestamp() > time.time(),
+                   tuple(row["allowed_scopes"]), tuple(row["grant_types"]), row["first_party"])
+
+    def get_client_id(self):
+        return self.client_id
+
+    def get_default_redirect_uri(self):
+        return None
+
+    def get_allowed_scope(self, scope):
+        """Everything allowed when no scope is asked for; None (invalid_scope) when
+        any asked-for scope is not allowed to this client."""
+        if not scope:
+            return " ".join(self.allowed_scopes)
+        requested = list(dict.fromkeys(scope.split()))
+        if not set(requested) <= set(self.allowed_scopes):
+            return None
+        return " ".join(requested)
+
+    def check_redirect_uri(self, redirect_uri):
+        return False
+
+    def check_client_secret(self, client_secret):
+        if crypto.secret_matches(self.secret_hash, client_secret):
+            return True
+        return self.previous_secret_valid and crypto.secret_matches(self.previous_secret_hash,
+                                                                    client_secret)
+
+    def check_endpoint_auth_method(self, method, endpoint):
+        return method in CLIENT_AUTH_METHODS
+
+    def check_response_type(self, response_type):
+        return False
+
+    def check_grant_type(self, grant_type):
+        if grant_type == "password" and not self.first_party:
+            return False
+        return grant_type in self.grant_types
+
+
+@dataclass
+class User:
+    """A customer or operator account."""
+
+    id: uuid.UUID
+    username: str
+    role: str
+    scopes: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: dict) -> User:
+        return cls(row["id"], row["username"], row["role"], tuple(row["scopes"]))
+
+    def get_user_id(self):
+        return str(self.id)
+
+
+@dataclass
+class RefreshToken(TokenMixin):
+    """A stored refresh token (only its hash is kept)."""
+
+    id: uuid.UUID
+    family_id: uuid.UUID
+    client_id: str
+    user_id: uuid.UUID
+    scope: str
+
+    @classmethod
+    def from_row(cls, row: dict) -> RefreshToken:
+        return cls(row["id"], row["family_id"], row["client_id"], row["user_id"], row["scope"])
+
+    def check_client(self, client):
+        return self.client_id == client.get_client_id()
+
+    def get_scope(self):
+        return self.scope
+
+    def get_expires_in(self):
+        return 0
+
+    def is_expired(self):
+        return False  # only live tokens are ever turned into this object
+
+    def is_revoked(self):
+        return False
+
+    def get_user(self):
+        return self.user_id
+
+    def get_client(self):
+        return self.client_id
+
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):
+    """RS256 access tokens signed with the active key, ``kid`` in the header."""
+
+    def __init__(self, issuer: str, audience: str, keys, config: AuthConfig):
+        super().__init__(issuer=issuer, alg="RS256",
+                         refresh_token_generator=lambda **_: crypto.new_secret(),
+                         expires_generator=lambda client, grant_type: config.access_token_ttl_s)
+        self.audience = audience
+        self.keys = keys
+
+    def get_jwks(self):
+        return self.keys.active()
+
+    def get_audiences(self, client, user, scope):
+        return self.audience
+
+    def get_jti(self, client, grant_type, user, scope):
+        return str(uuid.uuid4())
+
+    def generate(self, grant_type, client, user=None, scope=None, expires_in=None,
+                 include_refresh_token=True):
+        """Keep a user's token within the user's own scopes as well as the client's."""
+        if user is not None:
+            allowed = set(client.allowed_scopes) & set(user.scopes)
+            if grant_type == "refresh_token":
+                # The user's or the client's scopes may have shrunk since login: narrow silently.
+                scope = " ".join(s for s in (scope or "").split() if s in allowed)
+            elif scope:
+                if not set(scope.split()) <= allowed:
+                    raise InvalidScopeError()
+            else:
+                scope = " ".join(s for s in client.allowed_scopes if s in allowed)
+            if not scope:  # an empty scope would mean "everything the client may" further down
+                raise InvalidScopeError()
+        return super().generate(grant_type, client, user, scope, expires_in, include_refresh_token)
+
+    def access_token_generator(self, client, grant_type, user, scope):
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(user.get_user_id()) if user else client.get_client_id(),
+            "client_id": client.get_client_id(),
+            "scope": scope or "",
+            "iat": now,
+            "exp": now + self._get_expires_in(client, grant_type),
+            "jti": str(uuid.uuid4()),
+        }
+        family = g.get("refresh_family")
+        if user is not None and family is not None:
+            claims["sid"] = str(family)
+        key = self.keys.active()
+        return jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": key.kid}, claims, key)
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+
+class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
+    """Customer/operator login through a first-party client, with lock-out."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def authenticate_user(self, username, password):
+        service: AuthService = self.server.service
+        user = service.login(username, password)
+        if user is None:
+            raise InvalidGrantError("Invalid username or password.")
+        g.refresh_family = uuid.uuid4()
+        return user
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    """Rotation on every use; a rotated token presented again revokes its family."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token):
+        service: AuthService = self.server.service
+        token = service.use_refresh_token(refresh_token, self.request.client, self.request.payload.scope)
+        if token is not None:
+            g.refresh_family = token.family_id
+        return token
+
+    def authenticate_user(self, refresh_token):
+        return self.server.service.user(refresh_token.user_id)
+
+    def revoke_old_credential(self, refresh_token):
+        """Already marked rotated when it was claimed; nothing left to do."""
+
+
+class Revocation(RevocationEndpoint):
+    """RFC 7009 for refresh tokens (revoking one revokes its whole family).
+
+    Access tokens are self-contained JWTs that expire within minutes; they
+    cannot be revoked here, which RFC 7009 2.2.1 lets us say with
+    ``unsupported_token_type``.
+    """
+
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    SUPPORTED_TOKEN_TYPES = ("refresh_token",)
+
+    def query_token(self, token_string, token_type_hint):
+        if token_string.count(".") == 2:
+            raise UnsupportedTokenTypeError()
+        return self.server.service.find_refresh_token(token_string)
+
+    def revoke_token(self, token, request):
+        self.server.service.revoke_family(token.family_id, "revoked")
+
+
+class AuthService:
+    """Storage and policy behind the grants (one per app)."""
+
+    def __init__(self, db, config: AuthConfig, passwords: crypto.PasswordHashing):
+        self.db = db
+        self.config = config
+        self.passwords = passwords
+
+    def client(self, client_id: str) -> Client | None:
+        if not client_id or len(client_id) > 64:
+            return None
+        with self.db.transaction() as cur:
+            row = repo.get_client(cur, client_id)
+        return Client.from_row(row) if row else None
+
+    def user(self, user_id) -> User | None:
+        with self.db.transaction() as cur:
+            row = repo.get_user(cur, user_id)
+        return User.from_row(row) if row else None
+
+    def login(self, username: str, password: str) -> User | None:
+        """The account for these credentials, or None; raises a 429 Problem while locked."""
+        cfg = self.config
+        if not username or len(username) > 254 or len(password) > cfg.password_max_length:
+            return None
+        with self.db.transaction() as cur:
+            locked_s = repo.login_lock(cur, username)
+            row = None if locked_s else repo.get_user_by_username(cur, username)
+        if locked_s:
+            raise _locked(locked_s)
+        if not self.passwords.verify(row["password_hash"] if row else None, password):
+            with self.db.transaction() as cur:
+                failures, lock_s = repo.record_login_failure(
+                    cur, username, cfg.login_lock_threshold, cfg.login_lock_base_s,
+                    cfg.login_lock_max_s, LOGIN_FAILURE_MEMORY_S)
+            log.warning("login_failed", failures=failures, locked_s=lock_s)
+            if lock_s:
+                raise _locked(lock_s)
+            return None
+        with self.db.transaction() as cur:
+            repo.clear_login_failures(cur, username)
+            if self.passwords.needs_rehash(row["password_hash"]):
+                repo.set_password_hash(cur, row["id"], self.passwords.hash(password))
+        return User.from_row(row)
+
+    def save_token(self, token: dict, request) -> None:
+        """Store the refresh token (hashed); access tokens are not stored."""
+        refresh = token.get("refresh_token")
+        if not refresh or request.user is None:
+            return
+        previous: RefreshToken | None = getattr(request, "refresh_token", None)
+        family = previous.family_id if previous else g.get("refresh_family") or uuid.uuid4()
+        # A rotated token keeps the family's granted scope even if this access token is narrower.
+        scope = previous.scope if previous else token.get("scope", "")
+        token_id = uuid.uuid4()
+        with self.db.transaction() as cur:
+            repo.insert_refresh_token(cur, token_id, crypto.digest_secret(refresh), family,
+                                      request.client.get_client_id(), request.user.id, scope,
+                                      self.config.refresh_token_ttl_s, self.config.refresh_family_max_s)
+            if previous:
+                repo.set_replaced_by(cur, previous.id, token_id)
+
+    def use_refresh_token(self, token: str, client: Client, requested_scope: str | None):
+        """Claim a live refresh token for rotation; detect reuse of a rotated one."""
+        digest = crypto.digest_secret(token)
+        with self.db.transaction() as cur:
+            row = repo.get_refresh_token_by_hash(cur, digest)
+            if row is None or row["client_id"] != client.get_client_id():
+                return None
+            if row["rotated_at"] is None and row["revoked_at"] is None and requested_scope:
+                if not set(requested_scope.split()) <= set(row["scope"].split()):
+                    raise InvalidScopeError()
+            claimed = repo.claim_refresh_token(cur, digest, client.get_client_id())
+            if claimed is None and row["rotated_at"] is None:
+                # Lost a race with another request using the same token: that is reuse too.
+                row = repo.get_refresh_token_by_hash(cur, digest)
+            if claimed is None and row is not None and row["rotated_at"] is not None \
+                    and row["revoked_at"] is None:
+                revoked = repo.revoke_family(cur, row["family_id"], "reuse_detected")
+                log.warning("refresh_token_reuse_detected", family_id=str(row["family_id"]),
+                            client_id=client.get_client_id(), revoked=revoked)
+        return RefreshToken.from_row(claimed) if claimed else None
+
+    def find_refresh_token(self, token: str) -> RefreshToken | None:
+        with self.db.transaction() as cur:
+            row = repo.get_refresh_token_by_hash(cur, crypto.digest_secret(token))
+        if row is None or row["revoked_at"] is not None:
+            return None
+        return RefreshToken.from_row(row)
+
+    def revoke_family(self, family_id, reason: str) -> int:
+        with self.db.transaction() as cur:
+            count = repo.revoke_family(cur, family_id, reason)
+        log.info("refresh_family_revoked", family_id=str(family_id), reason=reason, tokens=count)
+        return count
+
+
+def _locked(seconds: float) -> Problem:
+    retry = max(1, int(seconds + 0.999))
+    return Problem(429, "Too Many Requests",
+                   "Too many failed logins for this account; try again later.",
+                   "login-locked", headers={"Retry-After": str(retry)}, retry_after_s=retry)
+
+
+def build_server(app, service: AuthService, keys, issuer: str, audience: str) -> AuthorizationServer:
+    """The Authlib server for ``app`` with our grants, token generator and revocation."""
+    server = AuthorizationServer()
+    server.init_app(app, query_client=service.client, save_token=service.save_token)
+    server.service = service
+    server.scopes_supported = list(SCOPES)
+    server.register_token_generator("default", AccessTokenGenerator(issuer, audience, keys,
+                                                                    service.config))
+    server.register_grant(ClientCredentialsGrant)
+    server.register_grant(PasswordGrant)
+    server.register_grant(RefreshTokenGrant)
+    server.register_endpoint(Revocation)
+    return server

@@ -1,0 +1,70 @@
+"""Rate limits (flask-limiter) whose 429s are problem documents with ``Retry-After``.
+
+Storage: ``RATE_LIMIT_STORAGE_URI`` (default ``memory://``). The in-memory
+store is per process: with gunicorn's 2 workers and N replicas, a limit of L
+lets through up to 2*N*L. For a limit that must hold across instances point
+it at shared storage, e.g. ``redis://redis:6379/0`` (needs the ``redis``
+package) or ``memcached://...`` — the same URI for every process.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import Flask, g, request
+from flask_limiter import Limiter, RequestLimit
+from flask_limiter.errors import RateLimitExceeded
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from shared.errors import Problem, problem_response
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+DEFAULT_STORAGE_URI = "memory://"
+
+
+def client_ip() -> str:
+    """The caller's address (ProxyFix has already applied trusted X-Forwarded-For hops)."""
+    return request.remote_addr or "unknown"
+
+
+def retry_after_s(limit: RequestLimit) -> int:
+    """Whole seconds until ``limit`` lets the next request through (at least 1)."""
+    return max(1, math.ceil(limit.reset_at - time.time()))
+
+
+def _on_breach(limit: RequestLimit):
+    retry = retry_after_s(limit)
+    log.warning("rate_limited", endpoint=request.endpoint, limit=str(limit.limit), retry_after_s=retry)
+    g.rate_limit_problem = Problem(
+        429, "Too Many Requests", f"Rate limit exceeded ({limit.limit}); retry later.",
+        "too-many-requests", headers={"Retry-After": str(retry)}, retry_after_s=retry)
+    return problem_response(g.rate_limit_problem)
+
+
+def create_limiter(app: Flask, storage_uri: str | None = None, trusted_proxy_hops: int = 0) -> Limiter:
+    """A Limiter on ``app`` with no default limits (each route states its own).
+
+    ``trusted_proxy_hops``: how many reverse proxies in front of the app set
+    X-Forwarded-For; the per-IP key is then the address they saw.
+    """
+    if trusted_proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxy_hops)
+    limiter = Limiter(
+        key_func=client_ip, app=app, storage_uri=storage_uri or DEFAULT_STORAGE_URI,
+        default_limits=[], headers_enabled=False, on_breach=_on_breach,
+        # Fail open when shared storage is down: an outage of Redis must not take
+        # the API with it; the breach is logged by the library.
+        swallow_errors=True, strategy="moving-window",
+    )
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(exc: RateLimitExceeded):
+        if exc.response is not None:
+            return exc.response
+        return problem_response(Problem(429, "Too Many Requests", "Rate limit exceeded; retry later.",
+                                        "too-many-requests", headers={"Retry-After": "1"}))
+
+    return limiter
