@@ -25,6 +25,9 @@ MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_CHARS = 200
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+# app.config key: endpoints that take form bodies (OAuth2 token/revocation, RFC 6749 4.4.2).
+FORM_BODY_ENDPOINTS = "FORM_BODY_ENDPOINTS"
 
 
 class BodyParser(FlaskParser):
@@ -86,9 +89,12 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
         structlog.contextvars.bind_contextvars(correlation_id=request_id)
         has_body = bool(request.content_length) or "Transfer-Encoding" in request.headers
         if request.method in _BODY_METHODS and has_body:
-            if request.mimetype != "application/json":
+            form_ok = request.endpoint in app.config.get(FORM_BODY_ENDPOINTS, ())
+            if request.mimetype != "application/json" and not (
+                    form_ok and request.mimetype == FORM_MEDIA_TYPE):
+                expected = FORM_MEDIA_TYPE if form_ok else "application/json"
                 raise Problem(415, "Unsupported Media Type",
-                              "Send the body as application/json.", "unsupported-media-type")
+                              f"Send the body as {expected}.", "unsupported-media-type")
             if (request.content_length or 0) > MAX_BODY_BYTES:
                 raise Problem(413, "Payload Too Large",
                               f"The body must be at most {MAX_BODY_BYTES} bytes.",
@@ -117,6 +123,11 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
     return app, api
+
+
+def allow_form_body(app: Flask, *endpoints: str) -> None:
+    """Let ``endpoints`` take ``application/x-www-form-urlencoded`` bodies instead of JSON."""
+    app.config[FORM_BODY_ENDPOINTS] = frozenset({*app.config.get(FORM_BODY_ENDPOINTS, ()), *endpoints})
 
 
 def correlation_id() -> str | None:
