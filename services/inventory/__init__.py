@@ -1,0 +1,1 @@
+"""Inventory service: catalog, prices, stock, and reservations held for orders."""

@@ -1,0 +1,378 @@
+"""Inventory commands and event handlers: one function each, dependencies as arguments."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+import psycopg2.errors
+
+from services.inventory import repository as repo
+from services.inventory.domain import (
+    ReleaseReason,
+    RequestedLine,
+    ReservationStatus,
+    StockWouldGoNegative,
+    adjusted_on_hand,
+    available,
+    line_total,
+    lines_fingerprint,
+    lock_order,
+    shortages,
+    stock_status,
+)
+from services.inventory.metrics import (
+    RESERVATIONS,
+    RESERVATIONS_CONFIRMED,
+    RESERVATIONS_RELEASED,
+)
+from services.inventory.schemas import OrderCancelledDataSchema, OrderCreatedDataSchema
+from shared.auth import Principal
+from shared.errors import Problem
+from shared.logging import get_logger
+from shared.messaging.consumer import PermanentError
+from shared.messaging.envelope import Envelope
+
+log = get_logger(__name__)
+
+SERVICE = "inventory"
+DEFAULT_RESERVATION_TTL_S = 600.0
+SWEEP_BATCH = 100
+ZERO = Decimal("0.00")
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """Hold stock for an order (``PUT /v1/reservations/{order_id}``)."""
+
+    order_id: uuid.UUID
+    lines: list[RequestedLine]
+    requested_by: str
+    ttl_s: float = DEFAULT_RESERVATION_TTL_S
+
+
+@dataclass(frozen=True)
+class ReserveResult:
+    reservation: dict
+    created: bool  # False: the same request again, answered from the stored reservation
+
+
+# --- products -------------------------------------------------------------------------------
+def create_product(db, data: dict) -> dict:
+    """Create a product; 409 if a live product has the sku."""
+    with db.transaction() as cur:
+        product = repo.insert_product(cur, uuid.uuid4(), data)
+    if product is None:
+        raise Problem(409, "Product exists", f"A product with sku {data['sku']} already exists.",
+                      "product-exists", errors=[{"field": "sku", "message": "Already exists."}])
+    log.info("product_created", sku=product["sku"], on_hand=product["on_hand"])
+    return shape_product(product)
+
+
+def get_product(db, sku: str) -> dict:
+    with db.transaction() as cur:
+        product = repo.get_product(cur, sku)
+    if product is None:
+        raise _no_product(sku)
+    return shape_product(product)
+
+
+def list_products(db, q, status, currency, after, limit) -> list[dict]:
+    with db.transaction() as cur:
+        return [shape_product(p) for p in repo.list_products(cur, q, status, currency, after, limit)]
+
+
+def update_product(db, sku: str, data: dict) -> dict:
+    """Replace name, price, currency and the backorder policy."""
+    try:
+        with db.transaction() as cur:
+            product = repo.get_product(cur, sku, lock=True)
+            if product is None:
+                raise _no_product(sku)
+            updated = repo.update_product(cur, sku, data)
+    except psycopg2.errors.CheckViolation:
+        # Turning backorders off while more is held than on hand would oversell.
+        raise Problem(409, "Stock would go negative",
+                      "Backorders cannot be turned off while more units are promised than are "
+                      "on hand; receive stock first.", "stock-would-go-negative",
+                      errors=[{"field": "allow_backorder", "message": "Stock would go negative."}]
+                      ) from None
+    log.info("product_updated", sku=sku)
+    return shape_product(updated)
+
+
+def delete_product(db, sku: str) -> None:
+    """Delete a product nothing is held for (409 otherwise: release or confirm first)."""
+    with db.transaction() as cur:
+        product = repo.get_product(cur, sku, lock=True)
+        if product is None:
+            raise _no_product(sku)
+        if product["reserved"] > 0:
+            raise Problem(409, "Product has held stock",
+                          f"{product['reserved']} units of {sku} are held for orders being placed.",
+                          "product-in-use", reserved=product["reserved"])
+        repo.delete_product(cur, sku)
+    log.info("product_deleted", sku=sku)
+
+
+def adjust_stock(db, principal: Principal, sku: str, delta: int, reason: str,
+                 note: str | None) -> dict:
+    """Add or remove units on hand, with an audit row (who, why, result)."""
+    with db.transaction() as cur:
+        product = repo.get_product(cur, sku, lock=True)
+        if product is None:
+            raise _no_product(sku)
+        try:
+            after = adjusted_on_hand(product["on_hand"], product["reserved"],
+                                     product["allow_backorder"], delta)
+        except StockWouldGoNegative as exc:
+            raise Problem(409, "Stock would go negative",
+                          f"{sku} has {exc.on_hand} on hand with {exc.reserved} held for orders; "
+                          f"{delta} would leave {exc.on_hand + delta - exc.reserved} available.",
+                          "stock-would-go-negative", on_hand=exc.on_hand, reserved=exc.reserved,
+                          errors=[{"field": "delta", "message": "Stock would go negative."}]
+                          ) from None
+        updated = repo.set_on_hand(cur, sku, after)
+        adjustment = repo.insert_adjustment(cur, sku, delta, reason, note, after, principal.subject)
+    log.info("stock_adjusted", sku=sku, delta=delta, reason=reason, on_hand=after)
+    return {**adjustment, "product": shape_product(updated)}
+
+
+# --- availability and reservations -------------------------------------------------------
+def check_availability(db, lines: list[RequestedLine]) -> dict:
+    """Per line: what could be reserved now, and at what price (a snapshot, nothing held)."""
+    with db.transaction() as cur:
+        products = repo.find_products(cur, [line.sku for line in lines])
+    _require_known(products, lines)
+    result = []
+    for line in lines:
+        p = products[line.sku]
+        short = shortages(products, [line])
+        result.append({
+            "sku": line.sku, "name": p["name"], "requested": line.quantity,
+            "available": max(0, available(p["on_hand"], p["reserved"])),
+            "sufficient": not short, "unit_price": p["price"], "currency": p["currency"].strip(),
+            "stock_status": stock_status(p["on_hand"], p["reserved"], p["allow_backorder"]).value})
+    return {"lines": result, "all_available": all(r["sufficient"] for r in result)}
+
+
+def reserve(db, command: Reserve) -> ReserveResult:
+    """Hold every line or none (409 listing the short lines); idempotent by order id.
+
+    The same lines again answer with the stored reservation (a reservation
+    the sweeper released is held again if the stock is still there: the
+    caller is retrying an order it never committed); other lines for the
+    same order are a 409.
+    """
+    fingerprint = lines_fingerprint(command.lines)
+    with db.transaction() as cur:
+        repo.lock_order_key(cur, command.order_id)
+        existing = repo.get_reservation(cur, command.order_id, lock=True)
+        if existing is not None:
+            if existing["lines_hash"] != fingerprint:
+                RESERVATIONS.labels("conflict").inc()
+                raise Problem(409, "Reservation conflict",
+                              "This order already has a reservation with different lines.",
+                              "reservation-conflict", order_id=str(command.order_id),
+                              status_now=existing["status"])
+            if existing["release_reason"] == ReleaseReason.EXPIRED.value \
+                    and existing["status"] == ReservationStatus.RELEASED.value:
+                _take_stock(cur, command.lines)
+                repo.hold_again(cur, command.order_id, command.ttl_s)
+                existing = repo.get_reservation(cur, command.order_id)
+                log.info("reservation_held_again", order_id=str(command.order_id))
+            RESERVATIONS.labels("replayed").inc()
+            return ReserveResult(existing, created=False)
+        products = _take_stock(cur, command.lines)
+        lines = [{"sku": line.sku, "name": products[line.sku]["name"], "quantity": line.quantity,
+                  "unit_price": products[line.sku]["price"],
+                  "line_total": line_total(products[line.sku]["price"], line.quantity)}
+                 for line in command.lines]
+        total = sum((line["line_total"] for line in lines), ZERO)
+        currency = products[command.lines[0].sku]["currency"].strip()
+        repo.insert_reservation(cur, command.order_id, fingerprint, currency, total,
+                                command.requested_by, command.ttl_s, lines)
+        reservation = repo.get_reservation(cur, command.order_id)
+    RESERVATIONS.labels("held").inc()
+    log.info("stock_reserved", order_id=str(command.order_id), lines=len(lines), total=str(total))
+    return ReserveResult(reservation, created=True)
+
+
+def _take_stock(cur, lines: list[RequestedLine]) -> dict[str, dict]:
+    """Lock the lines' products (sku order) and move their quantities to ``reserved``.
+
+    Raises the 422/409 problems (unknown sku, mixed currencies, insufficient
+    stock) before anything is written. Returns the products as they were.
+    """
+    products = repo.lock_products(cur, lock_order(lines))
+    _require_known(products, lines)
+    currencies = {products[line.sku]["currency"].strip() for line in lines}
+    if len(currencies) > 1:
+        raise Problem(422, "Mixed currencies",
+                      f"These products are priced in different currencies "
+                      f"({', '.join(sorted(currencies))}); one reservation takes one currency.",
+                      "mixed-currencies")
+    short = shortages(products, lines)
+    if short:
+        RESERVATIONS.labels("insufficient").inc()
+        raise insufficient_stock(short)
+    repo.move_stock(cur, [(line.sku, 0, line.quantity) for line in lines])
+    return products
+
+
+def get_reservation(db, order_id: uuid.UUID) -> dict:
+    with db.transaction() as cur:
+        reservation = repo.get_reservation(cur, order_id)
+    if reservation is None:
+        raise Problem(404, "Not Found", "No reservation for this order.", "not-found")
+    return reservation
+
+
+def insufficient_stock(short) -> Problem:
+    """The 409 for lines that cannot be reserved, each with what is available."""
+    described = ", ".join(f"{s.sku} (requested {s.requested}, available {s.available})"
+                          for s in short)
+    return Problem(409, "Insufficient stock", f"Not enough stock for: {described}.",
+                   "insufficient-stock", lines=[s.as_dict() for s in short])
+
+
+# --- consumed events -------------------------------------------------------------------
+def on_order_created(cur, event: Envelope) -> None:
+    """The order was committed: its HELD reservation is confirmed and no longer expires."""
+    data = OrderCreatedDataSchema().load(event.data)
+    order_id = data["order_id"]
+    repo.lock_order_key(cur, order_id)
+    reservation = repo.get_reservation(cur, order_id, lock=True)
+    if reservation is None:
+        raise PermanentError(f"order.created for {order_id}, which has no reservation")
+    if data["lines"] is not None and _quantities(data["lines"]) != _quantities(reservation["lines"]):
+        raise PermanentError(f"order.created for {order_id} does not match its reservation")
+    status = ReservationStatus(reservation["status"])
+    if status == ReservationStatus.CONFIRMED:
+        return  # a second copy of the event (new event id, e.g. a replay): already done
+    if status == ReservationStatus.RELEASED:
+        _confirm_released(cur, reservation)
+        return
+    repo.move_stock(cur, [(line["sku"], -line["quantity"], -line["quantity"])
+                          for line in reservation["lines"]])
+    repo.set_reservation_status(cur, order_id, ReservationStatus.CONFIRMED)
+    RESERVATIONS_CONFIRMED.inc()
+    log.info("reservation_confirmed", order_id=str(order_id))
+
+
+def on_order_cancelled(cur, event: Envelope) -> None:
+    """The order was cancelled: its stock goes back, exactly once."""
+    data = OrderCancelledDataSchema().load(event.data)
+    order_id = data["order_id"]
+    repo.lock_order_key(cur, order_id)
+    reservation = repo.get_reservation(cur, order_id, lock=True)
+    if reservation is None:
+        log.warning("cancel_without_reservation", order_id=str(order_id))
+        return
+    release(cur, reservation, ReleaseReason.CANCELLED)
+
+
+def release(cur, reservation: dict, reason: ReleaseReason) -> bool:
+    """Give a reservation's units back; False if it was already released (a no-op)."""
+    status = ReservationStatus(reservation["status"])
+    if status == ReservationStatus.RELEASED:
+        return False
+    if status == ReservationStatus.HELD:
+        changes = [(line["sku"], 0, -line["quantity"]) for line in reservation["lines"]]
+    else:  # CONFIRMED: the units had left on_hand
+        changes = [(line["sku"], line["quantity"], 0) for line in reservation["lines"]]
+    repo.move_stock(cur, changes)
+    repo.set_reservation_status(cur, reservation["order_id"], ReservationStatus.RELEASED,
+                                reason.value)
+    RESERVATIONS_RELEASED.labels(reason.value).inc()
+    log.info("reservation_released", order_id=str(reservation["order_id"]), reason=reason.value,
+             was=status.value)
+    return True
+
+
+def release_expired(db, limit: int = SWEEP_BATCH) -> int:
+    """Release HELD reservations past their time-to-live; returns how many.
+
+    They belong to orders that were never committed (the order service
+    crashed or failed between reserving and committing), so nothing will ever
+    confirm them.
+    """
+    with db.transaction() as cur:
+        expired = repo.claim_expired(cur, limit)
+        # One product update per sku for the whole batch, in sku order.
+        per_sku: dict[str, int] = {}
+        for reservation in expired:
+            for line in reservation["lines"]:
+                per_sku[line["sku"]] = per_sku.get(line["sku"], 0) + line["quantity"]
+        repo.move_stock(cur, [(sku, 0, -quantity) for sku, quantity in per_sku.items()])
+        for reservation in expired:
+            repo.set_reservation_status(cur, reservation["order_id"], ReservationStatus.RELEASED,
+                                        ReleaseReason.EXPIRED.value)
+    if expired:
+        RESERVATIONS_RELEASED.labels(ReleaseReason.EXPIRED.value).inc(len(expired))
+        log.info("reservations_expired", count=len(expired),
+                 order_ids=[str(r["order_id"]) for r in expired][:20])
+    return len(expired)
+
+
+def _confirm_released(cur, reservation: dict) -> None:
+    """order.created for a reservation that is already released.
+
+    After a cancel this cannot happen (events of one order arrive in order);
+    after expiry it can, when the order's events waited in its outbox longer
+    than the time-to-live (SQS down). The order exists, so the stock is taken
+    again if it is still there; if not, the order is oversold and needs a
+    person: logged as an error, not retried (waiting brings no stock back).
+    """
+    order_id = str(reservation["order_id"])
+    if reservation["release_reason"] != ReleaseReason.EXPIRED.value:
+        log.warning("order_created_after_release_ignored", order_id=order_id,
+                    release_reason=reservation["release_reason"])
+        return
+    lines = [RequestedLine(line["sku"], line["quantity"]) for line in reservation["lines"]]
+    products = repo.lock_products(cur, lock_order(lines))
+    short = [s.as_dict() for s in shortages(products, lines)] if len(products) == len(lines) \
+        else [{"sku": line.sku, "requested": line.quantity, "available": 0} for line in lines
+              if line.sku not in products]
+    if short:
+        log.error("order_confirmed_after_expiry_without_stock", order_id=order_id, short=short)
+        return
+    repo.move_stock(cur, [(line.sku, -line.quantity, 0) for line in lines])
+    repo.set_reservation_status(cur, reservation["order_id"], ReservationStatus.CONFIRMED)
+    RESERVATIONS_CONFIRMED.inc()
+    log.warning("reservation_confirmed_after_expiry", order_id=order_id)
+
+
+# --- shaping ----------------------------------------------------------------------------------
+def shape_product(product: dict) -> dict:
+    """A product row with its derived fields, for :class:`ProductSchema`."""
+    shaped = dict(product)
+    shaped["currency"] = product["currency"].strip()
+    shaped["available"] = available(product["on_hand"], product["reserved"])
+    shaped["stock_status"] = stock_status(product["on_hand"], product["reserved"],
+                                          product["allow_backorder"]).value
+    return shaped
+
+
+def shape_reservation(reservation: dict) -> dict:
+    shaped = dict(reservation)
+    shaped["currency"] = reservation["currency"].strip()
+    return shaped
+
+
+def _require_known(products: dict[str, dict], lines: list[RequestedLine]) -> None:
+    unknown = [(i, line.sku) for i, line in enumerate(lines) if line.sku not in products]
+    if unknown:
+        raise Problem(422, "Unknown sku", "No product has these skus: "
+                      f"{', '.join(sku for _, sku in unknown)}.", "unknown-sku",
+                      errors=[{"field": f"lines.{i}.sku", "message": "No such product."}
+                              for i, _ in unknown])
+
+
+def _quantities(lines) -> dict[str, int]:
+    return {line["sku"]: line["quantity"] for line in lines}
+
+
+def _no_product(sku: str) -> Problem:
+    return Problem(404, "Not Found", f"No product with sku {sku}.", "not-found")
