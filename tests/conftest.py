@@ -31,7 +31,7 @@ from shared.messaging.sqs import ensure_queues, sync_client
 from shared.migrations import upgrade
 from tests.support.processes import ProcessManager
 
-SERVICES = ("order", "delivery")
+SERVICES = ("order", "delivery", "inventory", "auth")
 REGION = "us-east-1"
 TOKENS = TokenSettings(DEV_JWT_SECRET, "order-platform-dev", "order-platform")
 
@@ -130,6 +130,10 @@ def service_env(clean_db, sqs_endpoint, queue_prefix, queues) -> dict[str, str]:
         "WORKER_SHUTDOWN_TIMEOUT_S": "20",
         "DB_POOL_MAX": "6",
         "DELIVERY_SIMULATOR_ENABLED": "false",
+        # Cheap password hashing: tests log in many times; production cost is the default.
+        "AUTH_ARGON2_MEMORY_KIB": "1024",
+        "AUTH_ARGON2_TIME_COST": "1",
+        "AUTH_ARGON2_PARALLELISM": "1",
     }
 
 
@@ -152,6 +156,27 @@ def delivery_app(service_env):
 
 
 @pytest.fixture
+def inventory_app(service_env):
+    from services.inventory.app import create_app
+
+    app = create_app(service_env)
+    yield app
+    app.extensions["db"].close()
+
+
+@pytest.fixture
+def inventory_client(inventory_app):
+    return inventory_app.test_client()
+
+
+@pytest.fixture
+def inventory_db(clean_db):
+    db = Database(clean_db, "inventory_svc", 1, 4)
+    yield db
+    db.close()
+
+
+@pytest.fixture
 def order_client(order_app):
     return order_app.test_client()
 
@@ -171,6 +196,27 @@ def order_db(clean_db):
 @pytest.fixture
 def delivery_db(clean_db):
     db = Database(clean_db, "delivery_svc", 1, 4)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def auth_app(service_env):
+    from services.auth.app import create_app
+
+    app = create_app(service_env)
+    yield app
+    app.extensions["db"].close()
+
+
+@pytest.fixture
+def auth_client(auth_app):
+    return auth_app.test_client()
+
+
+@pytest.fixture
+def auth_db(clean_db):
+    db = Database(clean_db, "auth_svc", 1, 4)
     yield db
     db.close()
 
