@@ -32,6 +32,7 @@ errored or a row is missing, 2 when the stack could not start, 130 on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import time
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 import click  # noqa: E402
 import psycopg2  # noqa: E402
-from benchlib import HOST, LoadResult, Stack, Verdicts, table  # noqa: E402
+from benchlib import HOST, LoadResult, RssSampler, Stack, Verdicts, table  # noqa: E402
 
 from shared.auth import TokenSettings, mint_dev_token  # noqa: E402
 
@@ -52,6 +53,7 @@ TARGET_RATIO_OF_BASELINE = 0.5     # order creation throughput >= 50% of the bas
 TARGET_P99_HALF_LOAD_MS = 100.0    # p99 at half of the measured peak
 WARMUP_S = 2.0
 TOKEN_TTL_S = 3600
+LOAD_GENERATOR = "this script (load generator)"
 SKUS = [f"SKU-{n:04d}" for n in range(200)]
 CURRENCIES = ("EUR", "USD", "GBP")
 
@@ -145,14 +147,16 @@ def count_rows(database_url: str) -> tuple[int, int, int]:
               help="Send a fresh Idempotency-Key with every order (two more transactions each).")
 @click.option("--with-relay", is_flag=True,
               help="Also run fauxqs and the order worker, so the outbox relay competes for CPU.")
+@click.option("--quiet-timeout", default=60.0, show_default=True, type=click.FloatRange(0, 600),
+              help="Wait up to this long for other processes to leave the CPU alone (0: don't).")
 @click.option("--keep-data", is_flag=True, help="Keep the embedded Postgres data directory.")
 def main(clients, duration, half_duration, workers, threads, idempotency_keys, with_relay,
-         keep_data):
+         quiet_timeout, keep_data):
     """Order creation throughput and latency beside a minimal Flask + INSERT baseline."""
     benchlib.install_sigterm_handler()
     try:
         code = run(clients, duration, half_duration, workers, threads, idempotency_keys,
-                   with_relay, keep_data)
+                   with_relay, quiet_timeout, keep_data)
     except (KeyboardInterrupt, benchlib.Interrupted):
         print("interrupted; everything stopped", file=sys.stderr)
         code = 130
@@ -165,7 +169,7 @@ def say(text: str) -> None:
 
 
 def run(clients: int, duration: float, half_duration: float, workers: int, threads: int,
-        idempotency_keys: bool, with_relay: bool, keep_data: bool) -> int:
+        idempotency_keys: bool, with_relay: bool, quiet_timeout: float, keep_data: bool) -> int:
     """Start the stack, run the phases, print the report; return the exit code."""
     from bench_baseline_app import ensure_schema
 
@@ -203,24 +207,39 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
             say(f"could not start: {exc}")
             return 2
 
+        sampler = RssSampler()
+        sampler.track("order API (gunicorn)", order_api.proc.pid, children=True)
+        sampler.track("baseline API (gunicorn)", baseline.proc.pid, children=True)
+        for child in stack.children:
+            if child.name in ("order-worker", "fauxqs"):
+                sampler.track(child.name, child.proc.pid)
+        sampler.track("postgres", stack.postmaster_pid(), children=True)
+        sampler.track(LOAD_GENERATOR, os.getpid())
+        sampler.start()
+        if quiet_timeout > 0:
+            benchlib.wait_for_quiet_machine(sampler, quiet_timeout, say)
         tokens_cfg = TokenSettings(secret, benchlib.JWT_ISSUER, benchlib.JWT_AUDIENCE)
         customers = [f"bench-customer-{n:03d}" for n in range(clients)]
         tokens = [mint_dev_token(tokens_cfg, c, ["orders:write"], TOKEN_TTL_S) for c in customers]
         before = count_rows(database_url)
         started = time.monotonic()
+        mark = sampler.mark()
         results = asyncio.run(run_phases(
             f"http://{HOST}:{order_port}/v1/orders", f"http://{HOST}:{base_port}/orders",
             clients, duration, half_duration, tokens, customers, idempotency_keys, say))
+        foreign = sampler.foreign_since(mark)
+        sampler.stop()
         after = count_rows(database_url)
         died = stack.check_alive()
         say(f"load phases took {time.monotonic() - started:.0f}s; stopping")
 
-    return report(results, before, after, died, clients, workers, threads, idempotency_keys,
-                  with_relay)
+    return report(results, before, after, died, sampler, foreign, clients, workers, threads,
+                  idempotency_keys, with_relay)
 
 
-def report(results: dict[str, LoadResult], before, after, died: list[str], clients: int,
-           workers: int, threads: int, idempotency_keys: bool, with_relay: bool) -> int:
+def report(results: dict[str, LoadResult], before, after, died: list[str], sampler: RssSampler,
+           foreign: tuple[float, float], clients: int, workers: int, threads: int,
+           idempotency_keys: bool, with_relay: bool) -> int:
     """Print figures and verdicts; return the exit code."""
     print(f"\nOrder creation benchmark: gunicorn gthread {workers} workers x {threads} threads "
           f"(infra/gunicorn.conf.py), {clients} clients, "
@@ -239,6 +258,10 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], clien
     rows_added = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
     print(f"\nrows: {rows_added[0]} orders and {rows_added[1]} order.created outbox events for "
           f"{order_ok} responses 201; {rows_added[2]} baseline rows for {base_ok}")
+
+    print()
+    print(table(("process", "peak RSS MiB (largest process)", "peak RSS MiB (sum)", "processes",
+                 "CPU s"), sampler.peaks()))
 
     verdicts = Verdicts()
     peak_order, peak_base = results["peak orders"], results["peak baseline"]
@@ -269,6 +292,7 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], clien
         problems.append("processes died during the run: " + "; ".join(died))
     for problem in problems:
         print(f"ERROR: {problem}")
+    print(benchlib.foreign_load_note(*foreign)[0])
     return 0 if verdicts.all_passed and not problems else 1
 
 

@@ -350,6 +350,8 @@ def wait_for_log(stack: Stack, child: benchlib.Child, marker: str, count: int,
               help="gunicorn threads per worker of the order API.")
 @click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(1, 600),
               help="Seconds to wait, after the last order is placed, for the pipeline to finish.")
+@click.option("--quiet-timeout", default=60.0, show_default=True, type=click.FloatRange(0, 600),
+              help="Wait up to this long for other processes to leave the CPU alone (0: don't).")
 @click.option("--keep-data", is_flag=True, help="Keep the embedded Postgres data directory.")
 def main(**options):
     """End-to-end pipeline throughput, latency, loss and memory against fauxqs."""
@@ -364,7 +366,7 @@ def main(**options):
 
 def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_messages: int,
         wait_time: int, db_pool_max: int, outbox_poll_interval: float, workers: int,
-        threads: int, drain_timeout: float, keep_data: bool) -> int:
+        threads: int, drain_timeout: float, quiet_timeout: float, keep_data: bool) -> int:
     """Start the stack, place orders, wait for the pipeline, report; return the exit code."""
     from shared import devstack
     from shared.messaging.sqs import sync_client
@@ -409,6 +411,8 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
         sampler.track("postgres", stack.postmaster_pid(), children=True)
         sampler.track(LOAD_GENERATOR, os.getpid())
         sampler.start()
+        if quiet_timeout > 0:
+            benchlib.wait_for_quiet_machine(sampler, quiet_timeout, say)
 
         conn = psycopg2.connect(database_url)
         try:
@@ -433,6 +437,7 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
 
         thread = threading.Thread(target=placer, name="placer", daemon=True)
         started = time.monotonic()
+        mark = sampler.mark()
         thread.start()
         done, finished = wait_for_pipeline(
             stack, database_url, done_before, placed_event,
@@ -440,7 +445,7 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
         thread.join(CLOSED_LOOP_MAX_S)
         placement = placed.get("r") or LoadResult("place (failed)", 0.0)
         wall = time.monotonic() - started
-        sampler.sample()
+        foreign = sampler.foreign_since(mark)
         sampler.stop()
         died = stack.check_alive()
         say(f"pipeline {'drained' if finished else 'NOT drained'} after {wall:.1f}s; analysing")
@@ -448,7 +453,7 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
                            prefix)
         log_dir = stack.run_dir / "logs"
 
-    return report(placement, analysis, sampler, died, finished, log_dir,
+    return report(placement, analysis, sampler, died, finished, log_dir, foreign,
                   dict(orders=orders, rate=rate, place=place, clients=clients, pollers=pollers,
                        max_messages=max_messages, wait_time=wait_time, db_pool_max=db_pool_max,
                        outbox_poll_interval=outbox_poll_interval, workers=workers,
@@ -456,7 +461,7 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
 
 
 def report(placement: LoadResult, analysis: Analysis, sampler: RssSampler, died: list[str],
-           finished: bool, log_dir: Path, settings: dict) -> int:
+           finished: bool, log_dir: Path, foreign: tuple[float, float], settings: dict) -> int:
     """Print figures and verdicts; return the exit code."""
     s = settings
     pace = f"{s['rate']:.0f}/s" if s["rate"] else "full speed"
@@ -540,7 +545,8 @@ def report(placement: LoadResult, analysis: Analysis, sampler: RssSampler, died:
         problems.append("processes died during the run: " + "; ".join(died))
     for problem in problems:
         print(f"ERROR: {problem}")
-    print(f"\nlogs: {log_dir}")
+    print(benchlib.foreign_load_note(*foreign)[0])
+    print(f"logs: {log_dir}")
     return 0 if verdicts.all_passed and not problems else 1
 
 

@@ -462,11 +462,71 @@ class RssSampler:
                 item.peak_total = max(item.peak_total, sum(sizes))
                 item.peak_count = max(item.peak_count, len(sizes))
 
+    def own_cpu_s(self) -> float:
+        """CPU seconds used so far by every tracked tree (after a fresh sample)."""
+        self.sample()
+        with self._lock:
+            return sum(t.cpu_s for t in self._tracked)
+
+    def mark(self) -> tuple[float, float, float]:
+        """(wall clock, machine busy CPU s, tracked CPU s) now, for :meth:`foreign_since`."""
+        return time.monotonic(), machine_busy_s(), self.own_cpu_s()
+
+    def foreign_since(self, mark: tuple[float, float, float]) -> tuple[float, float]:
+        """(CPU s used by processes *outside* the benchmark since ``mark``, wall s)."""
+        wall, busy, own = mark
+        foreign = (machine_busy_s() - busy) - (self.own_cpu_s() - own)
+        return max(0.0, foreign), time.monotonic() - wall
+
     def peaks(self) -> list[tuple[str, float, float, int, float]]:
         """(label, peak single-process RSS MiB, peak summed RSS MiB, most processes, CPU s)."""
         with self._lock:
             return [(t.label, t.peak_bytes / MIB, t.peak_total / MIB, t.peak_count, t.cpu_s)
                     for t in self._tracked]
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores) since boot."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+# Share of the machine's cores that other processes may use before the
+# figures are flagged (or before a run waits for the machine to calm down).
+FOREIGN_CPU_WARN_SHARE = 0.10
+QUIET_CHECK_WINDOW_S = 2.0
+
+
+def wait_for_quiet_machine(sampler: RssSampler, timeout_s: float, say: Callable[[str], None]) -> float:
+    """Wait up to ``timeout_s`` until processes outside the benchmark use < 10% of the cores.
+
+    Returns the foreign share of the last window. Benchmarks on a shared
+    2-core box are meaningless while a test suite runs next to them.
+    """
+    cores = psutil.cpu_count() or 1
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mark = sampler.mark()
+        time.sleep(QUIET_CHECK_WINDOW_S)
+        foreign, wall = sampler.foreign_since(mark)
+        share = foreign / (wall * cores)
+        if share < FOREIGN_CPU_WARN_SHARE or time.monotonic() >= deadline:
+            if share >= FOREIGN_CPU_WARN_SHARE:
+                say(f"other processes still use {share:.0%} of the CPU; measuring anyway")
+            return share
+        say(f"other processes use {share:.0%} of the CPU; waiting for a quieter machine")
+
+
+def foreign_load_note(foreign_s: float, wall_s: float) -> tuple[str, bool]:
+    """A line about CPU used outside the benchmark, and whether it disturbs the figures."""
+    cores = psutil.cpu_count() or 1
+    share = foreign_s / (wall_s * cores) if wall_s > 0 else 0.0
+    disturbed = share >= FOREIGN_CPU_WARN_SHARE
+    text = (f"other processes on this machine used {foreign_s:.1f} CPU-s "
+            f"({share:.0%} of {cores} cores) during the measurement")
+    if disturbed:
+        text = "WARNING: " + text + "; the figures are disturbed, run again on a quiet machine"
+    return text, disturbed
 
 
 # ------------------------------------------------------------------- printing
