@@ -66,6 +66,14 @@ QUEUES: tuple[QueueSpec, ...] = (
         event_types=("order.created", "order.status_changed", "order.cancelled"),
     ),
     QueueSpec(
+        # Confirms (order.created) or releases (order.cancelled) the stock the
+        # order service reserved over HTTP before committing the order.
+        name="inventory-events.fifo",
+        producer="order",
+        consumers=("inventory",),
+        event_types=("order.created", "order.cancelled"),
+    ),
+    QueueSpec(
         name="delivery-status.fifo",
         producer="delivery",
         consumers=("order",),

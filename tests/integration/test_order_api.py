@@ -434,14 +434,16 @@ def test_place_order_returns_the_order_and_writes_one_outbox_event(order_client,
     assert order["shipment"] is None
 
     assert row_counts(order_db) == {"orders": 1, "order_lines": 2, "order_status_history": 1,
-                                    "outbox": 2, "idempotency_keys": 0}
+                                    "outbox": 3, "idempotency_keys": 0}
     with order_db.transaction() as cur:
         cur.execute("SELECT total, status, customer_id FROM orders WHERE id = %s", (order_id,))
         assert cur.fetchone() == {"total": Decimal(ORDER_TOTAL), "status": "PENDING_SHIPMENT",
                                   "customer_id": CUSTOMER}
-    row, status_copy = outbox_rows(order_db)
-    # The same event also goes to the notification service's status stream.
+    row, status_copy, inventory_copy = outbox_rows(order_db)
+    # The same event also goes to the notification service's status stream and to inventory.
     assert (status_copy["queue"], status_copy["event_id"]) == ("order-status.fifo", row["event_id"])
+    assert (inventory_copy["queue"], inventory_copy["event_id"]) == ("inventory-events.fifo",
+                                                                     row["event_id"])
     assert row["queue"] == "order-created.fifo"
     assert row["event_type"] == "order.created"
     assert row["aggregate_id"] == order_id
@@ -475,7 +477,7 @@ def test_request_id_is_generated_when_absent_or_unusable(order_client, order_db,
     response = place(order_client, auth_header())
     generated = response.headers["X-Request-ID"]
     uuid.UUID(generated)
-    row, _status_copy = outbox_rows(order_db)
+    row, _status_copy, _inventory_copy = outbox_rows(order_db)
     assert row["correlation_id"] == generated
 
     too_long = order_client.get("/health/live", headers={"X-Request-ID": "r" * 201})
@@ -514,7 +516,7 @@ def test_same_key_and_body_replays_the_first_response(order_client, order_db, au
     assert second.headers["Location"] == first.headers["Location"]
     assert second.get_json() == first.get_json()
     assert row_counts(order_db)["orders"] == 1
-    assert len(outbox_rows(order_db)) == 2  # order-created.fifo + order-status.fifo
+    assert len(outbox_rows(order_db)) == 3  # order-created, order-status, inventory-events
     assert _key_rows(order_db) == [{"customer_id": CUSTOMER, "key": "key-replay",
                                     "state": "completed", "response_status": 201}]
 
@@ -565,7 +567,7 @@ def test_idempotency_keys_are_per_customer(order_client, order_db, auth_header):
     assert first.get_json()["id"] != second.get_json()["id"]
     assert second.get_json()["customer_id"] == OTHER_CUSTOMER
     assert row_counts(order_db)["orders"] == 2
-    assert len(outbox_rows(order_db)) == 4  # two orders, each on two queues
+    assert len(outbox_rows(order_db)) == 6  # two orders, each on three queues
     assert [r["customer_id"] for r in _key_rows(order_db)] == [CUSTOMER, OTHER_CUSTOMER]
 
 
@@ -642,10 +644,14 @@ def test_cancel_pending_order_writes_history_and_two_events(order_client, order_
         ("order.created", "PENDING_SHIPMENT", None),
         ("order.cancelled", "CANCELLED", "PENDING_SHIPMENT")]
 
-    created, created_status, cancelled, cancelled_status, status_changed = outbox_rows(order_db)
+    (created, created_status, created_inventory, cancelled, cancelled_status, cancelled_inventory,
+     status_changed) = outbox_rows(order_db)
     assert (created_status["event_id"], cancelled_status["event_id"]) == (
         created["event_id"], cancelled["event_id"])
+    assert (created_inventory["event_id"], cancelled_inventory["event_id"]) == (
+        created["event_id"], cancelled["event_id"])
     assert {created_status["queue"], cancelled_status["queue"]} == {"order-status.fifo"}
+    assert {created_inventory["queue"], cancelled_inventory["queue"]} == {"inventory-events.fifo"}
     assert created["event_type"] == "order.created"
     assert (cancelled["queue"], cancelled["event_type"]) == ("order-cancelled.fifo", "order.cancelled")
     assert (status_changed["queue"], status_changed["event_type"]) == (

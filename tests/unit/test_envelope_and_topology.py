@@ -160,9 +160,9 @@ def test_every_emitted_event_type_is_routed_to_a_consumed_queue(producer, event_
 
 def test_order_events_fan_out_to_their_own_queue_and_the_status_stream():
     assert [s.name for s in routes_for("order", "order.created")] == [
-        "order-created.fifo", "order-status.fifo"]
+        "order-created.fifo", "order-status.fifo", "inventory-events.fifo"]
     assert [s.name for s in routes_for("order", "order.cancelled")] == [
-        "order-cancelled.fifo", "order-status.fifo"]
+        "order-cancelled.fifo", "order-status.fifo", "inventory-events.fifo"]
     assert [s.name for s in routes_for("order", "order.status_changed")] == ["order-status.fifo"]
 
 
@@ -187,6 +187,7 @@ def test_queue_lookup_and_consumers():
     assert {spec.name for spec in consumed_by("order")} == {"delivery-status.fifo"}
     assert {spec.name for spec in consumed_by("notification")} == {"order-status.fifo",
                                                                     "webhook-delivery"}
+    assert {spec.name for spec in consumed_by("inventory")} == {"inventory-events.fifo"}
 
 
 def test_each_event_type_has_one_producer():
