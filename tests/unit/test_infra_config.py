@@ -30,7 +30,7 @@ CFN_TEMPLATE = ROOT / "infra" / "sqs-queues.cfn.yaml"
 COMPOSE = ROOT / "docker-compose.yml"
 GUNICORN_CONF = ROOT / "infra" / "gunicorn.conf.py"
 INCLUDE_LINE = 'include classpath("application.conf")'
-APP_SERVICES = ("order", "delivery")
+APP_SERVICES = ("order", "delivery", "inventory")
 
 
 def _load_generator():
@@ -308,6 +308,17 @@ def test_bootstrap_migrates_without_redeclaring_queues():
     command = _compose()["services"]["bootstrap"]["command"]
     assert command[:4] == ["python", "-m", "shared.devstack", "bootstrap"]
     assert "--skip-queues" in command
+    assert set(APP_SERVICES) <= set(command[4:]), "every service's schema is migrated"
+
+
+def test_inventory_is_seeded_after_bootstrap_and_reachable_by_the_order_service():
+    services = _compose()["services"]
+    seed = services["inventory-seed"]
+    assert seed["command"] == ["python", "-m", "services.inventory.seed"]
+    assert seed["restart"] == "no"
+    assert seed["depends_on"]["bootstrap"]["condition"] == "service_completed_successfully"
+    url = urlsplit(_env(services["order-api"]).get("INVENTORY_URL", ""))
+    assert (url.hostname, url.port) == ("inventory-api", SERVICE_PORTS["inventory"])
 
 
 # ------------------------------------------------------------------- gunicorn
