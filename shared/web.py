@@ -89,10 +89,9 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
         structlog.contextvars.bind_contextvars(correlation_id=request_id)
         has_body = bool(request.content_length) or "Transfer-Encoding" in request.headers
         if request.method in _BODY_METHODS and has_body:
-            form_ok = request.endpoint in app.config.get(FORM_BODY_ENDPOINTS, ())
-            if request.mimetype != "application/json" and not (
-                    form_ok and request.mimetype == FORM_MEDIA_TYPE):
-                expected = FORM_MEDIA_TYPE if form_ok else "application/json"
+            expected = FORM_MEDIA_TYPE if request.endpoint in app.config.get(FORM_BODY_ENDPOINTS, ()) \
+                else "application/json"
+            if request.mimetype != expected:
                 raise Problem(415, "Unsupported Media Type",
                               f"Send the body as {expected}.", "unsupported-media-type")
             if (request.content_length or 0) > MAX_BODY_BYTES:

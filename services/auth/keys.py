@@ -83,6 +83,8 @@ class SigningKeys:
         """A new key, signing in ``activates_in_s`` s; the current one retires then."""
         with self._db.transaction() as cur:
             repo.lock_signing_keys(cur)
+            # A key still waiting to activate has signed nothing: the new one replaces it.
+            repo.delete_pending_signing_keys(cur)
             kid = self._insert(cur, activates_in_s)
             retired = repo.retire_signing_keys_except(cur, kid, self._publish_grace_s)
         log.info("signing_key_rotated", kid=kid, activates_in_s=activates_in_s, retired=retired)

@@ -172,6 +172,11 @@ def retire_signing_keys_except(cur, kid: str, publish_until_after_s: int) -> int
     return cur.rowcount
 
 
+def delete_pending_signing_keys(cur) -> int:
+    cur.execute("DELETE FROM signing_keys WHERE activates_at > now()")
+    return cur.rowcount
+
+
 def published_signing_keys(cur) -> list[dict]:
     cur.execute("SELECT kid, public_jwk, activates_at, publish_until, created_at FROM signing_keys"
                 " WHERE publish_until IS NULL OR publish_until > now()"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin, grants
-from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError, UnsupportedTokenTypeError
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError, OAuth2Error
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from flask import g
@@ -245,6 +245,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         """Already marked rotated when it was claimed; nothing left to do."""
 
 
+class UnsupportedTokenType(OAuth2Error):
+    """RFC 7009 2.2.1: a 400 (Authlib's own variant answers 401)."""
+
+    error = "unsupported_token_type"
+    status_code = 400
+    description = "Access tokens expire on their own and cannot be revoked; revoke the refresh token."
+
+
 class Revocation(RevocationEndpoint):
     """RFC 7009 for refresh tokens (revoking one revokes its whole family).
 
@@ -258,7 +266,7 @@ class Revocation(RevocationEndpoint):
 
     def query_token(self, token_string, token_type_hint):
         if token_string.count(".") == 2:
-            raise UnsupportedTokenTypeError()
+            raise UnsupportedTokenType()
         return self.server.service.find_refresh_token(token_string)
 
     def revoke_token(self, token, request):
