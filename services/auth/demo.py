@@ -1,0 +1,90 @@
+"""Demo identities for local development (``make run``), created idempotently.
+
+Clients: ``storefront`` (first-party: customer registration and password
+login, refresh tokens), ``carrier-dhl`` (client credentials, shipment
+scopes), ``ops-console`` (first-party, for operators: admin). Accounts: a demo
+customer and a demo operator. Secrets and passwords are generated, never
+fixed in code, and kept in a credentials file (mode 0600) that
+``scripts/token`` and ``scripts/demo.sh`` read. Refused when APP_ENV=production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from services.auth import handlers
+from services.auth import repository as repo
+from services.auth.crypto import new_secret, secret_matches
+from shared.auth import SCOPES
+
+STOREFRONT = "storefront"
+CARRIER = "carrier-dhl"
+OPS_CONSOLE = "ops-console"
+DEMO_CUSTOMER = "demo@example.com"
+DEMO_OPERATOR = "ops@example.com"
+
+DEMO_CLIENTS = {
+    STOREFRONT: dict(name="Demo storefront", scopes=("orders:read", "orders:write"),
+                     grants=("password", "refresh_token"), first_party=True),
+    CARRIER: dict(name="DHL (demo carrier)", scopes=("shipments:read", "shipments:write"),
+                  grants=("client_credentials",), first_party=False),
+    OPS_CONSOLE: dict(name="Operations console", scopes=SCOPES,
+                      grants=("password", "refresh_token"), first_party=True),
+}
+DEMO_USERS = {DEMO_CUSTOMER: "customer", DEMO_OPERATOR: "operator"}
+
+
+def _load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _save(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2)
+    os.replace(tmp, path)
+
+
+def ensure_demo_identities(db, passwords, config, credentials_path: Path, app_env: str,
+                           auth_url: str) -> list[str]:
+    """Create what is missing; return what changed (for the log line). Idempotent."""
+    if app_env == "production":
+        raise RuntimeError("demo identities are for development only")
+    saved = _load(credentials_path)
+    clients = saved.get("clients", {})
+    users = saved.get("users", {})
+    changed: list[str] = []
+    for client_id, spec in DEMO_CLIENTS.items():
+        with db.transaction() as cur:
+            row = repo.get_client(cur, client_id)
+        known = clients.get(client_id)
+        if row is None:
+            creds = handlers.create_client(db, spec["name"], spec["scopes"], spec["grants"],
+                                           spec["first_party"], client_id)
+            changed.append(f"client {client_id}")
+        elif known is None or not secret_matches(row["secret_hash"], known):
+            creds = handlers.rotate_client_secret(db, client_id)  # the file lost it: issue a new one
+            changed.append(f"client {client_id} (new secret)")
+        else:
+            continue
+        clients[client_id] = creds.client_secret
+    for username, role in DEMO_USERS.items():
+        with db.transaction() as cur:
+            row = repo.get_user_by_username(cur, username)
+        password = users.get(username)
+        if row is not None and password and passwords.verify(row["password_hash"], password):
+            continue
+        password = new_secret()[:24]
+        handlers.create_user(db, passwords, config, username, password, role, update_existing=True)
+        users[username] = password
+        changed.append(f"{role} {username}")
+    _save(credentials_path, {"auth_url": auth_url, "clients": clients, "users": users,
+                             "note": "Local development credentials made by `make run`."})
+    return changed
