@@ -31,7 +31,7 @@ from shared.messaging.sqs import ensure_queues, sync_client
 from shared.migrations import upgrade
 from tests.support.processes import ProcessManager
 
-SERVICES = ("order", "delivery", "inventory", "auth")
+SERVICES = ("order", "delivery", "inventory", "auth", "notification")
 REGION = "us-east-1"
 TOKENS = TokenSettings(DEV_JWT_SECRET, "order-platform-dev", "order-platform")
 
@@ -196,6 +196,31 @@ def order_db(clean_db):
 @pytest.fixture
 def delivery_db(clean_db):
     db = Database(clean_db, "delivery_svc", 1, 4)
+    yield db
+    db.close()
+
+
+# The notification service may deliver webhooks to local receivers started by the tests.
+NOTIFICATION_TEST_ENV = {"NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "localhost,127.0.0.1,::1"}
+
+
+@pytest.fixture
+def notification_app(service_env):
+    from services.notification.app import create_app
+
+    app = create_app({**service_env, **NOTIFICATION_TEST_ENV})
+    yield app
+    app.extensions["db"].close()
+
+
+@pytest.fixture
+def notification_client(notification_app):
+    return notification_app.test_client()
+
+
+@pytest.fixture
+def notification_db(clean_db):
+    db = Database(clean_db, "notification_svc", 1, 4)
     yield db
     db.close()
 

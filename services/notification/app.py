@@ -1,0 +1,95 @@
+"""Notification service WSGI app factory.
+
+Served by gunicorn's **gevent** worker (``-k gevent``): every SSE client is a
+greenlet, not a thread, so one process holds thousands of idle streams. Under
+gevent, psycopg2 is made cooperative with psycogreen here, before any
+connection is opened (the pool, the hub's LISTEN connection).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from services.notification.api import notifications_blp, webhooks_blp
+from services.notification.settings import notification_settings
+from services.notification.ssrf import UrlPolicy
+from services.notification.stream import NotificationHub
+from services.notification.webhooks import EndpointBreakers, WebhookSender
+from shared.config import load_settings
+from shared.db import database_for
+from shared.health import health_blueprint, sqs_check
+from shared.logging import configure_logging, get_logger
+from shared.messaging.sqs import physical_name, sync_client
+from shared.web import base_app
+
+SERVICE = "notification"
+log = get_logger(__name__)
+
+
+def gevent_active() -> bool:
+    """True when gevent has monkey-patched this process (gunicorn -k gevent)."""
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return monkey.is_module_patched("socket")
+
+
+def _cooperative_postgres() -> None:
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
+
+
+def _end_streams_on_sigterm(hub: NotificationHub) -> None:
+    """On SIGTERM end every stream at once, so the worker exits without waiting out
+    the graceful timeout; clients reconnect (with Last-Event-ID) to another instance."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        # Not inline: the interrupted greenlet may hold the hub's lock.
+        threading.Thread(target=hub.shutdown, name="hub-shutdown", daemon=True).start()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def create_app(config: dict | None = None):
+    """Build the notification API. ``config`` overrides environment variables (tests)."""
+    env = {**os.environ, **(config or {})}
+    settings = load_settings(SERVICE, env)
+    own = notification_settings(settings)
+    configure_logging(SERVICE, settings.log_level, settings.log_format)
+    under_gevent = gevent_active()
+    if under_gevent:
+        _cooperative_postgres()
+    elif "gunicorn" in sys.modules:
+        log.warning("notification_api_without_gevent",
+                    detail="each SSE client holds a thread; run gunicorn with -k gevent")
+    app, api = base_app(settings, "Notification service")
+    db = database_for(settings)
+    hub = NotificationHub(db, own.stream)
+    policy = UrlPolicy(own.webhooks.allowed_hosts)
+    breakers = EndpointBreakers(settings.env)
+    app.extensions.update({
+        "db": db,
+        "notification_settings": own,
+        "notification_hub": hub,
+        "webhook_policy": policy,
+        "webhook_breakers": breakers,
+        "webhook_sender": WebhookSender(policy, breakers, own.webhooks.timeout_s),
+    })
+    if under_gevent:
+        _end_streams_on_sigterm(hub)
+    sqs = sync_client(settings.sqs_endpoint_url, settings.aws_region, max_pool=2)
+    app.register_blueprint(health_blueprint({
+        "database": db.ping,
+        "sqs": sqs_check(sqs, physical_name(settings.queue_prefix, "webhook-delivery")),
+    }))
+    api.register_blueprint(notifications_blp)
+    api.register_blueprint(webhooks_blp)
+    return app

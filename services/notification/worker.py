@@ -1,0 +1,57 @@
+"""Notification worker: consumes order-status.fifo and webhook-delivery, sends mail,
+and relays its outbox (the webhook-delivery messages).
+
+Run with ``python -m services.notification.worker``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from services.notification.domain import ORDER_EVENT_TYPES
+from services.notification.handlers import (
+    DELIVERY_REQUESTED,
+    OrderEventHandler,
+    WebhookDeliverer,
+)
+from services.notification.mailer import EmailDispatcher, build_provider
+from services.notification.settings import NotificationSettings, notification_settings
+from services.notification.ssrf import UrlPolicy
+from services.notification.webhooks import EndpointBreakers, WebhookSender
+from shared.config import Settings, load_settings
+from shared.db import database_for
+from shared.logging import configure_logging
+from shared.messaging.topology import queue
+from shared.resilience import BreakerRegistry
+from shared.worker import WorkerPlan, run_worker
+
+SERVICE = "notification"
+
+
+def build_plan(db, settings: Settings, own: NotificationSettings | None = None,
+               email_provider=None) -> WorkerPlan:
+    """Handlers per queue, plus the email dispatcher (the one wiring point of the worker)."""
+    own = own or notification_settings(settings)
+    policy = UrlPolicy(own.webhooks.allowed_hosts)
+    sender = WebhookSender(policy, EndpointBreakers(settings.env), own.webhooks.timeout_s)
+    on_order_event = OrderEventHandler(own)
+    plan = WorkerPlan(consumers={
+        queue("order-status.fifo"): {event_type: on_order_event for event_type in ORDER_EVENT_TYPES},
+        queue("webhook-delivery"): {DELIVERY_REQUESTED: WebhookDeliverer(own, sender)},
+    })
+    if own.email.enabled:
+        dispatcher = EmailDispatcher(db, email_provider or build_provider(own.email), own.email,
+                                     BreakerRegistry(settings.env))
+        plan.tasks.append(dispatcher.run_async)
+    return plan
+
+
+def main() -> int:
+    settings = load_settings(SERVICE)
+    configure_logging(SERVICE, settings.log_level, settings.log_format)
+    db = database_for(settings)
+    return run_worker(settings, db, build_plan(db, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
