@@ -38,7 +38,7 @@ import requests  # noqa: E402
 from shared import devstack  # noqa: E402
 from shared.config import SERVICE_PORTS, SQS_EMULATOR_PORT  # noqa: E402
 
-SERVICES = ("order", "delivery")
+SERVICES = ("order", "delivery", "inventory")
 HOST = devstack.LOOPBACK
 READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.5
@@ -291,6 +291,11 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
 
         say("run: creating queues and migrating schemas")
         devstack.bootstrap(database_url, sqs_endpoint_url, region, queue_prefix, services)
+        if "inventory" in services:
+            from services.inventory.seed import seed_database
+
+            created = seed_database(database_url)
+            say(f"run: demo catalog: {', '.join(created) if created else 'already there'}")
 
         env = child_env(database_url, sqs_endpoint_url, region, queue_prefix, services)
         for service in services:

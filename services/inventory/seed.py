@@ -14,12 +14,13 @@ from decimal import Decimal
 
 from services.inventory import repository as repo
 from shared.config import load_settings
-from shared.db import database_for
+from shared.db import Database, database_for
 from shared.logging import configure_logging, get_logger
 
 log = get_logger(__name__)
 
 SERVICE = "inventory"
+SCHEMA = "inventory_svc"
 
 # sku, name, price (EUR), on hand, backorders allowed
 DEMO_CATALOG: tuple[tuple[str, str, str, int, bool], ...] = (
@@ -48,6 +49,15 @@ def seed(db, products: list[dict] | None = None) -> list[str]:
             if repo.insert_product_if_absent(cur, uuid.uuid4(), product):
                 created.append(product["sku"])
     return created
+
+
+def seed_database(database_url: str) -> list[str]:
+    """:func:`seed` against ``database_url`` (``make run`` calls this after migrating)."""
+    db = Database(database_url, SCHEMA, 1, 1, application_name="inventory-seed")
+    try:
+        return seed(db)
+    finally:
+        db.close()
 
 
 def main() -> int:
