@@ -31,6 +31,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 GUNICORN_CONF = ROOT / "infra" / "gunicorn.conf.py"
 INCLUDE_LINE = 'include classpath("application.conf")'
 APP_SERVICES = ("order", "delivery", "inventory")
+# Services with an API but no worker (they neither consume nor publish messages).
+API_ONLY_SERVICES = ("auth",)
 
 
 def _load_generator():
@@ -245,6 +247,7 @@ def test_compose_has_every_process():
     expected = {"postgres", "elasticmq", "bootstrap"}
     for name in APP_SERVICES:
         expected |= {f"{name}-api", f"{name}-worker"}
+    expected |= {f"{name}-api" for name in API_ONLY_SERVICES}
     assert expected <= set(services), sorted(expected - set(services))
     assert services["postgres"]["image"].split(":")[1].startswith("16")
     assert services["elasticmq"]["image"].startswith("softwaremill/elasticmq-native")
@@ -253,7 +256,7 @@ def test_compose_has_every_process():
 
 def test_compose_api_ports_match_service_ports():
     services = _compose()["services"]
-    for name in APP_SERVICES:
+    for name in APP_SERVICES + API_ONLY_SERVICES:
         api = services[f"{name}-api"]
         port = SERVICE_PORTS[name]
         assert _env(api).get("PORT") == str(port), f"{name}-api must listen on {port}"
@@ -262,6 +265,9 @@ def test_compose_api_ports_match_service_ports():
         command = " ".join(api["command"])
         assert f"services.{name}.app:create_app()" in command
         assert "infra/gunicorn.conf.py" in command
+        if name in API_ONLY_SERVICES:
+            assert f"{name}-worker" not in services
+            continue
         worker = " ".join(services[f"{name}-worker"]["command"])
         assert f"services.{name}.worker" in worker
 
@@ -271,7 +277,7 @@ def test_compose_app_env_points_at_compose_postgres_and_elasticmq():
     services = compose["services"]
     pg_env = _env(services["postgres"])
     apps = _app_services(compose)
-    assert len(apps) == 1 + 2 * len(APP_SERVICES)
+    assert len(apps) == 1 + 2 * len(APP_SERVICES) + len(API_ONLY_SERVICES)
     for name, svc in apps.items():
         env = _env(svc)
         db = urlsplit(env.get("DATABASE_URL", ""))
@@ -308,7 +314,14 @@ def test_bootstrap_migrates_without_redeclaring_queues():
     command = _compose()["services"]["bootstrap"]["command"]
     assert command[:4] == ["python", "-m", "shared.devstack", "bootstrap"]
     assert "--skip-queues" in command
-    assert set(APP_SERVICES) <= set(command[4:]), "every service's schema is migrated"
+    assert set(APP_SERVICES + API_ONLY_SERVICES) <= set(command[4:]), \
+        "every service's schema is migrated"
+
+
+def test_every_app_process_knows_where_the_auth_service_is():
+    for name, svc in _app_services(_compose()).items():
+        url = urlsplit(_env(svc).get("AUTH_URL", ""))
+        assert (url.hostname, url.port) == ("auth-api", SERVICE_PORTS["auth"]), name
 
 
 def test_inventory_is_seeded_after_bootstrap_and_reachable_by_the_order_service():
