@@ -38,10 +38,12 @@ import requests  # noqa: E402
 from shared import devstack  # noqa: E402
 from shared.config import SERVICE_PORTS, SQS_EMULATOR_PORT  # noqa: E402
 
-SERVICES = ("order", "delivery", "inventory")
+SERVICES = ("auth", "order", "delivery", "inventory")
 HOST = devstack.LOOPBACK
 READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.5
+# Demo client secrets and account passwords made by the auth service (mode 0600).
+DEMO_CREDENTIALS = "demo-credentials.json"
 # Shutdown budget (the whole of it must stay under 10 s): services drain
 # first (workers still need SQS and Postgres for that), then the emulator,
 # then Postgres.
@@ -296,6 +298,13 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
 
             created = seed_database(database_url)
             say(f"run: demo catalog: {', '.join(created) if created else 'already there'}")
+        if "auth" in services:
+            from services.auth.demo import ensure_demo
+
+            changed = ensure_demo(database_url, data_dir / DEMO_CREDENTIALS,
+                                  f"http://{HOST}:{SERVICE_PORTS['auth']}")
+            say(f"run: demo clients and accounts: {', '.join(changed) if changed else 'already there'} "
+                f"(credentials in {data_dir / DEMO_CREDENTIALS})")
 
         env = child_env(database_url, sqs_endpoint_url, region, queue_prefix, services)
         for service in services:
@@ -304,8 +313,9 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
                 sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "infra/gunicorn.conf.py"),
                 "--bind", f"{HOST}:{port}", f"services.{service}.app:create_app()",
             ], env)
-            supervisor.start(f"{service}-worker",
-                             [sys.executable, "-m", f"services.{service}.worker"], env)
+            if (REPO_ROOT / "services" / service / "worker.py").exists():  # auth has no worker
+                supervisor.start(f"{service}-worker",
+                                 [sys.executable, "-m", f"services.{service}.worker"], env)
 
         for service in services:
             base = f"http://{HOST}:{SERVICE_PORTS[service]}"
@@ -315,6 +325,13 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
         say("ready")
         say("run: try the whole flow with scripts/demo.sh; get an access token with "
             "scripts/token. Ctrl-C stops everything.")
+        if "auth" in services:
+            say(f"run: tokens come from the auth service; the demo client secrets and passwords are in "
+                f"{data_dir / DEMO_CREDENTIALS}, e.g.\n"
+                f"  curl -s -u carrier-dhl:$SECRET -d grant_type=client_credentials "
+                f"http://{HOST}:{SERVICE_PORTS['auth']}/oauth/token\n"
+                f"  curl -s -u storefront:$SECRET -d grant_type=password -d username=demo@example.com "
+                f"-d password=$PASSWORD http://{HOST}:{SERVICE_PORTS['auth']}/oauth/token")
         while True:
             supervisor.check_alive()
             time.sleep(0.2)

@@ -88,3 +88,21 @@ def ensure_demo_identities(db, passwords, config, credentials_path: Path, app_en
     _save(credentials_path, {"auth_url": auth_url, "clients": clients, "users": users,
                              "note": "Local development credentials made by `make run`."})
     return changed
+
+
+def ensure_demo(database_url: str, credentials_path: Path, auth_url: str,
+                env: dict[str, str] | None = None) -> list[str]:
+    """:func:`ensure_demo_identities` with components built from the environment (``make run``)."""
+    from services.auth.app import build_components
+    from services.auth.config import load_auth_config
+    from shared.config import load_settings
+
+    env = {**(os.environ if env is None else env), "DATABASE_URL": database_url}
+    settings = load_settings("auth", env)
+    config = load_auth_config(env, settings.app_env)
+    db, passwords, _keys = build_components(settings, config)
+    try:
+        return ensure_demo_identities(db, passwords, config, credentials_path, settings.app_env,
+                                      auth_url)
+    finally:
+        db.close()
