@@ -195,7 +195,7 @@ class OutboxRelay:
         for queue_name, streams in by_queue.items():
             while streams:
                 heads = [stream[0] for stream in list(streams.values())[:MAX_BATCH_ENTRIES]]
-                ok_ids, failed = self._send_batch(queue_name, heads)
+                ok_ids, failed, call_failed = self._send_batch(queue_name, heads)
                 if ok_ids:
                     cur.execute("UPDATE outbox SET published_at = now() WHERE id = ANY(%s)",
                                 (ok_ids,))
@@ -204,6 +204,14 @@ class OutboxRelay:
                 for row, error in failed:
                     self._record_failure(cur, row, error)
                     streams.pop(row[3], None)  # hold the rest of this aggregate back
+                if call_failed:
+                    # The queue is unreachable: count the failure on every waiting stream
+                    # now. Trying batch after batch would stretch the round (and its open
+                    # transaction) to one broker timeout per 10 streams of backlog, with
+                    # no failure visible to operators until the round ends.
+                    for stream in streams.values():
+                        self._record_failure(cur, stream[0], failed[0][1])
+                    streams.clear()
                 for row in heads:
                     if row[0] in ok_ids:
                         stream = streams[row[3]]
@@ -212,7 +220,8 @@ class OutboxRelay:
                             del streams[row[3]]
         return published
 
-    def _send_batch(self, queue_name: str, rows) -> tuple[list[int], list[tuple]]:
+    def _send_batch(self, queue_name: str, rows) -> tuple[list[int], list[tuple], bool]:
+        """Send one batch; returns (published ids, (row, error) failures, whole call failed)."""
         spec = queue(queue_name)
         entries = []
         for index, row in enumerate(rows):
@@ -238,11 +247,11 @@ class OutboxRelay:
             response = self.sqs.send_message_batch(QueueUrl=self._url(queue_name), Entries=entries)
         except Exception as exc:
             self._urls.pop(queue_name, None)
-            return [], [(row, f"{type(exc).__name__}: {exc}") for row in rows]
+            return [], [(row, f"{type(exc).__name__}: {exc}") for row in rows], True
         ok = [rows[int(e["Id"])][0] for e in response.get("Successful", [])]
         failed = [(rows[int(e["Id"])], f"{e.get('Code')}: {e.get('Message')}")
                   for e in response.get("Failed", [])]
-        return ok, failed
+        return ok, failed, False
 
     def _record_failure(self, cur, row, error: str) -> None:
         attempts = row[7] + 1
