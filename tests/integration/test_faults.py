@@ -25,6 +25,7 @@ from shared.db import Database
 from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import OutboxRelay, add_event
 from shared.messaging.sqs import sync_client
+from shared.messaging.topology import routes_for
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.wait import wait_until
 
@@ -40,6 +41,7 @@ DELIVERY_INBOX = f"delivery:{ORDER_CREATED_QUEUE}"   # the delivery consumer's i
 # Redelivery after a crash waits out the visibility timeout; 30 s in the topology.
 TEST_VISIBILITY_S = 3
 OUTAGE_S = 10.0
+ORDERING_DURING_OUTAGE_S = 5.0
 SETTLE_TIMEOUT_S = 45.0
 
 
@@ -211,28 +213,40 @@ def test_sqs_outage_api_keeps_accepting_and_events_flow_after(
         wait_for_shipments(delivery_db, before)  # the path works before the outage
 
         proxy.go_down()
-        outage_ends = time.monotonic() + OUTAGE_S
+        outage_started = time.monotonic()
         during = []
-        while time.monotonic() < outage_ends:  # the outage lasts as long as we keep ordering
-            during += place_orders(client, headers, 1)
-            time.sleep(0.25)
+        while time.monotonic() - outage_started < ORDERING_DURING_OUTAGE_S:
+            during += place_orders(client, headers, 1)  # 201 every time: SQS is not asked
+            time.sleep(0.2)
+        routes = len(routes_for("order", "order.created"))
 
-        def stuck_rows():
+        def outbox_rows():
+            # One row per queue the topology routes order.created to.
             with order_db.transaction() as cur:
-                cur.execute("SELECT aggregate_id, attempts, last_error, published_at FROM outbox"
-                            " WHERE aggregate_id = ANY(%s)", (during,))
-                return cur.fetchall()
+                cur.execute("SELECT aggregate_id, queue, attempts, last_error, published_at"
+                            " FROM outbox WHERE aggregate_id = ANY(%s)", (during,))
+                rows = cur.fetchall()
+            assert len(rows) == len(during) * routes
+            return rows
 
-        rows = stuck_rows()
-        assert len(rows) == len(during)
-        assert all(r["published_at"] is None for r in rows)
-        first_rows = [r for r in rows if r["aggregate_id"] == during[0]]
-        assert first_rows[0]["attempts"] > 0 and first_rows[0]["last_error"]
+        def still_waiting():
+            rows = outbox_rows()
+            assert all(r["published_at"] is None for r in rows), "published during the outage"
+            return rows
+
+        # Every waiting event was tried and failed visibly, and the relay keeps retrying.
+        # A relay round costs one failed call per queue (1-3 s each with botocore's retry),
+        # and a row committed just after a round began waits for the next one.
+        wait_until(lambda: all(r["attempts"] > 0 and r["last_error"] for r in still_waiting()),
+                   timeout=OUTAGE_S * 2.5, interval=0.2, message="every outbox row tried")
+        wait_until(lambda: time.monotonic() - outage_started >= OUTAGE_S
+                   and max(r["attempts"] for r in still_waiting()) >= 2,
+                   timeout=OUTAGE_S * 2, interval=0.2, message="end of outage, with retries")
         assert not set(during) & set(shipments_per_order(delivery_db))
         proxy.go_up()
 
         wait_for_shipments(delivery_db, before + during)
-        wait_until(lambda: all(r["published_at"] for r in stuck_rows()), timeout=10,
+        wait_until(lambda: all(r["published_at"] for r in outbox_rows()), timeout=10,
                    message="outbox rows marked published")
         assert_exactly_one_shipment_each(delivery_db, before + during)
 
@@ -245,6 +259,52 @@ def test_sqs_outage_api_keeps_accepting_and_events_flow_after(
         wait_until(orders_with_shipment, timeout=SETTLE_TIMEOUT_S, interval=0.2,
                    message="orders updated with their shipments")
         app.extensions["db"].close()
+
+
+class CountingSqs:
+    """Wraps a boto3 client and counts the SQS calls made through it."""
+
+    def __init__(self, client):
+        self._client = client
+        self.calls = 0
+
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+def test_relay_round_against_unreachable_sqs_marks_every_waiting_event_at_once(
+        sqs_endpoint, queues, queue_prefix, order_db):
+    event_type = "order.status_changed"
+    assert len(routes_for("order", event_type)) == 1
+    streams = 35  # four batches' worth
+    with order_db.transaction() as cur:
+        for _ in range(streams):
+            add_event(cur, "order", Envelope(event_type=event_type, aggregate_id=str(uuid.uuid4()),
+                                             producer="order-service", data={}))
+    with TcpProxy.to_url(sqs_endpoint) as proxy:
+        proxy.go_down()
+        client = CountingSqs(sync_client(proxy.url, "us-east-1"))
+        relay = OutboxRelay(order_db, client, "order", queue_prefix)
+        published, _ = relay.publish_once()
+
+    assert published == 0
+    # One failed call for the queue, not one per batch of ten: the round ends quickly and
+    # every waiting event shows the failure at once.
+    assert client.calls == 1
+    with order_db.transaction() as cur:
+        cur.execute("SELECT attempts, last_error, published_at FROM outbox")
+        rows = cur.fetchall()
+    assert len(rows) == streams
+    assert all(r["attempts"] == 1 and "EndpointConnectionError" in r["last_error"]
+               and r["published_at"] is None for r in rows)
 
 
 def test_same_message_delivered_twice_creates_one_shipment(processes, sqs, queues, delivery_db):
@@ -297,7 +357,7 @@ def test_poison_messages_are_dead_lettered_with_reasons_while_other_orders_flow(
 
 
 class RecordingSqs:
-    """Wraps a boto3 client and records every event id a send accepted, in time order."""
+    """Wraps a boto3 client and records every event a send accepted, in time order."""
 
     def __init__(self, client, relay: str, sent: list, lock: threading.Lock):
         self._client = client
@@ -312,8 +372,8 @@ class RecordingSqs:
             for entry in kwargs["Entries"]:
                 if entry["Id"] in accepted:
                     body = json.loads(entry["MessageBody"])
-                    self._sent.append((self._relay, body["event_id"], body["aggregate_id"],
-                                       body["data"]["seq"]))
+                    self._sent.append((self._relay, kwargs["QueueUrl"], body["aggregate_id"],
+                                       body["event_id"]))
         return response
 
     def __getattr__(self, name):
@@ -322,33 +382,36 @@ class RecordingSqs:
 
 def test_two_relays_publish_each_event_once_in_commit_order(
         clean_db, sqs_endpoint, sqs, queues, queue_prefix, order_db):
+    event_type = "order.status_changed"
+    routes = [spec.name for spec in routes_for("order", event_type)]
     aggregates = [str(uuid.uuid4()) for _ in range(12)]
     events_per_aggregate = 12
     sent: list[tuple] = []
     lock = threading.Lock()
     stop = threading.Event()
-    relays, threads, dbs = [], [], []
+    threads, dbs = [], []
     for name in ("relay-a", "relay-b"):
         db = Database(clean_db, "order_svc", 1, 3)
         dbs.append(db)
         client = RecordingSqs(sync_client(sqs_endpoint, "us-east-1"), name, sent, lock)
         relay = OutboxRelay(db, client, "order", queue_prefix, poll_interval_s=0.2, name=name)
-        relays.append(relay)
         threads.append(threading.Thread(target=relay.run, args=(stop,), name=name, daemon=True))
     for thread in threads:
         thread.start()
 
-    # Commit while both relays run, interleaved across aggregates, sometimes two per transaction.
-    committed: dict[str, list[str]] = {a: [] for a in aggregates}
+    # Commit while both relays run, interleaved across aggregates, sometimes two per
+    # transaction. Expected: per (queue, aggregate), the event ids in commit order.
+    committed: dict[tuple[str, str], list[str]] = {}
     for seq in range(events_per_aggregate):
-        for start in range(0, len(aggregates), 1 + seq % 2):
+        per_tx = 1 + seq % 2
+        for start in range(0, len(aggregates), per_tx):
             with order_db.transaction() as cur:
-                for aggregate in aggregates[start:start + 1 + seq % 2]:
-                    event = Envelope(event_type="order.created", aggregate_id=aggregate,
+                for aggregate in aggregates[start:start + per_tx]:
+                    event = Envelope(event_type=event_type, aggregate_id=aggregate,
                                      producer="order-service", data={"seq": seq})
                     add_event(cur, "order", event)
-                    committed[aggregate].append(event.event_id)
-    total = len(aggregates) * events_per_aggregate
+                    for queue_name in routes:
+                        committed.setdefault((queue_name, aggregate), []).append(event.event_id)
 
     def all_published():
         with order_db.transaction() as cur:
@@ -364,22 +427,23 @@ def test_two_relays_publish_each_event_once_in_commit_order(
         for db in dbs:
             db.close()
 
-    # Each event sent once, each aggregate's events sent in commit order, by both relays.
-    assert sorted(event_id for _, event_id, _, _ in sent) == sorted(
-        e for ids in committed.values() for e in ids)
-    sent_order: dict[str, list[str]] = {}
-    for _, event_id, aggregate, _ in sent:
-        sent_order.setdefault(aggregate, []).append(event_id)
+    # Each event sent once per queue, each aggregate's events in commit order, by both relays.
+    queue_names = {url: name for name, url in queues.items()}
+    sent_order: dict[tuple[str, str], list[str]] = {}
+    for _, url, aggregate, event_id in sent:
+        sent_order.setdefault((queue_names[url], aggregate), []).append(event_id)
     assert sent_order == committed
     assert {relay for relay, *_ in sent} == {"relay-a", "relay-b"}, "one relay did all the work"
 
-    # And the queue delivers them that way: per group in commit order, each exactly once.
-    received = receive_all(sqs, queues[ORDER_CREATED_QUEUE], total, timeout=60)
-    arrived: dict[str, list[str]] = {}
-    for message in received:
-        body = json.loads(message["Body"])
-        arrived.setdefault(body["aggregate_id"], []).append(body["event_id"])
-    assert arrived == committed
+    # And each queue delivers them that way: per group in commit order, each exactly once.
+    for queue_name in routes:
+        received = receive_all(sqs, queues[queue_name],
+                               len(aggregates) * events_per_aggregate, timeout=60)
+        arrived: dict[tuple[str, str], list[str]] = {}
+        for message in received:
+            body = json.loads(message["Body"])
+            arrived.setdefault((queue_name, body["aggregate_id"]), []).append(body["event_id"])
+        assert arrived == {k: v for k, v in committed.items() if k[0] == queue_name}
 
 
 def test_sigterm_under_load_drains_in_flight_handler_and_loses_nothing(
