@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pybreaker
@@ -87,6 +88,57 @@ class _StateListener(pybreaker.CircuitBreakerListener):
                     failures=cb.fail_counter)
 
 
+class ConcurrentCircuitBreaker(pybreaker.CircuitBreaker):
+    """A pybreaker breaker whose guarded calls run concurrently.
+
+    ``pybreaker.CircuitBreaker.call`` holds the breaker's lock for the whole
+    call, so in a threaded server every call through one breaker waited for
+    the one before it: a peer answering in 1 s made the tenth concurrent
+    request wait 10 s, far beyond its own timeout. Here the lock guards only
+    the state decisions and the bookkeeping, never the call itself.
+
+    Half-open admits exactly one trial call; the others fail fast (as if open)
+    until the trial has decided whether the breaker closes or opens again.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._trial_running = False
+
+    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            state = self._admit()
+        trial = state.name == pybreaker.STATE_HALF_OPEN
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            with self._lock:
+                if trial:
+                    self._trial_running = False
+                state._handle_error(exc)  # noqa: SLF001 - counts it, may open; re-raises
+            raise
+        with self._lock:
+            if trial:
+                self._trial_running = False
+            state._handle_success()  # noqa: SLF001 - resets the count; a trial closes
+        return result
+
+    def _admit(self) -> pybreaker.CircuitBreakerState:
+        """The state to run the call in, or CircuitBreakerError (called with the lock)."""
+        state = self.state
+        if state.name == pybreaker.STATE_OPEN:
+            opened_at = self._state_storage.opened_at
+            if opened_at and datetime.now(UTC) < opened_at + timedelta(seconds=self.reset_timeout):
+                raise pybreaker.CircuitBreakerError("Timeout not elapsed yet, circuit breaker still open")
+            self.half_open()
+            state = self.state
+        if state.name == pybreaker.STATE_HALF_OPEN:
+            if self._trial_running:
+                raise pybreaker.CircuitBreakerError("Trial call in progress, circuit breaker half-open")
+            self._trial_running = True
+        return state
+
+
 def is_transient(exc: BaseException) -> bool:
     """Connection problems, timeouts and 'try later' statuses are transient."""
     return isinstance(exc, TransientError | requests.ConnectionError | requests.Timeout)
@@ -116,7 +168,7 @@ class BreakerRegistry:
             breaker = self._breakers.get(name)
             if breaker is None:
                 settings = self.settings_for(name)
-                breaker = pybreaker.CircuitBreaker(
+                breaker = ConcurrentCircuitBreaker(
                     fail_max=settings.fail_max, reset_timeout=settings.reset_timeout_s,
                     name=name, listeners=[_StateListener()],
                     # Only transient failures say the peer is unwell; a 4xx is the caller's fault.
