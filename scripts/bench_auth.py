@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Auth benchmark: token issuance rate, and what token verification costs a request.
+
+1. Token issuance: closed-loop clients POST ``/oauth/token``
+   (``client_credentials``, HTTP Basic) to the auth API under gunicorn with
+   the production config. Target: >= 300 tokens/s.
+2. Verification overhead: ``GET /v1/orders/{id}`` on the order API (RS256
+   verification against the auth service's JWKS, cached) beside the same app
+   with verification replaced by an unverified claims read
+   (``bench_noverify_app.py``, a bench-only variant), both in the same run,
+   alternating phases. Target: p50 difference < 1 ms.
+
+Everything listens on 127.0.0.1; every loop is bounded in time and count.
+Progress goes to stderr, the report to stdout.
+
+    .venv/bin/python scripts/bench_auth.py [--duration 10] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+
+import aiohttp  # noqa: E402
+import benchlib  # noqa: E402
+import click  # noqa: E402
+from benchlib import HOST, LoadResult, RssSampler, Stack, Verdicts, table  # noqa: E402
+from cryptography.fernet import Fernet  # noqa: E402
+
+ISSUANCE_TARGET_PER_S = 300.0
+OVERHEAD_TARGET_MS = 1.0
+# Requests per phase are bounded as well as the time.
+MAX_REQUESTS_PER_PHASE = 200_000
+UNLIMITED = "1000000/minute"  # the benchmark measures throughput, not the limiter
+
+
+def say(text: str) -> None:
+    """Progress on stderr, so stdout holds only the report."""
+    print(f"[bench-auth] {text}", file=sys.stderr, flush=True)
+
+
+async def _loop(name: str, clients: int, duration_s: float, send) -> LoadResult:
+    """``clients`` coroutines calling ``send(session)`` back to back until the deadline."""
+    result = LoadResult(name, 0.0)
+    budget = iter(range(MAX_REQUESTS_PER_PHASE))
+    connector = aiohttp.TCPConnector(limit=clients, limit_per_host=clients)
+    timeout = aiohttp.ClientTimeout(total=benchlib.REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        started = time.perf_counter()
+        deadline = started + duration_s
+
+        async def client() -> None:
+            while time.perf_counter() < deadline and next(budget, None) is not None:
+                t0 = time.perf_counter()
+                try:
+                    status = await send(session)
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    result.errors[type(exc).__name__] += 1
+                    continue
+                if status != 200:
+                    result.errors[f"HTTP {status}"] += 1
+                    continue
+                result.latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def token_sender(url: str, client_id: str, secret: str):
+    headers = {"Authorization": aiohttp.encode_basic_auth(client_id, secret)}
+
+    async def send(session: aiohttp.ClientSession) -> int:
+        async with session.post(url, data={"grant_type": "client_credentials"},
+                                headers=headers) as response:
+            await response.read()
+            return response.status
+
+    return send
+
+
+def get_sender(url: str, token: str):
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def send(session: aiohttp.ClientSession) -> int:
+        async with session.get(url, headers=headers) as response:
+            await response.read()
+            return response.status
+
+    return send
+
+
+@click.command()
+@click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(1, 300),
+              help="Seconds per measured phase.")
+@click.option("--clients", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16),
+              help="gunicorn worker processes per API.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 10),
+              help="Alternating verify/no-verify phases of the overhead comparison.")
+@click.option("--skip-verification", is_flag=True, help="Only measure token issuance.")
+@click.option("--quiet-timeout", default=60.0, show_default=True, type=click.FloatRange(0, 600),
+              help="Wait up to this long for other processes to leave the CPU alone (0: don't).")
+def main(duration, clients, workers, threads, rounds, skip_verification, quiet_timeout):
+    """Token issuance throughput and the latency cost of verifying tokens."""
+    benchlib.install_sigterm_handler()
+    try:
+        code = run(duration, clients, workers, threads, rounds, skip_verification, quiet_timeout)
+    except (KeyboardInterrupt, benchlib.Interrupted):
+        say("interrupted; everything stopped")
+        code = 130
+    sys.exit(code)
+
+
+def run(duration, clients, workers, threads, rounds, skip_verification, quiet_timeout) -> int:
+    from services.auth import handlers
+    from shared import migrations
+    from shared.db import Database
+
+    verdicts = Verdicts()
+    with Stack.create("auth", say=say) as stack:
+        database_url = stack.database()
+        for service in ("auth", "order"):
+            migrations.upgrade(service, database_url)
+        # Nothing listens here: no API of this benchmark calls SQS on the request path.
+        sqs_url = f"http://{HOST}:{benchlib.free_port()}"
+        env = benchlib.production_env(database_url, sqs_url, "bench-", benchlib.new_jwt_secret())
+        auth_port = benchlib.free_port()
+        env.update({
+            "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
+            "AUTH_KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "AUTH_TOKEN_RATE_LIMIT_PER_CLIENT": UNLIMITED, "AUTH_TOKEN_RATE_LIMIT_PER_IP": UNLIMITED,
+            "AUTH_URL": f"http://{HOST}:{auth_port}",
+            "PYTHONPATH": os.pathsep.join([str(SCRIPTS), env.get("PYTHONPATH", "")]),
+        })
+        auth_api = stack.start("auth-api", benchlib.gunicorn_args("services.auth.app:create_app()",
+                                                                  auth_port), env)
+        stack.wait_http(auth_api, f"http://{HOST}:{auth_port}/health/ready")
+        db = Database(database_url, "auth_svc", 1, 2)
+        try:
+            creds = handlers.create_client(db, "bench", ["orders:read", "shipments:read"],
+                                           ["client_credentials"], client_id="bench-client")
+        finally:
+            db.close()
+        sampler = RssSampler()
+        sampler.track("auth API (gunicorn)", auth_api.proc.pid, children=True)
+        sampler.track("postgres", stack.postmaster_pid(), children=True)
+        sampler.track("load generator", os.getpid())
+        sampler.start()
+        if quiet_timeout > 0:
+            benchlib.wait_for_quiet_machine(sampler, quiet_timeout, say)
+
+        token_url = f"http://{HOST}:{auth_port}/oauth/token"
+        send = token_sender(token_url, creds.client_id, creds.client_secret)
+        say("warming up the token endpoint")
+        asyncio.run(_loop("warmup", clients, min(3.0, duration), send))
+        say(f"token issuance: {clients} clients for {duration:.0f}s")
+        issuance = asyncio.run(_loop("token issuance (client_credentials)", clients, duration, send))
+        rows = [_row(issuance)]
+        verdicts.check("token issuance", f"{issuance.rate:.0f}/s", issuance.rate >= ISSUANCE_TARGET_PER_S
+                       and not issuance.errors, f">= {ISSUANCE_TARGET_PER_S:.0f}/s, no errors")
+
+        if not skip_verification:
+            overhead = _verification_phases(stack, env, database_url, token_url, creds, clients,
+                                            duration, rounds, sampler)
+            if overhead is None:
+                return 2
+            rows += overhead["rows"]
+            verdicts.check("verification overhead (p50)", f"{overhead['delta_ms']:.3f} ms",
+                           overhead["delta_ms"] < OVERHEAD_TARGET_MS, f"< {OVERHEAD_TARGET_MS} ms")
+        sampler.stop()
+        died = stack.check_alive()
+
+    print(f"\nAuth benchmark: gunicorn gthread {workers} workers x {threads} threads, "
+          f"{clients} clients, {duration:.0f}s per phase\n")
+    print(table(("phase", "ok", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"), rows))
+    print()
+    print(table(("process", "peak RSS MiB", "CPU s"), [(p[0], p[1], p[4]) for p in sampler.peaks()]))
+    print()
+    print(verdicts.render())
+    if died:
+        print(f"\nprocesses died during the run: {', '.join(died)}")
+        return 1
+    return 0 if verdicts.all_passed else 1
+
+
+def _row(result: LoadResult):
+    return (result.name, result.ok, result.error_summary(), result.rate, result.pct_ms(50),
+            result.pct_ms(95), result.pct_ms(99), result.pct_ms(100))
+
+
+def _verification_phases(stack, env, database_url, token_url, creds, clients, duration, rounds,
+                         sampler):
+    """Order API with and without verification, alternating; the p50 difference."""
+    import uuid
+
+    import requests
+
+    from shared.db import Database
+
+    order_id = uuid.uuid4()
+    db = Database(database_url, "order_svc", 1, 2)
+    try:
+        with db.transaction() as cur:
+            cur.execute(
+                "INSERT INTO orders (id, customer_id, customer_email, status, currency, total,"
+                " shipping_address) VALUES (%s, %s, 'bench@example.com', 'PENDING_SHIPMENT', 'EUR',"
+                " 10, '{}')", (order_id, creds.client_id))
+            cur.execute("INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price,"
+                        " line_total) VALUES (%s, 1, 'BENCH-1', 1, 10, 10)", (order_id,))
+    finally:
+        db.close()
+    token = requests.post(token_url, data={"grant_type": "client_credentials", "scope": "orders:read"},
+                          auth=(creds.client_id, creds.client_secret), timeout=5).json()["access_token"]
+    ports = {"verify": benchlib.free_port(), "noverify": benchlib.free_port()}
+    apps = {"verify": "services.order.app:create_app()", "noverify": "bench_noverify_app:create_app()"}
+    children = {}
+    for name, port in ports.items():
+        children[name] = stack.start(f"order-api-{name}", benchlib.gunicorn_args(apps[name], port), env)
+    for name, child in children.items():
+        stack.wait_http(child, f"http://{HOST}:{ports[name]}/health/live")
+        sampler.track(f"order API {name} (gunicorn)", child.proc.pid, children=True)
+    urls = {name: f"http://{HOST}:{port}/v1/orders/{order_id}" for name, port in ports.items()}
+    for name, url in urls.items():
+        check = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        if check.status_code != 200:
+            say(f"{name}: GET answered {check.status_code}: {check.text[:200]}")
+            return None
+        bad = requests.get(url, headers={"Authorization": "Bearer not-a-token"}, timeout=5)
+        say(f"{name}: an invalid token gets {bad.status_code}")
+    say("warming up both order APIs")
+    for name in urls:
+        asyncio.run(_loop("warmup", clients, min(3.0, duration), get_sender(urls[name], token)))
+    merged: dict[str, LoadResult] = {name: LoadResult(f"GET /v1/orders/{{id}} ({label})", 0.0)
+                                     for name, label in (("verify", "RS256 + JWKS verification"),
+                                                         ("noverify", "verification disabled"))}
+    for round_no in range(rounds):
+        order = ("verify", "noverify") if round_no % 2 == 0 else ("noverify", "verify")
+        for name in order:
+            say(f"round {round_no + 1}/{rounds}: {name}")
+            result = asyncio.run(_loop(name, clients, duration, get_sender(urls[name], token)))
+            merged[name].latencies.extend(result.latencies)
+            merged[name].errors.update(result.errors)
+            merged[name].elapsed_s += result.elapsed_s
+    delta = merged["verify"].pct_ms(50) - merged["noverify"].pct_ms(50)
+    return {"rows": [_row(merged["verify"]), _row(merged["noverify"])], "delta_ms": delta}
+
+
+if __name__ == "__main__":
+    main()
