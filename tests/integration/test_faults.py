@@ -57,12 +57,14 @@ def place_orders(client, headers, count: int) -> list[str]:
 
 
 def shipments_per_order(delivery_db) -> dict[str, int]:
+    """order id -> number of shipments (committed rows only)."""
     with delivery_db.transaction() as cur:
         cur.execute("SELECT order_id::text, count(*) AS n FROM shipments GROUP BY order_id")
         return {row["order_id"]: row["n"] for row in cur.fetchall()}
 
 
 def wait_for_shipments(delivery_db, order_ids, timeout: float = SETTLE_TIMEOUT_S) -> None:
+    """Wait until every order in ``order_ids`` has a shipment."""
     wanted = set(order_ids)
     wait_until(lambda: wanted <= set(shipments_per_order(delivery_db)), timeout=timeout,
                interval=0.2, message=f"shipments for {len(wanted)} orders")
@@ -81,6 +83,7 @@ def assert_exactly_one_shipment_each(delivery_db, order_ids) -> None:
 
 
 def queue_is_empty(sqs, url: str) -> bool:
+    """Nothing visible or in flight in the queue (moto's counts are exact)."""
     attrs = sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
                                       "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
@@ -117,6 +120,7 @@ def order_created(order_id: str | None = None, **data_overrides) -> Envelope:
 
 
 def send(sqs, url: str, envelope: Envelope, dedup_id: str | None = None) -> None:
+    """Publish as the relay does: group = aggregate, dedup id = event id unless given."""
     sqs.send_message(QueueUrl=url, MessageBody=envelope.to_json(),
                      MessageGroupId=envelope.aggregate_id,
                      MessageDeduplicationId=dedup_id or envelope.event_id,
@@ -163,6 +167,7 @@ class ShipmentStall:
 
 @contextmanager
 def stalled_shipment(database_url: str, order_id: str):
+    """A :class:`ShipmentStall` for ``order_id``, always released at the end."""
     stall = ShipmentStall(database_url, order_id)
     try:
         yield stall
@@ -173,6 +178,7 @@ def stalled_shipment(database_url: str, order_id: str):
 # ------------------------------------------------------------------------- tests
 def test_sigkill_mid_batch_then_restart_gives_one_shipment_per_order(
         order_client, auth_header, processes, sqs, queues, delivery_db, clean_db):
+    """A worker killed mid-batch: after a restart each order has exactly one shipment."""
     order_count = 40
     # Redelivery of the killed worker's in-flight messages waits out this timeout.
     sqs.set_queue_attributes(QueueUrl=queues[ORDER_CREATED_QUEUE],
@@ -200,6 +206,7 @@ def test_sigkill_mid_batch_then_restart_gives_one_shipment_per_order(
 
 def test_sqs_outage_api_keeps_accepting_and_events_flow_after(
         service_env, sqs_endpoint, auth_header, processes, order_db, delivery_db):
+    """SQS unreachable: orders are still accepted, events wait, then all flow once."""
     from services.order.app import create_app
 
     with TcpProxy.to_url(sqs_endpoint) as proxy:
@@ -282,6 +289,7 @@ class CountingSqs:
 
 def test_relay_round_against_unreachable_sqs_marks_every_waiting_event_at_once(
         sqs_endpoint, queues, queue_prefix, order_db):
+    """A relay round against a dead broker costs one call per queue and marks every row."""
     event_type = "order.status_changed"
     assert len(routes_for("order", event_type)) == 1
     streams = 35  # four batches' worth
@@ -308,6 +316,7 @@ def test_relay_round_against_unreachable_sqs_marks_every_waiting_event_at_once(
 
 
 def test_same_message_delivered_twice_creates_one_shipment(processes, sqs, queues, delivery_db):
+    """Two copies of one event: one shipment, one inbox row, both copies deleted."""
     url = queues[ORDER_CREATED_QUEUE]
     event = order_created()
     # Two dedup ids, so the broker keeps both copies (a redelivery after its 5-minute window).
@@ -324,6 +333,7 @@ def test_same_message_delivered_twice_creates_one_shipment(processes, sqs, queue
 
 def test_poison_messages_are_dead_lettered_with_reasons_while_other_orders_flow(
         order_client, auth_header, processes, sqs, queues, delivery_db):
+    """Poison messages go to the DLQ with their reason; every other order still ships."""
     url = queues[ORDER_CREATED_QUEUE]
     poisoned_group = str(uuid.uuid4())
     sqs.send_message(QueueUrl=url, MessageBody="{not json", MessageGroupId=poisoned_group,
@@ -366,6 +376,7 @@ class RecordingSqs:
         self._lock = lock
 
     def send_message_batch(self, **kwargs):
+        """Send, then note the accepted entries (relay, queue URL, aggregate, event id)."""
         response = self._client.send_message_batch(**kwargs)
         accepted = {entry["Id"] for entry in response.get("Successful", [])}
         with self._lock:  # recorded before the relay can commit, so before any later send
@@ -382,6 +393,7 @@ class RecordingSqs:
 
 def test_two_relays_publish_each_event_once_in_commit_order(
         clean_db, sqs_endpoint, sqs, queues, queue_prefix, order_db):
+    """Two relays on one outbox: every event sent once, each aggregate in commit order."""
     event_type = "order.status_changed"
     routes = [spec.name for spec in routes_for("order", event_type)]
     aggregates = [str(uuid.uuid4()) for _ in range(12)]
@@ -448,6 +460,7 @@ def test_two_relays_publish_each_event_once_in_commit_order(
 
 def test_sigterm_under_load_drains_in_flight_handler_and_loses_nothing(
         order_app, auth_header, processes, delivery_db, clean_db):
+    """SIGTERM mid-handler: the handler finishes, exit 0, and a new worker loses nothing."""
     headers = auth_header()
     client = order_app.test_client()
     processes.worker("order")

@@ -110,6 +110,7 @@ def consumers(backend, db):
 
     class Starter:
         def start(self, spec, prefix, handler, config: ConsumerConfig = FAST) -> ConsumerThread:
+            """Start a :class:`RecordingConsumer` on ``spec`` in a background thread."""
             consumer = RecordingConsumer(
                 CONSUMER_NAME, spec, db, {EVENT_TYPE: handler},
                 lambda: async_client(backend.endpoint_url, REGION), prefix, config)
@@ -133,10 +134,12 @@ class QueuePair:
 
     @property
     def url(self) -> str:
+        """The work queue's URL."""
         return self.urls[self.spec.name]
 
     @property
     def dlq_url(self) -> str:
+        """The dead-letter queue's URL."""
         return self.urls[self.spec.dlq_name]
 
 
@@ -157,6 +160,7 @@ class RecordingConsumer(Consumer):
         return outcome
 
     def kinds(self, event_id: str) -> list[str]:
+        """Outcome kinds (done, duplicate, retry, dlq) of ``event_id``, in order."""
         with self._lock:
             return [kind for key, kind, _ in self.outcomes if key == event_id]
 
@@ -174,6 +178,7 @@ class ConsumerThread:
                                         daemon=True)
 
     def start(self) -> None:
+        """Start the loop thread and wait until the consumer can be stopped."""
         self._thread.start()
         assert self._ready.wait(10), "consumer loop did not start"
 
@@ -190,10 +195,6 @@ class ConsumerThread:
         self.consumer.executor.shutdown(wait=True)
         if self.error is not None:
             raise self.error
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     def _run(self) -> None:
         async def main():
@@ -250,6 +251,7 @@ class Recorder:
             self.successes[event.event_id] = time.monotonic()
 
     def call_count(self, event_id: str) -> int:
+        """How many times the handler was called for ``event_id``."""
         with self._lock:
             return sum(1 for key, _ in self.calls if key == event_id)
 
@@ -259,6 +261,7 @@ class _StrictData(Schema):
 
 
 def envelope(group: str, seq: int = 0, event_type: str = EVENT_TYPE, **data) -> Envelope:
+    """A test event for ``group`` carrying ``seq`` and behaviour flags for :class:`Recorder`."""
     return Envelope(event_type=event_type, aggregate_id=group, producer="contract-test",
                     correlation_id=f"corr-{group}-{seq}", data={"seq": seq, **data})
 
@@ -273,6 +276,7 @@ def send(client, url: str, env: Envelope, dedup_id: str | None = None) -> None:
 
 
 def send_raw(client, url: str, body: str, group: str) -> None:
+    """Publish a body that is not an envelope."""
     client.send_message(QueueUrl=url, MessageBody=body, MessageGroupId=group,
                         MessageDeduplicationId=uuid.uuid4().hex)
 
@@ -310,12 +314,14 @@ def assert_queue_empty(client, url: str, timeout: float = 10.0) -> None:
 
 
 def handled_rows(db) -> list[dict]:
+    """What the handlers committed, in insert order."""
     with db.transaction() as cur:
         cur.execute("SELECT event_id::text, group_id, seq FROM handled ORDER BY id")
         return cur.fetchall()
 
 
 def wait_handled(db, count: int, timeout: float = HANDLED_TIMEOUT_S) -> list[dict]:
+    """Wait until the handlers committed at least ``count`` rows; return them."""
     def enough():
         rows = handled_rows(db)
         return rows if len(rows) >= count else None
@@ -324,6 +330,7 @@ def wait_handled(db, count: int, timeout: float = HANDLED_TIMEOUT_S) -> list[dic
 
 
 def seqs_by_group(rows: list[dict]) -> dict[str, list[int]]:
+    """group -> seqs in handled order."""
     groups: dict[str, list[int]] = {}
     for row in rows:
         groups.setdefault(row["group_id"], []).append(row["seq"])
@@ -331,6 +338,7 @@ def seqs_by_group(rows: list[dict]) -> dict[str, list[int]]:
 
 
 def inbox_count(db) -> int:
+    """Inbox rows of the test consumer."""
     with db.transaction() as cur:
         cur.execute("SELECT count(*) AS n FROM inbox WHERE consumer = %s", (CONSUMER_NAME,))
         return cur.fetchone()["n"]
@@ -338,6 +346,7 @@ def inbox_count(db) -> int:
 
 # ------------------------------------------------------------------------ tests
 def test_relay_publishes_with_explicit_group_and_dedup_ids(db, client, make_queue):
+    """The relay sends group = aggregate, dedup id = event id, attributes, in order."""
     spec, prefix, q = make_queue()
     # order.created also fans out to order-status.fifo: every routed queue must exist.
     routes = tuple(routes_for(PRODUCER, EVENT_TYPE))
@@ -372,6 +381,7 @@ def test_relay_publishes_with_explicit_group_and_dedup_ids(db, client, make_queu
 
 
 def test_broker_drops_a_resend_with_the_same_dedup_id(client, make_queue):
+    """A resend with the same dedup id while the first is queued is dropped."""
     _, _, q = make_queue()
     event = envelope("agg-dedup")
     send(client, q.url, event)
@@ -385,6 +395,7 @@ def test_broker_drops_a_resend_with_the_same_dedup_id(client, make_queue):
 
 
 def test_consumer_keeps_per_group_order(db, client, make_queue, consumers):
+    """Each group is handled in send order, every message once."""
     spec, prefix, q = make_queue()
     groups = [f"group-{n}" for n in range(3)]
     per_group = 6
@@ -401,6 +412,7 @@ def test_consumer_keeps_per_group_order(db, client, make_queue, consumers):
 
 
 def test_duplicate_delivery_runs_the_handler_once(db, client, make_queue, consumers):
+    """The inbox turns a redelivered event into an acknowledged duplicate."""
     spec, prefix, q = make_queue()
     event = envelope("agg-dup")
     send(client, q.url, event, dedup_id=f"{event.event_id}-first")
@@ -419,6 +431,7 @@ def test_duplicate_delivery_runs_the_handler_once(db, client, make_queue, consum
 
 def test_transient_failure_is_retried_after_backoff_and_blocks_only_its_group(
         db, client, make_queue, consumers):
+    """A failed message comes back after its backoff, ahead of its group; others go on."""
     spec, prefix, q = make_queue()
     failing = envelope("group-a", 0, fail_times=1)
     send(client, q.url, failing)
@@ -445,6 +458,7 @@ def test_transient_failure_is_retried_after_backoff_and_blocks_only_its_group(
 
 def test_permanent_failures_go_to_the_dlq_at_once_with_reasons(db, client, make_queue,
                                                                consumers):
+    """Bad body, unknown type, PermanentError, ValidationError: DLQ at once, with reasons."""
     spec, prefix, q = make_queue()
     send_raw(client, q.url, "this is not json", group="poison-a")
     after_poison = envelope("poison-a", 1)
@@ -489,6 +503,7 @@ def test_permanent_failures_go_to_the_dlq_at_once_with_reasons(db, client, make_
 
 def test_message_failing_every_receive_goes_to_the_dlq_as_max_receives_exceeded(
         db, client, make_queue, consumers):
+    """The last allowed receive dead-letters the message with max_receives_exceeded."""
     max_receives = 3
     spec, prefix, q = make_queue(max_receive_count=max_receives)
     doomed = envelope("doomed", always_fail=True)
@@ -510,6 +525,7 @@ def test_message_failing_every_receive_goes_to_the_dlq_as_max_receives_exceeded(
 
 
 def test_heartbeat_keeps_a_slow_message_invisible(db, client, make_queue, consumers):
+    """A handler slower than the visibility timeout is not redelivered meanwhile."""
     spec, prefix, q = make_queue(visibility_s=SHORT_VISIBILITY_S)
     slow = envelope("slow", sleep_s=SLOW_HANDLER_S)
     send(client, q.url, slow)
@@ -525,6 +541,7 @@ def test_heartbeat_keeps_a_slow_message_invisible(db, client, make_queue, consum
 
 
 def test_stop_finishes_in_flight_and_releases_unstarted_messages(db, client, make_queue, consumers):
+    """Stop: the in-flight handler commits; the rest is released for the next consumer."""
     spec, prefix, q = make_queue()  # 30 s visibility: a message not released would sit that long
     first = envelope("group-a", 0, block=True)
     send(client, q.url, first)
