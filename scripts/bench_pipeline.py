@@ -110,6 +110,10 @@ def place_direct(database_url: str, orders: int, rate: float, threads: int) -> L
 
     from services.order import handlers
     from shared.db import Database
+    from shared.logging import configure_logging
+
+    # place_order logs every order; keep this script's stdout for the report.
+    configure_logging("order", "WARNING", "json")
 
     db = Database(database_url, "order_svc", 1, threads, application_name="bench-placer")
     result = LoadResult("place (direct)", 0.0)
