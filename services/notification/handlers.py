@@ -123,14 +123,22 @@ class OrderEventHandler:
         return planned
 
 
+ADDRESS_KEYS = ("name", "line1", "line2", "city", "region", "postal_code", "country")
+LINE_KEYS = ("sku", "quantity", "unit_price", "line_total")
+
+
 def email_context(order_id: str, contact: dict | None, data: dict) -> dict[str, Any]:
     """Every variable any template uses (templates are strict about missing ones)."""
     details = (contact or {}).get("details") or {}
     address = details.get("shipping_address") or data.get("shipping_address")
+    if address is not None:  # optional parts may be absent from the event
+        address = {key: address.get(key) for key in ADDRESS_KEYS}
+    lines = [{key: line.get(key) for key in LINE_KEYS}
+             for line in details.get("lines") or data.get("lines") or []]
     return {
         "order_id": order_id,
         "customer_name": (address or {}).get("name") or "customer",
-        "lines": details.get("lines") or data.get("lines") or [],
+        "lines": lines,
         "total": details.get("total") or data.get("total"),
         "currency": details.get("currency") or data.get("currency"),
         "shipping_address": address,
