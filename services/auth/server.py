@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin, grants
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError, OAuth2Error
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
@@ -377,6 +378,15 @@ def _locked(seconds: float) -> Problem:
                    "login-locked", headers={"Retry-After": str(retry)}, retry_after_s=retry)
 
 
+def _client_secret_basic(query_client, request):
+    """Authlib's HTTP Basic client authentication, minus its 500 on credentials that are not
+    valid base64 or UTF-8 (those are simply not credentials)."""
+    try:
+        return authenticate_client_secret_basic(query_client, request)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+
+
 def build_server(app, service: AuthService, keys, issuer: str, audience: str) -> AuthorizationServer:
     """The Authlib server for ``app`` with our grants, token generator and revocation."""
     server = AuthorizationServer()
@@ -385,6 +395,7 @@ def build_server(app, service: AuthService, keys, issuer: str, audience: str) ->
     server.scopes_supported = list(SCOPES)
     server.register_token_generator("default", AccessTokenGenerator(issuer, audience, keys,
                                                                     service.config))
+    server.register_client_auth_method("client_secret_basic", _client_secret_basic)
     server.register_grant(ClientCredentialsGrant)
     server.register_grant(PasswordGrant)
     server.register_grant(RefreshTokenGrant)

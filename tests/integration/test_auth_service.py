@@ -440,3 +440,12 @@ def test_json_token_requests_are_refused_with_a_hint(auth_client, carrier):
 def test_tokens_have_unique_ids(auth_client, carrier):
     ids = {decode(auth_client, client_token(auth_client, carrier))["jti"] for _ in range(5)}
     assert len(ids) == 5 and all(uuid.UUID(i) for i in ids)
+
+
+@pytest.mark.parametrize("credentials", ["l5c=", "%%%not-base64", "Zm9v"])  # not UTF-8, not base64, no ':'
+def test_garbage_basic_credentials_are_invalid_client_not_a_500(auth_client, credentials):
+    for path in ("/oauth/token", "/oauth/revoke"):
+        response = auth_client.post(path, data={"grant_type": "client_credentials", "token": "x"},
+                                    headers={"Authorization": f"Basic {credentials}"})
+        assert response.status_code in (400, 401), (path, response.get_data(as_text=True))
+        assert response.json["error"] == "invalid_client"
