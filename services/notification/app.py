@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 
 from services.notification.api import notifications_blp, webhooks_blp
 from services.notification.settings import notification_settings
@@ -47,11 +46,14 @@ def _cooperative_postgres() -> None:
 def _end_streams_on_sigterm(hub: NotificationHub) -> None:
     """On SIGTERM end every stream at once, so the worker exits without waiting out
     the graceful timeout; clients reconnect (with Last-Event-ID) to another instance."""
+    import gevent
+
     previous = signal.getsignal(signal.SIGTERM)
 
     def handler(signum, frame):
-        # Not inline: the interrupted greenlet may hold the hub's lock.
-        threading.Thread(target=hub.shutdown, name="hub-shutdown", daemon=True).start()
+        # gevent runs this in its loop's callback, where nothing may block (the hub's
+        # lock could): end the streams from a greenlet of their own.
+        gevent.spawn(hub.shutdown)
         if callable(previous):
             previous(signum, frame)
 

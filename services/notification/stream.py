@@ -94,6 +94,8 @@ class NotificationHub:
     # -- clients ------------------------------------------------------------------------------
     def subscribe(self, customer_id: str | None, order_id: str | None) -> ClientStream:
         """Register a client (starting the hub on first use); raise HubUnavailable."""
+        if self.closing:  # shutting down: the client should go to another instance
+            raise HubUnavailable("notification hub is shutting down")
         self._ensure_started()
         if not self._ready.wait(HUB_READY_TIMEOUT_S):
             raise HubUnavailable("notification hub is not listening")
