@@ -283,3 +283,32 @@ def test_history_is_owner_scoped_and_paginated(notification_client, notification
     assert [n["data"]["status"] for n in rest["items"]] == ["S0"] and rest["next_before"] is None
     admin = notification_client.get("/v1/notifications", headers=auth_header("ops", ADMIN))
     assert len(admin.get_json()["items"]) == 4
+
+
+# --- stream: refused before streaming ------------------------------------------------------------
+@pytest.mark.parametrize("headers_for, query, status, type_", [
+    (lambda h: {}, "", 401, "unauthorized"),
+    (lambda h: h("c", ("webhooks:manage",)), "", 403, "insufficient-scope"),
+    (lambda h: {**h("c", ("orders:read",)), "Last-Event-ID": "abc"}, "", 400, "bad-last-event-id"),
+    (lambda h: {**h("c", ("orders:read",)), "Last-Event-ID": "9" * 30}, "", 400,
+     "bad-last-event-id"),
+    (lambda h: h("c", ("orders:read",)), "?last_event_id=-1", 422, "validation-error"),
+    (lambda h: h("c", ("orders:read",)), "?order_id=not-a-uuid", 422, "validation-error"),
+])
+def test_stream_refuses_bad_requests_with_problems(notification_client, auth_header, headers_for,
+                                                   query, status, type_):
+    response = notification_client.get(f"/v1/notifications/stream{query}",
+                                       headers=headers_for(auth_header))
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    assert response.get_json()["type"] == f"/problems/{type_}"
+
+
+def test_openapi_documents_the_stream_and_webhooks(notification_client):
+    spec = notification_client.get("/openapi.json").get_json()
+    paths = spec["paths"]
+    assert {"/v1/notifications/stream", "/v1/webhooks", "/v1/webhooks/{sub_id}/ping",
+            "/v1/webhooks/{sub_id}/deliveries",
+            "/v1/webhooks/{sub_id}/deliveries/{delivery_id}/redeliver"} <= set(paths)
+    assert "text/event-stream" in paths["/v1/notifications/stream"]["get"]["responses"]["200"][
+        "content"]
