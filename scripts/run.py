@@ -38,7 +38,7 @@ import requests  # noqa: E402
 from shared import devstack  # noqa: E402
 from shared.config import SERVICE_PORTS, SQS_EMULATOR_PORT  # noqa: E402
 
-SERVICES = ("auth", "order", "delivery", "inventory")
+SERVICES = ("auth", "order", "delivery", "inventory", "notification")
 HOST = devstack.LOOPBACK
 READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.5
@@ -64,7 +64,12 @@ CHILD_DEFAULTS = {
     "GUNICORN_GRACEFUL_TIMEOUT": "5",
     "DELIVERY_SIMULATOR_ENABLED": "true",
     "DELIVERY_SIMULATOR_STEP_S": "2",
+    # Mails are printed, not sent; webhooks may go to a receiver on this machine.
+    "NOTIFICATION_EMAIL_PROVIDER": "console",
+    "NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "localhost,127.0.0.1,::1",
 }
+# The notification API serves long-lived SSE streams: gevent greenlets, not threads.
+API_ARGS = {"notification": ("--worker-class", "gevent", "--worker-connections", "2000")}
 COLORS = ("36", "33", "35", "32", "34", "31")
 
 
@@ -311,7 +316,8 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
             port = SERVICE_PORTS[service]
             supervisor.start(f"{service}-api", [
                 sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "infra/gunicorn.conf.py"),
-                "--bind", f"{HOST}:{port}", f"services.{service}.app:create_app()",
+                "--bind", f"{HOST}:{port}", *API_ARGS.get(service, ()),
+                f"services.{service}.app:create_app()",
             ], env)
             if (REPO_ROOT / "services" / service / "worker.py").exists():  # auth has no worker
                 supervisor.start(f"{service}-worker",

@@ -30,7 +30,7 @@ CFN_TEMPLATE = ROOT / "infra" / "sqs-queues.cfn.yaml"
 COMPOSE = ROOT / "docker-compose.yml"
 GUNICORN_CONF = ROOT / "infra" / "gunicorn.conf.py"
 INCLUDE_LINE = 'include classpath("application.conf")'
-APP_SERVICES = ("order", "delivery", "inventory")
+APP_SERVICES = ("order", "delivery", "inventory", "notification")
 # Services with an API but no worker (they neither consume nor publish messages).
 API_ONLY_SERVICES = ("auth",)
 
@@ -354,3 +354,11 @@ def test_gunicorn_conf_is_env_driven(monkeypatch):
     monkeypatch.setenv("GUNICORN_THREADS", "4")
     conf = runpy.run_path(str(GUNICORN_CONF))
     assert (conf["bind"], conf["workers"], conf["threads"]) == (["127.0.0.1:9000"], 3, 4)
+
+
+def test_notification_api_runs_gevent_workers():
+    # Long-lived SSE streams: one greenlet per client, not one thread (README, Notification).
+    command = _compose()["services"]["notification-api"]["command"]
+    assert command[command.index("--worker-class") + 1] == "gevent"
+    run_py = (ROOT / "scripts" / "run.py").read_text()
+    assert '"notification": ("--worker-class", "gevent"' in run_py
