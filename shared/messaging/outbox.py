@@ -35,6 +35,8 @@ STREAMS_PER_ROUND = 200
 ROWS_PER_STREAM = 20
 # After a busy spell, how soon to look again for rows whose NOTIFY was coalesced away.
 LINGER_S = 0.05
+# The outbox-lag gauge costs a query; refresh it at most this often.
+LAG_REFRESH_S = 1.0
 
 
 class NoRoute(LookupError):
@@ -94,6 +96,7 @@ class OutboxRelay:
         self.retry = retry or RetryPolicy()
         self.name = name
         self._urls: dict[str, str] = {}
+        self._lag_refreshed_at = float("-inf")
 
     # -- public -----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -135,13 +138,12 @@ class OutboxRelay:
         with self.db.connection() as conn:
             with conn.cursor() as cur:
                 streams = self._claim_streams(cur)
-                if not streams:
-                    conn.commit()
-                    self._update_lag()
-                    return 0, False
-                rows = self._pending_rows(cur, streams)
-                published = self._send_in_order(cur, rows)
+                published = self._send_in_order(cur, self._pending_rows(cur, streams)) \
+                    if streams else 0
             conn.commit()  # marks published and releases the advisory locks
+        # Outside the round's connection: never hold one pooled connection
+        # while waiting for another.
+        self._refresh_lag()
         return published, len(streams) >= STREAMS_PER_ROUND or published > 0
 
     # -- internals --------------------------------------------------------
@@ -271,7 +273,13 @@ class OutboxRelay:
                 QueueName=physical_name(self.prefix, queue_name))["QueueUrl"]
         return self._urls[queue_name]
 
-    def _update_lag(self) -> None:
+    def _refresh_lag(self) -> None:
+        # Throttled: after every empty round it was one more transaction per
+        # NOTIFY wake-up, and it was never refreshed while a backlog drained.
+        now = time.monotonic()
+        if now - self._lag_refreshed_at < LAG_REFRESH_S:
+            return
+        self._lag_refreshed_at = now
         with self.db.transaction() as cur:
             cur.execute("SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS lag"
                         " FROM outbox WHERE published_at IS NULL")
