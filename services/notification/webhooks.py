@@ -115,19 +115,32 @@ class WebhookSender:
         def elapsed_ms() -> int:
             return int((time.perf_counter() - started) * 1000)
 
+        # The failure that trips the breaker surfaces as BreakerOpen; keep what really happened.
+        made: list[BaseException] = []
+
         def post() -> AttemptResult:
-            with self.session.post(url, data=payload, headers=headers, timeout=self.timeout_s,
-                                   allow_redirects=False, stream=True) as response:
-                excerpt = _excerpt(response)
-                status = response.status_code
+            try:
+                with self.session.post(url, data=payload, headers=headers, timeout=self.timeout_s,
+                                       allow_redirects=False, stream=True) as response:
+                    excerpt = _excerpt(response)
+                    status = response.status_code
+            except requests.RequestException as exc:
+                made.append(exc)
+                raise
             if 200 <= status < 300:
                 return AttemptResult("delivered", status, elapsed_ms(), excerpt)
             if status == 410:
                 return AttemptResult("gone", status, elapsed_ms(), excerpt, "410 Gone")
-            raise EndpointFailed(status, excerpt)
+            made.append(EndpointFailed(status, excerpt))
+            raise made[-1]
 
         try:
-            return resilient_call(self.breakers.for_url(url), post, attempts=1)
+            try:
+                return resilient_call(self.breakers.for_url(url), post, attempts=1)
+            except BreakerOpen:
+                if made:  # this very attempt failed and opened the breaker
+                    raise made[-1] from None
+                raise
         except BreakerOpen as exc:
             return AttemptResult("breaker_open", error=f"circuit breaker open for this endpoint; "
                                                        f"retry in {exc.retry_after_s:.0f}s")
