@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -130,6 +131,11 @@ class Consumer:
                 dlq_name = dlq_name_from_redrive(attrs)
                 if dlq_name:
                     self.dlq_url = (await client.get_queue_url(QueueName=dlq_name))["QueueUrl"]
+                    # The deployed redrive policy is what SQS enforces; dead-letter on our
+                    # last allowed receive (with the reason) before SQS does it silently.
+                    self.max_receive_count = int(
+                        json.loads(attrs["RedrivePolicy"]).get("maxReceiveCount",
+                                                               self.max_receive_count))
                 return
             except Exception as exc:
                 log.warning("consumer_queue_lookup_failed", consumer=self.name, error=str(exc))
