@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import Counter
+
 from services.notification import repository as repo
 from services.notification.domain import (
     PING_TOPIC,
@@ -41,6 +43,11 @@ from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import add_event
 
 log = get_logger(__name__)
+
+WEBHOOK_ATTEMPTS = Counter("webhook_attempts_total", "Webhook delivery attempts by outcome",
+                           ["outcome"])
+WEBHOOK_DISABLED = Counter("webhook_subscriptions_disabled_total",
+                           "Subscriptions disabled by the service", ["reason"])
 
 SERVICE = "notification"
 PRODUCER = "notification-service"
@@ -181,6 +188,7 @@ class WebhookDeliverer:
                                   delivery["topic"], delivery["body"])
         repo.record_attempt(cur, delivery["id"], attempt, result.outcome, result.status_code,
                             result.duration_ms, result.excerpt, result.error)
+        WEBHOOK_ATTEMPTS.labels(result.outcome).inc()
         self._conclude(cur, event, delivery, attempt, result)
 
     def _conclude(self, cur, event: Envelope, delivery: dict, attempt: int,
@@ -195,6 +203,7 @@ class WebhookDeliverer:
         if result.outcome == "gone":
             repo.finish_delivery(cur, delivery_id, "failed")
             repo.disable_subscription(cur, sub_id, "The endpoint answered 410 Gone.")
+            WEBHOOK_DISABLED.labels("gone").inc()
             log.warning("webhook_subscription_disabled", subscription_id=str(sub_id), reason="410")
             return
         cfg = self.settings.webhooks
@@ -207,6 +216,7 @@ class WebhookDeliverer:
                 repo.disable_subscription(
                     cur, sub_id, f"{failures} deliveries in a row failed after every retry; "
                                  f"last error: {result.error}")
+                WEBHOOK_DISABLED.labels("consecutive_failures").inc()
                 log.warning("webhook_subscription_disabled", subscription_id=str(sub_id),
                             reason="consecutive_failures", failures=failures)
             return

@@ -29,6 +29,7 @@ import boto3
 import jinja2
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client import Counter
 
 from services.notification import repository as repo
 from services.notification.domain import retry_delay
@@ -37,6 +38,8 @@ from shared.logging import get_logger
 from shared.resilience import BreakerOpen, BreakerRegistry, TransientError, resilient_call
 
 log = get_logger(__name__)
+
+EMAILS = Counter("emails_total", "Mail send outcomes (sent, retry, failed)", ["provider", "outcome"])
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates" / "email"
 SUBJECTS = {
@@ -255,6 +258,7 @@ class EmailDispatcher:
         else:
             with self.db.transaction() as cur:
                 repo.mark_email_sent(cur, row["id"], self.provider.name, message_id)
+            EMAILS.labels(self.provider.name, "sent").inc()
             log.info("email_sent", email_id=row["id"], template=row["template"],
                      order_id=row["order_id"], attempts=row["attempts"])
 
@@ -265,12 +269,14 @@ class EmailDispatcher:
         delay = retry_delay(row["attempts"], self.settings.retry_base_s, self.settings.retry_cap_s)
         with self.db.transaction() as cur:
             repo.retry_email(cur, row["id"], delay, error)
+        EMAILS.labels(self.provider.name, "retry").inc()
         log.warning("email_retry", email_id=row["id"], attempts=row["attempts"],
                     retry_in_s=round(delay, 1), error=error[:200])
 
     def _fail(self, row: dict, error: str) -> None:
         with self.db.transaction() as cur:
             repo.fail_email(cur, row["id"], error)
+        EMAILS.labels(self.provider.name, "failed").inc()
         log.error("email_failed", email_id=row["id"], attempts=row["attempts"], error=error[:300])
 
     # -- running ----------------------------------------------------------------------------

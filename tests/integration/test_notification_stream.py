@@ -25,8 +25,9 @@ from tests.conftest import free_port
 from tests.support.sse import StreamClient, wait_connected
 from tests.support.wait import wait_until
 
+# A short keep-alive: a stopping instance waits that long for idle connections.
 STREAM_ENV = {"WEB_CONCURRENCY": "1", "NOTIFICATION_SSE_HEARTBEAT_S": "0.5",
-              "GUNICORN_GRACEFUL_TIMEOUT": "5"}
+              "GUNICORN_GRACEFUL_TIMEOUT": "5", "GUNICORN_KEEPALIVE": "1"}
 
 
 def start_api(processes, port: int, **env):
