@@ -40,6 +40,7 @@ import aiohttp  # noqa: E402
 import benchlib  # noqa: E402
 import click  # noqa: E402
 import psycopg2  # noqa: E402
+from cryptography.fernet import Fernet  # noqa: E402
 
 from shared.auth import TokenSettings, mint_dev_token  # noqa: E402
 from shared.db import Database  # noqa: E402
@@ -150,7 +151,8 @@ def _service_scenario(stack, database_url: str, secret: str, clients: int, rate:
     port = benchlib.free_port()
     env = benchlib.production_env(database_url, "http://127.0.0.1:1", "bench-", secret)
     env.update({"WEB_CONCURRENCY": "1", "NOTIFICATION_EMAIL_PROVIDER": "console",
-                "NOTIFICATION_EMAIL_FROM": "bench@example.com", "LOG_LEVEL": "WARNING"})
+                "NOTIFICATION_EMAIL_FROM": "bench@example.com",
+                "NOTIFICATION_SECRET_KEYS": Fernet.generate_key().decode(), "LOG_LEVEL": "WARNING"})
     api = stack.start("notification-api", benchlib.gunicorn_args(
         "services.notification.app:create_app()", port,
         ("--worker-class", "gevent", "--worker-connections", str(clients + 100))), env)

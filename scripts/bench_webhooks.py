@@ -42,9 +42,11 @@ import benchlib  # noqa: E402
 import click  # noqa: E402
 import requests  # noqa: E402
 from aiohttp import web  # noqa: E402
+from cryptography.fernet import Fernet  # noqa: E402
 
 from services.notification import repository as repo  # noqa: E402
 from services.notification.domain import sign  # noqa: E402
+from services.notification.secretbox import SecretBox  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.messaging.envelope import Envelope  # noqa: E402
 from shared.messaging.sqs import ensure_queues, sync_client  # noqa: E402
@@ -161,15 +163,18 @@ def main(events: int, subscriptions: int, workers: int, keep_data: bool) -> None
         receiver = Receiver().start()
         db = Database(database_url, "notification_svc", 1, 2)
         names = [f"endpoint-{n}" for n in range(subscriptions)]
+        secret_key = Fernet.generate_key().decode()
+        box = SecretBox((secret_key,))  # stored encrypted, as the API stores them
         with db.transaction() as cur:
             for name in names:
                 secret = "whsec_" + secrets.token_urlsafe(32)
                 receiver.secrets[f"/hooks/{name}"] = secret
                 repo.insert_subscription(cur, uuid.uuid4(), "bench-admin", True, name, "*",
-                                         receiver.url(name), secret, "active")
+                                         receiver.url(name), box.seal(secret), "active")
         env = benchlib.production_env(database_url, sqs_url, prefix, benchlib.new_jwt_secret())
         env.update({"NOTIFICATION_EMAIL_ENABLED": "false", "NOTIFICATION_EMAIL_PROVIDER": "console",
                     "NOTIFICATION_EMAIL_FROM": "bench@example.com",
+                "NOTIFICATION_SECRET_KEYS": secret_key,
                     "NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING",
                     "DB_POOL_MAX": "24", "CONSUMER_POLLERS": "3", "CONSUMER_WAIT_TIME_S": "1",
                     "OUTBOX_POLL_INTERVAL_S": "0.2"})

@@ -156,7 +156,8 @@ class SubscriptionById(MethodView):
     def put(self, payload, sub_id: UUID):
         """Replace name, topic, URL and status (active re-enables a disabled one); rotate
         the secret by sending one."""
-        return handlers.update_subscription(_db(), current_app.extensions["webhook_policy"],
+        return handlers.update_subscription(_db(), _settings(),
+                                            current_app.extensions["webhook_policy"],
                                             authenticate(), sub_id, payload)
 
     @webhooks_blp.response(204)
@@ -176,8 +177,8 @@ class Ping(MethodView):
     @require_scopes("webhooks:manage")
     def post(self, sub_id: UUID):
         """Send a signed webhook.ping now and report what the endpoint answered."""
-        result = handlers.ping(_db(), current_app.extensions["webhook_sender"], authenticate(),
-                               sub_id)
+        result = handlers.ping(_db(), _settings(), current_app.extensions["webhook_sender"],
+                               authenticate(), sub_id)
         return {**result, "delivery_id": str(result["delivery_id"])}
 
 

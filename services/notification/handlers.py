@@ -33,6 +33,7 @@ from services.notification.domain import (
     webhook_topic,
 )
 from services.notification.schemas import DeliveryRequestedSchema, OrderEventDataSchema
+from services.notification.secretbox import secret_box
 from services.notification.settings import MAX_DELAY_SECONDS, NotificationSettings
 from services.notification.ssrf import UnsafeUrl, UrlPolicy
 from services.notification.webhooks import AttemptResult, WebhookSender
@@ -184,7 +185,8 @@ class WebhookDeliverer:
             enqueue_attempt(cur, delivery["id"], token, delivery["due_in_s"], cause=event)
             return
         attempt = delivery["attempts"] + 1
-        result = self.sender.send(delivery["delivery_url"], delivery["secret"], str(delivery["id"]),
+        secret = secret_box(self.settings.webhooks.secret_keys).open(delivery["secret"])
+        result = self.sender.send(delivery["delivery_url"], secret, str(delivery["id"]),
                                   delivery["topic"], delivery["body"])
         repo.record_attempt(cur, delivery["id"], attempt, result.outcome, result.status_code,
                             result.duration_ms, result.excerpt, result.error)
@@ -271,7 +273,8 @@ def create_subscription(db, settings: NotificationSettings, policy: UrlPolicy,
                           "subscriptions per owner.", "subscription-limit")
         row = repo.insert_subscription(
             cur, uuid.uuid4(), principal.subject, principal.is_admin, payload["name"],
-            payload["topic"], payload["delivery_url"], secret, payload["status"])
+            payload["topic"], payload["delivery_url"],
+            secret_box(settings.webhooks.secret_keys).seal(secret), payload["status"])
     if row is None:
         raise _duplicate()
     log.info("webhook_subscription_created", subscription_id=str(row["id"]), topic=row["topic"])
@@ -289,15 +292,17 @@ def list_subscriptions(db, principal: Principal, after, limit: int) -> list[dict
                                        after, limit)
 
 
-def update_subscription(db, policy: UrlPolicy, principal: Principal, sub_id: uuid.UUID,
-                        payload: dict) -> dict:
+def update_subscription(db, settings: NotificationSettings, policy: UrlPolicy,
+                        principal: Principal, sub_id: uuid.UUID, payload: dict) -> dict:
     """Replace a subscription's fields; the response carries the secret only if it changed."""
     check_delivery_url(policy, payload["delivery_url"])
     with db.transaction() as cur:
         _visible(principal, repo.get_subscription(cur, sub_id, lock=True))
-        row = repo.update_subscription(cur, sub_id, payload["name"], payload["topic"],
-                                       payload["delivery_url"], payload["status"],
-                                       payload.get("secret"))
+        new_secret = payload.get("secret")
+        row = repo.update_subscription(
+            cur, sub_id, payload["name"], payload["topic"], payload["delivery_url"],
+            payload["status"],
+            secret_box(settings.webhooks.secret_keys).seal(new_secret) if new_secret else None)
     if row is None:
         raise _duplicate()
     return {**row, "secret": payload["secret"]} if payload.get("secret") else row
@@ -309,7 +314,8 @@ def delete_subscription(db, principal: Principal, sub_id: uuid.UUID) -> None:
         repo.delete_subscription(cur, sub_id)
 
 
-def ping(db, sender: WebhookSender, principal: Principal, sub_id: uuid.UUID) -> dict:
+def ping(db, settings: NotificationSettings, sender: WebhookSender, principal: Principal,
+         sub_id: uuid.UUID) -> dict:
     """Send a signed ``webhook.ping`` now and return the attempt (recorded like any other)."""
     with db.transaction() as cur:
         sub = _visible(principal, repo.get_subscription(cur, sub_id, with_secret=True))
@@ -319,7 +325,8 @@ def ping(db, sender: WebhookSender, principal: Principal, sub_id: uuid.UUID) -> 
                             {"subscription_id": str(sub_id), "message": "ping"})
         repo.insert_delivery(cur, delivery_id, sub_id, str(uuid.uuid4()), PING_TOPIC, body, None, 1)
     # No transaction is held open over the request.
-    result = sender.send(sub["delivery_url"], sub["secret"], str(delivery_id), PING_TOPIC, body)
+    secret = secret_box(settings.webhooks.secret_keys).open(sub["secret"])
+    result = sender.send(sub["delivery_url"], secret, str(delivery_id), PING_TOPIC, body)
     with db.transaction() as cur:
         repo.record_attempt(cur, delivery_id, 1, result.outcome, result.status_code,
                             result.duration_ms, result.excerpt, result.error)

@@ -6,12 +6,16 @@ a missing or invalid variable raises :class:`shared.config.ConfigError` naming i
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from dataclasses import dataclass
 
 from shared.config import ConfigError, Settings, env_bool, env_float, env_int, env_str
 
 EMAIL_PROVIDERS = ("console", "smtp", "ses")
+# Development only: a Fernet key that says what it is. Production must set
+# NOTIFICATION_SECRET_KEYS (README, "Notification").
+DEV_SECRET_KEY = base64.urlsafe_b64encode(b"dev-only-insecure-webhook-secret").decode()
 # SQS DelaySeconds is at most 15 minutes; a longer wait is re-enqueued in steps.
 MAX_DELAY_SECONDS = 900
 
@@ -30,6 +34,8 @@ class WebhookSettings:
     # Hosts, IP addresses or CIDR networks allowed even though they are loopback/private.
     allowed_hosts: tuple[str, ...] = ()
     max_subscriptions_per_owner: int = 100
+    # Fernet keys for the signing secrets at rest: the first encrypts, all decrypt.
+    secret_keys: tuple[str, ...] = (DEV_SECRET_KEY,)
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,24 @@ def _allowed_hosts(raw: str) -> tuple[str, ...]:
     return entries
 
 
+def _secret_keys(env, production: bool) -> tuple[str, ...]:
+    name = "NOTIFICATION_SECRET_KEYS"
+    raw = env_str(env, name, None if production else DEV_SECRET_KEY)
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    for key in keys:
+        try:
+            decoded = base64.urlsafe_b64decode(key.encode())
+        except ValueError:
+            decoded = b""
+        if len(decoded) != 32:
+            raise ConfigError(name, "each key must be a Fernet key (32 url-safe base64 bytes), e.g. "
+                                    "from: python -c 'from cryptography.fernet import Fernet; "
+                                    "print(Fernet.generate_key().decode())'")
+    if production and DEV_SECRET_KEY in keys:
+        raise ConfigError(name, "the development default may not be used in production")
+    return keys
+
+
 def notification_settings(settings: Settings) -> NotificationSettings:
     """Read and validate every ``NOTIFICATION_*`` variable."""
     env = settings.env
@@ -99,6 +123,7 @@ def notification_settings(settings: Settings) -> NotificationSettings:
         allowed_hosts=_allowed_hosts(env.get("NOTIFICATION_WEBHOOK_ALLOWED_HOSTS", "")),
         max_subscriptions_per_owner=env_int(env, "NOTIFICATION_WEBHOOK_MAX_PER_OWNER", 100,
                                             minimum=1),
+        secret_keys=_secret_keys(env, production),
     )
     provider_default = None if production else "console"
     provider = env_str(env, "NOTIFICATION_EMAIL_PROVIDER", provider_default)

@@ -112,9 +112,13 @@ def test_secret_is_generated_and_shown_once(notification_client, manage):
     assert [s["id"] for s in listed] == [created["id"]] and "secret" not in listed[0]
 
 
-def test_given_secret_is_kept(notification_client, manage):
+def test_given_secret_is_kept_and_stored_encrypted(notification_client, notification_db, manage):
     created = create(notification_client, manage, secret="my-own-secret-1234567890")
     assert created["secret"] == "my-own-secret-1234567890"
+    with notification_db.transaction() as cur:
+        cur.execute("SELECT secret FROM webhook_subscriptions")
+        stored = cur.fetchone()["secret"]
+    assert stored.startswith("fernet:") and "my-own-secret" not in stored
 
 
 def test_duplicate_subscription_is_409(notification_client, notification_db, manage, auth_header):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from cryptography.fernet import Fernet
 
 from services.notification.domain import (
     TOPICS,
@@ -22,7 +23,13 @@ from services.notification.domain import (
 )
 from services.notification.handlers import email_context
 from services.notification.mailer import Mail, PermanentSendError, Renderer, SesProvider, TransientSendError
-from services.notification.settings import EmailSettings, WebhookSettings, notification_settings
+from services.notification.secretbox import SecretBox, SecretUnreadable
+from services.notification.settings import (
+    DEV_SECRET_KEY,
+    EmailSettings,
+    WebhookSettings,
+    notification_settings,
+)
 from services.notification.ssrf import UnsafeUrl, UrlPolicy
 from shared.config import ConfigError, load_settings
 
@@ -179,8 +186,28 @@ def test_settings_defaults_and_validation():
     assert (own.email.provider, own.stream.heartbeat_s, own.webhooks.timeout_s) == ("console", 15, 5)
     assert own.webhooks.disable_after == 10 and own.webhooks.allowed_hosts == ()
     production = {**DB, "APP_ENV": "production", "JWT_SECRET": "x" * 40}
+    with pytest.raises(ConfigError, match="NOTIFICATION_SECRET_KEYS"):
+        notification_settings(load_settings("notification", production))
+    with pytest.raises(ConfigError, match="NOTIFICATION_SECRET_KEYS"):
+        notification_settings(load_settings("notification", {
+            **production, "NOTIFICATION_SECRET_KEYS": DEV_SECRET_KEY}))
+    production["NOTIFICATION_SECRET_KEYS"] = Fernet.generate_key().decode()
     with pytest.raises(ConfigError, match="NOTIFICATION_EMAIL_PROVIDER"):
         notification_settings(load_settings("notification", production))
+    with pytest.raises(ConfigError, match="NOTIFICATION_SECRET_KEYS"):
+        notification_settings(load_settings("notification", {
+            **DB, "NOTIFICATION_SECRET_KEYS": "not-a-key"}))
+
+
+def test_secret_box_rotates_keys_and_reads_old_plaintext():
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    sealed = SecretBox((old_key,)).seal("whsec_abc")
+    assert sealed.startswith("fernet:") and "whsec_abc" not in sealed
+    rotated = SecretBox((new_key, old_key))
+    assert rotated.open(sealed) == "whsec_abc"            # old secrets still open
+    assert rotated.open("plain-from-before") == "plain-from-before"
+    with pytest.raises(SecretUnreadable):
+        SecretBox((new_key,)).open(sealed)                # the old key was dropped too early
     with pytest.raises(ConfigError, match="NOTIFICATION_WEBHOOK_ALLOWED_HOSTS"):
         notification_settings(load_settings("notification", {
             **DB, "NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "10.0.0.0/99"}))
