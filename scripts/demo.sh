@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The README walkthrough as a script: run `make run` in another terminal first.
-#   scripts/demo.sh            (ORDER_URL / DELIVERY_URL override the local defaults)
+#   scripts/demo.sh   (ORDER_URL / DELIVERY_URL / INVENTORY_URL override the local defaults)
 set -euo pipefail
 
 ORDER_URL="${ORDER_URL:-http://127.0.0.1:8001}"
 DELIVERY_URL="${DELIVERY_URL:-http://127.0.0.1:8002}"
+INVENTORY_URL="${INVENTORY_URL:-http://127.0.0.1:8003}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 DEADLINE_S="${DEMO_DEADLINE_S:-90}"
 
@@ -13,15 +14,24 @@ if [ -t 1 ]; then BOLD=$'\033[1m'; PLAIN=$'\033[0m'; else BOLD=""; PLAIN=""; fi
 step() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 
 curl -fsS "$ORDER_URL/health/ready" >/dev/null || { echo "order service not ready at $ORDER_URL — is 'make run' running?" >&2; exit 1; }
+curl -fsS "$INVENTORY_URL/health/ready" >/dev/null || { echo "inventory service not ready at $INVENTORY_URL" >&2; exit 1; }
 
 step "1. Mint a development token for customer demo-customer"
 TOKEN="$("$HERE/token" --sub demo-customer --scope orders:read --scope orders:write)"
 echo "TOKEN=${TOKEN:0:24}…"
+available() { curl -fsS "$INVENTORY_URL/v1/products/$1" -H "Authorization: Bearer $TOKEN" | json 'd["available"]'; }
 
+step "1b. The catalog: prices and stock come from the inventory service"
+curl -fsS "$INVENTORY_URL/v1/products?limit=10" -H "Authorization: Bearer $TOKEN" | python3 -c "
+import json, sys
+for p in json.load(sys.stdin)['items']:
+    print(f\"  {p['sku']:<18} {p['price']:>7} {p['currency']}  available {p['available']:>4}  {p['stock_status']}\")"
+MUGS_BEFORE="$(available MUG-STONEWARE)"
+
+# Only what and how many: the price, currency and total are the catalog's.
 ORDER_BODY='{
-  "items": [{"sku": "COFFEE-1KG", "quantity": 2, "unit_price": "14.50"},
-            {"sku": "MUG-BLUE", "quantity": 1, "unit_price": "9.90"}],
-  "currency": "EUR",
+  "items": [{"sku": "COFFEE-1KG", "quantity": 2},
+            {"sku": "MUG-STONEWARE", "quantity": 1}],
   "customer_email": "demo@example.com",
   "shipping_address": {"name": "Demo Customer", "line1": "1 Example Street",
                        "city": "Berlin", "postal_code": "10115", "country": "DE"}
@@ -35,7 +45,8 @@ RESPONSE="$(curl -sS -i -X POST "$ORDER_URL/v1/orders" \
 echo "$RESPONSE" | grep -iE '^(HTTP/|location:)'
 BODY="$(echo "$RESPONSE" | sed '1,/^\r\{0,1\}$/d')"
 ORDER_ID="$(echo "$BODY" | json 'd["id"]')"
-echo "order $ORDER_ID: status $(echo "$BODY" | json 'd["status"]'), total $(echo "$BODY" | json 'd["total"]') EUR"
+echo "order $ORDER_ID: status $(echo "$BODY" | json 'd["status"]'), total $(echo "$BODY" | json 'd["total"]') $(echo "$BODY" | json 'd["currency"]') (catalog prices)"
+echo "MUG-STONEWARE available: $MUGS_BEFORE before, $(available MUG-STONEWARE) after (held for the order)"
 
 step "3. Send the same request again (a client retry): the stored response is replayed"
 REPLAY="$(curl -sS -i -X POST "$ORDER_URL/v1/orders" \
@@ -70,18 +81,35 @@ echo "shipment as the delivery service sees it:"
 curl -fsS "$DELIVERY_URL/v1/shipments/$SHIPMENT_ID" -H "Authorization: Bearer $TOKEN" \
   | json '"  status " + d["status"] + ", " + str(len(d["events"])) + " events"'
 
-step "5. Place a second order and cancel it before it ships"
+step "5. Place a second order and cancel it before it ships: its stock comes back"
+BEFORE_SECOND="$(available MUG-STONEWARE)"
 SECOND="$(curl -fsS -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" -d "$ORDER_BODY" | json 'd["id"]')"
-echo "order $SECOND placed"
+echo "order $SECOND placed; MUG-STONEWARE available $BEFORE_SECOND -> $(available MUG-STONEWARE)"
 curl -sS -X POST "$ORDER_URL/v1/orders/$SECOND/cancel" -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" -d '{"reason": "changed my mind"}' \
   | json '"  status " + d["status"] + " (" + str(d["cancel_reason"]) + ")"'
+START=$(date +%s)
+until [ "$(available MUG-STONEWARE)" = "$BEFORE_SECOND" ]; do
+  if [ $(( $(date +%s) - START )) -ge "$DEADLINE_S" ]; then echo "stock not restored within ${DEADLINE_S}s" >&2; exit 1; fi
+  sleep 0.5
+done
+echo "stock restored: MUG-STONEWARE available $(available MUG-STONEWARE) again"
+
+step "5b. More than is in stock: 409 with each short line and what is available; no order"
+SHORT="$(curl -sS -i -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \
+  -H "Content-Type: application/json" \
+  -d '{"items": [{"sku": "GRINDER-BURR", "quantity": 1000}, {"sku": "COFFEE-1KG", "quantity": 1}],
+       "customer_email": "demo@example.com",
+       "shipping_address": {"name": "Demo Customer", "line1": "1 Example Street",
+                            "city": "Berlin", "postal_code": "10115", "country": "DE"}}')"
+echo "$SHORT" | grep -iE '^HTTP/'
+echo "$SHORT" | sed '1,/^\r\{0,1\}$/d' | json '"  " + d["type"] + ": " + str(d["lines"])'
 
 step "6. Bad input gets a problem+json with field details, and writes nothing"
 BAD="$(curl -sS -i -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" \
-  -d '{"items": [{"sku": "COFFEE-1KG", "quantity": 0, "unit_price": "-1"}], "currency": "XXX"}')"
+  -d '{"items": [{"sku": "COFFEE-1KG", "quantity": 0, "unit_price": "1.00"}]}')"
 echo "$BAD" | grep -iE '^(HTTP/|content-type:)'
 echo "$BAD" | sed '1,/^\r\{0,1\}$/d' | python3 -m json.tool
 echo

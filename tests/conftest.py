@@ -29,6 +29,7 @@ from shared.devstack import (
 )
 from shared.messaging.sqs import ensure_queues, sync_client
 from shared.migrations import upgrade
+from tests.support.inventory import InventoryServer, seed_catalog
 from tests.support.processes import ProcessManager
 
 SERVICES = ("order", "delivery", "inventory", "auth", "notification")
@@ -111,10 +112,31 @@ def queues(sqs, queue_prefix) -> dict[str, str]:
     return ensure_queues(sqs, queue_prefix)
 
 
+@pytest.fixture(scope="session")
+def inventory_url(database_url):
+    """The inventory API (a real HTTP server in this process) that checkout reserves stock from.
+
+    One for the session: it keeps no state of its own, and each test's
+    catalog is put in place by :func:`catalog` after the tables are emptied.
+    """
+    server = InventoryServer({"APP_ENV": "test", "DATABASE_URL": database_url,
+                              "LOG_LEVEL": "WARNING", "DB_POOL_MAX": "10"})
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture
-def service_env(clean_db, sqs_endpoint, queue_prefix, queues) -> dict[str, str]:
+def catalog(clean_db) -> str:
+    """The test catalog (tests.support.inventory.TEST_CATALOG) with plenty of stock."""
+    seed_catalog(clean_db)
+    return clean_db
+
+
+@pytest.fixture
+def service_env(clean_db, inventory_url, sqs_endpoint, queue_prefix, queues) -> dict[str, str]:
     """Environment for service processes/apps in this test (fast waits and retries)."""
     return {
+        "INVENTORY_URL": inventory_url,
         "APP_ENV": "test",
         "DATABASE_URL": clean_db,
         "SQS_ENDPOINT_URL": sqs_endpoint,
@@ -138,7 +160,7 @@ def service_env(clean_db, sqs_endpoint, queue_prefix, queues) -> dict[str, str]:
 
 
 @pytest.fixture
-def order_app(service_env):
+def order_app(service_env, catalog):
     from services.order.app import create_app
 
     app = create_app(service_env)
@@ -268,8 +290,11 @@ def auth_header(make_token):
 
 
 @pytest.fixture
-def processes(service_env, tmp_path: Path):
-    """Start workers/APIs as child processes; all are stopped at teardown."""
+def processes(service_env, catalog, tmp_path: Path):
+    """Start workers/APIs as child processes; all are stopped at teardown.
+
+    The test catalog is in place: an order API started here can take orders.
+    """
     manager = ProcessManager(service_env, tmp_path)
     yield manager
     manager.stop_all()

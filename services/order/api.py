@@ -56,21 +56,29 @@ class Orders(MethodView):
                           "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
                           "description": "Retries with the same key and body replay the first "
                                          "response (kept 24 h)."}])
-    @blp.response(201, OrderSchema, description="Order placed; Location points at it.")
-    @blp.alt_response(409, description="Same Idempotency-Key still in progress")
-    @blp.alt_response(422, description="Invalid fields, or Idempotency-Key reused with another body")
+    @blp.response(201, OrderSchema, description="Order placed; Location points at it. Prices, "
+                                                 "currency and total are the catalog's.")
+    @blp.alt_response(409, description="Insufficient stock (problem type insufficient-stock: "
+                                       "`lines` lists each short sku with its available quantity; "
+                                       "nothing was ordered), or the same Idempotency-Key is "
+                                       "still in progress")
+    @blp.alt_response(422, description="Invalid fields (a unit_price or currency is refused: "
+                                       "prices come from the catalog), unknown skus, or "
+                                       "Idempotency-Key reused with another body")
+    @blp.alt_response(503, description="Inventory unavailable (down, slow, or its circuit "
+                                       "breaker is open): nothing was ordered; see Retry-After")
     @require_scopes("orders:write")
     @blp.arguments(CreateOrderSchema)
     def post(self, payload):
-        """Place an order for the calling customer."""
+        """Place an order for the calling customer: stock is reserved first, at catalog prices."""
         principal = authenticate()
         key = _idempotency_key()
         command = handlers.PlaceOrder(
             customer_id=principal.subject, customer_email=payload["customer_email"],
-            currency=payload["currency"], shipping_address=payload["shipping_address"],
-            lines=handlers.lines_from(payload["items"]))
-        result = handlers.place_order(_db(), command, correlation_id(), key,
-                                      handlers.request_fingerprint(payload))
+            shipping_address=payload["shipping_address"],
+            items=handlers.items_from(payload["items"]))
+        result = handlers.place_order(_db(), current_app.extensions["inventory"], command,
+                                      correlation_id(), key, handlers.request_fingerprint(payload))
         return _json(result)
 
     @blp.response(200, OrderPageSchema)

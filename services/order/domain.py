@@ -80,8 +80,16 @@ def decide(current: OrderStatus, delivery_event: str) -> Decision:
 
 
 @dataclass(frozen=True)
+class Item:
+    """What the customer asks for: a sku and how many (prices are the catalog's)."""
+
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
 class Line:
-    """One order line as the customer asked for it."""
+    """One order line as ordered: the unit price is the catalog's at reservation time."""
 
     sku: str
     quantity: int

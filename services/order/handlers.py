@@ -9,12 +9,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
+
+import psycopg2.errors
 
 from services.order import repository as repo
-from services.order.domain import CANCELLABLE, Line, OrderStatus, decide, order_total
+from services.order.domain import CANCELLABLE, Item, Line, OrderStatus, decide, order_total
+from services.order.inventory import (
+    InventoryRefused,
+    InventoryUnavailable,
+    Reservation,
+)
 from services.order.schemas import DeliveryEventDataSchema, OrderSchema
 from shared.auth import Principal
 from shared.errors import Problem
@@ -33,9 +40,8 @@ PRODUCER = "order-service"
 class PlaceOrder:
     customer_id: str
     customer_email: str
-    currency: str
     shipping_address: dict
-    lines: list[Line]
+    items: list[Item]
 
 
 @dataclass(frozen=True)
@@ -53,19 +59,31 @@ def request_fingerprint(payload: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def place_order(db, command: PlaceOrder, correlation_id: str | None,
+def place_order(db, inventory, command: PlaceOrder, correlation_id: str | None,
                 idempotency_key: str | None = None, fingerprint: str | None = None) -> HttpResult:
-    """Create the order, its history and its ``order.created`` event in one transaction."""
+    """Reserve the stock, then create the order, its history and its events in one transaction.
+
+    The order id exists before the reservation (it is the reservation's key)
+    and is reused when the same Idempotency-Key and body come back after a
+    failed or crashed attempt, so a retry finds its reservation again. When
+    the commit fails after the reservation, nothing is undone here: the
+    reservation stays HELD until inventory's sweeper releases it (undoing it
+    from here could release stock of an order whose commit did succeed).
+    """
+    order_id = uuid.uuid4()
     if idempotency_key:
-        replay = _claim_key(db, command.customer_id, idempotency_key, fingerprint or "")
+        claimed, replay = _claim_key(db, command.customer_id, idempotency_key, fingerprint or "",
+                                     order_id)
         if replay is not None:
             return replay
+        order_id = claimed
     try:
+        reservation = reserve_stock(inventory, order_id, command.items, correlation_id)
+        lines = [Line(line.sku, line.quantity, line.unit_price) for line in reservation.lines]
+        total = order_total(lines)
         with db.transaction() as cur:
-            order_id = uuid.uuid4()
-            total = order_total(command.lines)
             repo.insert_order(cur, order_id, command.customer_id, command.customer_email,
-                              command.currency, total, command.shipping_address, command.lines)
+                              reservation.currency, total, command.shipping_address, lines)
             repo.add_history(cur, order_id, OrderStatus.PENDING_SHIPMENT, None, "order.created")
             order = repo.get_order(cur, order_id)
             add_event(cur, SERVICE, Envelope(
@@ -76,31 +94,82 @@ def place_order(db, command: PlaceOrder, correlation_id: str | None,
             if idempotency_key:
                 repo.complete_idempotency_key(cur, command.customer_id, idempotency_key,
                                               result.status, result.body, result.headers)
+    except psycopg2.errors.UniqueViolation:
+        # A taken-over key whose first attempt was still running, and has just committed.
+        _release_key(db, command, idempotency_key)
+        raise _in_progress() from None
     except BaseException:
-        if idempotency_key:
-            with db.transaction() as cur:
-                repo.release_idempotency_key(cur, command.customer_id, idempotency_key)
+        _release_key(db, command, idempotency_key)
         raise
-    log.info("order_placed", order_id=str(order_id), lines=len(command.lines), total=str(total))
+    log.info("order_placed", order_id=str(order_id), lines=len(lines), total=str(total),
+             currency=reservation.currency)
     return result
 
 
-def _claim_key(db, customer_id: str, key: str, fingerprint: str) -> HttpResult | None:
+def reserve_stock(inventory, order_id: uuid.UUID, items: list[Item],
+                  correlation_id: str | None) -> Reservation:
+    """Hold the items' stock in inventory; its refusals become this API's problems."""
+    try:
+        reservation = inventory.reserve(order_id, items, correlation_id)
+    except InventoryUnavailable as exc:
+        raise Problem(503, "Inventory unavailable",
+                      "Stock cannot be checked right now, so nothing was ordered; retry later.",
+                      "inventory-unavailable",
+                      headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}) from None
+    except InventoryRefused as exc:
+        raise _refusal(exc, items) from None
+    if reservation.status == "RELEASED":
+        raise Problem(409, "Reservation released",
+                      "The stock held for this order was released (the order was cancelled); "
+                      "place a new order.", "reservation-released")
+    return reservation
+
+
+def _refusal(exc: InventoryRefused, items: list[Item]) -> Problem:
+    """Inventory's 409/422 problem, restated in terms of this request's items."""
+    problem = exc.problem
+    kind = str(problem.get("type", "")).rsplit("/", 1)[-1] or "inventory-refused"
+    index = {item.sku: n for n, item in enumerate(items)}
+    if kind == "insufficient-stock":
+        short = [line for line in problem.get("lines", []) if line.get("sku") in index]
+        return Problem(409, "Insufficient stock", problem.get("detail") or "Not enough stock.",
+                       "insufficient-stock", lines=short,
+                       errors=[{"field": f"items.{index[line['sku']]}.quantity",
+                                "message": f"Only {line['available']} available."} for line in short])
+    errors = [{"field": error["field"].replace("lines.", "items.", 1), "message": error["message"]}
+              for error in problem.get("errors", []) if isinstance(error, dict) and "field" in error]
+    return Problem(exc.status, problem.get("title") or "Refused by inventory",
+                   problem.get("detail") or "Inventory refused these items.", kind,
+                   errors=errors or None)
+
+
+def _claim_key(db, customer_id: str, key: str, fingerprint: str,
+               order_id: uuid.UUID) -> tuple[uuid.UUID | None, HttpResult | None]:
     with db.transaction() as cur:
-        existing = repo.claim_idempotency_key(cur, customer_id, key, fingerprint)
+        claimed, existing = repo.claim_idempotency_key(cur, customer_id, key, fingerprint, order_id)
     if existing is None:
-        return None
+        return claimed, None
     if existing["request_hash"] != fingerprint:
         raise Problem(422, "Idempotency key reused",
                       "This Idempotency-Key was used with a different request body.",
                       "idempotency-key-mismatch")
     if existing["state"] == "in_progress":
-        raise Problem(409, "Request in progress",
-                      "A request with this Idempotency-Key is still being processed; retry later.",
-                      "idempotency-key-in-progress", headers={"Retry-After": "1"})
+        raise _in_progress()
     headers = dict(existing["response_headers"] or {})
     headers["Idempotent-Replayed"] = "true"
-    return HttpResult(existing["response_status"], existing["response_body"], headers)
+    return None, HttpResult(existing["response_status"], existing["response_body"], headers)
+
+
+def _release_key(db, command: PlaceOrder, idempotency_key: str | None) -> None:
+    if idempotency_key:
+        with db.transaction() as cur:
+            repo.release_idempotency_key(cur, command.customer_id, idempotency_key)
+
+
+def _in_progress() -> Problem:
+    return Problem(409, "Request in progress",
+                   "A request with this Idempotency-Key is still being processed; retry later.",
+                   "idempotency-key-in-progress", headers={"Retry-After": "1"})
 
 
 def get_order(db, principal: Principal, order_id: uuid.UUID) -> dict:
@@ -233,6 +302,6 @@ def _not_found() -> Problem:
     return Problem(404, "Not Found", "No such order.", "not-found")
 
 
-def lines_from(items: list[dict]) -> list[Line]:
-    """Domain lines from validated request items."""
-    return [Line(i["sku"], i["quantity"], Decimal(i["unit_price"])) for i in items]
+def items_from(items: list[dict]) -> list[Item]:
+    """Domain items from validated request items."""
+    return [Item(i["sku"], i["quantity"]) for i in items]

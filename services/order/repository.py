@@ -108,31 +108,42 @@ def _lines(cur, order_ids: list[UUID]) -> dict[UUID, list[dict]]:
 
 
 # --- idempotency keys ----------------------------------------------------------
-def claim_idempotency_key(cur, customer_id: str, key: str, request_hash: str) -> dict | None:
-    """Claim ``key`` for this request; return the existing row if someone has it.
+def claim_idempotency_key(cur, customer_id: str, key: str, request_hash: str,
+                          order_id: UUID) -> tuple[UUID | None, dict | None]:
+    """Claim ``key`` for this request: ``(order id to use, None)``, or ``(None, existing row)``.
 
-    Expired keys and in-progress keys abandoned by a crashed request are taken over.
+    Expired keys, released keys (an earlier attempt failed) and in-progress
+    keys abandoned by a crashed request are taken over. A takeover with the
+    same request body keeps the earlier attempt's order id, so the stock it
+    may have reserved is found again instead of held twice; ``order_id`` is
+    used otherwise.
     """
     cur.execute(
         f"""
-        INSERT INTO idempotency_keys (customer_id, key, request_hash, state, expires_at)
-        VALUES (%s, %s, %s, 'in_progress', now() + interval '{IDEMPOTENCY_TTL}')
+        INSERT INTO idempotency_keys (customer_id, key, request_hash, state, expires_at, order_id)
+        VALUES (%s, %s, %s, 'in_progress', now() + interval '{IDEMPOTENCY_TTL}', %s)
         ON CONFLICT (customer_id, key) DO UPDATE
            SET request_hash = EXCLUDED.request_hash, state = 'in_progress',
                response_status = NULL, response_body = NULL, response_headers = NULL,
-               created_at = now(), expires_at = EXCLUDED.expires_at
+               created_at = now(), expires_at = EXCLUDED.expires_at,
+               order_id = CASE WHEN idempotency_keys.request_hash = EXCLUDED.request_hash
+                                    AND idempotency_keys.expires_at >= now()
+                               THEN COALESCE(idempotency_keys.order_id, EXCLUDED.order_id)
+                               ELSE EXCLUDED.order_id END
          WHERE idempotency_keys.expires_at < now()
+            OR idempotency_keys.state = 'released'
             OR (idempotency_keys.state = 'in_progress'
                 AND idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_STALE_AFTER}')
-        RETURNING customer_id
+        RETURNING order_id
         """,
-        (customer_id, key, request_hash),
+        (customer_id, key, request_hash, order_id),
     )
-    if cur.fetchone() is not None:
-        return None
+    claimed = cur.fetchone()
+    if claimed is not None:
+        return claimed["order_id"], None
     cur.execute("SELECT * FROM idempotency_keys WHERE customer_id = %s AND key = %s",
                 (customer_id, key))
-    return cur.fetchone()
+    return None, cur.fetchone()
 
 
 def complete_idempotency_key(cur, customer_id: str, key: str, status: int, body: str,
@@ -145,8 +156,9 @@ def complete_idempotency_key(cur, customer_id: str, key: str, status: int, body:
 
 
 def release_idempotency_key(cur, customer_id: str, key: str) -> None:
-    cur.execute("DELETE FROM idempotency_keys WHERE customer_id = %s AND key = %s"
-                " AND state = 'in_progress'", (customer_id, key))
+    """The attempt failed: the key may be claimed again at once (its order id is kept)."""
+    cur.execute("UPDATE idempotency_keys SET state = 'released' WHERE customer_id = %s"
+                " AND key = %s AND state = 'in_progress'", (customer_id, key))
 
 
 def purge_expired_idempotency_keys(cur) -> int:

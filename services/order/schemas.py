@@ -8,16 +8,13 @@ from marshmallow import (
     ValidationError,
     fields,
     validate,
-    validates,
     validates_schema,
 )
 
 from services.order.domain import OrderStatus
-from shared.currencies import ISO_4217
 
 MAX_LINES = 100
 MAX_QUANTITY = 10_000
-MAX_UNIT_PRICE = 1_000_000
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
@@ -40,25 +37,25 @@ class AddressSchema(StrictSchema):
 
 
 class OrderLineInSchema(StrictSchema):
+    """A line as the customer asks for it: what and how many. The price is the catalog's."""
+
     sku = fields.String(required=True, validate=validate.Regexp(
         SKU_PATTERN, error="1-64 letters, digits, '.', '_' or '-'."))
     quantity = fields.Integer(required=True, strict=True,
                               validate=validate.Range(min=1, max=MAX_QUANTITY))
-    unit_price = fields.Decimal(required=True, places=None, as_string=True, allow_nan=False,
-                                validate=validate.Range(min=0, max=MAX_UNIT_PRICE))
-
-    @validates("unit_price")
-    def _two_decimals(self, value, **_kwargs):
-        if value.as_tuple().exponent < -2:
-            raise ValidationError("At most two decimal places.")
 
 
 class CreateOrderSchema(StrictSchema):
+    """Prices, currency and totals come from the catalog when the stock is reserved.
+
+    A ``unit_price`` or ``currency`` in the request is rejected (422, unknown
+    field) rather than ignored, so a client that believes it sets a price finds
+    out at once.
+    """
+
     items = fields.List(fields.Nested(OrderLineInSchema), required=True,
                         validate=validate.Length(min=1, max=MAX_LINES,
                                                  error="Between 1 and 100 lines."))
-    currency = fields.String(required=True, validate=validate.OneOf(
-        sorted(ISO_4217), error="Unknown ISO 4217 currency code."))
     shipping_address = fields.Nested(AddressSchema, required=True)
     customer_email = fields.Email(required=True, validate=validate.Length(max=254))
 

@@ -30,8 +30,7 @@ from tests.support.tcp_proxy import TcpProxy
 from tests.support.wait import wait_until
 
 ORDER = {
-    "items": [{"sku": "SKU-1", "quantity": 1, "unit_price": "4.50"}],
-    "currency": "EUR",
+    "items": [{"sku": "SKU-3", "quantity": 1}],
     "customer_email": "ada@example.com",
     "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Berlin",
                          "postal_code": "10115", "country": "DE"},

@@ -5,8 +5,7 @@ from __future__ import annotations
 from tests.support.wait import wait_until
 
 ORDER = {
-    "items": [{"sku": "SKU-1", "quantity": 2, "unit_price": "9.99"}],
-    "currency": "EUR",
+    "items": [{"sku": "SKU-1", "quantity": 2}],
     "customer_email": "ada@example.com",
     "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Berlin",
                          "postal_code": "10115", "country": "DE"},

@@ -1,0 +1,186 @@
+"""The order service's client for the inventory service: stock reservations.
+
+Every call goes through the named breaker ``inventory`` (thresholds from
+``BREAKER_INVENTORY_FAIL_MAX`` / ``BREAKER_INVENTORY_RESET_TIMEOUT_S``) with a
+timeout (``ORDER_INVENTORY_TIMEOUT_S``) and a tenacity retry for transient
+errors only (``ORDER_INVENTORY_ATTEMPTS``): connection refused/reset,
+timeouts, 429/502/503/504. Retrying is safe because a reservation is
+idempotent by order id: the same lines again answer with the same reservation.
+
+Authentication: the order service calls with its OWN token (subject
+``order-service``, scope ``inventory:reserve``), never the customer's, so
+customers cannot hold stock without placing an order. Today it mints that
+token with the platform's signing secret (the development HS256 scheme every
+service verifies); it is cached and renewed a minute before it expires.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+import requests
+
+from shared.auth import TokenSettings, mint_dev_token
+from shared.config import SERVICE_PORTS, ConfigError, Settings, env_float, env_int
+from shared.logging import get_logger
+from shared.resilience import BreakerOpen, BreakerRegistry, ResilientHttp, is_transient
+
+log = get_logger(__name__)
+
+BREAKER = "inventory"
+SERVICE_SUBJECT = "order-service"
+RESERVE_SCOPE = "inventory:reserve"
+TOKEN_TTL_S = 900
+TOKEN_RENEW_BEFORE_S = 60
+DEFAULT_TIMEOUT_S = 1.0   # a reservation takes milliseconds; a second means trouble
+MIN_TIMEOUT_S = 0.05
+DEFAULT_ATTEMPTS = 3
+MAX_ATTEMPTS = 5
+# A 503 that is not the breaker's own: inventory failed or was unreachable on every attempt.
+UNAVAILABLE_RETRY_AFTER_S = 1
+
+
+@dataclass(frozen=True)
+class ReservedLine:
+    sku: str
+    name: str
+    quantity: int
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class Reservation:
+    order_id: uuid.UUID
+    status: str
+    currency: str
+    total: Decimal
+    lines: list[ReservedLine]
+
+
+class InventoryRefused(Exception):
+    """Inventory answered with a problem the caller must see (409 stock, 422 skus)."""
+
+    def __init__(self, status: int, problem: dict):
+        super().__init__(problem.get("detail") or f"HTTP {status}")
+        self.status = status
+        self.problem = problem
+
+
+class InventoryUnavailable(Exception):
+    """Inventory could not be used: breaker open, down, too slow, or broken."""
+
+    def __init__(self, reason: str, retry_after_s: float):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class ServiceToken:
+    """This service's own bearer token for inventory, minted and renewed when near expiry."""
+
+    def __init__(self, tokens: TokenSettings, ttl_s: int = TOKEN_TTL_S):
+        self._tokens = tokens
+        self._ttl_s = ttl_s
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._lock = threading.Lock()
+
+    def header(self) -> str:
+        with self._lock:
+            now = time.monotonic()
+            if self._token is None or now >= self._renew_at:
+                self._token = mint_dev_token(self._tokens, SERVICE_SUBJECT, [RESERVE_SCOPE],
+                                             self._ttl_s)
+                self._renew_at = now + self._ttl_s - TOKEN_RENEW_BEFORE_S
+            return f"Bearer {self._token}"
+
+
+@dataclass(frozen=True)
+class InventoryConfig:
+    base_url: str
+    timeout_s: float
+    attempts: int
+
+
+def inventory_config(settings: Settings) -> InventoryConfig:
+    """Where inventory is and how long to wait for it.
+
+    ``INVENTORY_URL`` (required in production; the local port otherwise),
+    ``ORDER_INVENTORY_TIMEOUT_S`` (per attempt, default 1 s) and
+    ``ORDER_INVENTORY_ATTEMPTS`` (default 3, transient failures only).
+    """
+    url = settings.peers.get("inventory")
+    if url is None:
+        if settings.app_env == "production":
+            raise ConfigError("INVENTORY_URL", "is required in production")
+        url = f"http://127.0.0.1:{SERVICE_PORTS['inventory']}"
+    return InventoryConfig(
+        base_url=url,
+        timeout_s=env_float(settings.env, "ORDER_INVENTORY_TIMEOUT_S", DEFAULT_TIMEOUT_S,
+                            minimum=MIN_TIMEOUT_S),
+        attempts=env_int(settings.env, "ORDER_INVENTORY_ATTEMPTS", DEFAULT_ATTEMPTS, minimum=1,
+                         maximum=MAX_ATTEMPTS))
+
+
+class InventoryClient:
+    """Reserves stock for an order (``PUT /v1/reservations/{order_id}``)."""
+
+    def __init__(self, config: InventoryConfig, breakers: BreakerRegistry, token: ServiceToken,
+                 session: requests.Session | None = None):
+        self.breaker = breakers.get(BREAKER)
+        self.http = ResilientHttp(config.base_url, self.breaker, timeout_s=config.timeout_s,
+                                  attempts=config.attempts, session=session)
+        self.token = token
+
+    def reserve(self, order_id: uuid.UUID, lines, correlation_id: str | None) -> Reservation:
+        """Hold ``lines`` (sku, quantity) for ``order_id``; the catalog's prices come back.
+
+        Raises :class:`InventoryRefused` (409 short stock, 422 unknown skus...) or
+        :class:`InventoryUnavailable` (breaker open, unreachable, too slow, 5xx).
+        """
+        headers = {"Authorization": self.token.header()}
+        if correlation_id:
+            headers["X-Request-ID"] = correlation_id
+        body = {"lines": [{"sku": line.sku, "quantity": line.quantity} for line in lines]}
+        try:
+            response = self.http.request("PUT", f"/v1/reservations/{order_id}", json=body,
+                                         headers=headers)
+        except BreakerOpen as exc:
+            raise InventoryUnavailable("breaker_open", exc.retry_after_s) from None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._log_unavailable(order_id, f"{type(exc).__name__}: {exc}")
+            raise InventoryUnavailable(type(exc).__name__, UNAVAILABLE_RETRY_AFTER_S) from None
+        if response.status_code in (200, 201):
+            return _reservation(response.json())
+        problem = _problem(response)
+        if response.status_code in (409, 422):
+            raise InventoryRefused(response.status_code, problem)
+        # 401/403 (our token), 404, 500: inventory cannot serve us; the client may retry later.
+        self._log_unavailable(order_id, f"HTTP {response.status_code}: {problem.get('type')}")
+        raise InventoryUnavailable(f"HTTP {response.status_code}", UNAVAILABLE_RETRY_AFTER_S)
+
+    def _log_unavailable(self, order_id, error: str) -> None:
+        log.warning("inventory_unavailable", order_id=str(order_id), error=error[:300],
+                    breaker=self.breaker.current_state, failures=self.breaker.fail_counter)
+
+
+def _problem(response: requests.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _reservation(body: dict) -> Reservation:
+    return Reservation(
+        order_id=uuid.UUID(body["order_id"]), status=body["status"], currency=body["currency"],
+        total=Decimal(body["total"]),
+        lines=[ReservedLine(line["sku"], line["name"], int(line["quantity"]),
+                            Decimal(line["unit_price"])) for line in body["lines"]])
