@@ -362,6 +362,33 @@ def fail_email(cur, email_id: int, error: str) -> None:
                 " last_error = %s WHERE id = %s", (error[:1000], email_id))
 
 
+# --- retention -------------------------------------------------------------------------------
+def purge_older_than(cur, days: int, limit: int) -> dict[str, int]:
+    """Delete finished history older than ``days`` (at most ``limit`` rows per table)."""
+    statements = {
+        # Resuming from an id older than this replays only what is left (documented).
+        "notifications": "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications"
+                         " WHERE created_at < now() - make_interval(days => %s) LIMIT %s)",
+        # Attempts go with their delivery (ON DELETE CASCADE); pending ones are kept.
+        "webhook_deliveries": "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM"
+                              " webhook_deliveries WHERE status <> 'pending'"
+                              " AND updated_at < now() - make_interval(days => %s) LIMIT %s)",
+        "email_deliveries": "DELETE FROM email_deliveries WHERE id IN (SELECT id FROM"
+                            " email_deliveries WHERE status IN ('sent', 'failed', 'skipped')"
+                            " AND created_at < now() - make_interval(days => %s) LIMIT %s)",
+        # No queue keeps a message this long, so no redelivery can need these any more.
+        "inbox": "DELETE FROM inbox WHERE (consumer, event_id) IN (SELECT consumer, event_id"
+                 " FROM inbox WHERE received_at < now() - make_interval(days => %s) LIMIT %s)",
+        "outbox": "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at"
+                  " < now() - make_interval(days => %s) LIMIT %s)",
+    }
+    deleted = {}
+    for table, statement in statements.items():
+        cur.execute(statement, (days, limit))
+        deleted[table] = cur.rowcount
+    return deleted
+
+
 def dumps(value) -> str:
     """JSON for text columns (stable key order)."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)

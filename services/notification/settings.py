@@ -74,10 +74,19 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long finished history is kept (longer than any queue keeps a message)."""
+
+    days: int = 30
+    every_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class NotificationSettings:
     webhooks: WebhookSettings
     email: EmailSettings
     stream: StreamSettings
+    retention: RetentionSettings = RetentionSettings()
 
 
 def _allowed_hosts(raw: str) -> tuple[str, ...]:
@@ -159,4 +168,9 @@ def notification_settings(settings: Settings) -> NotificationSettings:
         client_buffer=env_int(env, "NOTIFICATION_SSE_CLIENT_BUFFER", 1000, minimum=10),
         poll_interval_s=env_float(env, "NOTIFICATION_SSE_POLL_S", 5.0, minimum=0.1),
     )
-    return NotificationSettings(webhooks, email, stream)
+    retention = RetentionSettings(
+        # SQS keeps a message at most 14 days: the inbox must outlive that.
+        days=env_int(env, "NOTIFICATION_RETENTION_DAYS", 30, minimum=15),
+        every_s=env_float(env, "NOTIFICATION_RETENTION_EVERY_S", 3600.0, minimum=1.0),
+    )
+    return NotificationSettings(webhooks, email, stream, retention)

@@ -15,6 +15,7 @@ from services.notification.handlers import (
     WebhookDeliverer,
 )
 from services.notification.mailer import EmailDispatcher, build_provider
+from services.notification.retention import retention_task
 from services.notification.settings import NotificationSettings, notification_settings
 from services.notification.ssrf import UrlPolicy
 from services.notification.webhooks import EndpointBreakers, WebhookSender
@@ -39,6 +40,7 @@ def build_plan(db, settings: Settings, own: NotificationSettings | None = None,
         queue("order-status.fifo"): {event_type: on_order_event for event_type in ORDER_EVENT_TYPES},
         queue("webhook-delivery"): {DELIVERY_REQUESTED: WebhookDeliverer(own, sender)},
     })
+    plan.tasks.append(retention_task(db, own.retention))
     if own.email.enabled:
         dispatcher = EmailDispatcher(db, email_provider or build_provider(own.email), own.email,
                                      BreakerRegistry(settings.env))

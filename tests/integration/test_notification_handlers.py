@@ -139,3 +139,30 @@ def test_a_deleted_subscription_leaves_its_messages_harmless(notification_db, se
         repo.delete_subscription(cur, subscription)
     deliver(notification_db, settings, message)
     assert receiver.count() == 0 and message.event_type == DELIVERY_REQUESTED
+
+
+def test_retention_purges_finished_history_and_keeps_the_rest(notification_db, settings,
+                                                              subscription):
+    from services.notification.retention import purge_once
+    from services.notification.settings import RetentionSettings
+
+    handler = OrderEventHandler(settings)
+    with notification_db.transaction() as cur:
+        handler(cur, created())
+        handler(cur, created())
+        cur.execute("INSERT INTO inbox (consumer, event_id, event_type, received_at)"
+                    " VALUES ('c', gen_random_uuid(), 'x', now() - interval '40 days')")
+        # The first event is old and finished; the second is recent (and still pending).
+        cur.execute("SELECT event_id FROM notifications ORDER BY id LIMIT 1")
+        old = cur.fetchone()["event_id"]
+        cur.execute("UPDATE notifications SET created_at = now() - interval '40 days'"
+                    " WHERE event_id = %s", (old,))
+        cur.execute("UPDATE webhook_deliveries SET status = 'delivered',"
+                    " updated_at = now() - interval '40 days' WHERE event_id = %s", (old,))
+        cur.execute("UPDATE email_deliveries SET status = 'sent',"
+                    " created_at = now() - interval '40 days' WHERE event_id = %s", (old,))
+    deleted = purge_once(notification_db, RetentionSettings(days=30))
+    assert {k: v for k, v in deleted.items() if v} == {
+        "notifications": 1, "webhook_deliveries": 1, "email_deliveries": 1, "inbox": 1}
+    assert counts(notification_db) == {"notifications": 1, "webhook_deliveries": 1,
+                                       "email_deliveries": 1, "outbox": 2}

@@ -1,0 +1,48 @@
+"""Periodic purge of finished notification history (a worker task).
+
+Notifications, finished webhook deliveries (with their attempts), finished
+mails, inbox and published outbox rows older than ``NOTIFICATION_RETENTION_DAYS``
+are deleted in bounded batches, so the tables stay the size of the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from services.notification import repository as repo
+from services.notification.settings import RetentionSettings
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+BATCH = 5000  # rows per table per transaction: short locks, bounded WAL bursts
+
+
+def purge_once(db, settings: RetentionSettings) -> dict[str, int]:
+    """Delete everything past the window; return rows deleted per table."""
+    total: dict[str, int] = {}
+    while True:
+        with db.transaction() as cur:
+            deleted = repo.purge_older_than(cur, settings.days, BATCH)
+        for table, count in deleted.items():
+            total[table] = total.get(table, 0) + count
+        if max(deleted.values()) < BATCH:
+            return total
+
+
+def retention_task(db, settings: RetentionSettings):
+    """A WorkerPlan task: purge at start, then every ``settings.every_s`` until stopped."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                deleted = await asyncio.to_thread(purge_once, db, settings)
+                if any(deleted.values()):
+                    log.info("notification_history_purged", days=settings.days, **deleted)
+            except Exception as exc:  # try again next round (database down, ...)
+                log.warning("notification_purge_failed", error=str(exc))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.every_s)
+
+    return run
