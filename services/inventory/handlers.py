@@ -40,6 +40,7 @@ SERVICE = "inventory"
 DEFAULT_RESERVATION_TTL_S = 600.0
 SWEEP_BATCH = 100
 ZERO = Decimal("0.00")
+RESERVATION_LINE_FIELDS = ("sku", "name", "quantity", "unit_price", "line_total")
 
 
 @dataclass(frozen=True)
@@ -191,9 +192,9 @@ def reserve(db, command: Reserve) -> ReserveResult:
                  for line in command.lines]
         total = sum((line["line_total"] for line in lines), ZERO)
         currency = products[command.lines[0].sku]["currency"].strip()
-        repo.insert_reservation(cur, command.order_id, fingerprint, currency, total,
-                                command.requested_by, command.ttl_s, lines)
-        reservation = repo.get_reservation(cur, command.order_id)
+        reservation = repo.insert_reservation(cur, command.order_id, fingerprint, currency, total,
+                                              command.requested_by, command.ttl_s, lines)
+        reservation["lines"] = [{k: line[k] for k in RESERVATION_LINE_FIELDS} for line in lines]
     RESERVATIONS.labels("held").inc()
     log.info("stock_reserved", order_id=str(command.order_id), lines=len(lines), total=str(total))
     return ReserveResult(reservation, created=True)

@@ -174,17 +174,33 @@ def get_reservation(cur, order_id: UUID, lock: bool = False) -> dict | None:
 
 
 def insert_reservation(cur, order_id: UUID, lines_hash: str, currency: str, total,
-                       requested_by: str, ttl_s: float, lines: list[dict]) -> None:
+                       requested_by: str, ttl_s: float, lines: list[dict]) -> dict:
+    """Insert a HELD reservation and its lines (one statement); the reservation row."""
     cur.execute(
-        "INSERT INTO reservations (order_id, status, lines_hash, currency, total, requested_by,"
-        " expires_at) VALUES (%s, 'HELD', %s, %s, %s, %s,"
-        " clock_timestamp() + make_interval(secs => %s))",
-        (order_id, lines_hash, currency, total, requested_by, ttl_s))
-    cur.executemany(
-        "INSERT INTO reservation_lines (order_id, line_no, sku, name, quantity, unit_price,"
-        " line_total) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        [(order_id, n, line["sku"], line["name"], line["quantity"], line["unit_price"],
-          line["line_total"]) for n, line in enumerate(lines, start=1)])
+        """
+        WITH reservation AS (
+            INSERT INTO reservations (order_id, status, lines_hash, currency, total, requested_by,
+                                      expires_at)
+            VALUES (%(order_id)s, 'HELD', %(hash)s, %(currency)s, %(total)s, %(by)s,
+                    clock_timestamp() + make_interval(secs => %(ttl)s))
+            RETURNING *
+        ), inserted_lines AS (
+            INSERT INTO reservation_lines (order_id, line_no, sku, name, quantity, unit_price,
+                                           line_total)
+            SELECT %(order_id)s, l.line_no, l.sku, l.name, l.quantity, l.unit_price, l.line_total
+              FROM unnest(%(skus)s::text[], %(names)s::text[], %(quantities)s::int[],
+                          %(prices)s::numeric[], %(totals)s::numeric[])
+                   WITH ORDINALITY AS l(sku, name, quantity, unit_price, line_total, line_no)
+        )
+        SELECT * FROM reservation
+        """,
+        {"order_id": order_id, "hash": lines_hash, "currency": currency, "total": total,
+         "by": requested_by, "ttl": ttl_s, "skus": [line["sku"] for line in lines],
+         "names": [line["name"] for line in lines],
+         "quantities": [line["quantity"] for line in lines],
+         "prices": [line["unit_price"] for line in lines],
+         "totals": [line["line_total"] for line in lines]})
+    return cur.fetchone()
 
 
 def set_reservation_status(cur, order_id: UUID, status: str,
