@@ -168,24 +168,10 @@ def reserve(db, command: Reserve) -> ReserveResult:
     """
     fingerprint = lines_fingerprint(command.lines)
     with db.transaction() as cur:
-        repo.lock_order_key(cur, command.order_id)
-        existing = repo.get_reservation(cur, command.order_id, lock=True)
-        if existing is not None:
-            if existing["lines_hash"] != fingerprint:
-                RESERVATIONS.labels("conflict").inc()
-                raise Problem(409, "Reservation conflict",
-                              "This order already has a reservation with different lines.",
-                              "reservation-conflict", order_id=str(command.order_id),
-                              status_now=existing["status"])
-            if existing["release_reason"] == ReleaseReason.EXPIRED.value \
-                    and existing["status"] == ReservationStatus.RELEASED.value:
-                _take_stock(cur, command.lines)
-                repo.hold_again(cur, command.order_id, command.ttl_s)
-                existing = repo.get_reservation(cur, command.order_id)
-                log.info("reservation_held_again", order_id=str(command.order_id))
-            RESERVATIONS.labels("replayed").inc()
-            return ReserveResult(existing, created=False)
-        products = _take_stock(cur, command.lines)
+        # A new order id (nearly every call) takes three statements: lock the products in
+        # sku order, insert the reservation unless the order id has one, move the stock.
+        # A shortage raises after the insert, which the rollback undoes.
+        products = _lock_products(cur, command.lines)
         lines = [{"sku": line.sku, "name": products[line.sku]["name"], "quantity": line.quantity,
                   "unit_price": products[line.sku]["price"],
                   "line_total": line_total(products[line.sku]["price"], line.quantity)}
@@ -194,18 +180,45 @@ def reserve(db, command: Reserve) -> ReserveResult:
         currency = products[command.lines[0].sku]["currency"].strip()
         reservation = repo.insert_reservation(cur, command.order_id, fingerprint, currency, total,
                                               command.requested_by, command.ttl_s, lines)
-        reservation["lines"] = [{k: line[k] for k in RESERVATION_LINE_FIELDS} for line in lines]
+        if reservation is not None:
+            _check_stock(products, command.lines)
+            repo.move_stock(cur, [(line.sku, 0, line.quantity) for line in command.lines])
+            reservation["lines"] = [{k: line[k] for k in RESERVATION_LINE_FIELDS} for line in lines]
+    if reservation is None:
+        return _reserve_again(db, command, fingerprint)
     RESERVATIONS.labels("held").inc()
     log.info("stock_reserved", order_id=str(command.order_id), lines=len(lines), total=str(total))
     return ReserveResult(reservation, created=True)
 
 
-def _take_stock(cur, lines: list[RequestedLine]) -> dict[str, dict]:
-    """Lock the lines' products (sku order) and move their quantities to ``reserved``.
+def _reserve_again(db, command: Reserve, fingerprint: str) -> ReserveResult:
+    """The order id has a reservation already: a retry (same lines) or a conflict.
 
-    Raises the 422/409 problems (unknown sku, mixed currencies, insufficient
-    stock) before anything is written. Returns the products as they were.
+    Taken in the lock order of every other writer of a reservation (order
+    key, reservation row, then products), so it cannot deadlock with the
+    worker confirming or releasing the same order.
     """
+    with db.transaction() as cur:
+        repo.lock_order_key(cur, command.order_id)
+        existing = repo.get_reservation(cur, command.order_id, lock=True)
+        if existing["lines_hash"] != fingerprint:
+            RESERVATIONS.labels("conflict").inc()
+            raise Problem(409, "Reservation conflict",
+                          "This order already has a reservation with different lines.",
+                          "reservation-conflict", order_id=str(command.order_id),
+                          status_now=existing["status"])
+        if existing["release_reason"] == ReleaseReason.EXPIRED.value \
+                and existing["status"] == ReservationStatus.RELEASED.value:
+            _take_stock(cur, command.lines)
+            repo.hold_again(cur, command.order_id, command.ttl_s)
+            existing = repo.get_reservation(cur, command.order_id)
+            log.info("reservation_held_again", order_id=str(command.order_id))
+    RESERVATIONS.labels("replayed").inc()
+    return ReserveResult(existing, created=False)
+
+
+def _lock_products(cur, lines: list[RequestedLine]) -> dict[str, dict]:
+    """Lock the lines' products in sku order; 422 for unknown skus or mixed currencies."""
     products = repo.lock_products(cur, lock_order(lines))
     _require_known(products, lines)
     currencies = {products[line.sku]["currency"].strip() for line in lines}
@@ -214,10 +227,24 @@ def _take_stock(cur, lines: list[RequestedLine]) -> dict[str, dict]:
                       f"These products are priced in different currencies "
                       f"({', '.join(sorted(currencies))}); one reservation takes one currency.",
                       "mixed-currencies")
+    return products
+
+
+def _check_stock(products: dict[str, dict], lines: list[RequestedLine]) -> None:
     short = shortages(products, lines)
     if short:
         RESERVATIONS.labels("insufficient").inc()
         raise insufficient_stock(short)
+
+
+def _take_stock(cur, lines: list[RequestedLine]) -> dict[str, dict]:
+    """Lock the lines' products (sku order) and move their quantities to ``reserved``.
+
+    Raises the 422/409 problems (unknown sku, mixed currencies, insufficient
+    stock) before anything is written. Returns the products as they were.
+    """
+    products = _lock_products(cur, lines)
+    _check_stock(products, lines)
     repo.move_stock(cur, [(line.sku, 0, line.quantity) for line in lines])
     return products
 

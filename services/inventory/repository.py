@@ -1,8 +1,10 @@
 """All SQL of the inventory service (schema ``inventory_svc``), parameterized.
 
-Locking discipline (no deadlocks): a transaction that touches a reservation
-takes the order's advisory lock first (:func:`lock_order_key`), then the
-reservation row, then product rows — always in sku order (:func:`lock_products`).
+Locking discipline (no deadlocks): product rows are always locked in sku
+order (:func:`lock_products`). A transaction that changes an existing
+reservation takes the order's advisory lock first (:func:`lock_order_key`),
+then the reservation row, then the products. A new reservation locks only its
+products and then inserts the reservation row, which nothing else can hold yet.
 """
 
 from __future__ import annotations
@@ -174,8 +176,8 @@ def get_reservation(cur, order_id: UUID, lock: bool = False) -> dict | None:
 
 
 def insert_reservation(cur, order_id: UUID, lines_hash: str, currency: str, total,
-                       requested_by: str, ttl_s: float, lines: list[dict]) -> dict:
-    """Insert a HELD reservation and its lines (one statement); the reservation row."""
+                       requested_by: str, ttl_s: float, lines: list[dict]) -> dict | None:
+    """Insert a HELD reservation and its lines (one statement); None if the order has one."""
     cur.execute(
         """
         WITH reservation AS (
@@ -183,6 +185,7 @@ def insert_reservation(cur, order_id: UUID, lines_hash: str, currency: str, tota
                                       expires_at)
             VALUES (%(order_id)s, 'HELD', %(hash)s, %(currency)s, %(total)s, %(by)s,
                     clock_timestamp() + make_interval(secs => %(ttl)s))
+            ON CONFLICT (order_id) DO NOTHING
             RETURNING *
         ), inserted_lines AS (
             INSERT INTO reservation_lines (order_id, line_no, sku, name, quantity, unit_price,
@@ -191,6 +194,7 @@ def insert_reservation(cur, order_id: UUID, lines_hash: str, currency: str, tota
               FROM unnest(%(skus)s::text[], %(names)s::text[], %(quantities)s::int[],
                           %(prices)s::numeric[], %(totals)s::numeric[])
                    WITH ORDINALITY AS l(sku, name, quantity, unit_price, line_total, line_no)
+             WHERE EXISTS (SELECT 1 FROM reservation)
         )
         SELECT * FROM reservation
         """,
