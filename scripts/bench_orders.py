@@ -6,11 +6,14 @@ Usage: ``make bench-orders`` or ``python scripts/bench_orders.py [--clients 32]
 What it does, all on 127.0.0.1 and within one run:
 
 1. starts a fresh embedded PostgreSQL under ``.data/bench/`` (or uses
-   DATABASE_URL), migrates the order schema and creates ``bench.orders``;
-2. starts the order API and the baseline app (``scripts/bench_baseline_app.py``)
-   each under gunicorn with ``infra/gunicorn.conf.py`` and the same worker and
-   thread counts; the order API runs with production settings
-   (APP_ENV=production, JSON logs, a random per-run JWT secret);
+   DATABASE_URL), migrates the order and inventory schemas, seeds a catalog of
+   the 200 skus the load orders (stock no run exhausts) and creates ``bench.orders``;
+2. starts the order API, the inventory API (every order reserves its stock
+   there first: the hop is part of order creation) and the baseline app
+   (``scripts/bench_baseline_app.py``) each under gunicorn with
+   ``infra/gunicorn.conf.py`` and the same worker and thread counts; the APIs
+   run with production settings (APP_ENV=production, JSON logs, a random
+   per-run JWT secret);
 3. peak phase: ``--clients`` clients POST valid orders back to back for
    ``--duration`` seconds, first against the baseline, then the order API
    (each after a short warm-up that is not counted);
@@ -55,16 +58,40 @@ WARMUP_S = 2.0
 TOKEN_TTL_S = 3600
 LOAD_GENERATOR = "this script (load generator)"
 SKUS = [f"SKU-{n:04d}" for n in range(200)]
-CURRENCIES = ("EUR", "USD", "GBP")
+CATALOG_CURRENCY = "EUR"
+CATALOG_STOCK = 10_000_000  # per sku: more than any run orders
+
+
+def catalog_price(sku: str) -> str:
+    """The bench catalog's price of ``sku`` (fixed per sku, 1.00-500.00)."""
+    return f"{random.Random(sku).randint(100, 50_000) / 100:.2f}"
+
+
+def seed_bench_catalog(database_url: str) -> None:
+    """Every sku the load orders, in the inventory schema, with plenty of stock."""
+    from decimal import Decimal
+
+    from services.inventory.seed import seed_database
+
+    seed_database(database_url, [
+        {"sku": sku, "name": f"Bench item {sku}", "price": Decimal(catalog_price(sku)),
+         "currency": CATALOG_CURRENCY, "on_hand": CATALOG_STOCK, "allow_backorder": False}
+        for sku in SKUS])
+
+
+def start_inventory_api(stack: Stack, env: dict[str, str]) -> tuple[benchlib.Child, str]:
+    """The inventory API under gunicorn on a free port; (child, base URL)."""
+    port = benchlib.free_port()
+    child = stack.start("inventory-api", benchlib.gunicorn_args(
+        "services.inventory.app:create_app()", port), env)
+    return child, f"http://{HOST}:{port}"
 
 
 def order_body(rng: random.Random, customer: str) -> dict:
-    """A valid order with 1-3 lines, like a storefront would send."""
+    """A valid order with 1-3 lines, like a storefront would send (prices are the catalog's)."""
     skus = rng.sample(SKUS, rng.randint(1, 3))
     return {
-        "items": [{"sku": sku, "quantity": rng.randint(1, 5),
-                   "unit_price": f"{rng.randint(100, 50_000) / 100:.2f}"} for sku in skus],
-        "currency": rng.choice(CURRENCIES),
+        "items": [{"sku": sku, "quantity": rng.randint(1, 5)} for sku in skus],
         "customer_email": f"{customer}@example.com",
         "shipping_address": {"name": "Bench Customer", "line1": "1 Load Street",
                              "city": "Berlin", "postal_code": "10115", "country": "DE"},
@@ -180,6 +207,8 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
         try:
             database_url = stack.database()
             migrations.upgrade("order", database_url)
+            migrations.upgrade("inventory", database_url)
+            seed_bench_catalog(database_url)
             ensure_schema(database_url)
             prefix = f"bench-{uuid.uuid4().hex[:8]}-"
             if with_relay:
@@ -193,8 +222,10 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
             env.update({"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
                         "BENCH_DATABASE_URL": database_url})
             order_port, base_port = benchlib.free_port(), benchlib.free_port()
+            inventory_api, inventory_url = start_inventory_api(stack, env)
+            stack.wait_http(inventory_api, f"{inventory_url}/health/live")
             order_api = stack.start("order-api", benchlib.gunicorn_args(
-                "services.order.app:create_app()", order_port), env)
+                "services.order.app:create_app()", order_port), {**env, "INVENTORY_URL": inventory_url})
             baseline = stack.start("baseline-api", benchlib.gunicorn_args(
                 "bench_baseline_app:create_app()", base_port,
                 extra=("--pythonpath", str(Path(__file__).resolve().parent))), env)
@@ -209,6 +240,7 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
 
         sampler = RssSampler()
         sampler.track("order API (gunicorn)", order_api.proc.pid, children=True)
+        sampler.track("inventory API (gunicorn)", inventory_api.proc.pid, children=True)
         sampler.track("baseline API (gunicorn)", baseline.proc.pid, children=True)
         for child in stack.children:
             if child.name in ("order-worker", "fauxqs"):

@@ -7,17 +7,21 @@ What it does, all on 127.0.0.1 and within one run:
 
 1. starts a fresh embedded PostgreSQL under ``.data/bench/`` (or uses
    DATABASE_URL) and fauxqs 1.9.2 (installed into ``.tools/`` if missing),
-   creates the queues under a fresh prefix and migrates both schemas;
+   creates the queues under a fresh prefix, migrates the order, delivery and
+   inventory schemas and seeds the catalog the orders are made of;
 2. starts, as real processes with production settings (APP_ENV=production,
    JSON logs, the carrier simulator off), the order API under gunicorn with
-   ``infra/gunicorn.conf.py``, the order worker (outbox relay + delivery-status
-   consumer) and the delivery worker (order-created consumer + its relay);
+   ``infra/gunicorn.conf.py``, the inventory API (every order reserves its
+   stock there first), the order worker (outbox relay + delivery-status
+   consumer), the delivery worker (order-created consumer + its relay) and the
+   inventory worker (confirms reservations from inventory-events.fifo);
 3. places ``--orders`` orders through the order API (``--place api``, the
    default: the API is part of what a real pipeline runs) released on a fixed
    schedule at ``--rate`` orders/s (``--rate 0``: ``--clients`` clients back to
    back, to find the ceiling), or with ``--place direct`` by calling
    ``services.order.handlers.place_order`` from a pool of threads in this
-   process (no HTTP: isolates the pipeline from the API's cost);
+   process (no HTTP to the order API: isolates the pipeline from the API's
+   cost; the reservation is still an HTTP call to inventory);
 4. waits (bounded by ``--drain-timeout``) until every placed order's history
    shows ``delivery.shipment_created``, sampling every process' RSS;
 5. reads both schemas and reports: sustained end-to-end rate, order -> shipment
@@ -54,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 import click  # noqa: E402
 import psycopg2  # noqa: E402
-from bench_orders import order_body  # noqa: E402
+from bench_orders import order_body, seed_bench_catalog, start_inventory_api  # noqa: E402
 from benchlib import HOST, LoadResult, RssSampler, Stack, Verdicts, percentile, table  # noqa: E402
 
 from shared.auth import TokenSettings, mint_dev_token  # noqa: E402
@@ -104,18 +108,24 @@ def place_via_api(url: str, secret: str, orders: int, rate: float, clients: int)
     return asyncio.run(coro)
 
 
-def place_direct(database_url: str, orders: int, rate: float, threads: int) -> LoadResult:
+def place_direct(database_url: str, inventory_url: str, secret: str, orders: int, rate: float,
+                 threads: int) -> LoadResult:
     """Call ``place_order`` from ``threads`` threads, paced at ``rate`` (0 = flat out)."""
     import json
 
     from services.order import handlers
+    from services.order.inventory import InventoryClient, InventoryConfig, ServiceToken
     from shared.db import Database
     from shared.logging import configure_logging
+    from shared.resilience import BreakerRegistry
 
     # place_order logs every order; keep this script's stdout for the report.
     configure_logging("order", "WARNING", "json")
 
     db = Database(database_url, "order_svc", 1, threads, application_name="bench-placer")
+    inventory = InventoryClient(
+        InventoryConfig(inventory_url, timeout_s=2.0, attempts=3), BreakerRegistry({}),
+        ServiceToken(TokenSettings(secret, benchlib.JWT_ISSUER, benchlib.JWT_AUDIENCE)))
     result = LoadResult("place (direct)", 0.0)
     lock = threading.Lock()
     counter = iter(range(orders))
@@ -135,11 +145,11 @@ def place_direct(database_url: str, orders: int, rate: float, threads: int) -> L
             if delay > 0:
                 time.sleep(delay)
             body = order_body(rng, customer)
-            command = handlers.PlaceOrder(customer, body["customer_email"], body["currency"],
+            command = handlers.PlaceOrder(customer, body["customer_email"],
                                           body["shipping_address"],
-                                          handlers.lines_from(body["items"]))
+                                          handlers.items_from(body["items"]))
             try:
-                response = handlers.place_order(db, command, None)
+                response = handlers.place_order(db, inventory, command, None)
             except Exception as exc:  # counted, reported, and fails the run
                 with lock:
                     result.errors[type(exc).__name__] += 1
@@ -381,7 +391,9 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
         try:
             database_url = stack.database()
             sqs_url = stack.start_fauxqs()
-            devstack.bootstrap(database_url, sqs_url, benchlib.REGION, prefix, ("order", "delivery"))
+            devstack.bootstrap(database_url, sqs_url, benchlib.REGION, prefix,
+                               ("order", "delivery", "inventory"))
+            seed_bench_catalog(database_url)
             secret = benchlib.new_jwt_secret()
             env = benchlib.production_env(database_url, sqs_url, prefix, secret)
             env.update({
@@ -394,6 +406,11 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
             order_worker = stack.start("order-worker", [sys.executable, "-m", "services.order.worker"], env)
             delivery_worker = stack.start("delivery-worker",
                                           [sys.executable, "-m", "services.delivery.worker"], env)
+            inventory_worker = stack.start("inventory-worker",
+                                           [sys.executable, "-m", "services.inventory.worker"], env)
+            inventory_api, inventory_url = start_inventory_api(stack, env)
+            stack.wait_http(inventory_api, f"{inventory_url}/health/ready")
+            env["INVENTORY_URL"] = inventory_url
             api = None
             api_port = benchlib.free_port()
             if place == "api":
@@ -410,6 +427,8 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
             sampler.track("order API (gunicorn)", api.proc.pid, children=True)
         sampler.track("order worker", order_worker.proc.pid)
         sampler.track("delivery worker", delivery_worker.proc.pid)
+        sampler.track("inventory API (gunicorn)", inventory_api.proc.pid, children=True)
+        sampler.track("inventory worker", inventory_worker.proc.pid)
         fauxqs = next(c for c in stack.children if c.name == "fauxqs")
         sampler.track("fauxqs (node)", fauxqs.proc.pid)
         sampler.track("postgres", stack.postmaster_pid(), children=True)
@@ -435,7 +454,8 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
                     placed["r"] = place_via_api(f"http://{HOST}:{api_port}/v1/orders", secret,
                                                 orders, rate, clients)
                 else:
-                    placed["r"] = place_direct(database_url, orders, rate, clients)
+                    placed["r"] = place_direct(database_url, inventory_url, secret, orders, rate,
+                                               clients)
             finally:
                 placed_event.set()
 

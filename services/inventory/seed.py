@@ -51,11 +51,11 @@ def seed(db, products: list[dict] | None = None) -> list[str]:
     return created
 
 
-def seed_database(database_url: str) -> list[str]:
-    """:func:`seed` against ``database_url`` (``make run`` calls this after migrating)."""
+def seed_database(database_url: str, products: list[dict] | None = None) -> list[str]:
+    """:func:`seed` against ``database_url`` (``make run`` and the benchmarks call this)."""
     db = Database(database_url, SCHEMA, 1, 1, application_name="inventory-seed")
     try:
-        return seed(db)
+        return seed(db, products)
     finally:
         db.close()
 
