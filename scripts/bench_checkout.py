@@ -1,0 +1,428 @@
+"""Benchmark: order creation with the inventory hop, beside the backbone's order creation
+without it, and how fast the inventory breaker starts failing fast when inventory dies.
+
+Usage: ``make bench-checkout`` or ``python scripts/bench_checkout.py [--clients 32]
+[--duration 15] ...`` (``--help`` lists every option).
+
+What it does, all on 127.0.0.1 and within one run:
+
+1. starts a fresh embedded PostgreSQL under ``.data/bench/`` (or uses
+   DATABASE_URL), migrates the order and inventory schemas and seeds the
+   catalog of the 200 skus the load orders (stock no run exhausts);
+2. extracts the order service as it was before checkout (``--backbone-ref``,
+   by default the last commit before the inventory hop; ``git archive`` into
+   the run directory) and starts it under gunicorn: the **backbone**, whose
+   orders carry their own prices and touch nothing but the order schema;
+3. starts today's order API and the inventory API under gunicorn: **checkout**,
+   where every order first reserves its stock over HTTP (breaker, timeout,
+   retries) and takes its prices from the reservation. Every API runs with
+   production settings and the same ``--workers`` x ``--threads``;
+4. for each: a warm-up, ``--clients`` clients back to back for ``--duration``
+   seconds (peak), then requests on a fixed schedule at half of its own peak
+   for ``--half-duration`` seconds (latency from the scheduled send time);
+5. breaker: orders at ``--breaker-rate``/s for ``--breaker-duration`` seconds;
+   ``--kill-after`` seconds in, inventory is frozen (SIGSTOP: it accepts
+   connections and never answers) and, in a second round after it recovered,
+   killed (SIGKILL: connections refused). For each request sent after that
+   moment: its status and latency; "fails fast from" = the time after which
+   every request is a 503 answered in < 50 ms;
+6. prints tables and PASS/FAIL for the issue's targets: the hop costs at most
+   40 % of throughput; fail-fast within 2 s of inventory dying at 100 req/s.
+
+Exit status: 0 when every target passed, 1 when one failed or a request
+errored unexpectedly, 2 when the stack could not start, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import aiohttp  # noqa: E402
+import benchlib  # noqa: E402
+import click  # noqa: E402
+import psycopg2  # noqa: E402
+import requests  # noqa: E402
+from bench_orders import (  # noqa: E402
+    CATALOG_CURRENCY,
+    catalog_price,
+    order_body,
+    seed_bench_catalog,
+    start_inventory_api,
+)
+from benchlib import HOST, LoadResult, RssSampler, Stack, Verdicts, table  # noqa: E402
+
+from shared.auth import TokenSettings, mint_dev_token  # noqa: E402
+
+# Targets from the issue.
+TARGET_MIN_RATIO = 0.6         # the hop may cost at most 40 % of throughput
+TARGET_FAIL_FAST_S = 2.0       # breaker failing fast after inventory dies, at 100 req/s
+FAST_S = 0.05                  # "fast": a 503 answered in under 50 ms
+# The order service before the inventory hop (the backbone, issue 1).
+DEFAULT_BACKBONE_REF = "205212e1ae0a7cbca5112cf04646d5581367ca05"
+WARMUP_S = 2.0
+RECOVERY_TIMEOUT_S = 60.0
+TOKEN_TTL_S = 3600
+REQUEST_TIMEOUT_S = 30.0
+LOAD_GENERATOR = "this script (load generator)"
+
+
+def say(text: str) -> None:
+    """Progress on stderr, so stdout holds only the report."""
+    print(f"[bench-checkout] {text}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ requests
+
+
+def backbone_body(rng: random.Random, customer: str) -> dict:
+    """The same order for the backbone API, which wants prices and a currency from the client."""
+    body = order_body(rng, customer)
+    for item in body["items"]:
+        item["unit_price"] = catalog_price(item["sku"])
+    body["currency"] = CATALOG_CURRENCY
+    return body
+
+
+def request_factory(tokens: list[str], customers: list[str], body, seed: int):
+    rng = random.Random(seed)
+
+    def make(_index: int, number: int) -> tuple[dict[str, str], dict]:
+        return {"Authorization": f"Bearer {tokens[number]}"}, body(rng, customers[number])
+
+    return make
+
+
+async def load_phases(apps: dict[str, tuple[str, object]], clients: int, duration: float,
+                      half_duration: float) -> dict[str, LoadResult]:
+    """Warm-up, peak and half-load phases per app; results by phase name."""
+    results: dict[str, LoadResult] = {}
+    for label, (url, make) in apps.items():
+        say(f"warm-up {label}: {WARMUP_S:.0f}s")
+        await benchlib.closed_loop(f"warmup {label}", url, make, clients, WARMUP_S)
+        say(f"peak {label}: {clients} clients for {duration:.0f}s")
+        results[f"peak {label}"] = await benchlib.closed_loop(f"peak {label}", url, make, clients,
+                                                              duration)
+        say(f"  {results[f'peak {label}'].rate:,.0f} req/s")
+    for label, (url, make) in apps.items():
+        rate = results[f"peak {label}"].rate / 2
+        if rate <= 0:
+            continue
+        say(f"half-load {label}: {rate:,.0f} req/s for {half_duration:.0f}s")
+        results[f"half {label}"] = await benchlib.open_loop(f"half-load {label}", url, make, rate,
+                                                            half_duration, clients)
+    return results
+
+
+# ------------------------------------------------------------------- breaker
+
+
+@dataclass
+class Shot:
+    """One request of the breaker phase: when it was due, what came back, how long it took."""
+
+    sent_s: float      # offset from the phase start
+    status: str        # "201", "503", ... or an exception name
+    latency_s: float
+
+
+@dataclass
+class BreakerRound:
+    mode: str
+    shots: list[Shot]
+    fault_at_s: float
+
+    @property
+    def after(self) -> list[Shot]:
+        return sorted((s for s in self.shots if s.sent_s >= self.fault_at_s), key=lambda s: s.sent_s)
+
+    @property
+    def fail_fast_after_s(self) -> float | None:
+        """Seconds from the fault until every later request was a fast 503 (None: never)."""
+        after = self.after
+        start = len(after)  # start of the trailing run of fast 503s
+        while start > 0 and _fast(after[start - 1]):
+            start -= 1
+        if start == len(after):
+            return None
+        return after[start].sent_s - self.fault_at_s
+
+    @property
+    def first_fast_s(self) -> float | None:
+        fast = [s for s in self.after if _fast(s)]
+        return fast[0].sent_s - self.fault_at_s if fast else None
+
+    def counts(self) -> str:
+        after = self.after
+        slow = [s for s in after if not _fast(s)]
+        kinds: dict[str, int] = {}
+        for shot in slow:
+            kinds[shot.status] = kinds.get(shot.status, 0) + 1
+        detail = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())) or "none"
+        return f"{len(after) - len(slow)} fast 503 / {len(slow)} other ({detail})"
+
+    def slowest_s(self) -> float:
+        return max((s.latency_s for s in self.after), default=0.0)
+
+
+def _fast(shot: Shot) -> bool:
+    return shot.status == "503" and shot.latency_s < FAST_S
+
+
+async def paced_shots(url: str, make, identities: int, rate: float, duration_s: float,
+                      fault_at_s: float, fault) -> tuple[list[Shot], float]:
+    """Requests at ``rate``/s for ``duration_s``; ``fault()`` runs ``fault_at_s`` in."""
+    shots: list[Shot] = []
+    loop = asyncio.get_running_loop()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as session:
+        started = time.perf_counter()
+        fault_time: list[float] = []
+
+        async def inject() -> None:
+            await asyncio.sleep(fault_at_s)
+            fault_time.append(time.perf_counter() - started)
+            await loop.run_in_executor(None, fault)
+
+        async def fire(index: int, scheduled: float) -> None:
+            headers, body = make(index, index % identities)
+            try:
+                async with session.post(url, json=body, headers=headers) as response:
+                    await response.read()
+                    status = str(response.status)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                status = type(exc).__name__
+            shots.append(Shot(scheduled - started, status, time.perf_counter() - scheduled))
+
+        tasks = {asyncio.create_task(inject())}
+        for index in range(int(rate * duration_s)):
+            scheduled = started + index / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.add(asyncio.create_task(fire(index, scheduled)))
+        await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT_S + 5)
+    return shots, fault_time[0] if fault_time else fault_at_s
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_for_orders(url: str, headers: dict, body: dict, timeout: float) -> bool:
+    """Poll until the order API accepts an order again (its breaker closed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.post(url, json=body, headers=headers, timeout=5).status_code == 201:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+# ---------------------------------------------------------------------- main
+
+
+@click.command()
+@click.option("--clients", default=32, show_default=True, type=click.IntRange(1, 512),
+              help="Concurrent clients in the peak phase (each its own customer and token).")
+@click.option("--duration", default=15.0, show_default=True, type=click.FloatRange(1, 600),
+              help="Seconds of the peak phase, per app.")
+@click.option("--half-duration", default=10.0, show_default=True, type=click.FloatRange(1, 600),
+              help="Seconds of the half-of-peak phase, per app.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 32),
+              help="gunicorn worker processes per API (WEB_CONCURRENCY).")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="gunicorn threads per worker (GUNICORN_THREADS).")
+@click.option("--breaker-rate", default=100.0, show_default=True, type=click.FloatRange(1, 2000),
+              help="Orders per second while inventory dies.")
+@click.option("--breaker-duration", default=6.0, show_default=True, type=click.FloatRange(2, 120),
+              help="Seconds of each breaker round.")
+@click.option("--kill-after", default=2.0, show_default=True, type=click.FloatRange(0.5, 60),
+              help="Seconds into a breaker round when inventory is frozen / killed.")
+@click.option("--backbone-ref", default=DEFAULT_BACKBONE_REF, show_default=True,
+              help="Git commit of the order service without the inventory hop.")
+@click.option("--quiet-timeout", default=60.0, show_default=True, type=click.FloatRange(0, 600),
+              help="Wait up to this long for other processes to leave the CPU alone (0: don't).")
+@click.option("--keep-data", is_flag=True, help="Keep the embedded Postgres data directory.")
+def main(**options):
+    """Checkout (order + inventory hop) vs the backbone's order creation; breaker fail-fast."""
+    benchlib.install_sigterm_handler()
+    try:
+        code = run(**options)
+    except (KeyboardInterrupt, benchlib.Interrupted):
+        print("interrupted; everything stopped", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def extract_backbone(ref: str, target: Path) -> Path:
+    """The order service and shared package at ``ref``, unpacked into ``target``."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(benchlib.REPO_ROOT), "archive", ref, "services/__init__.py",
+                              "services/order", "shared"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def run(clients: int, duration: float, half_duration: float, workers: int, threads: int,
+        breaker_rate: float, breaker_duration: float, kill_after: float, backbone_ref: str,
+        quiet_timeout: float, keep_data: bool) -> int:
+    """Start the stack, run the phases, print the report; return the exit code."""
+    from shared import migrations
+
+    with Stack.create("checkout", keep_data=keep_data, say=say) as stack:
+        try:
+            backbone_dir = extract_backbone(backbone_ref, stack.run_dir / "backbone")
+            database_url = stack.database()
+            migrations.upgrade("order", database_url)
+            migrations.upgrade("inventory", database_url)
+            seed_bench_catalog(database_url)
+            prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+            # Nothing listens here; no API calls SQS on the request path.
+            sqs_url = f"http://{HOST}:{benchlib.free_port()}"
+            secret = benchlib.new_jwt_secret()
+            env = benchlib.production_env(database_url, sqs_url, prefix, secret)
+            env.update({"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)})
+            inventory_api, inventory_url = start_inventory_api(stack, env)
+            stack.wait_http(inventory_api, f"{inventory_url}/health/live")
+            checkout_port, backbone_port = benchlib.free_port(), benchlib.free_port()
+            checkout_api = stack.start("checkout-order-api", benchlib.gunicorn_args(
+                "services.order.app:create_app()", checkout_port),
+                {**env, "INVENTORY_URL": inventory_url})
+            # gunicorn --chdir puts the extracted tree first on sys.path (only if it is not
+            # on it already: so it must not be on PYTHONPATH, nor the repo before it).
+            backbone_env = {**env, "PYTHONPATH": ""}
+            backbone_api = stack.start("backbone-order-api", benchlib.gunicorn_args(
+                "services.order.app:create_app()", backbone_port, extra=("--chdir", str(backbone_dir))),
+                backbone_env)
+            for child, port in ((checkout_api, checkout_port), (backbone_api, backbone_port)):
+                stack.wait_http(child, f"http://{HOST}:{port}/health/live")
+            _check_versions(f"http://{HOST}:{backbone_port}", f"http://{HOST}:{checkout_port}")
+        except (RuntimeError, TimeoutError, OSError, psycopg2.Error,
+                subprocess.CalledProcessError) as exc:
+            say(f"could not start: {exc}")
+            return 2
+
+        sampler = RssSampler()
+        sampler.track("backbone order API (gunicorn)", backbone_api.proc.pid, children=True)
+        sampler.track("checkout order API (gunicorn)", checkout_api.proc.pid, children=True)
+        sampler.track("inventory API (gunicorn)", inventory_api.proc.pid, children=True)
+        sampler.track("postgres", stack.postmaster_pid(), children=True)
+        sampler.track(LOAD_GENERATOR, os.getpid())
+        sampler.start()
+        if quiet_timeout > 0:
+            benchlib.wait_for_quiet_machine(sampler, quiet_timeout, say)
+        tokens_cfg = TokenSettings(secret, benchlib.JWT_ISSUER, benchlib.JWT_AUDIENCE)
+        customers = [f"bench-customer-{n:03d}" for n in range(clients)]
+        tokens = [mint_dev_token(tokens_cfg, c, ["orders:write"], TOKEN_TTL_S) for c in customers]
+        checkout_url = f"http://{HOST}:{checkout_port}/v1/orders"
+        apps = {
+            "backbone": (f"http://{HOST}:{backbone_port}/v1/orders",
+                         request_factory(tokens, customers, backbone_body, 1)),
+            "checkout": (checkout_url, request_factory(tokens, customers, order_body, 1)),
+        }
+        mark = sampler.mark()
+        results = asyncio.run(load_phases(apps, clients, duration, half_duration))
+        foreign = sampler.foreign_since(mark)
+
+        make = request_factory(tokens, customers, order_body, 3)
+        rounds = []
+        faults = (("frozen (SIGSTOP)", signal.SIGSTOP), ("killed (SIGKILL)", signal.SIGKILL))
+        for mode, fault_signal in faults:
+            say(f"breaker, inventory {mode}: {breaker_rate:.0f} orders/s for {breaker_duration:.0f}s, "
+                f"fault at {kill_after:.1f}s")
+            shots, fault_at = asyncio.run(paced_shots(
+                checkout_url, make, clients, breaker_rate, breaker_duration, kill_after,
+                lambda s=fault_signal: _signal_group(inventory_api.proc, s)))
+            rounds.append(BreakerRound(mode, shots, fault_at))
+            if fault_signal == signal.SIGSTOP:
+                _signal_group(inventory_api.proc, signal.SIGCONT)
+                say("inventory resumed; waiting for the breaker to let orders through again")
+                if not wait_for_orders(checkout_url, *make(0, 0), RECOVERY_TIMEOUT_S):
+                    say("orders were not accepted again after the freeze")
+        sampler.stop()
+        died = [d for d in stack.check_alive() if "inventory-api" not in d]
+        log_dir = stack.run_dir / "logs"
+        say("stopping")
+
+    return report(results, rounds, died, sampler, foreign, clients, workers, threads,
+                  breaker_rate, backbone_ref, log_dir)
+
+
+def _check_versions(backbone_url: str, checkout_url: str) -> None:
+    """Refuse to compare if the backbone is not the pre-checkout API (or checkout is)."""
+    def required(url: str) -> set[str]:
+        spec = requests.get(f"{url}/openapi.json", timeout=10).json()
+        return set(spec["components"]["schemas"]["CreateOrder"]["required"])
+
+    if "currency" not in required(backbone_url):
+        raise RuntimeError("the backbone API already takes catalog prices: wrong --backbone-ref")
+    if "currency" in required(checkout_url):
+        raise RuntimeError("the checkout API still takes client prices")
+
+
+def report(results: dict[str, LoadResult], rounds: list[BreakerRound], died: list[str],
+           sampler: RssSampler, foreign: tuple[float, float], clients: int, workers: int,
+           threads: int, breaker_rate: float, backbone_ref: str, log_dir: Path) -> int:
+    """Print figures and verdicts; return the exit code."""
+    print(f"\nCheckout benchmark: gunicorn gthread {workers} workers x {threads} threads per API, "
+          f"{clients} clients; backbone = order service at {backbone_ref[:10]}\n")
+    rows = [(r.name, r.ok, r.error_summary(), r.rate, r.pct_ms(50), r.pct_ms(95), r.pct_ms(99),
+             r.pct_ms(100)) for r in results.values()]
+    print(table(("phase", "ok", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"), rows))
+
+    print(f"\nBreaker: orders at {breaker_rate:.0f}/s, inventory faulted mid-round "
+          f"(requests sent after the fault)\n")
+    print(table(("inventory", "first fast 503 after", "all fast 503 from", "slowest request",
+                 "requests after the fault"),
+                [(r.mode, _seconds(r.first_fast_s), _seconds(r.fail_fast_after_s),
+                  f"{r.slowest_s():.2f} s", r.counts()) for r in rounds]))
+    print()
+    print(table(("process", "peak RSS MiB (largest process)", "peak RSS MiB (sum)", "processes",
+                 "CPU s"), sampler.peaks()))
+
+    verdicts = Verdicts()
+    backbone, checkout = results["peak backbone"], results["peak checkout"]
+    ratio = checkout.rate / backbone.rate if backbone.rate else 0.0
+    verdicts.check("checkout throughput vs backbone", f"{ratio:.0%} ({checkout.rate:,.0f} vs "
+                   f"{backbone.rate:,.0f} req/s)", ratio >= TARGET_MIN_RATIO,
+                   f">= {TARGET_MIN_RATIO:.0%}")
+    killed = next(r for r in rounds if r.mode.startswith("killed"))
+    fail_fast = killed.fail_fast_after_s
+    verdicts.check(f"fail fast after inventory dies ({breaker_rate:.0f}/s)", _seconds(fail_fast),
+                   fail_fast is not None and fail_fast < TARGET_FAIL_FAST_S,
+                   f"< {TARGET_FAIL_FAST_S:.0f} s")
+    errors = sum(r.error_count for r in results.values())
+    verdicts.check("errors in the load phases", str(errors), errors == 0, "0")
+    print()
+    print(verdicts.render())
+    if died:
+        print("ERROR: processes died during the run: " + "; ".join(died))
+    print(benchlib.foreign_load_note(*foreign)[0])
+    print(f"logs: {log_dir}")
+    return 0 if verdicts.all_passed and not died else 1
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f} s"
+
+
+if __name__ == "__main__":
+    main()
