@@ -14,7 +14,7 @@ RUN_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint bench-orders bench-pipeline bench-auth elasticmq-conf infra-check \
+.PHONY: help venv run test lint bench-orders bench-pipeline bench-checkout bench-auth elasticmq-conf infra-check \
 	fauxqs lock clean
 
 help: ## list the targets
@@ -47,6 +47,9 @@ bench-orders: venv ## HTTP order-placement benchmark (BENCH_ARGS=...)
 
 bench-pipeline: venv ## messaging pipeline benchmark (BENCH_ARGS=...)
 	$(VPY) scripts/bench_pipeline.py $(BENCH_ARGS)
+
+bench-checkout: venv ## order creation with the inventory hop vs without; breaker fail-fast (BENCH_ARGS=...)
+	$(VPY) scripts/bench_checkout.py $(BENCH_ARGS)
 
 bench-auth: venv ## token issuance rate and token verification overhead (BENCH_ARGS=...)
 	$(VPY) scripts/bench_auth.py $(BENCH_ARGS)
