@@ -11,8 +11,11 @@ What it does, all on 127.0.0.1 and within one run:
    catalog of the 200 skus the load orders (stock no run exhausts);
 2. extracts the order service as it was before checkout (``--backbone-ref``,
    by default the last commit before the inventory hop; ``git archive`` into
-   the run directory) and starts it under gunicorn: the **backbone**, whose
-   orders carry their own prices and touch nothing but the order schema;
+   the run directory) beside today's ``shared`` package, and starts it under
+   gunicorn: the **backbone**, whose orders carry their own prices and touch
+   nothing but the order schema. Both sides run the same shared code (auth,
+   logging, db, outbox), so the difference is the hop: the order service's
+   checkout code, the HTTP call, the inventory API and its transaction;
 3. starts today's order API and the inventory API under gunicorn: **checkout**,
    where every order first reserves its stock over HTTP (breaker, timeout,
    retries) and takes its prices from the reservation. Every API runs with
@@ -38,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -273,11 +277,14 @@ def main(**options):
 
 
 def extract_backbone(ref: str, target: Path) -> Path:
-    """The order service and shared package at ``ref``, unpacked into ``target``."""
+    """The order service at ``ref`` and today's shared package, unpacked into ``target``."""
     target.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(benchlib.REPO_ROOT), "archive", ref, "services/__init__.py",
-                              "services/order", "shared"], check=True, capture_output=True)
+    archive = subprocess.run(["git", "-C", str(benchlib.REPO_ROOT), "archive", ref,
+                              "services/__init__.py", "services/order"], check=True,
+                             capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    shutil.copytree(benchlib.REPO_ROOT / "shared", target / "shared",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
 
