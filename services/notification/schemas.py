@@ -100,17 +100,21 @@ class DeliveryPageSchema(Schema):
     next_cursor = fields.String(allow_none=True)
 
 
+# Notification ids are bigints: a larger number is no id (and would overflow the query).
+MAX_NOTIFICATION_ID = 2**63 - 1
+
+
 # --- notifications ---------------------------------------------------------------------------
 class StreamQuerySchema(StrictSchema):
     order_id = fields.UUID(metadata={"description": "Only this order's events"})
-    last_event_id = fields.Integer(validate=validate.Range(min=0), metadata={
+    last_event_id = fields.Integer(validate=validate.Range(min=0, max=MAX_NOTIFICATION_ID), metadata={
         "description": "Resume after this event id (same as the Last-Event-ID header)"})
 
 
 class HistoryQuerySchema(StrictSchema):
     order_id = fields.UUID()
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    before = fields.Integer(validate=validate.Range(min=1), metadata={
+    before = fields.Integer(validate=validate.Range(min=1, max=MAX_NOTIFICATION_ID), metadata={
         "description": "Page cursor: return notifications with a smaller id"})
 
 
