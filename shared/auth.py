@@ -1,9 +1,18 @@
 """Bearer-token verification and scope checks.
 
 :func:`verify_bearer_token` is the ONE place a token becomes a
-:class:`Principal`. Today it checks HS256 development tokens (issuer,
-audience, expiry); the identity service will switch it to RS256 via JWKS
-without any caller changing.
+:class:`Principal`. It accepts RS256 access tokens issued by the auth
+service: the key is looked up by ``kid`` in the auth service's JWKS
+(:class:`shared.jwks.JwksCache`: cached, refreshed on an unknown ``kid``,
+fetched through the ``auth-jwks`` breaker); issuer, audience, expiry,
+not-before and the required claims are checked. Only RS256 is accepted:
+``alg: none``, HMAC (including HS256 "signed" with the public key) and any
+other algorithm are refused before a key is even looked up.
+
+Development and tests only: :class:`DevSigner` signs tokens with a key pair
+of its own whose public half the caller serves as a JWKS (the test suite and
+the benchmarks run a small JWKS server on 127.0.0.1). The services have no
+development path: they verify every token against the JWKS they are pointed at.
 """
 
 from __future__ import annotations
@@ -11,20 +20,32 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import current_app, g, request
 
 from shared.errors import Problem
+from shared.jwks import (
+    DEFAULT_CACHE_TTL_S,
+    DEFAULT_MIN_REFRESH_INTERVAL_S,
+    JwksCache,
+    KeysUnavailable,
+    jwks_url_from,
+)
 
 # inventory:reserve: service-to-service, held by the order service's own token (see
 # services/order/inventory.py); customers never get it, so they cannot hold stock directly.
 SCOPES = ("orders:read", "orders:write", "shipments:read", "shipments:write", "webhooks:manage",
           "inventory:reserve", "admin")
-ALGORITHM = "HS256"
+ALGORITHMS = ["RS256"]
 CLOCK_SKEW_S = 30
 DEFAULT_TTL_S = 3600
+MAX_SUBJECT_CHARS = 128
+# RFC 9068 plus our scope claim: a token without any of these is not ours.
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud", "client_id", "jti"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,7 @@ class Principal:
     scopes: frozenset[str]
     token_id: str | None = None
     expires_at: int | None = None
+    client_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -42,13 +64,17 @@ class Principal:
         return "admin" in self.scopes
 
 
+class KeySource(Protocol):
+    def key_for(self, kid: str | None) -> jwt.PyJWK | None: ...
+
+
 @dataclass(frozen=True)
 class TokenSettings:
-    """What a token must carry to be accepted."""
+    """What a token must carry to be accepted, and where the keys come from."""
 
-    secret: str
     issuer: str
     audience: str
+    keys: KeySource = field(repr=False)
 
 
 class InvalidToken(Exception):
@@ -56,40 +82,97 @@ class InvalidToken(Exception):
 
 
 def verify_bearer_token(token: str, settings: TokenSettings) -> Principal:
-    """Verify ``token`` and return its principal; raise :class:`InvalidToken`."""
+    """Verify ``token`` and return its principal.
+
+    Raises :class:`InvalidToken`, or :class:`shared.jwks.KeysUnavailable` when
+    no keys can be had at all (the caller answers 503, not 401).
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from None
+    if header.get("alg") not in ALGORITHMS:
+        raise InvalidToken(f"algorithm {header.get('alg')!r} is not accepted")
+    key = settings.keys.key_for(header.get("kid") if isinstance(header.get("kid"), str) else None)
+    if key is None:
+        raise InvalidToken("unknown signing key")
     try:
         claims = jwt.decode(
-            token, settings.secret, algorithms=[ALGORITHM], audience=settings.audience,
+            token, key.key, algorithms=ALGORITHMS, audience=settings.audience,
             issuer=settings.issuer, leeway=CLOCK_SKEW_S,
-            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            options={"require": REQUIRED_CLAIMS, "verify_nbf": True, "verify_iat": True},
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from None
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject or len(subject) > 128:
+    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_CHARS:
         raise InvalidToken("sub must be a non-empty string")
     scope = claims.get("scope", "")
     if not isinstance(scope, str):
         raise InvalidToken("scope must be a space-separated string")
-    return Principal(subject=subject, scopes=frozenset(scope.split()),
-                     token_id=claims.get("jti"), expires_at=claims.get("exp"))
+    client_id = claims.get("client_id")
+    if not isinstance(client_id, str) or not client_id:
+        raise InvalidToken("client_id must be a non-empty string")
+    return Principal(subject=subject, scopes=frozenset(scope.split()), token_id=claims.get("jti"),
+                     expires_at=claims.get("exp"), client_id=client_id)
 
 
-def mint_dev_token(settings: TokenSettings, subject: str, scopes: list[str] | tuple[str, ...],
+def token_settings_from(settings, breakers=None) -> TokenSettings:
+    """The token settings of a :class:`shared.config.Settings`: JWKS from the auth service."""
+    from shared.config import SERVICE_PORTS, env_float
+
+    auth_url = settings.peers.get("auth")
+    if settings.service == "auth" and not auth_url:  # its own keys; it verifies none over HTTP
+        auth_url = f"http://127.0.0.1:{SERVICE_PORTS['auth']}"
+    url = jwks_url_from(settings.env, settings.app_env, auth_url)
+    cache = JwksCache(
+        url, breakers,
+        ttl_s=env_float(settings.env, "AUTH_JWKS_CACHE_TTL_S", DEFAULT_CACHE_TTL_S, minimum=1.0),
+        # Must stay below the auth service's AUTH_KEY_ACTIVATION_DELAY_S (30 s): a key that
+        # starts signing is then always fetched on first sight.
+        min_refresh_interval_s=env_float(settings.env, "AUTH_JWKS_MIN_REFRESH_S",
+                                         DEFAULT_MIN_REFRESH_INTERVAL_S, minimum=0.0))
+    return TokenSettings(settings.jwt_issuer, settings.jwt_audience, cache)
+
+
+# --- development and tests only -------------------------------------------------------------------
+class DevSigner:
+    """DEVELOPMENT AND TESTS ONLY: signs RS256 tokens with its own key pair.
+
+    Serve :meth:`jwks` where the services look for keys (``AUTH_JWKS_URL``);
+    a production deployment points them at the auth service instead.
+    """
+
+    def __init__(self, issuer: str, audience: str, bits: int = 2048, kid: str | None = None):
+        self.issuer = issuer
+        self.audience = audience
+        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        self.kid = kid or f"dev-{uuid.uuid4().hex[:12]}"
+
+    def jwks(self) -> dict:
+        """The public key as a JWKS document."""
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
+        return {"keys": [jwk]}
+
+    def sign(self, claims: dict, headers: dict | None = None) -> str:
+        """Sign arbitrary claims (tests build broken tokens with this)."""
+        return jwt.encode(claims, self.private_key, algorithm="RS256",
+                          headers={"kid": self.kid, "typ": "at+jwt", **(headers or {})})
+
+    def claims(self, subject: str, scopes, ttl_s: int = DEFAULT_TTL_S,
+               client_id: str | None = None) -> dict:
+        """The claims the auth service would put in such a token."""
+        now = int(time.time())
+        return {"iss": self.issuer, "aud": self.audience, "sub": subject,
+                "client_id": client_id or "dev-client", "scope": " ".join(scopes), "iat": now,
+                "nbf": now, "exp": now + ttl_s, "jti": str(uuid.uuid4())}
+
+
+def mint_dev_token(signer: DevSigner, subject: str, scopes: list[str] | tuple[str, ...],
                    ttl_s: int = DEFAULT_TTL_S) -> str:
-    """Sign a development token (``scripts/token``, tests, the demo)."""
-    now = int(time.time())
-    return jwt.encode(
-        {"sub": subject, "scope": " ".join(scopes), "iss": settings.issuer,
-         "aud": settings.audience, "iat": now, "nbf": now, "exp": now + ttl_s,
-         "jti": str(uuid.uuid4())},
-        settings.secret, algorithm=ALGORITHM,
-    )
-
-
-def token_settings_from(settings) -> TokenSettings:
-    """The token settings of a :class:`shared.config.Settings`."""
-    return TokenSettings(settings.jwt_secret, settings.jwt_issuer, settings.jwt_audience)
+    """DEVELOPMENT AND TESTS ONLY: a token as the auth service would issue it."""
+    return signer.sign(signer.claims(subject, scopes, ttl_s))
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -110,6 +193,11 @@ def authenticate() -> Principal:
     except InvalidToken:
         # The reason stays in our logs' debug level only; callers learn nothing useful.
         raise _unauthorized("The bearer token is invalid or expired.") from None
+    except KeysUnavailable as exc:
+        # Not the caller's fault: the auth service's keys cannot be had right now.
+        raise Problem(503, "Service Unavailable", "Tokens cannot be verified right now; retry later.",
+                      "service-unavailable",
+                      headers={"Retry-After": str(max(1, int(exc.retry_after_s + 0.999)))}) from None
     g.principal = principal
     return principal
 

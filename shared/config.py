@@ -13,9 +13,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# Clearly-marked local development default: it signs development tokens only.
-# Production (APP_ENV=production) refuses to start with it.
-DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-do-not-use-in-production"
 DEV_AWS_KEY = "local-dev"  # emulators accept any credentials
 
 SERVICE_PORTS = {"order": 8001, "delivery": 8002, "inventory": 8003, "notification": 8004, "auth": 8005}
@@ -103,7 +100,6 @@ class Settings:
     queue_prefix: str
     log_level: str
     log_format: str
-    jwt_secret: str
     jwt_issuer: str
     jwt_audience: str
     db_pool_min: int
@@ -133,11 +129,6 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
     database_url = env_str(env, "DATABASE_URL")
     if not database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("DATABASE_URL", "must be a postgresql:// URL")
-    jwt_secret = env_str(env, "JWT_SECRET", DEV_JWT_SECRET if app_env != "production" else None)
-    if app_env == "production" and jwt_secret == DEV_JWT_SECRET:
-        raise ConfigError("JWT_SECRET", "the development default may not be used in production")
-    if len(jwt_secret) < 32:
-        raise ConfigError("JWT_SECRET", "must be at least 32 characters")
     peers = {
         name: env[f"{name.upper()}_URL"]
         for name in SERVICE_PORTS
@@ -153,7 +144,6 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         queue_prefix=env.get("QUEUE_PREFIX", "").strip(),
         log_level=env_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         log_format=env_choice(env, "LOG_FORMAT", "json", ("json", "console")),
-        jwt_secret=jwt_secret,
         jwt_issuer=env_str(env, "JWT_ISSUER", "order-platform-dev"),
         jwt_audience=env_str(env, "JWT_AUDIENCE", "order-platform"),
         db_pool_min=db_pool_min,

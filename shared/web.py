@@ -6,18 +6,22 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from decimal import Decimal
 
 import flask_smorest
 import structlog
 from flask import Flask, Response, g, request
 from flask_smorest import Api
+from marshmallow import fields as ma_fields
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webargs.flaskparser import FlaskParser
 
 from shared.auth import token_settings_from
+from shared.config import ConfigError
 from shared.errors import Problem, register_problem_handlers
 from shared.logging import get_logger
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from shared.resilience import BreakerRegistry
 
 log = get_logger(__name__)
 
@@ -26,6 +30,26 @@ REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_CHARS = 200
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+# Every response: an API answers JSON and is never framed, sniffed or given a referrer.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+}
+# The Swagger UI page loads its script and styles from the CDN and runs one inline script.
+DOCS_PATH = "/docs"
+DOCS_CSP = ("default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "style-src 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "img-src 'self' data: https://cdn.jsdelivr.net; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+HSTS = "max-age=31536000; includeSubDomains"
+# CORS for browser clients: only the origins in CORS_ALLOWED_ORIGINS, bearer tokens (no cookies).
+CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "Last-Event-ID"]
+CORS_EXPOSE_HEADERS = ["Location", "Retry-After", "X-Request-ID", "Idempotent-Replayed", "WWW-Authenticate"]
+CORS_MAX_AGE_S = 600
 # app.config key: endpoints that take form bodies (OAuth2 token/revocation, RFC 6749 4.4.2).
 FORM_BODY_ENDPOINTS = "FORM_BODY_ENDPOINTS"
 
@@ -56,6 +80,43 @@ class ProblemApi(Api):
     def _register_error_handlers(self):  # smorest would register its own JSON errors
         register_problem_handlers(self._app)
 
+    def _openapi_json(self):
+        """The OpenAPI document, with bounds on decimal strings made valid JSON Schema."""
+        return Response(json.dumps(valid_bounds(self.spec.to_dict()), indent=2, default=str),
+                        mimetype="application/json")
+
+
+def _decimal_as_string(_converter, field, **_kwargs) -> dict:
+    """apispec documents every Decimal as a number; ``as_string`` ones are sent as strings."""
+    if isinstance(field, ma_fields.Decimal) and field.as_string:
+        return {"type": "string", "format": "decimal"}
+    return {}
+
+
+def valid_bounds(node):
+    """Fix what apispec emits for ``Decimal(as_string=True)`` fields with a Range.
+
+    It writes ``{"type": "string", "minimum": Decimal(...)}``: JSON Schema
+    bounds apply to numbers only, and tools such as schemathesis reject the
+    document. The bounds move to ``x-minimum`` / ``x-maximum`` (still
+    documented; enforced by the marshmallow validator as before), and Decimal
+    bounds of numeric fields become plain numbers.
+    """
+    if isinstance(node, list):
+        return [valid_bounds(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: valid_bounds(value) for key, value in node.items()}
+    for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        if bound not in out or isinstance(out[bound], bool):
+            continue
+        if out.get("type") == "string":
+            out[f"x-{bound}"] = str(out.pop(bound))
+        elif isinstance(out[bound], Decimal | str):  # apispec may already have made it a string
+            value = Decimal(str(out[bound]))
+            out[bound] = int(value) if value == value.to_integral_value() else float(value)
+    return out
+
 
 def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, ProblemApi]:
     """A Flask app with the shared middleware, and its OpenAPI ``Api``."""
@@ -73,10 +134,13 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
         JSON_SORT_KEYS=False,
     )
     app.extensions["settings"] = settings
-    app.extensions["token_settings"] = token_settings_from(settings)
+    breakers = app.extensions.setdefault("breakers", BreakerRegistry(settings.env))
+    app.extensions["token_settings"] = token_settings_from(settings, breakers)
+    _enable_cors(app, settings)
     api = ProblemApi(app, spec_kwargs={"components": {"securitySchemes": {
         "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
         "security": [{"bearerAuth": []}]})
+    api.ma_plugin.converter.add_attribute_function(_decimal_as_string)
     service = settings.service
 
     @app.before_request
@@ -103,7 +167,12 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
     def _finish(response: Response):
         response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
         response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.path == DOCS_PATH:
+            response.headers["Content-Security-Policy"] = DOCS_CSP
+        # Browsers ignore HSTS received over plain HTTP (RFC 6797 8.1), so local runs are unaffected.
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         HTTP_REQUESTS.labels(service, request.method, endpoint, response.status_code).inc()
@@ -122,6 +191,31 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
     return app, api
+
+
+def cors_origins(env, app_env: str) -> list[str]:
+    """``CORS_ALLOWED_ORIGINS``: comma-separated ``scheme://host[:port]`` origins (empty: no CORS)."""
+    raw = (env.get("CORS_ALLOWED_ORIGINS") or "").strip()
+    origins = [o.strip().rstrip("/") for o in raw.split(",") if o.strip()]
+    for origin in origins:
+        if origin == "*":
+            if app_env == "production":
+                raise ConfigError("CORS_ALLOWED_ORIGINS", "'*' is not allowed in production; list origins")
+            continue
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest:
+            raise ConfigError("CORS_ALLOWED_ORIGINS", f"not an origin (scheme://host[:port]): {origin!r}")
+    return origins
+
+
+def _enable_cors(app: Flask, settings) -> None:
+    origins = cors_origins(settings.env, settings.app_env)
+    if not origins:
+        return
+    from flask_cors import CORS
+
+    CORS(app, origins=origins, allow_headers=CORS_ALLOW_HEADERS, expose_headers=CORS_EXPOSE_HEADERS,
+         supports_credentials=False, max_age=CORS_MAX_AGE_S)
 
 
 def allow_form_body(app: Flask, *endpoints: str) -> None:

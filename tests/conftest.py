@@ -17,8 +17,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from shared.auth import TokenSettings, mint_dev_token
-from shared.config import DEV_JWT_SECRET
+from shared.auth import mint_dev_token
 from shared.db import Database
 from shared.devstack import (
     DATA_DIR,
@@ -31,10 +30,12 @@ from shared.messaging.sqs import ensure_queues, sync_client
 from shared.migrations import upgrade
 from tests.support.inventory import InventoryServer, seed_catalog
 from tests.support.processes import ProcessManager
+from tests.support.tokens import TEST_SIGNER, JwksServer
 
 SERVICES = ("order", "delivery", "inventory", "auth", "notification")
 REGION = "us-east-1"
-TOKENS = TokenSettings(DEV_JWT_SECRET, "order-platform-dev", "order-platform")
+# Tokens the services accept: RS256 with the test key, served by the session's JWKS server.
+TOKENS = TEST_SIGNER
 
 
 def free_port() -> int:
@@ -62,6 +63,14 @@ def database_url():
         # pgserver's atexit hook logs after pytest closed its capture streams.
         logging.getLogger("pgserver").disabled = True
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def jwks_server():
+    """The test key's JWKS over HTTP: every service under test verifies tokens against it."""
+    server = JwksServer(TEST_SIGNER.jwks).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +148,7 @@ def service_env(clean_db, inventory_url, sqs_endpoint, queue_prefix, queues) -> 
         "INVENTORY_URL": inventory_url,
         "APP_ENV": "test",
         "DATABASE_URL": clean_db,
+        "AUTH_JWKS_URL": jwks_server.url,
         "SQS_ENDPOINT_URL": sqs_endpoint,
         "AWS_REGION": REGION,
         "QUEUE_PREFIX": queue_prefix,

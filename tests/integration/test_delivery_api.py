@@ -19,14 +19,14 @@ import pytest
 from psycopg2 import sql
 
 from services.delivery.handlers import on_order_cancelled, on_order_created
-from shared.auth import TokenSettings, mint_dev_token
-from shared.config import DEV_JWT_SECRET
+from shared.auth import DevSigner, mint_dev_token
 from shared.messaging.envelope import Envelope
+from tests.support.tokens import TEST_SIGNER
 
 PROBLEM_TYPE = "application/problem+json"
 DELIVERY_TABLES = ("shipments", "shipment_events", "cancelled_orders", "outbox")
-# What the test apps accept (load_settings defaults with the development secret).
-TOKENS = TokenSettings(DEV_JWT_SECRET, "order-platform-dev", "order-platform")
+# What the test apps accept: the test key, whose JWKS the conftest serves to them.
+TOKENS = TEST_SIGNER
 CUSTOMER = "customer-1"
 OTHER_CUSTOMER = "customer-2"
 CARRIER = "carrier-1"
@@ -293,7 +293,8 @@ def test_unknown_shipment_is_404(delivery_client, delivery_db, carrier):
 def _claims(**changes) -> dict:
     now = int(time.time())
     claims = {"sub": CARRIER, "scope": "shipments:write", "iss": TOKENS.issuer,
-              "aud": TOKENS.audience, "iat": now, "nbf": now, "exp": now + 600}
+              "aud": TOKENS.audience, "iat": now, "nbf": now, "exp": now + 600,
+              "client_id": "test-client", "jti": "t-1"}
     claims.update(changes)
     return claims
 
@@ -303,10 +304,9 @@ BAD_AUTHORIZATION = {
     "not-bearer": "Basic Y2FycmllcjpwYXNz",
     "garbage": "Bearer abc.def.ghi",
     "expired": "Bearer " + mint_dev_token(TOKENS, CARRIER, CARRIER_SCOPES, ttl_s=-3600),
-    "other-secret": "Bearer " + jwt.encode(_claims(), "z" * 48, algorithm="HS256"),
-    "wrong-issuer": "Bearer " + jwt.encode(_claims(iss="elsewhere"), DEV_JWT_SECRET, algorithm="HS256"),
-    "wrong-audience": "Bearer " + jwt.encode(_claims(aud="elsewhere"), DEV_JWT_SECRET,
-                                             algorithm="HS256"),
+    "other-key": "Bearer " + DevSigner(TOKENS.issuer, TOKENS.audience, kid=TOKENS.kid).sign(_claims()),
+    "wrong-issuer": "Bearer " + TOKENS.sign(_claims(iss="elsewhere")),
+    "wrong-audience": "Bearer " + TOKENS.sign(_claims(aud="elsewhere")),
     "alg-none": "Bearer " + jwt.encode(_claims(), None, algorithm="none"),
 }
 

@@ -24,15 +24,15 @@ from psycopg2 import sql
 
 from services.order.handlers import on_delivery_event, request_fingerprint
 from services.order.schemas import CreateOrderSchema
-from shared.auth import TokenSettings, mint_dev_token
-from shared.config import DEV_JWT_SECRET
+from shared.auth import DevSigner, mint_dev_token
 from shared.messaging.envelope import Envelope
 from tests.support.inventory import seed_catalog
+from tests.support.tokens import TEST_SIGNER
 
 PROBLEM_TYPE = "application/problem+json"
 ORDER_TABLES = ("orders", "order_lines", "order_status_history", "outbox", "idempotency_keys")
-# What the test apps accept (load_settings defaults with the development secret).
-TOKENS = TokenSettings(DEV_JWT_SECRET, "order-platform-dev", "order-platform")
+# What the test apps accept: the test key, whose JWKS the conftest serves to them.
+TOKENS = TEST_SIGNER
 CUSTOMER = "customer-1"
 OTHER_CUSTOMER = "customer-2"
 CUSTOMER_SCOPES = ("orders:read", "orders:write")
@@ -234,7 +234,8 @@ def test_invalid_idempotency_key_is_400_and_writes_nothing(order_client, order_d
 def _claims(**changes) -> dict:
     now = int(time.time())
     claims = {"sub": CUSTOMER, "scope": " ".join(CUSTOMER_SCOPES), "iss": TOKENS.issuer,
-              "aud": TOKENS.audience, "iat": now, "nbf": now, "exp": now + 600}
+              "aud": TOKENS.audience, "iat": now, "nbf": now, "exp": now + 600,
+              "client_id": "test-client", "jti": "t-1"}
     claims.update(changes)
     return claims
 
@@ -262,14 +263,11 @@ BAD_AUTHORIZATION = {
     "expired": "Bearer " + mint_dev_token(TOKENS, CUSTOMER, CUSTOMER_SCOPES, ttl_s=-3600),
     "tampered-signature": "Bearer " + _tampered_signature(),
     "tampered-payload": "Bearer " + _escalated_payload(),
-    "other-secret": "Bearer " + jwt.encode(_claims(), "s" * 48, algorithm="HS256"),
-    "wrong-issuer": "Bearer " + jwt.encode(_claims(iss="someone-else"), DEV_JWT_SECRET,
-                                           algorithm="HS256"),
-    "wrong-audience": "Bearer " + jwt.encode(_claims(aud="another-api"), DEV_JWT_SECRET,
-                                             algorithm="HS256"),
+    "other-key": "Bearer " + DevSigner(TOKENS.issuer, TOKENS.audience, kid=TOKENS.kid).sign(_claims()),
+    "wrong-issuer": "Bearer " + TOKENS.sign(_claims(iss="someone-else")),
+    "wrong-audience": "Bearer " + TOKENS.sign(_claims(aud="another-api")),
     "alg-none": "Bearer " + jwt.encode(_claims(), None, algorithm="none"),
-    "no-subject": "Bearer " + jwt.encode({k: v for k, v in _claims().items() if k != "sub"},
-                                         DEV_JWT_SECRET, algorithm="HS256"),
+    "no-subject": "Bearer " + TOKENS.sign({k: v for k, v in _claims().items() if k != "sub"}),
 }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 
@@ -12,6 +14,7 @@ from flask import Flask, jsonify
 
 from shared.auth import (
     CLOCK_SKEW_S,
+    DevSigner,
     InvalidToken,
     Principal,
     TokenSettings,
@@ -22,8 +25,10 @@ from shared.auth import (
     verify_bearer_token,
 )
 from shared.errors import register_problem_handlers
+from tests.support.tokens import StaticKeys
 
-SETTINGS = TokenSettings("unit-test-secret-" + "0123456789" * 5, "issuer-a", "audience-a")
+SIGNER = DevSigner("issuer-a", "audience-a", kid="unit-key")
+SETTINGS = TokenSettings("issuer-a", "audience-a", StaticKeys(SIGNER.jwks()))
 SUBJECT = "customer-7"
 SCOPES = ("orders:read", "orders:write")
 MAX_SUBJECT_CHARS = 128
@@ -32,13 +37,21 @@ MAX_SUBJECT_CHARS = 128
 def claims(**changes) -> dict:
     now = int(time.time())
     values = {"sub": SUBJECT, "scope": " ".join(SCOPES), "iss": SETTINGS.issuer,
-              "aud": SETTINGS.audience, "iat": now, "nbf": now, "exp": now + 600, "jti": "t-1"}
+              "aud": SETTINGS.audience, "iat": now, "nbf": now, "exp": now + 600, "jti": "t-1",
+              "client_id": "client-a"}
     values.update(changes)
     return {k: v for k, v in values.items() if v is not None}
 
 
-def sign(payload: dict, secret: str = SETTINGS.secret, algorithm: str = "HS256") -> str:
-    return jwt.encode(payload, secret, algorithm=algorithm)
+def sign(payload: dict, signer: DevSigner = SIGNER, algorithm: str = "RS256",
+         secret: str | None = None) -> str:
+    if algorithm.startswith("HS"):  # an HMAC token naming our key: must never be accepted
+        # By hand: PyJWT itself refuses to HMAC with a PEM key, which is the attack we test.
+        digest = {"HS256": hashlib.sha256, "HS512": hashlib.sha512}[algorithm]
+        signing_input = f"{segment({'alg': algorithm, 'kid': SIGNER.kid})}.{segment(payload)}"
+        mac = hmac.new((secret or "s" * 48).encode(), signing_input.encode(), digest).digest()
+        return f"{signing_input}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+    return jwt.encode(payload, signer.private_key, algorithm=algorithm, headers={"kid": signer.kid})
 
 
 def segment(data: dict) -> str:
@@ -47,7 +60,7 @@ def segment(data: dict) -> str:
 
 # --- verification --------------------------------------------------------------------------------
 def test_a_minted_token_verifies_to_its_principal():
-    principal = verify_bearer_token(mint_dev_token(SETTINGS, SUBJECT, SCOPES, ttl_s=60), SETTINGS)
+    principal = verify_bearer_token(mint_dev_token(SIGNER, SUBJECT, SCOPES, ttl_s=60), SETTINGS)
     assert principal.subject == SUBJECT
     assert principal.scopes == frozenset(SCOPES)
     assert principal.token_id
@@ -64,6 +77,13 @@ def test_clock_skew_is_tolerated_but_no_more():
         verify_bearer_token(sign(claims(exp=now - CLOCK_SKEW_S - 60)), SETTINGS)
 
 
+def _public_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return SIGNER.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
 def _tampered_signature() -> str:
     header, payload, signature = sign(claims()).split(".")
     middle = len(signature) // 2
@@ -77,10 +97,13 @@ def _escalated_payload() -> str:
 
 
 REJECTED = {
-    "expired": lambda: mint_dev_token(SETTINGS, SUBJECT, SCOPES, ttl_s=-3600),
+    "expired": lambda: mint_dev_token(SIGNER, SUBJECT, SCOPES, ttl_s=-3600),
     "wrong-audience": lambda: sign(claims(aud="audience-b")),
     "wrong-issuer": lambda: sign(claims(iss="issuer-b")),
-    "other-secret": lambda: sign(claims(), secret="another-secret-that-is-long-enough-987654321"),
+    "other-key-same-kid": lambda: sign(claims(), signer=DevSigner("issuer-a", "audience-a", kid="unit-key")),
+    "unknown-kid": lambda: sign(claims(), signer=DevSigner("issuer-a", "audience-a", kid="elsewhere")),
+    "hs256-keyed-with-the-public-key": lambda: sign(claims(), algorithm="HS256", secret=_public_pem()),
+    "missing-client-id": lambda: sign(claims(client_id=None)),
     "tampered-signature": _tampered_signature,
     "tampered-payload": _escalated_payload,
     "alg-none": lambda: jwt.encode(claims(), None, algorithm="none"),
@@ -134,7 +157,7 @@ def client():
 
 
 def bearer(*scopes: str) -> dict:
-    return {"Authorization": f"Bearer {mint_dev_token(SETTINGS, SUBJECT, scopes)}"}
+    return {"Authorization": f"Bearer {mint_dev_token(SIGNER, SUBJECT, scopes)}"}
 
 
 def test_missing_or_invalid_token_is_401_with_www_authenticate(client):
@@ -148,7 +171,7 @@ def test_missing_or_invalid_token_is_401_with_www_authenticate(client):
 
 
 def test_scheme_is_case_insensitive(client):
-    token = mint_dev_token(SETTINGS, SUBJECT, ["orders:write"])
+    token = mint_dev_token(SIGNER, SUBJECT, ["orders:write"])
     response = client.get("/write", headers={"Authorization": f"bearer {token}"})
     assert response.status_code == 200
     assert response.get_json() == {"subject": SUBJECT}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from shared.config import (
-    DEV_JWT_SECRET,
     ConfigError,
     env_bool,
     env_float,
@@ -14,7 +13,6 @@ from shared.config import (
 )
 
 DATABASE_URL = "postgresql://app@localhost/orders"
-PRODUCTION_SECRET = "p" * 48
 
 
 def env(**changes) -> dict[str, str]:
@@ -37,7 +35,6 @@ def test_defaults_for_local_development():
     assert settings.sqs_endpoint_url is None  # unset means real AWS
     assert settings.aws_region == "us-east-1"
     assert settings.queue_prefix == ""
-    assert settings.jwt_secret == DEV_JWT_SECRET
     assert (settings.db_pool_min, settings.db_pool_max) == (1, 10)
     assert (settings.schema, settings.producer) == ("order_svc", "order-service")
     assert settings.service_env("SIMULATOR_STEP_S") == "ORDER_SIMULATOR_STEP_S"
@@ -70,9 +67,6 @@ def test_values_are_read_from_the_given_environment():
     ({"APP_ENV": "staging"}, "APP_ENV", "one of"),
     ({"LOG_LEVEL": "VERBOSE"}, "LOG_LEVEL", "one of"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "one of"),
-    ({"JWT_SECRET": "short"}, "JWT_SECRET", "32 characters"),
-    ({"APP_ENV": "production"}, "JWT_SECRET", "required"),
-    ({"APP_ENV": "production", "JWT_SECRET": DEV_JWT_SECRET}, "JWT_SECRET", "production"),
 ])
 def test_invalid_settings_name_the_variable(changes, variable, words):
     error = config_error(**changes)
@@ -81,10 +75,12 @@ def test_invalid_settings_name_the_variable(changes, variable, words):
     assert words in str(error)
 
 
-def test_production_starts_with_a_real_secret():
-    settings = load_settings("order", env(APP_ENV="production", JWT_SECRET=PRODUCTION_SECRET))
+def test_production_needs_no_signing_secret():
+    # Services verify tokens with the auth service's public keys (JWKS); they hold no secret.
+    settings = load_settings("order", env(APP_ENV="production", AUTH_URL="https://auth.internal"))
     assert settings.app_env == "production"
-    assert settings.jwt_secret == PRODUCTION_SECRET
+    assert settings.peers["auth"] == "https://auth.internal"
+    assert not hasattr(settings, "jwt_secret")
 
 
 def test_an_explicit_environment_ignores_the_process_environment(monkeypatch):
@@ -98,7 +94,6 @@ def test_an_explicit_environment_ignores_the_process_environment(monkeypatch):
 def test_the_process_environment_is_read_when_none_is_given(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql://from-process/db")
     monkeypatch.delenv("APP_ENV", raising=False)
-    monkeypatch.delenv("JWT_SECRET", raising=False)
     assert load_settings("order").database_url == "postgresql://from-process/db"
 
 
