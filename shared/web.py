@@ -61,11 +61,24 @@ class BodyParser(FlaskParser):
 
     def _raw_load_json(self, req):
         try:
-            return super()._raw_load_json(req)
+            data = super()._raw_load_json(req)
         except json.JSONDecodeError:
             raise
         except (RecursionError, ValueError) as exc:
             raise json.JSONDecodeError(f"unparseable body ({type(exc).__name__})", "<body>", 0) from None
+        if _has_nul(data):  # PostgreSQL text cannot hold NUL: refuse it here, not with a 500 there
+            raise json.JSONDecodeError("NUL character in a string", "<body>", 0)
+        return data
+
+
+def _has_nul(node) -> bool:
+    if isinstance(node, str):
+        return "\x00" in node
+    if isinstance(node, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in node.items())
+    if isinstance(node, list):
+        return any(_has_nul(v) for v in node)
+    return False
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -120,7 +133,8 @@ def valid_bounds(node):
 
 def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, ProblemApi]:
     """A Flask app with the shared middleware, and its OpenAPI ``Api``."""
-    app = Flask(settings.service)
+    # No static folder: an API serves no files (Flask would serve ./static of the working directory).
+    app = Flask(settings.service, static_folder=None)
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         API_TITLE=title,
@@ -151,6 +165,9 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
             else str(uuid.uuid4())
         g.request_id = request_id
         structlog.contextvars.bind_contextvars(correlation_id=request_id)
+        if any("\x00" in value for value in request.args.values()):
+            raise Problem(400, "Bad Request", "Query parameters must not contain NUL characters.",
+                          "bad-request")
         has_body = bool(request.content_length) or "Transfer-Encoding" in request.headers
         if request.method in _BODY_METHODS and has_body:
             expected = FORM_MEDIA_TYPE if request.endpoint in app.config.get(FORM_BODY_ENDPOINTS, ()) \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 
 import jwt as pyjwt
 from flask import current_app, g, jsonify, request
@@ -139,19 +140,15 @@ def metadata():
     })
 
 
-@customers.route("")
-class Customers(MethodView):
-    @customers.doc(security=BASIC_AUTH)
-    @customers.response(201, CustomerSchema)
-    @customers.alt_response(401, description="No first-party client credentials")
-    @customers.alt_response(409, description="The username is taken")
-    @customers.alt_response(429, description="Too many registrations from this address")
-    @customers.arguments(RegisterCustomerSchema)
-    def post(self, payload):
-        """Register a customer (the storefront calls this with its client credentials)."""
+def _requires_first_party_client(view):
+    """Decorator: the client is authenticated before the body is even parsed (401 before 422)."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
         _first_party_client()
-        return handlers.register_customer(_ext("db"), _ext("passwords"), _ext("auth_config"),
-                                          payload["username"], payload["password"]), 201
+        return view(*args, **kwargs)
+
+    return wrapper
 
 
 def _first_party_client():
@@ -170,6 +167,21 @@ def _first_party_client():
         raise Problem(401, "Unauthorized", "First-party client credentials (HTTP Basic) are required.",
                       "unauthorized", headers={"WWW-Authenticate": 'Basic realm="auth"'})
     return client
+
+
+@customers.route("")
+class Customers(MethodView):
+    @customers.doc(security=BASIC_AUTH)
+    @customers.response(201, CustomerSchema)
+    @customers.alt_response(401, description="No first-party client credentials")
+    @customers.alt_response(409, description="The username is taken")
+    @customers.alt_response(429, description="Too many registrations from this address")
+    @_requires_first_party_client
+    @customers.arguments(RegisterCustomerSchema)
+    def post(self, payload):
+        """Register a customer (the storefront calls this with its client credentials)."""
+        return handlers.register_customer(_ext("db"), _ext("passwords"), _ext("auth_config"),
+                                          payload["username"], payload["password"]), 201
 
 
 def _bearer() -> str:

@@ -1,0 +1,244 @@
+"""Who may call what: ONE table of every endpoint of every service.
+
+Each endpoint found in an app's ``url_map`` must have a rule here (a new
+endpoint without one fails :func:`test_the_table_covers_every_endpoint`). Per
+rule the suite asserts the status for:
+
+* no token at all (401 unless the endpoint is public),
+* another customer's token on a customer's own resource (404, so ids cannot be
+  probed; for a list, 200 without the other customer's items),
+* a non-admin token holding every customer scope on an admin/service endpoint (403).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from services.delivery import repository as delivery_repo
+from services.notification import repository as notification_repo
+from tests.support.tokens import TEST_SIGNER
+
+A, B = "customer-a", "customer-b"
+# Everything a customer or a customer's integration can hold; never admin or service scopes.
+CUSTOMER_SCOPES = ("orders:read", "orders:write", "webhooks:manage")
+ADDRESS = {"name": "Ada Lovelace", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
+           "country": "DE"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What each kind of caller gets from one endpoint."""
+
+    anonymous: tuple[int, ...] = (401,)
+    # "own": a customer's own resource (another customer gets 404);
+    # "list": a listing (another customer sees none of the first one's items);
+    # "admin": admin or service-to-service only (a customer token gets 403).
+    kind: str | None = None
+    body: dict | None = None        # a valid body, so a refusal cannot be a 422 in disguise
+    list_key: str | None = None     # the world's id that must not show up in another's list
+
+
+PUBLIC = Rule(anonymous=(200,))
+# /health/ready may be 503 when a dependency (e.g. SQS for a plain test app) is not there;
+# what matters is that it needs no token and never leaks a 401/403 distinction.
+READY = Rule(anonymous=(200, 503))
+SUBSCRIPTION = {"name": "hook", "topic": "order.created", "delivery_url": "http://127.0.0.1:9/hook"}
+PRODUCT = {"sku": "NEW-1", "name": "New", "price": "1.00", "currency": "EUR", "on_hand": 1}
+
+COMMON = {
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/health/live"): PUBLIC,
+    ("GET", "/health/ready"): READY,
+}
+
+TABLE: dict[str, dict[tuple[str, str], Rule]] = {
+    "order": {
+        **COMMON,
+        ("POST", "/v1/orders"): Rule(),
+        ("GET", "/v1/orders"): Rule(kind="list", list_key="order_id"),
+        ("GET", "/v1/orders/<uuid:order_id>"): Rule(kind="own"),
+        ("POST", "/v1/orders/<uuid:order_id>/cancel"): Rule(kind="own", body={"reason": "not mine"}),
+    },
+    "delivery": {
+        **COMMON,
+        ("GET", "/v1/shipments"): Rule(kind="list", list_key="shipment_id"),
+        ("GET", "/v1/shipments/<uuid:shipment_id>"): Rule(kind="own"),
+        ("POST", "/v1/shipments/<uuid:shipment_id>/events"): Rule(kind="admin",
+                                                                 body={"status": "SHIPPED"}),
+    },
+    "inventory": {
+        **COMMON,
+        ("GET", "/v1/products"): Rule(),
+        ("POST", "/v1/products"): Rule(kind="admin", body=PRODUCT),
+        ("GET", "/v1/products/<string:sku>"): Rule(),
+        ("PUT", "/v1/products/<string:sku>"): Rule(kind="admin", body=PRODUCT),
+        ("DELETE", "/v1/products/<string:sku>"): Rule(kind="admin"),
+        ("POST", "/v1/products/<string:sku>/stock-adjustments"): Rule(
+            kind="admin", body={"delta": 1, "reason": "correction"}),
+        ("POST", "/v1/availability"): Rule(),
+        ("GET", "/v1/reservations/<uuid:order_id>"): Rule(kind="admin"),
+        ("PUT", "/v1/reservations/<uuid:order_id>"): Rule(
+            kind="admin", body={"lines": [{"sku": "SKU-1", "quantity": 1}]}),
+    },
+    "notification": {
+        **COMMON,
+        ("GET", "/v1/notifications/stream"): Rule(),
+        ("GET", "/v1/notifications"): Rule(kind="list", list_key="order_id"),
+        ("GET", "/v1/webhooks"): Rule(kind="list", list_key="sub_id"),
+        ("POST", "/v1/webhooks"): Rule(),
+        ("GET", "/v1/webhooks/<uuid:sub_id>"): Rule(kind="own"),
+        ("PUT", "/v1/webhooks/<uuid:sub_id>"): Rule(kind="own", body=SUBSCRIPTION),
+        ("DELETE", "/v1/webhooks/<uuid:sub_id>"): Rule(kind="own"),
+        ("POST", "/v1/webhooks/<uuid:sub_id>/ping"): Rule(kind="own"),
+        ("GET", "/v1/webhooks/<uuid:sub_id>/deliveries"): Rule(kind="own"),
+        ("POST", "/v1/webhooks/<uuid:sub_id>/deliveries/<uuid:delivery_id>/redeliver"): Rule(kind="own"),
+    },
+    "auth": {
+        **COMMON,
+        # OAuth2 endpoints authenticate the client, not a bearer: no credentials is invalid_client.
+        ("POST", "/oauth/token"): Rule(anonymous=(400, 401)),
+        ("POST", "/oauth/revoke"): Rule(anonymous=(401,)),
+        ("POST", "/oauth/logout"): Rule(),
+        ("GET", "/.well-known/jwks.json"): PUBLIC,
+        ("GET", "/.well-known/oauth-authorization-server"): PUBLIC,
+        ("POST", "/v1/customers"): Rule(anonymous=(401,)),
+    },
+}
+FORM_ENDPOINTS = {("auth", "POST", "/oauth/token"), ("auth", "POST", "/oauth/revoke")}
+CASES = [(service, method, rule) for service, rules in TABLE.items() for (method, rule) in rules]
+
+
+def _token(subject: str, scopes=CUSTOMER_SCOPES) -> dict:
+    return {"Authorization": f"Bearer {TEST_SIGNER.sign(TEST_SIGNER.claims(subject, scopes, 600))}"}
+
+
+def _discovered(app) -> set[tuple[str, str]]:
+    return {(method, rule.rule) for rule in app.url_map.iter_rules()
+            for method in rule.methods - {"HEAD", "OPTIONS"}}
+
+
+@pytest.fixture
+def apps(request):
+    return {service: request.getfixturevalue(f"{service}_app") for service in TABLE}
+
+
+@pytest.fixture
+def world(apps, clean_db):
+    """Customer A's resources in every service (B owns nothing)."""
+    order = apps["order"].test_client().post("/v1/orders", headers=_token(A), json={
+        "items": [{"sku": "SKU-1", "quantity": 1}], "customer_email": "a@example.com",
+        "shipping_address": ADDRESS})
+    assert order.status_code == 201, order.get_data(as_text=True)
+    order_id = order.json["id"]
+    shipment_id = uuid.uuid4()
+    with apps["delivery"].extensions["db"].transaction() as cur:
+        delivery_repo.insert_shipment(cur, shipment_id, uuid.UUID(order_id), A, "DHL", "DHL123",
+                                      ADDRESS)
+    sub = apps["notification"].test_client().post("/v1/webhooks", headers=_token(A), json=SUBSCRIPTION)
+    assert sub.status_code == 201, sub.get_data(as_text=True)
+    sub_id = sub.json["id"]
+    delivery_id = uuid.uuid4()
+    with apps["notification"].extensions["db"].transaction() as cur:
+        notification_repo.insert_delivery(cur, delivery_id, uuid.UUID(sub_id), str(uuid.uuid4()),
+                                          "order.created", json.dumps({"x": 1}), None, 5)
+        notification_repo.insert_notification(cur, str(uuid.uuid4()), order_id, A, "order.created",
+                                              {"order_id": order_id}, "2026-01-01T00:00:00Z")
+    return {"order_id": order_id, "shipment_id": str(shipment_id), "sub_id": sub_id,
+            "delivery_id": str(delivery_id), "sku": "SKU-1"}
+
+
+def _path(rule: str, ids: dict) -> str:
+    path = rule
+    for converter in ("uuid", "string", "path"):
+        for name, value in ids.items():
+            path = path.replace(f"<{converter}:{name}>", str(value))
+    assert "<" not in path, f"no value for a placeholder in {rule}"
+    return path
+
+
+def _call(app, service, method, rule, ids, headers=None, body=None):
+    client = app.test_client()
+    kwargs = {"headers": headers or {}}
+    if (service, method, rule) in FORM_ENDPOINTS:
+        kwargs["data"] = {}
+    elif body is not None:
+        kwargs["json"] = body
+    return client.open(_path(rule, ids), method=method, **kwargs)
+
+
+@pytest.mark.parametrize("service", list(TABLE))
+def test_the_table_covers_every_endpoint(apps, service):
+    discovered = _discovered(apps[service])
+    missing = discovered - set(TABLE[service])
+    stale = set(TABLE[service]) - discovered
+    assert not missing, f"endpoints of {service} without an access rule: {sorted(missing)}"
+    assert not stale, f"rules for endpoints {service} no longer has: {sorted(stale)}"
+
+
+def test_without_a_token(apps, world):
+    wrong = []
+    for service, method, rule in CASES:
+        expected = TABLE[service][(method, rule)]
+        if rule == "/v1/notifications/stream":
+            continue  # checked below: a 200 would be a stream that never ends
+        response = _call(apps[service], service, method, rule, world, body=expected.body)
+        if response.status_code not in expected.anonymous:
+            wrong.append(f"{service} {method} {rule}: {response.status_code}, "
+                         f"expected {expected.anonymous}")
+        elif response.status_code == 401 and service != "auth":
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    stream = apps["notification"].test_client().get("/v1/notifications/stream")
+    assert stream.status_code == 401
+    assert not wrong, "\n".join(wrong)
+
+
+def test_another_customers_resources_are_not_found(apps, world):
+    wrong = []
+    for service, method, rule in CASES:
+        expected = TABLE[service][(method, rule)]
+        if expected.kind == "own":
+            response = _call(apps[service], service, method, rule, world, _token(B), expected.body)
+            if response.status_code != 404:
+                wrong.append(f"{service} {method} {rule}: {response.status_code}, expected 404")
+        elif expected.kind == "list":
+            response = _call(apps[service], service, method, rule, world, _token(B))
+            body = response.get_data(as_text=True)
+            if response.status_code != 200 or world[expected.list_key] in body:
+                wrong.append(f"{service} {method} {rule}: {response.status_code}, "
+                             f"another customer's item listed: {world[expected.list_key] in body}")
+            own = _call(apps[service], service, method, rule, world, _token(A))
+            assert world[expected.list_key] in own.get_data(as_text=True), (service, rule)
+    assert not wrong, "\n".join(wrong)
+    # Nothing of A's was changed by B's attempts.
+    order = apps["order"].test_client().get(f"/v1/orders/{world['order_id']}", headers=_token(A))
+    assert order.status_code == 200 and order.json["status"] != "CANCELLED"
+    sub = apps["notification"].test_client().get(f"/v1/webhooks/{world['sub_id']}", headers=_token(A))
+    assert sub.status_code == 200 and sub.json["name"] == SUBSCRIPTION["name"]
+
+
+def test_admin_and_service_endpoints_refuse_customer_tokens(apps, world):
+    wrong = []
+    for service, method, rule in CASES:
+        expected = TABLE[service][(method, rule)]
+        if expected.kind != "admin":
+            continue
+        response = _call(apps[service], service, method, rule, world, _token(A), expected.body)
+        if response.status_code != 403:
+            wrong.append(f"{service} {method} {rule}: {response.status_code}, expected 403")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_same_resources_are_reachable_by_their_owner_and_by_admin(apps, world):
+    admin = _token("operator-1", ("admin", "orders:read", "webhooks:manage", "shipments:read"))
+    for headers in (_token(A), admin):
+        for service, rule in (("order", "/v1/orders/<uuid:order_id>"),
+                              ("delivery", "/v1/shipments/<uuid:shipment_id>"),
+                              ("notification", "/v1/webhooks/<uuid:sub_id>")):
+            response = _call(apps[service], service, "GET", rule, world, headers)
+            assert response.status_code == 200, (service, rule, response.status_code)
