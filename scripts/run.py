@@ -312,6 +312,10 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
                 f"(credentials in {data_dir / DEMO_CREDENTIALS})")
 
         env = child_env(database_url, sqs_endpoint_url, region, queue_prefix, services)
+        if "auth" in services:  # the order service reserves stock with its own client's token
+            from services.auth.demo import service_client_env
+
+            env.update(service_client_env(data_dir / DEMO_CREDENTIALS))
         for service in services:
             port = SERVICE_PORTS[service]
             supervisor.start(f"{service}-api", [

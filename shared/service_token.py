@@ -63,6 +63,10 @@ class ServiceToken:
             log.info("service_token_obtained", client_id=self._client[0], expires_in=lifetime)
             return self._token
 
+    def header(self) -> str:
+        """The ``Authorization`` header value."""
+        return f"Bearer {self.get()}"
+
     def invalidate(self) -> None:
         """Forget the token (e.g. after a peer answered 401: keys rotated, client changed)."""
         with self._lock:

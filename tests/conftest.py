@@ -30,7 +30,7 @@ from shared.messaging.sqs import ensure_queues, sync_client
 from shared.migrations import upgrade
 from tests.support.inventory import InventoryServer, seed_catalog
 from tests.support.processes import ProcessManager
-from tests.support.tokens import TEST_SIGNER, JwksServer
+from tests.support.tokens import SERVICE_CLIENTS, TEST_SIGNER, JwksServer
 
 SERVICES = ("order", "delivery", "inventory", "auth", "notification")
 REGION = "us-east-1"
@@ -122,14 +122,15 @@ def queues(sqs, queue_prefix) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def inventory_url(database_url):
+def inventory_url(database_url, jwks_server):
     """The inventory API (a real HTTP server in this process) that checkout reserves stock from.
 
     One for the session: it keeps no state of its own, and each test's
     catalog is put in place by :func:`catalog` after the tables are emptied.
     """
     server = InventoryServer({"APP_ENV": "test", "DATABASE_URL": database_url,
-                              "LOG_LEVEL": "WARNING", "DB_POOL_MAX": "10"})
+                              "LOG_LEVEL": "WARNING", "DB_POOL_MAX": "10",
+                              "AUTH_JWKS_URL": jwks_server.url})
     yield server.url
     server.stop()
 
@@ -142,13 +143,20 @@ def catalog(clean_db) -> str:
 
 
 @pytest.fixture
-def service_env(clean_db, inventory_url, sqs_endpoint, queue_prefix, queues) -> dict[str, str]:
+def service_env(clean_db, inventory_url, sqs_endpoint, queue_prefix, queues,
+                jwks_server) -> dict[str, str]:
     """Environment for service processes/apps in this test (fast waits and retries)."""
     return {
         "INVENTORY_URL": inventory_url,
         "APP_ENV": "test",
         "DATABASE_URL": clean_db,
         "AUTH_JWKS_URL": jwks_server.url,
+        # The test token endpoint (tests/support/tokens.py) for the services' own tokens.
+        "AUTH_URL": jwks_server.base_url,
+        "ORDER_CLIENT_ID": "order-service",
+        "ORDER_CLIENT_SECRET": SERVICE_CLIENTS["order-service"],
+        # Tests place many orders per customer; tests/security/test_rate_limits.py sets its own.
+        "ORDER_RATE_LIMIT_PER_CUSTOMER": "100000/minute",
         "SQS_ENDPOINT_URL": sqs_endpoint,
         "AWS_REGION": REGION,
         "QUEUE_PREFIX": queue_prefix,

@@ -2,7 +2,8 @@
 
 Clients: ``storefront`` (first-party: customer registration and password
 login, refresh tokens), ``carrier-dhl`` (client credentials, shipment
-scopes), ``ops-console`` (first-party, for operators: admin). Accounts: a demo
+scopes), ``ops-console`` (first-party, for operators: admin), and
+``order-service`` (the order service's own client, ``inventory:reserve``). Accounts: a demo
 customer and a demo operator. Secrets and passwords are generated, never
 fixed in code, and kept in a credentials file (mode 0600) that
 ``scripts/token`` and ``scripts/demo.sh`` read. Refused when APP_ENV=production.
@@ -22,6 +23,8 @@ from shared.auth import SCOPES
 STOREFRONT = "storefront"
 CARRIER = "carrier-dhl"
 OPS_CONSOLE = "ops-console"
+# The order service's own client: it reserves stock at the inventory service.
+ORDER_SERVICE = "order-service"
 DEMO_CUSTOMER = "demo@example.com"
 DEMO_OPERATOR = "ops@example.com"
 
@@ -32,7 +35,11 @@ DEMO_CLIENTS = {
                   grants=("client_credentials",), first_party=False),
     OPS_CONSOLE: dict(name="Operations console", scopes=SCOPES,
                       grants=("password", "refresh_token"), first_party=True),
+    ORDER_SERVICE: dict(name="Order service", scopes=("inventory:reserve",),
+                        grants=("client_credentials",), first_party=False),
 }
+# Which service process runs as which client: <SERVICE>_CLIENT_ID / _CLIENT_SECRET.
+SERVICE_CLIENTS = {"order": ORDER_SERVICE}
 DEMO_USERS = {DEMO_CUSTOMER: "customer", DEMO_OPERATOR: "operator"}
 
 
@@ -88,6 +95,17 @@ def ensure_demo_identities(db, passwords, config, credentials_path: Path, app_en
     _save(credentials_path, {"auth_url": auth_url, "clients": clients, "users": users,
                              "note": "Local development credentials made by `make run`."})
     return changed
+
+
+def service_client_env(credentials_path: Path) -> dict[str, str]:
+    """``<SERVICE>_CLIENT_ID`` / ``_CLIENT_SECRET`` for the service processes, from the file."""
+    clients = _load(credentials_path).get("clients", {})
+    env = {}
+    for service, client_id in SERVICE_CLIENTS.items():
+        if client_id in clients:
+            env[f"{service.upper()}_CLIENT_ID"] = client_id
+            env[f"{service.upper()}_CLIENT_SECRET"] = clients[client_id]
+    return env
 
 
 def ensure_demo(database_url: str, credentials_path: Path, auth_url: str,

@@ -30,7 +30,7 @@ def _ensure(app, path):
 def test_demo_identities_are_idempotent_and_work(auth_app, auth_client, tmp_path):
     path = tmp_path / "demo-credentials.json"
     changed = _ensure(auth_app, path)
-    assert len(changed) == 5
+    assert len(changed) == 6
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     saved = json.loads(path.read_text())
     assert _ensure(auth_app, path) == []  # second run: nothing to do
@@ -55,7 +55,7 @@ def test_a_lost_credentials_file_gets_new_secrets(auth_app, auth_client, tmp_pat
     _ensure(auth_app, path)
     old = json.loads(path.read_text())
     path.unlink()
-    assert len(_ensure(auth_app, path)) == 5
+    assert len(_ensure(auth_app, path)) == 6
     new = json.loads(path.read_text())
     assert new["clients"][CARRIER] != old["clients"][CARRIER]
     stale = token_request(auth_client, _Creds(CARRIER, old["clients"][CARRIER]),

@@ -8,10 +8,12 @@ service's keys point the URL at an auth API instead.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
 
 import jwt
 
@@ -20,6 +22,20 @@ from shared.auth import DevSigner, TokenSettings
 ISSUER = "order-platform-dev"
 AUDIENCE = "order-platform"
 TEST_SIGNER = DevSigner(ISSUER, AUDIENCE, kid="test-key-1")
+# The services' own clients (client credentials) that the test token endpoint knows.
+SERVICE_CLIENTS = {"order-service": "test-order-service-secret"}
+SERVICE_TOKEN_TTL_S = 900
+
+
+def _basic(header: str) -> tuple[str, str]:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return "", ""
+    try:
+        client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
+    except ValueError:
+        return "", ""
+    return client_id, secret
 
 
 class StaticKeys:
@@ -41,7 +57,10 @@ class JwksServer:
     """A JWKS endpoint on 127.0.0.1 for the services under test.
 
     ``documents`` returns the JWKS to serve (so a test can add a key);
-    ``failing`` makes it answer 503; ``hits`` counts requests.
+    ``failing`` makes it answer 503; ``hits`` counts requests. It also answers
+    ``POST /oauth/token`` (client credentials) for :data:`SERVICE_CLIENTS` with
+    :data:`TEST_SIGNER` tokens, so services that call peers with their own
+    token (order -> inventory) work without an auth service.
     """
 
     def __init__(self, documents: Callable[[], dict]):
@@ -64,6 +83,28 @@ class JwksServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self):  # noqa: N802
+                server.hits += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                form = dict(parse_qsl(self.rfile.read(length).decode()))
+                client_id, secret = _basic(self.headers.get("Authorization", ""))
+                if self.path != "/oauth/token" or SERVICE_CLIENTS.get(client_id) != secret \
+                        or form.get("grant_type") != "client_credentials":
+                    self._json(401, {"error": "invalid_client"})
+                    return
+                claims = TEST_SIGNER.claims(client_id, form.get("scope", "").split(),
+                                            SERVICE_TOKEN_TTL_S, client_id=client_id)
+                self._json(200, {"access_token": TEST_SIGNER.sign(claims), "token_type": "Bearer",
+                                 "expires_in": SERVICE_TOKEN_TTL_S, "scope": form.get("scope", "")})
+
+            def _json(self, status, document):
+                body = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def log_message(self, *_args):  # keep pytest output clean
                 pass
 
@@ -73,9 +114,13 @@ class JwksServer:
                                         daemon=True)
 
     @property
-    def url(self) -> str:
+    def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/.well-known/jwks.json"
+        return f"http://{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/.well-known/jwks.json"
 
     def start(self) -> JwksServer:
         self._thread.start()
