@@ -6,7 +6,11 @@ set -euo pipefail
 ORDER_URL="${ORDER_URL:-http://127.0.0.1:8001}"
 DELIVERY_URL="${DELIVERY_URL:-http://127.0.0.1:8002}"
 INVENTORY_URL="${INVENTORY_URL:-http://127.0.0.1:8003}"
+AUTH_URL="${AUTH_URL:-http://127.0.0.1:8005}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
+# Demo client secrets and passwords, written by `make run` (mode 0600).
+export DEMO_CREDENTIALS="${DEMO_CREDENTIALS:-$HERE/../.data/demo-credentials.json}"
+export AUTH_URL
 DEADLINE_S="${DEMO_DEADLINE_S:-90}"
 
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
@@ -14,11 +18,12 @@ if [ -t 1 ]; then BOLD=$'\033[1m'; PLAIN=$'\033[0m'; else BOLD=""; PLAIN=""; fi
 step() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 
 curl -fsS "$ORDER_URL/health/ready" >/dev/null || { echo "order service not ready at $ORDER_URL — is 'make run' running?" >&2; exit 1; }
+curl -fsS "$AUTH_URL/health/ready" >/dev/null || { echo "auth service not ready at $AUTH_URL — is 'make run' running?" >&2; exit 1; }
 curl -fsS "$INVENTORY_URL/health/ready" >/dev/null || { echo "inventory service not ready at $INVENTORY_URL" >&2; exit 1; }
 
-step "1. Mint a development token for customer demo-customer"
-TOKEN="$("$HERE/token" --sub demo-customer --scope orders:read --scope orders:write)"
-echo "TOKEN=${TOKEN:0:24}…"
+step "1. Log in as the demo customer through the storefront (OAuth2 password grant, auth service)"
+TOKEN="$("$HERE/token" --as customer)"
+echo "TOKEN=${TOKEN:0:24}… (RS256, 15 minutes; the services check it against the auth service's JWKS)"
 available() { curl -fsS "$INVENTORY_URL/v1/products/$1" -H "Authorization: Bearer $TOKEN" | json 'd["available"]'; }
 
 step "1b. The catalog: prices and stock come from the inventory service"
@@ -112,5 +117,20 @@ BAD="$(curl -sS -i -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOK
   -d '{"items": [{"sku": "COFFEE-1KG", "quantity": 0, "unit_price": "1.00"}]}')"
 echo "$BAD" | grep -iE '^(HTTP/|content-type:)'
 echo "$BAD" | sed '1,/^\r\{0,1\}$/d' | python3 -m json.tool
+
+step "7. Sessions: a refresh token is rotated on use; logging out ends the session"
+cred() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['clients'][sys.argv[2]])" "$DEMO_CREDENTIALS" "$1"; }
+STOREFRONT_SECRET="$(cred storefront)"
+SESSION="$("$HERE/token" --as customer --json)"
+REFRESH="$(echo "$SESSION" | json 'd["refresh_token"]')"
+ROTATED="$(curl -fsS -u "storefront:$STOREFRONT_SECRET" -d grant_type=refresh_token \
+  --data-urlencode "refresh_token=$REFRESH" "$AUTH_URL/oauth/token")"
+echo "refreshed: new access token, new refresh token ($(echo "$ROTATED" | json 'd["refresh_token"] != "'"$REFRESH"'"'))"
+curl -fsS -o /dev/null -w "logout: HTTP %{http_code}\n" -X POST "$AUTH_URL/oauth/logout" \
+  -H "Authorization: Bearer $(echo "$ROTATED" | json 'd["access_token"]')"
+AFTER="$(curl -sS -o /dev/null -w "%{http_code}" -u "storefront:$STOREFRONT_SECRET" -d grant_type=refresh_token \
+  --data-urlencode "refresh_token=$(echo "$ROTATED" | json 'd["refresh_token"]')" "$AUTH_URL/oauth/token")"
+echo "the logged-out session's refresh token now gets HTTP $AFTER"
+[ "$AFTER" = "400" ] || { echo "a logged-out refresh token still worked!" >&2; exit 1; }
 echo
 echo "done."

@@ -1,13 +1,21 @@
-"""End to end as a user would: APIs under gunicorn, workers as processes, the demo script over HTTP."""
+"""End to end as a user would: APIs under gunicorn, workers as processes, the demo script over HTTP.
+
+Tokens come from the real auth service (demo identities as `make run` makes
+them), every API verifies them against its JWKS; afterwards every process log
+is scanned for secrets: client secrets, passwords, refresh tokens, access tokens.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 
 import requests
 
+from services.auth.demo import DEMO_CUSTOMER, STOREFRONT, ensure_demo, service_client_env
 from shared.devstack import REPO_ROOT
 from tests.conftest import free_port
 from tests.support.wait import wait_until
@@ -20,8 +28,22 @@ def _ready(url: str) -> bool:
         return False
 
 
-def test_demo_script_runs_against_the_system(processes, service_env):
+# A JWS compact serialization: header.payload.signature, the first two base64url JSON objects.
+JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{20,}")
+
+
+def test_demo_script_runs_against_the_system(processes, service_env, tmp_path):
     order_port, delivery_port, inventory_port = free_port(), free_port(), free_port()
+    auth_port = free_port()
+    auth_url = f"http://127.0.0.1:{auth_port}"
+    credentials = tmp_path / "demo-credentials.json"
+    ensure_demo(service_env["DATABASE_URL"], credentials, auth_url,
+                env={**os.environ, **service_env})
+    # From here on the system runs on the real auth service: its JWKS, its tokens.
+    processes.base_env.update({"AUTH_URL": auth_url,
+                               "AUTH_JWKS_URL": f"{auth_url}/.well-known/jwks.json",
+                               **service_client_env(credentials)})
+    processes.api("auth", auth_port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
     order_url = f"http://127.0.0.1:{order_port}"
     delivery_url = f"http://127.0.0.1:{delivery_port}"
     inventory_url = f"http://127.0.0.1:{inventory_port}"
@@ -34,13 +56,14 @@ def test_demo_script_runs_against_the_system(processes, service_env):
     processes.worker("order")
     processes.worker("inventory")
     processes.worker("delivery", DELIVERY_SIMULATOR_ENABLED="true", DELIVERY_SIMULATOR_STEP_S="0.3")
-    for url in (order_url, delivery_url, inventory_url):
+    for url in (auth_url, order_url, delivery_url, inventory_url):
         wait_until(lambda u=url: _ready(u), timeout=60, message=f"{url} ready")
 
     result = subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / "demo.sh")],
         env={**os.environ, "ORDER_URL": order_url, "DELIVERY_URL": delivery_url,
-             "INVENTORY_URL": inventory_url, "DEMO_DEADLINE_S": "60"},
+             "INVENTORY_URL": inventory_url, "AUTH_URL": auth_url,
+             "DEMO_CREDENTIALS": str(credentials), "DEMO_DEADLINE_S": "60"},
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
     )
     output = result.stdout + result.stderr
@@ -55,3 +78,40 @@ def test_demo_script_runs_against_the_system(processes, service_env):
     assert "insufficient-stock" in output and "'sku': 'GRINDER-BURR'" in output
     assert "application/problem+json" in output
     assert "items.0.quantity" in output
+    assert "Log in as the demo customer" in output
+    assert "the logged-out session's refresh token now gets HTTP 400" in output
+
+    seen = _more_auth_traffic(auth_url, order_url, credentials)
+    _assert_no_secret_in_logs(processes, credentials, seen)
+
+
+def _more_auth_traffic(auth_url: str, order_url: str, credentials) -> list[str]:
+    """Logins (one failed), a refresh, a revocation, a call with a token: what a log could leak."""
+    saved = json.loads(credentials.read_text())
+    storefront = (STOREFRONT, saved["clients"][STOREFRONT])
+    password = saved["users"][DEMO_CUSTOMER]
+    wrong = "Wrong-Password-4-Log-Scan"
+    assert requests.post(f"{auth_url}/oauth/token", auth=storefront, timeout=10, data={
+        "grant_type": "password", "username": DEMO_CUSTOMER, "password": wrong}).status_code == 400
+    login = requests.post(f"{auth_url}/oauth/token", auth=storefront, timeout=10, data={
+        "grant_type": "password", "username": DEMO_CUSTOMER, "password": password}).json()
+    refreshed = requests.post(f"{auth_url}/oauth/token", auth=storefront, timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": login["refresh_token"]}).json()
+    assert requests.get(f"{order_url}/v1/orders", timeout=10, headers={
+        "Authorization": f"Bearer {refreshed['access_token']}"}).status_code == 200
+    assert requests.post(f"{auth_url}/oauth/revoke", auth=storefront, timeout=10,
+                         data={"token": refreshed["refresh_token"]}).status_code == 200
+    return [wrong, login["access_token"], login["refresh_token"], refreshed["access_token"],
+            refreshed["refresh_token"]]
+
+
+def _assert_no_secret_in_logs(processes, credentials, seen: list[str]) -> None:
+    saved = json.loads(credentials.read_text())
+    secrets = [*saved["clients"].values(), *saved["users"].values(), *seen]
+    logs = {p.log_path.name: p.log_text() for p in processes.started}
+    assert sum(len(text) for text in logs.values()) > 1000, "the processes logged (almost) nothing"
+    for name, text in logs.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret ({secret[:4]}…) is in {name}"
+        tokens = JWT_PATTERN.findall(text)
+        assert not tokens, f"an access token is in {name}: {tokens[0][:20]}…"
