@@ -7,35 +7,31 @@ errors only (``ORDER_INVENTORY_ATTEMPTS``): connection refused/reset,
 timeouts, 429/502/503/504. Retrying is safe because a reservation is
 idempotent by order id: the same lines again answer with the same reservation.
 
-Authentication: the order service calls with its OWN token (subject
-``order-service``, scope ``inventory:reserve``), never the customer's, so
-customers cannot hold stock without placing an order. Today it mints that
-token with the platform's signing secret (the development HS256 scheme every
-service verifies); it is cached and renewed a minute before it expires.
+Authentication: the order service calls with its OWN token (client
+``ORDER_CLIENT_ID``, scope ``inventory:reserve``), never the customer's, so
+customers cannot hold stock without placing an order. It gets that token from
+the auth service with client credentials (:mod:`shared.service_token`: cached,
+renewed a minute before it expires, through the ``auth-token`` breaker); when
+inventory answers 401 the token is dropped and the next call gets a new one.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
 import requests
 
-from shared.auth import TokenSettings, mint_dev_token
 from shared.config import SERVICE_PORTS, ConfigError, Settings, env_float, env_int
 from shared.logging import get_logger
 from shared.resilience import BreakerOpen, BreakerRegistry, ResilientHttp, is_transient
+from shared.service_token import ServiceToken, ServiceTokenError
 
 log = get_logger(__name__)
 
 BREAKER = "inventory"
-SERVICE_SUBJECT = "order-service"
 RESERVE_SCOPE = "inventory:reserve"
-TOKEN_TTL_S = 900
-TOKEN_RENEW_BEFORE_S = 60
 DEFAULT_TIMEOUT_S = 1.0   # a reservation takes milliseconds; a second means trouble
 MIN_TIMEOUT_S = 0.05
 DEFAULT_ATTEMPTS = 3
@@ -77,26 +73,6 @@ class InventoryUnavailable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
-
-
-class ServiceToken:
-    """This service's own bearer token for inventory, minted and renewed when near expiry."""
-
-    def __init__(self, tokens: TokenSettings, ttl_s: int = TOKEN_TTL_S):
-        self._tokens = tokens
-        self._ttl_s = ttl_s
-        self._token: str | None = None
-        self._renew_at = 0.0
-        self._lock = threading.Lock()
-
-    def header(self) -> str:
-        with self._lock:
-            now = time.monotonic()
-            if self._token is None or now >= self._renew_at:
-                self._token = mint_dev_token(self._tokens, SERVICE_SUBJECT, [RESERVE_SCOPE],
-                                             self._ttl_s)
-                self._renew_at = now + self._ttl_s - TOKEN_RENEW_BEFORE_S
-            return f"Bearer {self._token}"
 
 
 @dataclass(frozen=True)
@@ -142,13 +118,17 @@ class InventoryClient:
         Raises :class:`InventoryRefused` (409 short stock, 422 unknown skus...) or
         :class:`InventoryUnavailable` (breaker open, unreachable, too slow, 5xx).
         """
-        headers = {"Authorization": self.token.header()}
+        headers = {}
         if correlation_id:
             headers["X-Request-ID"] = correlation_id
         body = {"lines": [{"sku": line.sku, "quantity": line.quantity} for line in lines]}
         try:
+            headers["Authorization"] = self.token.header()
             response = self.http.request("PUT", f"/v1/reservations/{order_id}", json=body,
                                          headers=headers)
+        except ServiceTokenError as exc:  # our credentials were refused: a deployment problem
+            self._log_unavailable(order_id, str(exc))
+            raise InventoryUnavailable("service_token_refused", UNAVAILABLE_RETRY_AFTER_S) from None
         except BreakerOpen as exc:
             raise InventoryUnavailable("breaker_open", exc.retry_after_s) from None
         except Exception as exc:
@@ -161,6 +141,8 @@ class InventoryClient:
         problem = _problem(response)
         if response.status_code in (409, 422):
             raise InventoryRefused(response.status_code, problem)
+        if response.status_code == 401:  # keys rotated or token revoked: get a new one next time
+            self.token.invalidate()
         # 401/403 (our token), 404, 500: inventory cannot serve us; the client may retry later.
         self._log_unavailable(order_id, f"HTTP {response.status_code}: {problem.get('type')}")
         raise InventoryUnavailable(f"HTTP {response.status_code}", UNAVAILABLE_RETRY_AFTER_S)

@@ -80,3 +80,22 @@ def test_no_keys_at_all_is_unavailable_not_invalid_and_the_breaker_opens(server,
         verify_bearer_token(token, settings)
     assert server.hits == hits  # open breaker: no call at all
     assert info.value.retry_after_s > 0
+
+
+def test_a_service_token_is_fetched_once_and_refused_credentials_say_so(server):
+    from shared.service_token import ServiceToken, ServiceTokenError
+    from tests.support.tokens import SERVICE_CLIENTS, static_settings
+
+    good = ServiceToken(server.base_url, "order-service", SERVICE_CLIENTS["order-service"],
+                        "inventory:reserve", BreakerRegistry())
+    hits = server.hits
+    header = good.header()
+    assert good.header() == header and server.hits == hits + 1  # cached
+    principal = verify_bearer_token(header.split()[1], static_settings())
+    assert (principal.subject, principal.scopes) == ("order-service", frozenset({"inventory:reserve"}))
+    good.invalidate()
+    good.header()
+    assert server.hits == hits + 2
+    bad = ServiceToken(server.base_url, "order-service", "wrong", "inventory:reserve", BreakerRegistry())
+    with pytest.raises(ServiceTokenError):
+        bad.get()

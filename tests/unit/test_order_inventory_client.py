@@ -15,15 +15,33 @@ from services.order.inventory import (
     InventoryConfig,
     InventoryRefused,
     InventoryUnavailable,
-    ServiceToken,
     inventory_config,
 )
-from shared.auth import TokenSettings, verify_bearer_token
-from shared.config import DEV_JWT_SECRET, ConfigError, load_settings
+from shared.auth import verify_bearer_token
+from shared.config import ConfigError, load_settings
 from shared.errors import Problem
 from shared.resilience import BreakerRegistry
+from shared.service_token import ServiceTokenError
+from tests.support.tokens import TEST_SIGNER, static_settings
 
-TOKENS = TokenSettings(DEV_JWT_SECRET, "order-platform-dev", "order-platform")
+TOKENS = static_settings()
+
+
+class FakeToken:
+    """Stands in for shared.service_token.ServiceToken (which asks the auth service)."""
+
+    def __init__(self, refuse: bool = False):
+        self.refuse = refuse
+        self.invalidated = 0
+
+    def header(self) -> str:
+        if self.refuse:
+            raise ServiceTokenError("auth service refused client order-service: HTTP 401")
+        claims = TEST_SIGNER.claims("order-service", ["inventory:reserve"], 600, client_id="order-service")
+        return f"Bearer {TEST_SIGNER.sign(claims)}"
+
+    def invalidate(self) -> None:
+        self.invalidated += 1
 ORDER_ID = uuid.UUID(int=42)
 ITEMS = [Item("A", 2), Item("B", 1)]
 RESERVATION = {"order_id": str(ORDER_ID), "status": "HELD", "currency": "EUR", "total": "21.50",
@@ -56,11 +74,12 @@ class FakeSession:
         return answer
 
 
-def _client(session: FakeSession, fail_max: int = 5, attempts: int = 3) -> InventoryClient:
+def _client(session: FakeSession, fail_max: int = 5, attempts: int = 3,
+            token: FakeToken | None = None) -> InventoryClient:
     breakers = BreakerRegistry({"BREAKER_INVENTORY_FAIL_MAX": str(fail_max),
                                 "BREAKER_INVENTORY_RESET_TIMEOUT_S": "30"})
     return InventoryClient(InventoryConfig("http://inventory:8003/", 0.5, attempts), breakers,
-                           ServiceToken(TOKENS), session=session)
+                           token or FakeToken(), session=session)
 
 
 def test_reserve_puts_the_lines_with_the_service_token_and_parses_the_answer():
@@ -78,9 +97,19 @@ def test_reserve_puts_the_lines_with_the_service_token_and_parses_the_answer():
         ("A", 2, "10.00"), ("B", 1, "1.50")]
 
 
-def test_the_service_token_is_reused_until_it_nears_expiry():
-    token = ServiceToken(TOKENS)
-    assert token.header() == token.header()
+def test_refused_service_credentials_make_inventory_unavailable_without_a_call():
+    session = FakeSession()
+    with pytest.raises(InventoryUnavailable) as info:
+        _client(session, token=FakeToken(refuse=True)).reserve(ORDER_ID, ITEMS, None)
+    assert info.value.reason == "service_token_refused"
+    assert session.calls == []
+
+
+def test_a_401_from_inventory_drops_the_service_token():
+    token = FakeToken()
+    with pytest.raises(InventoryUnavailable):
+        _client(FakeSession(_response(401)), token=token).reserve(ORDER_ID, ITEMS, None)
+    assert token.invalidated == 1
 
 
 def test_transient_failures_are_retried_then_succeed():
