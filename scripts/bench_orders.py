@@ -49,7 +49,7 @@ import click  # noqa: E402
 import psycopg2  # noqa: E402
 from benchlib import HOST, LoadResult, RssSampler, Stack, Verdicts, table  # noqa: E402
 
-from shared.auth import TokenSettings, mint_dev_token  # noqa: E402
+from shared.auth import mint_dev_token  # noqa: E402
 
 # Targets from the issue.
 TARGET_RATIO_OF_BASELINE = 0.5     # order creation throughput >= 50% of the baseline's
@@ -250,7 +250,7 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
         sampler.start()
         if quiet_timeout > 0:
             benchlib.wait_for_quiet_machine(sampler, quiet_timeout, say)
-        tokens_cfg = TokenSettings(secret, benchlib.JWT_ISSUER, benchlib.JWT_AUDIENCE)
+        tokens_cfg = benchlib.bench_tokens()
         customers = [f"bench-customer-{n:03d}" for n in range(clients)]
         tokens = [mint_dev_token(tokens_cfg, c, ["orders:write"], TOKEN_TTL_S) for c in customers]
         before = count_rows(database_url)

@@ -61,7 +61,7 @@ import psycopg2  # noqa: E402
 from bench_orders import order_body, seed_bench_catalog, start_inventory_api  # noqa: E402
 from benchlib import HOST, LoadResult, RssSampler, Stack, Verdicts, percentile, table  # noqa: E402
 
-from shared.auth import TokenSettings, mint_dev_token  # noqa: E402
+from shared.auth import mint_dev_token  # noqa: E402
 
 # Targets from the issue.
 TARGET_RATE = 300.0          # orders/s sustained end to end
@@ -91,7 +91,7 @@ def say(text: str) -> None:
 
 def place_via_api(url: str, secret: str, orders: int, rate: float, clients: int) -> LoadResult:
     """POST ``orders`` orders to the order API; the result's ok_ids are the order ids."""
-    settings = TokenSettings(secret, benchlib.JWT_ISSUER, benchlib.JWT_AUDIENCE)
+    settings = benchlib.bench_tokens()
     customers = [f"bench-customer-{n:03d}" for n in range(clients)]
     tokens = [mint_dev_token(settings, c, ["orders:write"], TOKEN_TTL_S) for c in customers]
     rng = random.Random(7)
@@ -114,7 +114,7 @@ def place_direct(database_url: str, inventory_url: str, secret: str, orders: int
     import json
 
     from services.order import handlers
-    from services.order.inventory import InventoryClient, InventoryConfig, ServiceToken
+    from services.order.inventory import InventoryClient, InventoryConfig
     from shared.db import Database
     from shared.logging import configure_logging
     from shared.resilience import BreakerRegistry
@@ -125,7 +125,7 @@ def place_direct(database_url: str, inventory_url: str, secret: str, orders: int
     db = Database(database_url, "order_svc", 1, threads, application_name="bench-placer")
     inventory = InventoryClient(
         InventoryConfig(inventory_url, timeout_s=2.0, attempts=3), BreakerRegistry({}),
-        ServiceToken(TokenSettings(secret, benchlib.JWT_ISSUER, benchlib.JWT_AUDIENCE)))
+        benchlib.bench_service_token())
     result = LoadResult("place (direct)", 0.0)
     lock = threading.Lock()
     counter = iter(range(orders))

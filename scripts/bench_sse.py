@@ -42,7 +42,7 @@ import click  # noqa: E402
 import psycopg2  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
-from shared.auth import TokenSettings, mint_dev_token  # noqa: E402
+from shared.auth import mint_dev_token  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
 from shared.messaging.envelope import Envelope  # noqa: E402
@@ -161,7 +161,7 @@ def _service_scenario(stack, database_url: str, secret: str, clients: int, rate:
     settings = notification_settings(load_settings("notification", env))
     handler = OrderEventHandler(settings)
     db = Database(database_url, "notification_svc", 1, 2)
-    tokens = TokenSettings(secret, benchlib.JWT_ISSUER, benchlib.JWT_AUDIENCE)
+    tokens = benchlib.bench_tokens()
     headers = [{"Authorization": "Bearer " + mint_dev_token(tokens, f"customer-{n}",
                                                              ["orders:read"], 3600)}
                for n in range(clients)]

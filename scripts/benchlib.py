@@ -72,20 +72,21 @@ def free_port() -> int:
 
 
 def production_env(database_url: str, sqs_endpoint_url: str, queue_prefix: str,
-                   jwt_secret: str) -> dict[str, str]:
+                   _unused_secret: str | None = None) -> dict[str, str]:
     """The environment of every service process: production settings, local endpoints.
 
-    APP_ENV=production (JSON logs, no development secret, simulator refused)
-    with a per-run random JWT secret that the load generator signs with too.
+    APP_ENV=production (JSON logs, simulator refused); tokens are RS256 from
+    :func:`bench_tokens`, verified through its loopback JWKS. (The last
+    argument was the old shared JWT secret; callers may still pass one.)
     """
     env = dict(os.environ)
+    env.update(bench_auth_env())
     env.update({
         "APP_ENV": "production",
         "DATABASE_URL": database_url,
         "SQS_ENDPOINT_URL": sqs_endpoint_url,
         "AWS_REGION": REGION,
         "QUEUE_PREFIX": queue_prefix,
-        "JWT_SECRET": jwt_secret,
         "JWT_ISSUER": JWT_ISSUER,
         "JWT_AUDIENCE": JWT_AUDIENCE,
         "LOG_FORMAT": "json",
@@ -94,6 +95,47 @@ def production_env(database_url: str, sqs_endpoint_url: str, queue_prefix: str,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     })
     return env
+
+
+_BENCH_AUTH: dict = {}
+
+
+def bench_tokens():
+    """The benchmark's token signer (a DevSigner): services verify it through a loopback JWKS.
+
+    Benchmarks measure the services, not the auth service: a local JWKS (and
+    client-credentials endpoint for the order service's own token) stands in
+    for it, started on first use and serving until the process exits.
+    """
+    if not _BENCH_AUTH:
+        from shared.auth import DevSigner
+        from tests.support.tokens import SERVICE_CLIENTS, JwksServer
+
+        signer = DevSigner(JWT_ISSUER, JWT_AUDIENCE, kid="bench-key")
+        server = JwksServer(signer.jwks, signer).start()
+        _BENCH_AUTH.update(signer=signer, server=server, clients=SERVICE_CLIENTS)
+    return _BENCH_AUTH["signer"]
+
+
+def bench_auth_env() -> dict[str, str]:
+    """AUTH_* and ORDER_CLIENT_* for service processes of a benchmark (see :func:`bench_tokens`)."""
+    bench_tokens()
+    server = _BENCH_AUTH["server"]
+    return {"AUTH_JWKS_URL": server.url, "AUTH_URL": server.base_url,
+            "ORDER_CLIENT_ID": "order-service",
+            "ORDER_CLIENT_SECRET": _BENCH_AUTH["clients"]["order-service"],
+            # Benchmarks place many orders per customer on purpose.
+            "ORDER_RATE_LIMIT_PER_CUSTOMER": "100000000/minute"}
+
+
+def bench_service_token():
+    """The order service's own token, as the order API would get it (for in-process clients)."""
+    from shared.resilience import BreakerRegistry
+    from shared.service_token import ServiceToken
+
+    env = bench_auth_env()
+    return ServiceToken(env["AUTH_URL"], env["ORDER_CLIENT_ID"], env["ORDER_CLIENT_SECRET"],
+                        "inventory:reserve", BreakerRegistry())
 
 
 def new_jwt_secret() -> str:

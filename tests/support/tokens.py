@@ -63,8 +63,9 @@ class JwksServer:
     token (order -> inventory) work without an auth service.
     """
 
-    def __init__(self, documents: Callable[[], dict]):
+    def __init__(self, documents: Callable[[], dict], signer: DevSigner | None = None):
         self.documents = documents
+        self.signer = signer or TEST_SIGNER
         self.failing = False
         self.hits = 0
         server = self
@@ -92,9 +93,9 @@ class JwksServer:
                         or form.get("grant_type") != "client_credentials":
                     self._json(401, {"error": "invalid_client"})
                     return
-                claims = TEST_SIGNER.claims(client_id, form.get("scope", "").split(),
-                                            SERVICE_TOKEN_TTL_S, client_id=client_id)
-                self._json(200, {"access_token": TEST_SIGNER.sign(claims), "token_type": "Bearer",
+                claims = server.signer.claims(client_id, form.get("scope", "").split(),
+                                              SERVICE_TOKEN_TTL_S, client_id=client_id)
+                self._json(200, {"access_token": server.signer.sign(claims), "token_type": "Bearer",
                                  "expires_in": SERVICE_TOKEN_TTL_S, "scope": form.get("scope", "")})
 
             def _json(self, status, document):
