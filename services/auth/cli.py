@@ -5,6 +5,8 @@
     python -m services.auth.cli rotate-client-secret CLIENT_ID [--grace-s 3600]
     python -m services.auth.cli delete-client CLIENT_ID
     python -m services.auth.cli list-clients
+    python -m services.auth.cli ensure-client --client-id order-service --name "Order service" \\
+        --scope inventory:reserve --secret-env ORDER_CLIENT_SECRET
     python -m services.auth.cli create-operator ops@example.com      (password prompted)
     python -m services.auth.cli create-customer shopper@example.com  (password prompted)
     python -m services.auth.cli rotate-keys [--activate-after-s 30]
@@ -93,6 +95,42 @@ def create_client(ctx, name, client_id, scopes, grants, first_party, as_json):
     _emit(as_json, {"client_id": creds.client_id, "client_secret": creds.client_secret},
           f"client_id:     {creds.client_id}\nclient_secret: {creds.client_secret}\n"
           "Store the secret now: only its hash is kept.")
+
+
+@cli.command("ensure-client")
+@click.option("--client-id", required=True)
+@click.option("--name", required=True)
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(SCOPES), required=True)
+@click.option("--grant", "grants", multiple=True, type=click.Choice(GRANT_TYPES),
+              default=("client_credentials",), show_default=True)
+@click.option("--secret-env", required=True, metavar="VAR",
+              help="Environment variable holding the secret the client must have.")
+@pass_ctx
+def ensure_client(ctx, client_id, name, scopes, grants, secret_env):
+    """Create the client with the secret in $VAR, or give an existing one that secret (idempotent).
+
+    For deployments whose secret store already holds a service's credentials
+    (docker compose gives the order service its own this way).
+    """
+    from services.auth import repository as repo
+    from services.auth.crypto import secret_matches
+
+    secret = os.environ.get(secret_env, "")
+    if not secret:
+        raise click.ClickException(f"{secret_env} is empty")
+    with ctx.db.transaction() as cur:
+        row = repo.get_client(cur, client_id)
+    try:
+        if row is None:
+            handlers.create_client(ctx.db, name, scopes, grants, False, client_id, secret)
+            click.echo(f"created {client_id}")
+        elif not secret_matches(row["secret_hash"], secret):
+            handlers.rotate_client_secret(ctx.db, client_id, 0, secret)
+            click.echo(f"{client_id}: secret set from {secret_env}")
+        else:
+            click.echo(f"{client_id}: already there")
+    except handlers.AuthError as exc:
+        _fail(exc)
 
 
 @cli.command("rotate-client-secret")

@@ -26,6 +26,8 @@ CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
 ROLES = ("customer", "operator")
 # Operators run the platform: every scope, admin included.
 OPERATOR_SCOPES = SCOPES
+# A secret chosen outside (ensure-client) must still be long enough not to be guessed.
+MIN_GIVEN_SECRET_CHARS = 24
 
 
 class AuthError(ValueError):
@@ -47,8 +49,12 @@ def _check_scopes(scopes) -> list[str]:
 
 
 def create_client(db, name: str, scopes, grant_types, first_party: bool = False,
-                  client_id: str | None = None) -> ClientCredentials:
-    """Register a client; return its id and its secret (shown once, stored hashed)."""
+                  client_id: str | None = None, secret: str | None = None) -> ClientCredentials:
+    """Register a client; return its id and its secret (shown once, stored hashed).
+
+    ``secret``: use this one instead of generating one (``ensure-client`` for deployments
+    whose secret store already holds it); at least MIN_GIVEN_SECRET_CHARS characters.
+    """
     client_id = client_id or f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')[:40]}-" \
                              f"{uuid.uuid4().hex[:8]}"
     if not CLIENT_ID_PATTERN.match(client_id):
@@ -59,7 +65,9 @@ def create_client(db, name: str, scopes, grant_types, first_party: bool = False,
         raise AuthError(f"grant types must be among {', '.join(GRANT_TYPES)}")
     if "password" in grant_types and not first_party:
         raise AuthError("the password grant is for first-party clients only (--first-party)")
-    secret = crypto.new_secret()
+    if secret is not None and len(secret) < MIN_GIVEN_SECRET_CHARS:
+        raise AuthError(f"a given client secret must be at least {MIN_GIVEN_SECRET_CHARS} characters")
+    secret = secret or crypto.new_secret()
     try:
         with db.transaction() as cur:
             repo.insert_client(cur, client_id, name, crypto.digest_secret(secret), _check_scopes(scopes),
@@ -70,9 +78,12 @@ def create_client(db, name: str, scopes, grant_types, first_party: bool = False,
     return ClientCredentials(client_id, secret)
 
 
-def rotate_client_secret(db, client_id: str, grace_s: int = 0) -> ClientCredentials:
+def rotate_client_secret(db, client_id: str, grace_s: int = 0,
+                         secret: str | None = None) -> ClientCredentials:
     """A new secret; the old one keeps working ``grace_s`` seconds so deployments can roll."""
-    secret = crypto.new_secret()
+    if secret is not None and len(secret) < MIN_GIVEN_SECRET_CHARS:
+        raise AuthError(f"a given client secret must be at least {MIN_GIVEN_SECRET_CHARS} characters")
+    secret = secret or crypto.new_secret()
     with db.transaction() as cur:
         if not repo.rotate_client_secret(cur, client_id, crypto.digest_secret(secret), grace_s):
             raise AuthError(f"no client {client_id}")

@@ -89,3 +89,20 @@ def test_rotate_keys_publishes_a_new_key(run_cli, auth_client):
     assert "SIGNING" in run_cli("list-keys").output
     new_key = run_cli("new-encryption-key").output.strip()
     assert len(new_key) == 44
+
+
+def test_ensure_client_sets_the_secret_it_is_given_and_is_idempotent(run_cli, auth_client, monkeypatch):
+    given = "a-deployment-secret-0123456789abcdef"
+    monkeypatch.setenv("ORDER_CLIENT_SECRET", given)
+    args = ("ensure-client", "--client-id", "order-service", "--name", "Order service",
+            "--scope", "inventory:reserve", "--secret-env", "ORDER_CLIENT_SECRET")
+    assert "created" in run_cli(*args).output
+    assert "already there" in run_cli(*args).output
+
+    class Creds:
+        client_id, client_secret = "order-service", given
+
+    assert token_request(auth_client, Creds, grant_type="client_credentials").status_code == 200
+    monkeypatch.setenv("ORDER_CLIENT_SECRET", given + "-rotated")
+    assert "secret set" in run_cli(*args).output
+    assert token_request(auth_client, Creds, grant_type="client_credentials").status_code == 401

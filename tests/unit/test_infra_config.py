@@ -318,6 +318,17 @@ def test_bootstrap_migrates_without_redeclaring_queues():
         "every service's schema is migrated"
 
 
+def test_the_order_service_client_is_registered_with_the_secret_the_order_service_gets():
+    services = _compose()["services"]
+    setup = services["auth-setup"]
+    command = setup["command"]
+    assert command[:4] == ["python", "-m", "services.auth.cli", "ensure-client"]
+    assert command[command.index("--client-id") + 1] == _env(services["order-api"])["ORDER_CLIENT_ID"]
+    assert command[command.index("--secret-env") + 1] == "ORDER_CLIENT_SECRET"
+    assert _env(setup)["ORDER_CLIENT_SECRET"] == _env(services["order-api"])["ORDER_CLIENT_SECRET"]
+    assert setup["depends_on"]["bootstrap"]["condition"] == "service_completed_successfully"
+
+
 def test_every_app_process_knows_where_the_auth_service_is():
     for name, svc in _app_services(_compose()).items():
         url = urlsplit(_env(svc).get("AUTH_URL", ""))
