@@ -200,3 +200,21 @@ def test_unknown_scopes_are_a_programming_error():
         require_scopes("orders:delete")
     with pytest.raises(ValueError, match="unknown scope"):
         require_any_scope("root")
+
+
+# --- where the keys come from --------------------------------------------------------------------
+def test_production_needs_to_know_where_the_auth_service_is():
+    from shared.auth import token_settings_from
+    from shared.config import ConfigError, load_settings
+
+    env = {"DATABASE_URL": "postgresql://x@localhost/db", "APP_ENV": "production"}
+    with pytest.raises(ConfigError) as info:
+        token_settings_from(load_settings("order", env))
+    assert info.value.variable == "AUTH_URL"
+    settings = token_settings_from(load_settings("order", {**env, "AUTH_URL": "https://auth.internal/"}))
+    assert settings.keys.url == "https://auth.internal/.well-known/jwks.json"
+    with pytest.raises(ConfigError):
+        token_settings_from(load_settings("order", {**env, "AUTH_JWKS_URL": "ftp://keys"}))
+    # Outside production the local auth port is the default.
+    local = token_settings_from(load_settings("order", {"DATABASE_URL": env["DATABASE_URL"]}))
+    assert local.keys.url == "http://127.0.0.1:8005/.well-known/jwks.json"
