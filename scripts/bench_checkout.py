@@ -21,8 +21,9 @@ What it does, all on 127.0.0.1 and within one run:
    retries) and takes its prices from the reservation. Every API runs with
    production settings and the same ``--workers`` x ``--threads``;
 4. for each: a warm-up, ``--clients`` clients back to back for ``--duration``
-   seconds (peak), then requests on a fixed schedule at half of its own peak
-   for ``--half-duration`` seconds (latency from the scheduled send time);
+   seconds (peak; ``--rounds`` times per app in ABBA order, added up), then
+   requests on a fixed schedule at half of its own peak for
+   ``--half-duration`` seconds (latency from the scheduled send time);
 5. breaker: orders at ``--breaker-rate``/s for ``--breaker-duration`` seconds;
    ``--kill-after`` seconds in, inventory is frozen (SIGSTOP: it accepts
    connections and never answers) and, in a second round after it recovered,
@@ -107,17 +108,38 @@ def request_factory(tokens: list[str], customers: list[str], body, seed: int):
     return make
 
 
+def merged(name: str, parts: list[LoadResult]) -> LoadResult:
+    """One result from several runs of the same phase (their requests and time added up)."""
+    result = LoadResult(name, sum(p.elapsed_s for p in parts))
+    for part in parts:
+        result.latencies += part.latencies
+        result.errors.update(part.errors)
+    return result
+
+
 async def load_phases(apps: dict[str, tuple[str, object]], clients: int, duration: float,
-                      half_duration: float) -> dict[str, LoadResult]:
-    """Warm-up, peak and half-load phases per app; results by phase name."""
+                      half_duration: float, rounds: int) -> dict[str, LoadResult]:
+    """Warm-up, peak and half-load phases per app; results by phase name.
+
+    The peak runs ``rounds`` times per app in ABBA order (backbone, checkout,
+    checkout, backbone, ...), so a load that drifts during the run (another
+    process starting or stopping) weighs on both apps alike.
+    """
     results: dict[str, LoadResult] = {}
     for label, (url, make) in apps.items():
         say(f"warm-up {label}: {WARMUP_S:.0f}s")
         await benchlib.closed_loop(f"warmup {label}", url, make, clients, WARMUP_S)
+    labels = list(apps)
+    order = [label for n in range(rounds) for label in (labels if n % 2 == 0 else labels[::-1])]
+    peaks: dict[str, list[LoadResult]] = {label: [] for label in labels}
+    for label in order:
+        url, make = apps[label]
         say(f"peak {label}: {clients} clients for {duration:.0f}s")
-        results[f"peak {label}"] = await benchlib.closed_loop(f"peak {label}", url, make, clients,
-                                                              duration)
-        say(f"  {results[f'peak {label}'].rate:,.0f} req/s")
+        peaks[label].append(await benchlib.closed_loop(f"peak {label}", url, make, clients,
+                                                       duration))
+        say(f"  {peaks[label][-1].rate:,.0f} req/s")
+    for label in labels:
+        results[f"peak {label}"] = merged(f"peak {label}", peaks[label])
     for label, (url, make) in apps.items():
         rate = results[f"peak {label}"].rate / 2
         if rate <= 0:
@@ -248,6 +270,8 @@ def wait_for_orders(url: str, headers: dict, body: dict, timeout: float) -> bool
               help="Concurrent clients in the peak phase (each its own customer and token).")
 @click.option("--duration", default=15.0, show_default=True, type=click.FloatRange(1, 600),
               help="Seconds of the peak phase, per app.")
+@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1, 10),
+              help="Peak phases per app, in ABBA order (their figures are added up).")
 @click.option("--half-duration", default=10.0, show_default=True, type=click.FloatRange(1, 600),
               help="Seconds of the half-of-peak phase, per app.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 32),
@@ -288,7 +312,8 @@ def extract_backbone(ref: str, target: Path) -> Path:
     return target
 
 
-def run(clients: int, duration: float, half_duration: float, workers: int, threads: int,
+def run(clients: int, duration: float, rounds: int, half_duration: float, workers: int,
+        threads: int,
         breaker_rate: float, breaker_duration: float, kill_after: float, backbone_ref: str,
         quiet_timeout: float, keep_data: bool) -> int:
     """Start the stack, run the phases, print the report; return the exit code."""
@@ -346,7 +371,7 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
             "checkout": (checkout_url, request_factory(tokens, customers, order_body, 1)),
         }
         mark = sampler.mark()
-        results = asyncio.run(load_phases(apps, clients, duration, half_duration))
+        results = asyncio.run(load_phases(apps, clients, duration, half_duration, rounds))
         foreign = sampler.foreign_since(mark)
 
         make = request_factory(tokens, customers, order_body, 3)
