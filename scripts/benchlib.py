@@ -510,6 +510,12 @@ class RssSampler:
         with self._lock:
             return sum(t.cpu_s for t in self._tracked)
 
+    def cpu_by_label(self) -> dict[str, float]:
+        """CPU seconds used so far per label (after a fresh sample)."""
+        self.sample()
+        with self._lock:
+            return {t.label: t.cpu_s for t in self._tracked}
+
     def mark(self) -> tuple[float, float, float]:
         """(wall clock, machine busy CPU s, tracked CPU s) now, for :meth:`foreign_since`."""
         return time.monotonic(), machine_busy_s(), self.own_cpu_s()
