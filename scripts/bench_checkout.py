@@ -118,12 +118,14 @@ def merged(name: str, parts: list[LoadResult]) -> LoadResult:
 
 
 async def load_phases(apps: dict[str, tuple[str, object]], clients: int, duration: float,
-                      half_duration: float, rounds: int) -> dict[str, LoadResult]:
+                      half_duration: float, rounds: int, sampler: RssSampler,
+                      cpu: dict[str, dict[str, float]]) -> dict[str, LoadResult]:
     """Warm-up, peak and half-load phases per app; results by phase name.
 
     The peak runs ``rounds`` times per app in ABBA order (backbone, checkout,
     checkout, backbone, ...), so a load that drifts during the run (another
-    process starting or stopping) weighs on both apps alike.
+    process starting or stopping) weighs on both apps alike. ``cpu`` receives
+    the CPU seconds each process used during each app's peaks.
     """
     results: dict[str, LoadResult] = {}
     for label, (url, make) in apps.items():
@@ -135,8 +137,13 @@ async def load_phases(apps: dict[str, tuple[str, object]], clients: int, duratio
     for label in order:
         url, make = apps[label]
         say(f"peak {label}: {clients} clients for {duration:.0f}s")
+        before = sampler.cpu_by_label()
         peaks[label].append(await benchlib.closed_loop(f"peak {label}", url, make, clients,
                                                        duration))
+        after = sampler.cpu_by_label()
+        spent = cpu.setdefault(label, {})
+        for process, seconds in after.items():
+            spent[process] = spent.get(process, 0.0) + seconds - before.get(process, 0.0)
         say(f"  {peaks[label][-1].rate:,.0f} req/s")
     for label in labels:
         results[f"peak {label}"] = merged(f"peak {label}", peaks[label])
@@ -371,11 +378,13 @@ def run(clients: int, duration: float, rounds: int, half_duration: float, worker
             "checkout": (checkout_url, request_factory(tokens, customers, order_body, 1)),
         }
         mark = sampler.mark()
-        results = asyncio.run(load_phases(apps, clients, duration, half_duration, rounds))
+        cpu: dict[str, dict[str, float]] = {}
+        results = asyncio.run(load_phases(apps, clients, duration, half_duration, rounds, sampler,
+                                          cpu))
         foreign = sampler.foreign_since(mark)
 
         make = request_factory(tokens, customers, order_body, 3)
-        rounds = []
+        breaker_rounds = []
         faults = (("frozen (SIGSTOP)", signal.SIGSTOP), ("killed (SIGKILL)", signal.SIGKILL))
         for mode, fault_signal in faults:
             say(f"breaker, inventory {mode}: {breaker_rate:.0f} orders/s for {breaker_duration:.0f}s, "
@@ -383,7 +392,7 @@ def run(clients: int, duration: float, rounds: int, half_duration: float, worker
             shots, fault_at = asyncio.run(paced_shots(
                 checkout_url, make, clients, breaker_rate, breaker_duration, kill_after,
                 lambda s=fault_signal: _signal_group(inventory_api.proc, s)))
-            rounds.append(BreakerRound(mode, shots, fault_at))
+            breaker_rounds.append(BreakerRound(mode, shots, fault_at))
             if fault_signal == signal.SIGSTOP:
                 _signal_group(inventory_api.proc, signal.SIGCONT)
                 say("inventory resumed; waiting for the breaker to let orders through again")
@@ -394,8 +403,8 @@ def run(clients: int, duration: float, rounds: int, half_duration: float, worker
         log_dir = stack.run_dir / "logs"
         say("stopping")
 
-    return report(results, rounds, died, sampler, foreign, clients, workers, threads,
-                  breaker_rate, backbone_ref, log_dir)
+    return report(results, cpu, breaker_rounds, died, sampler, foreign, clients, workers,
+                  threads, breaker_rate, backbone_ref, log_dir)
 
 
 def _check_versions(backbone_url: str, checkout_url: str) -> None:
@@ -410,15 +419,26 @@ def _check_versions(backbone_url: str, checkout_url: str) -> None:
         raise RuntimeError("the checkout API still takes client prices")
 
 
-def report(results: dict[str, LoadResult], rounds: list[BreakerRound], died: list[str],
-           sampler: RssSampler, foreign: tuple[float, float], clients: int, workers: int,
-           threads: int, breaker_rate: float, backbone_ref: str, log_dir: Path) -> int:
+def report(results: dict[str, LoadResult], cpu: dict[str, dict[str, float]],
+           rounds: list[BreakerRound], died: list[str], sampler: RssSampler,
+           foreign: tuple[float, float], clients: int, workers: int, threads: int,
+           breaker_rate: float, backbone_ref: str, log_dir: Path) -> int:
     """Print figures and verdicts; return the exit code."""
     print(f"\nCheckout benchmark: gunicorn gthread {workers} workers x {threads} threads per API, "
           f"{clients} clients; backbone = order service at {backbone_ref[:10]}\n")
     rows = [(r.name, r.ok, r.error_summary(), r.rate, r.pct_ms(50), r.pct_ms(95), r.pct_ms(99),
              r.pct_ms(100)) for r in results.values()]
     print(table(("phase", "ok", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"), rows))
+
+    processes = [label for label, *_ in sampler.peaks()]
+    per_order = {app: {p: cpu.get(app, {}).get(p, 0.0) * 1000 / max(1, results[f"peak {app}"].ok)
+                       for p in processes} for app in ("backbone", "checkout")}
+    print("\nCPU per order at peak, ms (every process; idle ones near 0)\n")
+    print(table(("process", "backbone", "checkout"),
+                [(p, f"{per_order['backbone'][p]:.2f}", f"{per_order['checkout'][p]:.2f}")
+                 for p in processes]
+                + [("total", f"{sum(per_order['backbone'].values()):.2f}",
+                    f"{sum(per_order['checkout'].values()):.2f}")]))
 
     print(f"\nBreaker: orders at {breaker_rate:.0f}/s, inventory faulted mid-round "
           f"(requests sent after the fault)\n")
