@@ -28,3 +28,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
         raise Problem(400, "Bad cursor", "The cursor is not one this API issued.", "bad-cursor",
                       errors=[{"field": "cursor", "message": "Invalid cursor."}]) from None
+
+
+def keyset_page(rows: list[dict], limit: int) -> tuple[list[dict], str | None]:
+    """Split ``limit + 1`` fetched rows into the page and the cursor for the next one.
+
+    Rows must be ordered by (created_at, id) descending and carry both keys.
+    """
+    page = rows[:limit]
+    more = len(rows) > limit
+    return page, encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None

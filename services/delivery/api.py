@@ -15,7 +15,7 @@ from services.delivery.schemas import (
     ShipmentSchema,
 )
 from shared.auth import authenticate, require_any_scope, require_scopes
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import decode_cursor, keyset_page
 from shared.web import Blueprint, correlation_id
 
 blp = Blueprint("shipments", __name__, url_prefix="/v1/shipments",
@@ -42,8 +42,7 @@ class Shipments(MethodView):
         limit = query["limit"]
         rows = handlers.list_shipments(_db(), principal, query.get("order_id"),
                                        query.get("status"), after, limit + 1)
-        page, more = rows[:limit], len(rows) > limit
-        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
+        page, next_cursor = keyset_page(rows, limit)
         return {"items": page, "next_cursor": next_cursor}
 
 

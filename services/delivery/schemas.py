@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import Schema, fields, validate
 
 from services.delivery.domain import CARRIER_STATUSES, ShipmentStatus
-
-
-class StrictSchema(Schema):
-    class Meta:
-        unknown = RAISE
+from shared.schemas import StrictSchema
 
 
 class ShipmentEventInSchema(StrictSchema):

@@ -35,7 +35,7 @@ from services.inventory.schemas import (
     StockAdjustmentSchema,
 )
 from shared.auth import authenticate, require_any_scope, require_scopes
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import decode_cursor, keyset_page
 from shared.web import Blueprint
 
 READ_SCOPES = ("orders:read", "inventory:reserve", "admin")
@@ -71,8 +71,7 @@ class Products(MethodView):
         limit = query["limit"]
         rows = handlers.list_products(_db(), query.get("q"), query.get("stock_status"),
                                       query.get("currency"), after, limit + 1)
-        page, more = rows[:limit], len(rows) > limit
-        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
+        page, next_cursor = keyset_page(rows, limit)
         return {"items": page, "next_cursor": next_cursor}
 
     @products_blp.response(201, ProductSchema, description="Created; Location points at it.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from marshmallow import (
-    RAISE,
     Schema,
     ValidationError,
     fields,
@@ -14,6 +13,7 @@ from marshmallow import (
 
 from services.inventory.domain import AdjustmentReason, ReservationStatus, StockStatus
 from shared.currencies import ISO_4217
+from shared.schemas import StrictSchema
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_LINES = 100
@@ -24,12 +24,6 @@ MAX_NAME_CHARS = 200
 MAX_NOTE_CHARS = 500
 MAX_QUERY_CHARS = 100
 
-
-class StrictSchema(Schema):
-    """Unknown fields are an error, never silently dropped."""
-
-    class Meta:
-        unknown = RAISE
 
 
 def _sku(**kwargs) -> fields.String:

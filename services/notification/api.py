@@ -23,7 +23,7 @@ from services.notification.schemas import (
 from services.notification.stream import HubUnavailable, event_stream
 from shared.auth import authenticate, require_scopes
 from shared.errors import Problem
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import decode_cursor, keyset_page
 from shared.web import Blueprint, correlation_id
 
 notifications_blp = Blueprint("notifications", __name__, url_prefix="/v1/notifications",
@@ -106,12 +106,6 @@ class History(MethodView):
 
 
 # --- webhooks ----------------------------------------------------------------------------------
-def _page(rows: list[dict], limit: int) -> tuple[list[dict], str | None]:
-    page = rows[:limit]
-    cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
-    return page, cursor
-
-
 @webhooks_blp.route("")
 class Subscriptions(MethodView):
     @webhooks_blp.response(201, SubscriptionWithSecretSchema,
@@ -134,7 +128,7 @@ class Subscriptions(MethodView):
         """Your subscriptions, newest first (admin: everyone's)."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
         rows = handlers.list_subscriptions(_db(), authenticate(), after, query["limit"] + 1)
-        items, cursor = _page(rows, query["limit"])
+        items, cursor = keyset_page(rows, query["limit"])
         return {"items": items, "next_cursor": cursor}
 
 
@@ -192,7 +186,7 @@ class Deliveries(MethodView):
         """Deliveries, newest first, each with every attempt (time, status, duration, error)."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
         rows = handlers.list_deliveries(_db(), authenticate(), sub_id, after, query["limit"] + 1)
-        items, cursor = _page(rows, query["limit"])
+        items, cursor = keyset_page(rows, query["limit"])
         return {"items": items, "next_cursor": cursor}
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
 from services.notification.domain import TOPICS
+from shared.schemas import StrictSchema
 
 MAX_NAME_CHARS = 100
 MIN_SECRET_CHARS = 16
@@ -12,12 +13,6 @@ MAX_SECRET_CHARS = 128
 SECRET_PATTERN = r"^[\x21-\x7e]+$"  # printable ASCII, no spaces: survives copy and paste
 USER_STATUSES = ("active", "paused")  # "disabled" is set by the service, with a reason
 
-
-class StrictSchema(Schema):
-    """Unknown fields are an error, never silently dropped."""
-
-    class Meta:
-        unknown = RAISE
 
 
 # --- webhooks --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from services.order.schemas import (
 )
 from shared.auth import authenticate, require_scopes
 from shared.errors import Problem
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import decode_cursor, keyset_page
 from shared.web import Blueprint, correlation_id
 
 blp = Blueprint("orders", __name__, url_prefix="/v1/orders",
@@ -91,8 +91,7 @@ class Orders(MethodView):
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
         limit = query["limit"]
         rows = handlers.list_orders(_db(), principal, query.get("status"), after, limit + 1)
-        page, more = rows[:limit], len(rows) > limit
-        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
+        page, next_cursor = keyset_page(rows, limit)
         return {"items": [handlers.shape(o) for o in page], "next_cursor": next_cursor}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from marshmallow import (
-    RAISE,
     Schema,
     ValidationError,
     fields,
@@ -12,17 +11,12 @@ from marshmallow import (
 )
 
 from services.order.domain import OrderStatus
+from shared.schemas import StrictSchema
 
 MAX_LINES = 100
 MAX_QUANTITY = 10_000
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
-
-class StrictSchema(Schema):
-    """Unknown fields are an error, never silently dropped."""
-
-    class Meta:
-        unknown = RAISE
 
 
 class AddressSchema(StrictSchema):
