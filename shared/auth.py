@@ -202,47 +202,36 @@ def authenticate() -> Principal:
     return principal
 
 
-def require_scopes(*required: str):
-    """Decorator: the caller must hold every scope in ``required``."""
-    for scope in required:
+def _scope_guard(scopes: tuple[str, ...], satisfied, detail: str):
+    """Decorator factory: authenticate, then 403 unless ``satisfied(principal.scopes)``."""
+    for scope in scopes:
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope}")
+    # RFC 6750 3.1: a 403 for scope names the error and the scopes.
+    challenge = f'Bearer error="insufficient_scope", scope="{" ".join(scopes)}"'
 
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             principal = authenticate()
-            missing = [s for s in required if s not in principal.scopes]
-            if missing:
-                raise Problem(403, "Forbidden", f"Missing scope: {' '.join(missing)}.",
-                              "insufficient-scope",
-                              headers={"WWW-Authenticate":
-                                       f'Bearer error="insufficient_scope", scope="{" ".join(required)}"'})
+            if not satisfied(principal.scopes):
+                raise Problem(403, "Forbidden", detail(principal.scopes), "insufficient-scope",
+                              headers={"WWW-Authenticate": challenge})
             return view(*args, **kwargs)
 
         return wrapper
 
     return decorator
+
+
+def require_scopes(*required: str):
+    """Decorator: the caller must hold every scope in ``required``."""
+    return _scope_guard(
+        required, lambda held: all(s in held for s in required),
+        lambda held: f"Missing scope: {' '.join(s for s in required if s not in held)}.")
 
 
 def require_any_scope(*accepted: str):
     """Decorator: the caller must hold at least one scope in ``accepted``."""
-    for scope in accepted:
-        if scope not in SCOPES:
-            raise ValueError(f"unknown scope {scope}")
-
-    def decorator(view):
-        @functools.wraps(view)
-        def wrapper(*args, **kwargs):
-            principal = authenticate()
-            if not principal.scopes.intersection(accepted):
-                # RFC 6750 3.1: a 403 for scope names the error and the scopes, as require_scopes does.
-                raise Problem(403, "Forbidden", f"Requires one of: {' '.join(accepted)}.",
-                              "insufficient-scope",
-                              headers={"WWW-Authenticate":
-                                       f'Bearer error="insufficient_scope", scope="{" ".join(accepted)}"'})
-            return view(*args, **kwargs)
-
-        return wrapper
-
-    return decorator
+    return _scope_guard(accepted, lambda held: bool(held.intersection(accepted)),
+                        lambda _held: f"Requires one of: {' '.join(accepted)}.")
