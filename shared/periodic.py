@@ -31,7 +31,7 @@ log = get_logger(__name__)
 Task = Callable[[asyncio.Event], Awaitable[None]]
 
 
-def periodic(job: Callable[[], Any], interval_s: float, *, error_event: str,
+def periodic(job: Callable[[], Any], interval_s: float, /, *, error_event: str,
              full_batch: int | None = None, started_event: str | None = None,
              **started_fields: Any) -> Task:
     """A worker task running ``job`` every ``interval_s`` seconds (see the module docstring).
