@@ -127,8 +127,7 @@ def record_failure(cur, row_id: int, attempts: int, error: str, retry_in_s: floa
 
 
 def lag_seconds(cur) -> float:
-    """Age of the oldest unpublished row in seconds (0 when there is none)."""
+    """Age of the oldest unpublished row in seconds (0 when there is none); a dict cursor."""
     cur.execute("SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS lag"
                 " FROM outbox WHERE published_at IS NULL")
-    row = cur.fetchone()
-    return float(row["lag"] if isinstance(row, dict) else row[0])
+    return float(cur.fetchone()["lag"])

@@ -1,4 +1,4 @@
-"""The messaging contract (DESIGN.md sections 4 and 8) against every available SQS backend.
+"""The messaging contract (docs/architecture.md, docs/sqs-portability.md) against every available SQS backend.
 
 The real consumer runtime (:class:`shared.messaging.consumer.Consumer`, driven
 by its own asyncio loop in a background thread) and the real outbox relay run
