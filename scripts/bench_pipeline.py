@@ -263,7 +263,7 @@ SELECT o.id,
 def analyse(database_url: str, order_ids: list[str], sqs, queue_prefix: str) -> Analysis:
     """Latencies and loss checks for ``order_ids`` (the orders this run placed)."""
     from shared.messaging.sqs import physical_name
-    from shared.messaging.topology import QUEUES
+    from shared.queues import QUEUES
 
     result = Analysis()
     conn = psycopg2.connect(database_url)

@@ -1,9 +1,15 @@
 """The worker process shell: consumers + outbox relay + periodic jobs, SIGTERM drain.
 
-A service's ``worker.py`` builds its handlers and calls :func:`run_worker`.
-On SIGTERM/SIGINT: consumers stop receiving, in-flight handlers finish (up to
-``WORKER_SHUTDOWN_TIMEOUT_S``), unstarted messages are released, the relay
-finishes its round, and the process exits 0.
+A service's ``worker.py`` defines ``build_plan(db, settings) -> WorkerPlan``
+and its ``main`` is ``serve_worker(SERVICE, build_plan)``: settings, logging,
+the database pool, then :func:`run_worker`. On SIGTERM/SIGINT: consumers stop
+receiving, in-flight handlers finish (up to ``WORKER_SHUTDOWN_TIMEOUT_S``),
+unstarted messages are released, the relay finishes its round, and the
+process exits 0.
+
+Consumers and the relay route by :data:`shared.queues.TOPOLOGY` and get
+:func:`default_middleware`: the Prometheus metrics of :mod:`shared.metrics`
+and the structlog events (both keep today's names).
 """
 
 from __future__ import annotations
@@ -14,15 +20,20 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import start_http_server
 
-from shared.config import Settings, env_bool, env_float, env_int
-from shared.logging import get_logger
+from shared import metrics
+from shared.config import Settings, env_bool, env_float, env_int, load_settings
+from shared.db import database_for
+from shared.logging import configure_logging, get_logger
 from shared.messaging.consumer import Consumer, ConsumerConfig, Handler
-from shared.messaging.outbox import OutboxRelay, RetryPolicy
+from shared.messaging.middleware import LoggingMiddleware, Middleware, PrometheusMiddleware
+from shared.messaging.relay import OutboxRelay, RetryPolicy
 from shared.messaging.sqs import async_client, sync_client
 from shared.messaging.topology import QueueSpec
+from shared.queues import TOPOLOGY
 
 log = get_logger(__name__)
 
@@ -35,6 +46,24 @@ class WorkerPlan:
     relay: bool = True
     # Extra long-running coroutines, each given the stop event (e.g. a simulator).
     tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+
+
+def default_middleware() -> list[Middleware]:
+    """What every worker installs: Prometheus metrics, then the structlog events."""
+    return [
+        PrometheusMiddleware(handled=metrics.MESSAGES_HANDLED, retries=metrics.MESSAGE_RETRIES,
+                             dlq_moves=metrics.DLQ_MOVES, published=metrics.OUTBOX_PUBLISHED,
+                             send_failures=metrics.OUTBOX_SEND_FAILURES, lag=metrics.OUTBOX_LAG),
+        LoggingMiddleware(),
+    ]
+
+
+def serve_worker(service: str, build_plan: Callable[[Any, Settings], WorkerPlan]) -> int:
+    """A worker's ``main``: settings, logging, database, ``build_plan(db, settings)``, run."""
+    settings = load_settings(service)
+    configure_logging(service, settings.log_level, settings.log_format)
+    db = database_for(settings)
+    return run_worker(settings, db, build_plan(db, settings))
 
 
 def consumer_config(settings: Settings) -> ConsumerConfig:
@@ -67,15 +96,16 @@ async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: floa
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    middleware = default_middleware()
     relay_stop = threading.Event()
     relay_thread = None
     if relay_enabled:
         relay = OutboxRelay(
-            db, sync_client(settings.sqs_endpoint_url, settings.aws_region),
+            db, sync_client(settings.sqs_endpoint_url, settings.aws_region), TOPOLOGY,
             settings.service, settings.queue_prefix,
             poll_interval_s=env_float(settings.env, "OUTBOX_POLL_INTERVAL_S", 1.0),
             retry=RetryPolicy(cap_s=env_float(settings.env, "OUTBOX_RETRY_MAX_S", 10.0)),
-            name=f"{settings.service}-relay")
+            name=f"{settings.service}-relay", middleware=middleware)
         relay_thread = threading.Thread(target=relay.run, args=(relay_stop,), name="outbox-relay",
                                         daemon=True)
         relay_thread.start()
@@ -87,7 +117,7 @@ async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: floa
     consumers = [
         Consumer(f"{settings.service}:{spec.name}", spec, db, handlers,
                  lambda: async_client(settings.sqs_endpoint_url, settings.aws_region),
-                 settings.queue_prefix, config, executor)
+                 settings.queue_prefix, config, executor, middleware)
         for spec, handlers in plan.consumers.items()
     ]
     tasks = [asyncio.create_task(c.run(stop)) for c in consumers]

@@ -10,11 +10,8 @@ import sys
 
 from services.delivery.handlers import on_order_cancelled, on_order_created
 from services.delivery.simulator import simulator_config, simulator_task
-from shared.config import load_settings
-from shared.db import database_for
-from shared.logging import configure_logging
-from shared.messaging.topology import queue
-from shared.worker import WorkerPlan, run_worker
+from shared.queues import queue
+from shared.worker import WorkerPlan, serve_worker
 
 SERVICE = "delivery"
 
@@ -32,10 +29,7 @@ def build_plan(db, settings) -> WorkerPlan:
 
 
 def main() -> int:
-    settings = load_settings(SERVICE)
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
-    db = database_for(settings)
-    return run_worker(settings, db, build_plan(db, settings))
+    return serve_worker(SERVICE, build_plan)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.backoff import backoff_delay
+
 # Events of order-status.fifo this service turns into notifications.
 ORDER_EVENT_TYPES = ("order.created", "order.status_changed", "order.cancelled")
 
@@ -92,14 +94,13 @@ def email_template_for(event_type: str, data: Mapping[str, Any]) -> str | None:
 # --- retries --------------------------------------------------------------------------------
 def nominal_delay(failed_attempts: int, base_s: float, cap_s: float) -> float:
     """Seconds before the next attempt after ``failed_attempts`` failures (no jitter)."""
-    return min(cap_s, base_s * (2 ** max(0, min(failed_attempts - 1, 30))))
+    return backoff_delay(failed_attempts - 1, base_s, cap_s)
 
 
 def retry_delay(failed_attempts: int, base_s: float, cap_s: float,
                 rng: random.Random | None = None) -> float:
     """:func:`nominal_delay` with +-20 % jitter."""
-    jitter = (rng or random).uniform(1 - JITTER, 1 + JITTER)
-    return nominal_delay(failed_attempts, base_s, cap_s) * jitter
+    return backoff_delay(failed_attempts - 1, base_s, cap_s, jitter=JITTER, rng=rng)
 
 
 def schedule_span(max_attempts: int, base_s: float, cap_s: float, jitter: float = 1.0) -> float:

@@ -41,7 +41,7 @@ from shared.auth import Principal
 from shared.errors import Problem
 from shared.logging import get_logger
 from shared.messaging.envelope import Envelope
-from shared.messaging.outbox import add_event
+from shared.queues import add_event
 
 log = get_logger(__name__)
 

@@ -19,12 +19,10 @@ from services.notification.retention import retention_task
 from services.notification.settings import NotificationSettings, notification_settings
 from services.notification.ssrf import UrlPolicy
 from services.notification.webhooks import EndpointBreakers, WebhookSender
-from shared.config import Settings, load_settings
-from shared.db import database_for
-from shared.logging import configure_logging
-from shared.messaging.topology import queue
+from shared.config import Settings
+from shared.queues import queue
 from shared.resilience import BreakerRegistry
-from shared.worker import WorkerPlan, run_worker
+from shared.worker import WorkerPlan, serve_worker
 
 SERVICE = "notification"
 
@@ -49,10 +47,7 @@ def build_plan(db, settings: Settings, own: NotificationSettings | None = None,
 
 
 def main() -> int:
-    settings = load_settings(SERVICE)
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
-    db = database_for(settings)
-    return run_worker(settings, db, build_plan(db, settings))
+    return serve_worker(SERVICE, build_plan)
 
 
 if __name__ == "__main__":

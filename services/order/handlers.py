@@ -28,7 +28,7 @@ from shared.errors import Problem
 from shared.logging import get_logger
 from shared.messaging.consumer import PermanentError
 from shared.messaging.envelope import Envelope
-from shared.messaging.outbox import add_event
+from shared.queues import add_event
 
 log = get_logger(__name__)
 

@@ -1,4 +1,11 @@
-"""Order worker: consumes delivery-status.fifo and relays the order outbox.
+"""Order worker: consumes delivery-status.fifo, relays the order outbox and purges
+expired idempotency keys.
+
+An idempotency key is kept for its time-to-live (``repository.IDEMPOTENCY_TTL``)
+so a retried POST replays its first answer; after that the row is dead weight.
+A periodic job deletes expired rows every ``ORDER_IDEMPOTENCY_PURGE_INTERVAL_S``
+(default 10 minutes; expired keys are already ignored by the claim, so the
+interval only bounds how long they take space).
 
 Run with ``python -m services.order.worker``.
 """
@@ -8,28 +15,50 @@ from __future__ import annotations
 import sys
 
 from services.order.handlers import on_delivery_event
-from shared.config import load_settings
-from shared.db import database_for
-from shared.logging import configure_logging
-from shared.messaging.topology import queue
-from shared.worker import WorkerPlan, run_worker
+from services.order.repository import purge_expired_idempotency_keys
+from shared.config import Settings, env_float
+from shared.logging import get_logger
+from shared.periodic import periodic
+from shared.queues import queue
+from shared.worker import WorkerPlan, serve_worker
+
+log = get_logger(__name__)
 
 SERVICE = "order"
+DEFAULT_IDEMPOTENCY_PURGE_INTERVAL_S = 600.0
+MIN_IDEMPOTENCY_PURGE_INTERVAL_S = 0.05
 
 
-def build_plan() -> WorkerPlan:
-    """Handlers per queue for this service."""
+def idempotency_purge_interval(settings: Settings) -> float:
+    """ORDER_IDEMPOTENCY_PURGE_INTERVAL_S (default 600 s)."""
+    return env_float(settings.env, "ORDER_IDEMPOTENCY_PURGE_INTERVAL_S",
+                     DEFAULT_IDEMPOTENCY_PURGE_INTERVAL_S, minimum=MIN_IDEMPOTENCY_PURGE_INTERVAL_S)
+
+
+def purge_idempotency_keys(db) -> int:
+    """Delete every expired idempotency key; return how many went."""
+    with db.transaction() as cur:
+        deleted = purge_expired_idempotency_keys(cur)
+    if deleted:
+        log.info("idempotency_keys_purged", deleted=deleted)
+    return deleted
+
+
+def build_plan(db, settings: Settings) -> WorkerPlan:
+    """Handlers per queue for this service, plus the idempotency-key purge."""
     delivery_status = queue("delivery-status.fifo")
-    return WorkerPlan(consumers={
-        delivery_status: {event_type: on_delivery_event
-                          for event_type in delivery_status.event_types},
-    })
+    interval_s = idempotency_purge_interval(settings)
+    return WorkerPlan(
+        consumers={delivery_status: {event_type: on_delivery_event
+                                     for event_type in delivery_status.event_types}},
+        tasks=[periodic(lambda: purge_idempotency_keys(db), interval_s,
+                        error_event="idempotency_purge_failed",
+                        started_event="idempotency_purge_started", interval_s=interval_s)],
+    )
 
 
 def main() -> int:
-    settings = load_settings(SERVICE)
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
-    return run_worker(settings, database_for(settings), build_plan())
+    return serve_worker(SERVICE, build_plan)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from services.inventory.domain import (
 )
 from services.inventory.worker import EVENTS_QUEUE, build_plan
 from shared.config import load_settings
-from shared.messaging.topology import queue
+from shared.queues import queue
 
 
 @pytest.mark.parametrize(("on_hand", "reserved", "backorder", "expected"), [
