@@ -15,7 +15,7 @@ import contextlib
 import sys
 from dataclasses import dataclass
 
-from services.inventory.handlers import SWEEP_BATCH, on_order_cancelled, on_order_created, release_expired
+from services.inventory.reservations import SWEEP_BATCH, on_order_cancelled, on_order_created, release_expired
 from shared.config import Settings, env_float, load_settings
 from shared.db import database_for
 from shared.logging import configure_logging, get_logger
