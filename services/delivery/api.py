@@ -1,4 +1,4 @@
-"""HTTP: parse with a schema -> call a handler -> serialize."""
+"""HTTP: parse with a schema -> call a handler -> serialize; refusals become problems (:data:`PROBLEMS`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from services.delivery import handlers
+from services.delivery.domain import InvalidTransition
 from services.delivery.schemas import (
     ListShipmentsQuerySchema,
     ShipmentEventInSchema,
@@ -15,6 +16,7 @@ from services.delivery.schemas import (
     ShipmentSchema,
 )
 from shared.auth import authenticate, require_any_scope, require_scopes
+from shared.errors import ProblemMap
 from shared.pagination import decode_cursor, keyset_page
 from shared.web import Blueprint, correlation_id
 
@@ -23,6 +25,8 @@ blp = Blueprint("shipments", __name__, url_prefix="/v1/shipments",
 
 # Customers (orders:read) see their own shipments; carriers and admins see all.
 READ_SCOPES = ("orders:read", "shipments:read", "shipments:write", "admin")
+
+PROBLEMS = ProblemMap({InvalidTransition: (409, "Invalid status transition", "invalid-transition")})
 
 
 def _db():
