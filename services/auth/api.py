@@ -31,7 +31,7 @@ from services.auth.service import AccountLocked
 from shared.auth import CLOCK_SKEW_S, SCOPES
 from shared.errors import Problem, ProblemMap
 from shared.ratelimit import client_ip, rate_limit
-from shared.web import Blueprint
+from shared.web import Blueprint, database
 
 oauth = Blueprint("oauth", __name__, url_prefix="/oauth",
                   description="OAuth2 token endpoint (RFC 6749), revocation (RFC 7009), logout.")
@@ -132,7 +132,7 @@ def logout(payload):
     claims = verify_own_token(_bearer())
     if claims.get("sub") == claims.get("client_id"):
         raise Problem(400, "Bad Request", "Client tokens have no session to log out.", "no-session")
-    handlers.logout(_ext("db"), claims["sub"], claims["client_id"], claims.get("sid"),
+    handlers.logout(database(), claims["sub"], claims["client_id"], claims.get("sid"),
                     bool((payload or {}).get("everywhere")))
     return "", 204
 
@@ -208,7 +208,7 @@ class Customers(MethodView):
     @customers.arguments(RegisterCustomerSchema)
     def post(self, payload):
         """Register a customer (the storefront calls this with its client credentials)."""
-        return handlers.register_customer(_ext("db"), _ext("passwords"), _ext("auth_config"),
+        return handlers.register_customer(database(), _ext("passwords"), _ext("auth_config"),
                                           payload["username"], payload["password"]), 201
 
 

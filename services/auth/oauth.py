@@ -288,10 +288,28 @@ def _client_secret_basic(query_client, request):
         return None
 
 
+def _token_saver(service: AuthService):
+    """Authlib's callback after issuing tokens: the refresh token, if any, is stored (hashed);
+    access tokens are not stored."""
+
+    def save_token(token: dict, request) -> None:
+        refresh = token.get("refresh_token")
+        if not refresh or request.user is None:
+            return
+        previous: RefreshToken | None = getattr(request, "refresh_token", None)
+        family = previous.family_id if previous else g.get("refresh_family") or uuid.uuid4()
+        # A rotated token keeps the family's granted scope even if this access token is narrower.
+        scope = previous.scope if previous else token.get("scope", "")
+        service.store_refresh_token(refresh, family, request.client.get_client_id(),
+                                    request.user.id, scope, previous.id if previous else None)
+
+    return save_token
+
+
 def build_server(app, service: AuthService, keys, issuer: str, audience: str) -> AuthorizationServer:
     """The Authlib server for ``app`` with our grants, token generator and revocation."""
     server = AuthorizationServer()
-    server.init_app(app, query_client=service.client, save_token=service.save_token)
+    server.init_app(app, query_client=service.client, save_token=_token_saver(service))
     server.service = service
     server.scopes_supported = list(SCOPES)
     server.register_token_generator("default", AccessTokenGenerator(issuer, audience, keys,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import uuid
 
 from authlib.oauth2.rfc6749.errors import InvalidScopeError
-from flask import g
 
 from services.auth import crypto
 from services.auth import repository as repo
@@ -83,22 +82,17 @@ class AuthService:
                 repo.set_password_hash(cur, row["id"], self.passwords.hash(password))
         return User.from_row(row)
 
-    def save_token(self, token: dict, request) -> None:
-        """Store the refresh token (hashed); access tokens are not stored."""
-        refresh = token.get("refresh_token")
-        if not refresh or request.user is None:
-            return
-        previous: RefreshToken | None = getattr(request, "refresh_token", None)
-        family = previous.family_id if previous else g.get("refresh_family") or uuid.uuid4()
-        # A rotated token keeps the family's granted scope even if this access token is narrower.
-        scope = previous.scope if previous else token.get("scope", "")
+    def store_refresh_token(self, refresh: str, family_id: uuid.UUID, client_id: str,
+                            user_id: uuid.UUID, scope: str,
+                            replaces: uuid.UUID | None = None) -> None:
+        """Store a refresh token (its hash only), the one after ``replaces`` when it rotated."""
         token_id = uuid.uuid4()
         with self.db.transaction() as cur:
-            repo.insert_refresh_token(cur, token_id, crypto.digest_secret(refresh), family,
-                                      request.client.get_client_id(), request.user.id, scope,
-                                      self.config.refresh_token_ttl_s, self.config.refresh_family_max_s)
-            if previous:
-                repo.set_replaced_by(cur, previous.id, token_id)
+            repo.insert_refresh_token(cur, token_id, crypto.digest_secret(refresh), family_id,
+                                      client_id, user_id, scope, self.config.refresh_token_ttl_s,
+                                      self.config.refresh_family_max_s)
+            if replaces:
+                repo.set_replaced_by(cur, replaces, token_id)
 
     def use_refresh_token(self, token: str, client: Client, requested_scope: str | None):
         """Claim a live refresh token for rotation; detect reuse of a rotated one."""

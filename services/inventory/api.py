@@ -48,7 +48,7 @@ from services.inventory.schemas import (
 from shared.auth import authenticate, require_any_scope, require_scopes
 from shared.errors import ProblemMap
 from shared.pagination import decode_cursor, keyset_page
-from shared.web import Blueprint
+from shared.web import Blueprint, database
 
 READ_SCOPES = ("orders:read", "inventory:reserve", "admin")
 RESERVE_SCOPES = ("inventory:reserve", "admin")
@@ -72,10 +72,6 @@ PROBLEMS = ProblemMap({
 })
 
 
-def _db():
-    return current_app.extensions["db"]
-
-
 def _lines(payload: dict) -> list[RequestedLine]:
     return [RequestedLine(line["sku"], line["quantity"]) for line in payload["lines"]]
 
@@ -91,7 +87,7 @@ class Products(MethodView):
         """List products, newest first; filter by text, stock status and currency."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
         limit = query["limit"]
-        rows = catalog.list_products(_db(), query.get("q"), query.get("stock_status"),
+        rows = catalog.list_products(database(), query.get("q"), query.get("stock_status"),
                                       query.get("currency"), after, limit + 1)
         page, next_cursor = keyset_page(rows, limit)
         return {"items": page, "next_cursor": next_cursor}
@@ -102,7 +98,7 @@ class Products(MethodView):
     @products_blp.arguments(ProductCreateSchema)
     def post(self, payload):
         """Add a product (admin)."""
-        product = catalog.create_product(_db(), payload)
+        product = catalog.create_product(database(), payload)
         return product, 201, {"Location": f"/v1/products/{product['sku']}"}
 
 
@@ -113,7 +109,7 @@ class ProductBySku(MethodView):
     @require_any_scope(*READ_SCOPES)
     def get(self, sku: str):
         """One product with its stock and derived stock status."""
-        return catalog.get_product(_db(), sku)
+        return catalog.get_product(database(), sku)
 
     @products_blp.response(200, ProductSchema)
     @products_blp.alt_response(404, description="No such product")
@@ -122,7 +118,7 @@ class ProductBySku(MethodView):
     @products_blp.arguments(ProductUpdateSchema)
     def put(self, payload, sku: str):
         """Replace name, price, currency and backorder policy (admin; stock: adjustments)."""
-        return catalog.update_product(_db(), sku, payload)
+        return catalog.update_product(database(), sku, payload)
 
     @products_blp.response(204)
     @products_blp.alt_response(404, description="No such product")
@@ -130,7 +126,7 @@ class ProductBySku(MethodView):
     @require_scopes("admin")
     def delete(self, sku: str):
         """Delete a product (admin); refused while units are held for orders."""
-        catalog.delete_product(_db(), sku)
+        catalog.delete_product(database(), sku)
         return None
 
 
@@ -143,7 +139,7 @@ class StockAdjustments(MethodView):
     @products_blp.arguments(StockAdjustmentInSchema)
     def post(self, payload, sku: str):
         """Add or remove units on hand with a reason (admin); kept as an audit trail."""
-        return catalog.adjust_stock(_db(), authenticate(), sku, payload["delta"],
+        return catalog.adjust_stock(database(), authenticate(), sku, payload["delta"],
                                      payload["reason"], payload["note"]), 201
 
 
@@ -155,7 +151,7 @@ class Availability(MethodView):
     @availability_blp.arguments(AvailabilityInSchema)
     def post(self, payload):
         """Per line: the quantity available now and its price (nothing is held)."""
-        return catalog.check_availability(_db(), _lines(payload))
+        return catalog.check_availability(database(), _lines(payload))
 
 
 @reservations_blp.route("/<uuid:order_id>")
@@ -172,7 +168,7 @@ class ReservationByOrder(MethodView):
     def put(self, payload, order_id: UUID):
         """Hold stock for an order: every line or none; idempotent by order id."""
         settings = current_app.extensions["inventory"]
-        result = reservations.reserve(_db(), reservations.Reserve(
+        result = reservations.reserve(database(), reservations.Reserve(
             order_id=order_id, lines=_lines(payload), requested_by=authenticate().subject,
             ttl_s=settings.reservation_ttl_s))
         body = reservations.shape_reservation(result.reservation)
@@ -185,4 +181,4 @@ class ReservationByOrder(MethodView):
     @require_any_scope(*RESERVE_SCOPES)
     def get(self, order_id: UUID):
         """The reservation of an order: status, lines with prices, expiry."""
-        return reservations.shape_reservation(reservations.get_reservation(_db(), order_id))
+        return reservations.shape_reservation(reservations.get_reservation(database(), order_id))

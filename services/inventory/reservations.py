@@ -106,8 +106,7 @@ def _reserve_again(db, command: Reserve, fingerprint: str) -> ReserveResult:
     worker confirming or releasing the same order.
     """
     with db.transaction() as cur:
-        repo.lock_order_key(cur, command.order_id)
-        existing = repo.get_reservation(cur, command.order_id, lock=True)
+        existing = _locked_reservation(cur, command.order_id)
         if existing["lines_hash"] != fingerprint:
             RESERVATIONS.labels("conflict").inc()
             raise ReservationConflict("This order already has a reservation with different lines.",
@@ -121,6 +120,12 @@ def _reserve_again(db, command: Reserve, fingerprint: str) -> ReserveResult:
             log.info("reservation_held_again", order_id=str(command.order_id))
     RESERVATIONS.labels("replayed").inc()
     return ReserveResult(existing, created=False)
+
+
+def _locked_reservation(cur, order_id: uuid.UUID) -> dict | None:
+    """The order's reservation, locked in the writers' lock order (order key, then the row)."""
+    repo.lock_order_key(cur, order_id)
+    return repo.get_reservation(cur, order_id, lock=True)
 
 
 def _lock_products(cur, lines: list[RequestedLine]) -> dict[str, dict]:
@@ -175,8 +180,7 @@ def on_order_created(cur, event: Envelope) -> None:
     """The order was committed: its HELD reservation is confirmed and no longer expires."""
     data = OrderCreatedDataSchema().load(event.data)
     order_id = data["order_id"]
-    repo.lock_order_key(cur, order_id)
-    reservation = repo.get_reservation(cur, order_id, lock=True)
+    reservation = _locked_reservation(cur, order_id)
     if reservation is None:
         raise PermanentError(f"order.created for {order_id}, which has no reservation")
     if data["lines"] is not None and _quantities(data["lines"]) != _quantities(reservation["lines"]):
@@ -198,8 +202,7 @@ def on_order_cancelled(cur, event: Envelope) -> None:
     """The order was cancelled: its stock goes back, exactly once."""
     data = OrderCancelledDataSchema().load(event.data)
     order_id = data["order_id"]
-    repo.lock_order_key(cur, order_id)
-    reservation = repo.get_reservation(cur, order_id, lock=True)
+    reservation = _locked_reservation(cur, order_id)
     if reservation is None:
         log.warning("cancel_without_reservation", order_id=str(order_id))
         return

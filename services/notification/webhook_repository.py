@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from shared.rows import grouped
+
 # --- webhook subscriptions -----------------------------------------------------------------
 SUBSCRIPTION_COLUMNS = ("id, owner_id, all_customers, name, topic, delivery_url, status,"
                         " disabled_reason, disabled_at, consecutive_failures, created_at, updated_at")
@@ -225,7 +227,4 @@ def attempts_of(cur, delivery_ids: list[UUID]) -> dict[UUID, list[dict]]:
         "SELECT delivery_id, attempt, attempted_at, outcome, status_code, duration_ms,"
         " response_excerpt, error FROM webhook_attempts WHERE delivery_id = ANY(%s::uuid[])"
         " ORDER BY delivery_id, id", ([str(d) for d in delivery_ids],))
-    result: dict[UUID, list[dict]] = {}
-    for row in cur.fetchall():
-        result.setdefault(row.pop("delivery_id"), []).append(row)
-    return result
+    return grouped(cur.fetchall(), "delivery_id")

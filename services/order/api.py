@@ -35,7 +35,7 @@ from shared.auth import authenticate, require_scopes
 from shared.errors import Problem, ProblemMap
 from shared.pagination import decode_cursor, keyset_page
 from shared.ratelimit import client_ip, rate_limit
-from shared.web import Blueprint, correlation_id
+from shared.web import Blueprint, correlation_id, database
 
 blp = Blueprint("orders", __name__, url_prefix="/v1/orders",
                 description="Place, track and cancel orders.")
@@ -61,10 +61,6 @@ PROBLEMS = ProblemMap({
                                        "idempotency-key-in-progress",
                                        headers={"Retry-After": "1"}),
 })
-
-
-def _db():
-    return current_app.extensions["db"]
 
 
 def _idempotency_key() -> str | None:
@@ -131,10 +127,10 @@ class Orders(MethodView):
 
         def place(attempt: idempotency.Attempt) -> StoredResponse:
             return handlers.place_order(
-                _db(), inventory, command, correlation_id(), attempt.resource_id,
+                database(), inventory, command, correlation_id(), attempt.resource_id,
                 within=lambda cur, order: attempt.store(cur, _created(order)))
 
-        return _json(idempotency.run_once(_db(), principal.subject, key,
+        return _json(idempotency.run_once(database(), principal.subject, key,
                                           idempotency.fingerprint(payload), place))
 
     @blp.response(200, OrderPageSchema)
@@ -146,7 +142,7 @@ class Orders(MethodView):
         principal = authenticate()
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
         limit = query["limit"]
-        rows = handlers.list_orders(_db(), principal, query.get("status"), after, limit + 1)
+        rows = handlers.list_orders(database(), principal, query.get("status"), after, limit + 1)
         page, next_cursor = keyset_page(rows, limit)
         return {"items": [shape(o) for o in page], "next_cursor": next_cursor}
 
@@ -158,7 +154,7 @@ class OrderById(MethodView):
     @require_scopes("orders:read")
     def get(self, order_id: UUID):
         """One order with its status history."""
-        return shape(handlers.get_order(_db(), authenticate(), order_id))
+        return shape(handlers.get_order(database(), authenticate(), order_id))
 
 
 @blp.route("/<uuid:order_id>/cancel")
@@ -170,7 +166,7 @@ class CancelOrder(MethodView):
     @blp.arguments(CancelOrderSchema, required=False)
     def post(self, payload, order_id: UUID):
         """Cancel an order that has not shipped yet (cancelling twice is harmless)."""
-        order = handlers.cancel_order(_db(), authenticate(), order_id,
+        order = handlers.cancel_order(database(), authenticate(), order_id,
                                       (payload or {}).get("reason"), correlation_id())
         return shape(order)
 

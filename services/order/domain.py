@@ -1,7 +1,7 @@
 """Orders and their allowed transitions (pure Python, no I/O).
 
 The delivery-status -> order-status mapping is the one explicit table
-(:data:`DELIVERY_TO_ORDER_STATUS`) of DESIGN.md section 3.
+(:data:`DELIVERY_TO_ORDER_STATUS`); docs/architecture.md draws it as the order lifecycle.
 """
 
 from __future__ import annotations
