@@ -44,7 +44,7 @@ import requests  # noqa: E402
 from aiohttp import web  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
-from services.notification import repository as repo  # noqa: E402
+from services.notification import webhook_repository as repo  # noqa: E402
 from services.notification.domain import sign  # noqa: E402
 from services.notification.secretbox import SecretBox  # noqa: E402
 from shared.db import Database  # noqa: E402

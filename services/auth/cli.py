@@ -29,7 +29,7 @@ from cryptography.fernet import Fernet
 
 from services.auth import handlers
 from services.auth.config import load_auth_config
-from services.auth.server import GRANT_TYPES
+from services.auth.oauth import GRANT_TYPES
 from shared.auth import SCOPES
 from shared.config import ConfigError, load_settings
 from shared.logging import configure_logging

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from services.inventory.api import BLUEPRINTS
-from services.inventory.handlers import DEFAULT_RESERVATION_TTL_S
+from services.inventory.api import BLUEPRINTS, PROBLEMS
+from services.inventory.reservations import DEFAULT_RESERVATION_TTL_S
 from shared.config import Settings, env_float, load_settings
 from shared.db import database_for
 from shared.health import health_blueprint
@@ -45,4 +45,5 @@ def create_app(config: dict | None = None):
     app.register_blueprint(health_blueprint({"database": db.ping}))
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+    PROBLEMS.register(app)
     return app

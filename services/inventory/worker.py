@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from services.inventory.handlers import SWEEP_BATCH, on_order_cancelled, on_order_created, release_expired
+from services.inventory.reservations import SWEEP_BATCH, on_order_cancelled, on_order_created, release_expired
 from shared.config import Settings, env_float
 from shared.periodic import periodic
 from shared.queues import queue

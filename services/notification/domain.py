@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.backoff import backoff_delay
+from shared.errors import DomainError
 
 # Events of order-status.fifo this service turns into notifications.
 ORDER_EVENT_TYPES = ("order.created", "order.status_changed", "order.cancelled")
@@ -169,3 +170,24 @@ def sse_event(data: str, event: str | None = None, event_id: str | None = None) 
 def sse_comment(text: str) -> str:
     """A comment line: ignored by clients, keeps proxies from closing an idle stream."""
     return f": {text}\n\n"
+
+
+# --- what a command can be refused with (the HTTP layer maps each to a problem) -----------------
+class UnsafeDeliveryUrl(DomainError):
+    """The delivery URL is not an acceptable webhook target (the detail says why)."""
+
+
+class SubscriptionLimit(DomainError):
+    """The owner has as many subscriptions as one owner may have."""
+
+
+class DuplicateSubscription(DomainError):
+    """The owner already has a subscription for this delivery URL and topic."""
+
+
+class RedeliverPing(DomainError):
+    """A ping is not redelivered; a new one is sent instead."""
+
+
+class SubscriptionNotActive(DomainError):
+    """The subscription is paused or disabled."""

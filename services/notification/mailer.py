@@ -29,7 +29,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter
 
-from services.notification import repository as repo
+from services.notification import email_repository as repo
 from services.notification.domain import retry_delay
 from services.notification.settings import EmailSettings
 from shared.logging import get_logger

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from services.notification.domain import ORDER_EVENT_TYPES
-from services.notification.handlers import (
+from services.notification.consumers import (
     DELIVERY_REQUESTED,
     OrderEventHandler,
     WebhookDeliverer,
 )
+from services.notification.domain import ORDER_EVENT_TYPES
 from services.notification.mailer import EmailDispatcher, build_provider
 from services.notification.retention import retention_task
 from services.notification.settings import NotificationSettings, notification_settings

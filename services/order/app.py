@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from limits import parse_many
 
-from services.order.api import blp
+from services.order.api import ORDER_RATE_LIMIT, PROBLEMS, blp
 from services.order.inventory import InventoryClient, inventory_config
-from shared.auth import authenticate
 from shared.config import ConfigError, env_str, load_settings
 from shared.db import database_for
-from shared.errors import Problem
 from shared.health import health_blueprint, sqs_check
 from shared.logging import configure_logging
 from shared.messaging.sqs import physical_name, sync_client
-from shared.ratelimit import client_ip, create_limiter
+from shared.ratelimit import create_limiter
 from shared.service_token import service_token_from
 from shared.web import base_app
 
@@ -43,31 +41,18 @@ def create_app(config: dict | None = None):
         "sqs": sqs_check(sqs, physical_name(settings.queue_prefix, "order-created.fifo")),
     }, reports={"breakers": breakers.snapshot}))
     api.register_blueprint(blp)
-    _limit_order_creation(app, env)
+    PROBLEMS.register(app)
+    app.config[ORDER_RATE_LIMIT] = _order_rate_limit(env)
+    create_limiter(app, env.get("RATE_LIMIT_STORAGE_URI"))
     return app
 
 
-def _customer_key() -> str:
-    """Rate-limit key: the calling customer (unauthenticated calls get their 401 from the view)."""
-    try:
-        return "customer:" + authenticate().subject
-    except Problem:
-        return "anonymous:" + client_ip()
-
-
-def _limit_order_creation(app, env) -> None:
-    """``ORDER_RATE_LIMIT_PER_CUSTOMER`` (default 60/minute) on POST /v1/orders, per customer.
-
-    Idempotent replays count too: a client retrying in a loop is still a loop.
-    """
-    rate = env_str(env, "ORDER_RATE_LIMIT_PER_CUSTOMER", DEFAULT_ORDER_RATE)
+def _order_rate_limit(env) -> str:
+    """``ORDER_RATE_LIMIT_PER_CUSTOMER`` (default 60/minute): POST /v1/orders, per customer."""
+    rate = env_str(env, ORDER_RATE_LIMIT, DEFAULT_ORDER_RATE)
     try:
         parse_many(rate)
     except ValueError:
-        raise ConfigError("ORDER_RATE_LIMIT_PER_CUSTOMER",
+        raise ConfigError(ORDER_RATE_LIMIT,
                           f"must be a rate limit such as '60/minute', got {rate!r}") from None
-    limiter = create_limiter(app, env.get("RATE_LIMIT_STORAGE_URI"))
-    app.extensions["limiter"] = limiter
-    view = "orders.Orders"
-    app.view_functions[view] = limiter.limit(rate, key_func=_customer_key, methods=["POST"])(
-        app.view_functions[view])
+    return rate
