@@ -59,9 +59,20 @@ def _customer_id() -> fields.String:
     return fields.String(required=True, validate=validate.Length(min=1, max=MAX_CUSTOMER_ID_CHARS))
 
 
-def _money(**kwargs) -> fields.Decimal:
-    # Amounts travel as decimal strings ("29.00"): floats would round them.
-    return fields.Decimal(places=None, as_string=True, allow_nan=False, **kwargs)
+class DecimalString(fields.Decimal):
+    """An amount written as a JSON string (``"29.00"``): a JSON number would be a float,
+    which rounds money."""
+
+    default_error_messages = {"not_string": 'Must be a decimal string, e.g. "29.00".'}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise self.make_error("not_string")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def _money(**kwargs) -> DecimalString:
+    return DecimalString(places=None, as_string=True, allow_nan=False, **kwargs)
 
 
 # --- order-service ---------------------------------------------------------------------------
