@@ -60,8 +60,7 @@ def _customer_id() -> fields.String:
 
 
 class DecimalString(fields.Decimal):
-    """An amount written as a JSON string (``"29.00"``): a JSON number would be a float,
-    which rounds money."""
+    """An amount written as a JSON string (``"29.00"``), never a JSON number (a float rounds)."""
 
     default_error_messages = {"not_string": 'Must be a decimal string, e.g. "29.00".'}
 
