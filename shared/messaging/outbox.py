@@ -6,7 +6,8 @@ so both commit or neither does; it writes one row per queue the given
 this module is the relay's SQL over the table (:mod:`shared.messaging.relay`
 publishes the rows): claiming streams, reading pending rows as
 :class:`OutboxRow`, marking rows published, recording failed sends, and the
-outbox lag.
+outbox lag; and the retention job's purge of long-published rows
+(:mod:`shared.messaging.retention`).
 
 A stream is one (queue, aggregate) pair; its rows are published in id order.
 """
@@ -155,3 +156,16 @@ def lag_seconds(cur) -> float:
     cur.execute("SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS lag"
                 " FROM outbox WHERE published_at IS NULL")
     return float(cur.fetchone()["lag"])
+
+
+def purge_published(cur, days: int, limit: int) -> int:
+    """Delete up to ``limit`` rows published more than ``days`` ago; return how many went.
+
+    Unpublished rows are never deleted, however old: the relay still owes them.
+    ``SKIP LOCKED``: workers purging at once share the rows instead of queueing.
+    """
+    cur.execute(
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at"
+        " < now() - make_interval(days => %s) LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (days, limit))
+    return cur.rowcount
