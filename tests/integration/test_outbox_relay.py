@@ -102,7 +102,7 @@ def test_two_relays_share_the_work_and_keep_each_streams_order(delivery_db, sqs,
             _add(delivery_db, f"agg-{n}", seq)
     # Small rounds and slow sends: each relay's round overlaps the other's.
     monkeypatch.setattr(relay_module, "STREAMS_PER_ROUND", 5)
-    client = RecordingSqs(sqs, send_delay_s=0.1)
+    client = RecordingSqs(sqs, send_delay_s=0.2)
     relays = [OutboxRelay(delivery_db, client, TOPOLOGY, "delivery", queue_prefix, name=f"r{i}")
               for i in range(2)]
     published = {r.name: 0 for r in relays}
