@@ -1,5 +1,9 @@
 """The worker process shell: consumers + outbox relay + periodic jobs, SIGTERM drain.
 
+Every worker also runs the messaging retention job
+(:func:`shared.messaging.retention.retention_task`, ``MESSAGING_RETENTION_*``),
+whatever its plan.
+
 A service's ``worker.py`` defines ``build_plan(db, settings) -> WorkerPlan``
 and its ``main`` is ``serve_worker(SERVICE, build_plan)``: settings, logging,
 the database pool, then :func:`run_worker`. On SIGTERM/SIGINT: consumers stop
@@ -31,6 +35,7 @@ from shared.logging import configure_logging, get_logger
 from shared.messaging.consumer import Consumer, ConsumerConfig, Handler
 from shared.messaging.middleware import LoggingMiddleware, Middleware, PrometheusMiddleware
 from shared.messaging.relay import OutboxRelay, RetryPolicy
+from shared.messaging.retention import retention_settings, retention_task
 from shared.messaging.sqs import async_client, sync_client
 from shared.messaging.topology import QueueSpec
 from shared.queues import TOPOLOGY
@@ -97,6 +102,8 @@ async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: floa
         loop.add_signal_handler(sig, stop.set)
 
     middleware = default_middleware()
+    # Read before anything starts: a bad MESSAGING_RETENTION_* fails the start, not a task.
+    retention = retention_settings(settings.env)
     relay_stop = threading.Event()
     relay_thread = None
     if relay_enabled:
@@ -122,6 +129,8 @@ async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: floa
     ]
     tasks = [asyncio.create_task(c.run(stop)) for c in consumers]
     tasks += [asyncio.create_task(job(stop)) for job in plan.tasks]
+    # Every service's inbox and outbox, whatever its plan (shared.messaging.retention).
+    tasks.append(asyncio.create_task(retention_task(db, retention)(stop)))
     log.info("worker_started", consumers=[c.name for c in consumers], relay=relay_enabled)
 
     await stop.wait()
