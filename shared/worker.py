@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import start_http_server
 
-from shared.config import Settings, env_bool, env_float, env_int
+from shared.config import Settings, WorkerSettings
 from shared.logging import get_logger
 from shared.messaging.consumer import Consumer, ConsumerConfig, Handler
 from shared.messaging.outbox import OutboxRelay, RetryPolicy
@@ -37,30 +37,26 @@ class WorkerPlan:
     tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
 
 
-def consumer_config(settings: Settings) -> ConsumerConfig:
-    """Consumer tunables from the environment (CONSUMER_*)."""
-    env = settings.env
+def consumer_config(worker: WorkerSettings) -> ConsumerConfig:
+    """Consumer tunables (CONSUMER_*)."""
     return ConsumerConfig(
-        wait_time_s=env_int(env, "CONSUMER_WAIT_TIME_S", 20, minimum=0, maximum=20),
-        max_messages=env_int(env, "CONSUMER_MAX_MESSAGES", 10, minimum=1, maximum=10),
-        pollers=env_int(env, "CONSUMER_POLLERS", 2, minimum=1, maximum=50),
-        retry_base_s=env_float(env, "CONSUMER_RETRY_BASE_S", 2.0),
-        retry_cap_s=env_float(env, "CONSUMER_RETRY_CAP_S", 900.0),
+        wait_time_s=worker.consumer_wait_time_s, max_messages=worker.consumer_max_messages,
+        pollers=worker.consumer_pollers, retry_base_s=worker.consumer_retry_base_s,
+        retry_cap_s=worker.consumer_retry_cap_s,
     )
 
 
 def run_worker(settings: Settings, db, plan: WorkerPlan) -> int:
     """Run ``plan`` until SIGTERM/SIGINT; return the exit code (0 on a clean drain)."""
-    env = settings.env
-    metrics_port = env_int(env, "WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)
-    if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
-    shutdown_timeout = env_float(env, "WORKER_SHUTDOWN_TIMEOUT_S", 25.0)
-    return asyncio.run(_main(settings, db, plan, shutdown_timeout,
-                             relay_enabled=plan.relay and env_bool(env, "OUTBOX_RELAY_ENABLED", True)))
+    worker = WorkerSettings.from_env(settings.env, app_env=settings.app_env)
+    if worker.metrics_port:
+        start_http_server(worker.metrics_port, addr="127.0.0.1")
+    shutdown_timeout = worker.shutdown_timeout_s
+    return asyncio.run(_main(settings, worker, db, plan, shutdown_timeout,
+                             relay_enabled=plan.relay and worker.relay_enabled))
 
 
-async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: float,
+async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan, shutdown_timeout: float,
                 relay_enabled: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -73,14 +69,14 @@ async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: floa
         relay = OutboxRelay(
             db, sync_client(settings.sqs_endpoint_url, settings.aws_region),
             settings.service, settings.queue_prefix,
-            poll_interval_s=env_float(settings.env, "OUTBOX_POLL_INTERVAL_S", 1.0),
-            retry=RetryPolicy(cap_s=env_float(settings.env, "OUTBOX_RETRY_MAX_S", 10.0)),
+            poll_interval_s=worker.relay_poll_interval_s,
+            retry=RetryPolicy(cap_s=worker.relay_retry_max_s),
             name=f"{settings.service}-relay")
         relay_thread = threading.Thread(target=relay.run, args=(relay_stop,), name="outbox-relay",
                                         daemon=True)
         relay_thread.start()
 
-    config = consumer_config(settings)
+    config = consumer_config(worker)
     # Leave connections for the relay and periodic tasks so handlers never starve them.
     executor = ThreadPoolExecutor(max_workers=max(1, settings.db_pool_max - 2),
                                   thread_name_prefix="handler")

@@ -30,7 +30,7 @@ from joserfc import jwt
 
 from services.auth import crypto
 from services.auth import repository as repo
-from services.auth.config import AuthConfig
+from services.auth.settings import AuthSettings
 from shared.auth import SCOPES
 from shared.errors import Problem
 from shared.logging import get_logger
@@ -156,7 +156,7 @@ class RefreshToken(TokenMixin):
 class AccessTokenGenerator(JWTBearerTokenGenerator):
     """RS256 access tokens signed with the active key, ``kid`` in the header."""
 
-    def __init__(self, issuer: str, audience: str, keys, config: AuthConfig):
+    def __init__(self, issuer: str, audience: str, keys, config: AuthSettings):
         super().__init__(issuer=issuer, alg="RS256",
                          refresh_token_generator=lambda **_: crypto.new_secret(),
                          expires_generator=lambda client, grant_type: config.access_token_ttl_s)
@@ -277,7 +277,7 @@ class Revocation(RevocationEndpoint):
 class AuthService:
     """Storage and policy behind the grants (one per app)."""
 
-    def __init__(self, db, config: AuthConfig, passwords: crypto.PasswordHashing):
+    def __init__(self, db, config: AuthSettings, passwords: crypto.PasswordHashing):
         self.db = db
         self.config = config
         self.passwords = passwords

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from services.order.handlers import on_delivery_event
-from shared.config import load_settings
+from services.order.settings import load
 from shared.db import database_for
 from shared.logging import configure_logging
 from shared.messaging.topology import queue
@@ -27,7 +27,7 @@ def build_plan() -> WorkerPlan:
 
 
 def main() -> int:
-    settings = load_settings(SERVICE)
+    settings, _own = load()  # validates ORDER_* too: a bad deployment fails here as in the API
     configure_logging(SERVICE, settings.log_level, settings.log_format)
     return run_worker(settings, database_for(settings), build_plan())
 
