@@ -29,8 +29,6 @@ from flask import current_app, g, request
 
 from shared.errors import Problem
 from shared.jwks import (
-    DEFAULT_CACHE_TTL_S,
-    DEFAULT_MIN_REFRESH_INTERVAL_S,
     JwksCache,
     KeysUnavailable,
     jwks_url_from,

@@ -67,8 +67,8 @@ class Settings(EnvSettings):
     db_pool_max: Int = var("DB_POOL_MAX", 10, "database connections per process at most "
                                               "(at least DB_POOL_MIN)", ge=1)
     auth_jwks_url: str | None = var(
-        "AUTH_JWKS_URL", None, "where token-signing keys are fetched (one of it or AUTH_URL is "
-                               "required in production)", shown_default="`AUTH_URL` + `/.well-known/jwks.json`")
+        "AUTH_JWKS_URL", None, "where token-signing keys are fetched (it or AUTH_URL is required "
+                               "in production)", shown_default="`AUTH_URL` + `/.well-known/jwks.json`")
     jwks_cache_ttl_s: Float = var("AUTH_JWKS_CACHE_TTL_S", 300.0, "JWKS cache lifetime", ge=1.0)
     jwks_min_refresh_s: Float = var(
         "AUTH_JWKS_MIN_REFRESH_S", 10.0, "least time between JWKS refreshes on an unknown `kid` "

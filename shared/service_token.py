@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+
 from shared.config import ConfigError
 from shared.logging import get_logger
 from shared.resilience import BreakerRegistry, ResilientHttp

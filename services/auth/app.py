@@ -19,6 +19,7 @@ from shared.logging import configure_logging
 from shared.ratelimit import create_limiter
 from shared.web import allow_form_body, base_app
 
+
 def build_components(settings, config: AuthSettings):
     """Database, password hashing and signing keys (shared by the app and the CLI)."""
     db = database_for(settings)

@@ -28,8 +28,8 @@ import click
 from cryptography.fernet import Fernet
 
 from services.auth import handlers
-from services.auth.settings import load
 from services.auth.server import GRANT_TYPES
+from services.auth.settings import load
 from shared.auth import SCOPES
 from shared.config import ConfigError
 from shared.logging import configure_logging

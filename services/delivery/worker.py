@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 
 from services.delivery.handlers import on_order_cancelled, on_order_created
+from services.delivery.settings import DeliverySettings, load
 from services.delivery.simulator import simulator_config, simulator_task
-from shared.config import load_settings
 from shared.db import database_for
 from shared.logging import configure_logging
 from shared.messaging.topology import queue
@@ -19,23 +19,23 @@ from shared.worker import WorkerPlan, run_worker
 SERVICE = "delivery"
 
 
-def build_plan(db, settings) -> WorkerPlan:
+def build_plan(db, own: DeliverySettings) -> WorkerPlan:
     """Handlers per queue, plus the simulator when enabled."""
     plan = WorkerPlan(consumers={
         queue("order-created.fifo"): {"order.created": on_order_created},
         queue("order-cancelled.fifo"): {"order.cancelled": on_order_cancelled},
     })
-    simulator = simulator_config(settings)
+    simulator = simulator_config(own)
     if simulator.enabled:
         plan.tasks.append(simulator_task(db, simulator))
     return plan
 
 
 def main() -> int:
-    settings = load_settings(SERVICE)
+    settings, own = load()
     configure_logging(SERVICE, settings.log_level, settings.log_format)
     db = database_for(settings)
-    return run_worker(settings, db, build_plan(db, settings))
+    return run_worker(settings, db, build_plan(db, own))
 
 
 if __name__ == "__main__":

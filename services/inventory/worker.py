@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 
 from services.inventory.handlers import SWEEP_BATCH, on_order_cancelled, on_order_created, release_expired
-from shared.config import Settings, env_float, load_settings
+from services.inventory.settings import InventorySettings, load
 from shared.db import database_for
 from shared.logging import configure_logging, get_logger
 from shared.messaging.topology import queue
@@ -26,8 +26,6 @@ log = get_logger(__name__)
 
 SERVICE = "inventory"
 EVENTS_QUEUE = "inventory-events.fifo"
-DEFAULT_SWEEP_INTERVAL_S = 5.0
-MIN_SWEEP_INTERVAL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -35,10 +33,9 @@ class SweeperConfig:
     interval_s: float  # how often expired reservations are looked for
 
 
-def sweeper_config(settings: Settings) -> SweeperConfig:
+def sweeper_config(own: InventorySettings) -> SweeperConfig:
     """INVENTORY_SWEEP_INTERVAL_S (default 5 s)."""
-    return SweeperConfig(env_float(settings.env, "INVENTORY_SWEEP_INTERVAL_S",
-                                   DEFAULT_SWEEP_INTERVAL_S, minimum=MIN_SWEEP_INTERVAL_S))
+    return SweeperConfig(own.sweep_interval_s)
 
 
 def sweeper_task(db, config: SweeperConfig):
@@ -63,21 +60,21 @@ def sweeper_task(db, config: SweeperConfig):
     return run
 
 
-def build_plan(db, settings: Settings) -> WorkerPlan:
+def build_plan(db, own: InventorySettings) -> WorkerPlan:
     """Handlers for inventory-events.fifo, plus the sweeper."""
     return WorkerPlan(
         consumers={queue(EVENTS_QUEUE): {"order.created": on_order_created,
                                          "order.cancelled": on_order_cancelled}},
         relay=False,
-        tasks=[sweeper_task(db, sweeper_config(settings))],
+        tasks=[sweeper_task(db, sweeper_config(own))],
     )
 
 
 def main() -> int:
-    settings = load_settings(SERVICE)
+    settings, own = load()
     configure_logging(SERVICE, settings.log_level, settings.log_format)
     db = database_for(settings)
-    return run_worker(settings, db, build_plan(db, settings))
+    return run_worker(settings, db, build_plan(db, own))
 
 
 if __name__ == "__main__":

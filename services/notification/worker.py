@@ -16,10 +16,10 @@ from services.notification.handlers import (
 )
 from services.notification.mailer import EmailDispatcher, build_provider
 from services.notification.retention import retention_task
-from services.notification.settings import NotificationSettings, notification_settings
+from services.notification.settings import NotificationSettings, load, notification_settings
 from services.notification.ssrf import UrlPolicy
 from services.notification.webhooks import EndpointBreakers, WebhookSender
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.db import database_for
 from shared.logging import configure_logging
 from shared.messaging.topology import queue
@@ -49,10 +49,10 @@ def build_plan(db, settings: Settings, own: NotificationSettings | None = None,
 
 
 def main() -> int:
-    settings = load_settings(SERVICE)
+    settings, own = load()
     configure_logging(SERVICE, settings.log_level, settings.log_format)
     db = database_for(settings)
-    return run_worker(settings, db, build_plan(db, settings))
+    return run_worker(settings, db, build_plan(db, settings, own))
 
 
 if __name__ == "__main__":

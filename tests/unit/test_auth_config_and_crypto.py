@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from services.auth.settings import DEV_KEY_ENCRYPTION_KEY, AuthSettings
 from services.auth.crypto import KeyCipher, PasswordHashing, digest_secret, new_secret, secret_matches
+from services.auth.settings import DEV_KEY_ENCRYPTION_KEY, AuthSettings
 from shared.config import ConfigError
 
 
@@ -24,7 +24,8 @@ def test_production_refuses_the_development_key_encryption_key():
     with pytest.raises(ConfigError, match="development default"):
         AuthSettings.from_env({"AUTH_KEY_ENCRYPTION_KEYS": DEV_KEY_ENCRYPTION_KEY}, app_env="production")
     key = Fernet.generate_key().decode()
-    assert AuthSettings.from_env({"AUTH_KEY_ENCRYPTION_KEYS": key}, app_env="production").key_encryption_keys == (key,)
+    production = AuthSettings.from_env({"AUTH_KEY_ENCRYPTION_KEYS": key}, app_env="production")
+    assert production.key_encryption_keys == (key,)
 
 
 @pytest.mark.parametrize("name, value", [

@@ -17,8 +17,8 @@ from services.order.inventory import (
     InventoryUnavailable,
     inventory_config,
 )
-from shared.auth import verify_bearer_token
 from services.order.settings import load
+from shared.auth import verify_bearer_token
 from shared.config import ConfigError
 from shared.errors import Problem
 from shared.resilience import BreakerRegistry
