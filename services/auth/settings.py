@@ -30,6 +30,7 @@ DEFAULT_REFRESH_FAMILY_MAX_S = 90 * 24 * 3600
 # Customers get these scopes (those that exist in shared.auth.SCOPES) unless
 # AUTH_CUSTOMER_SCOPES says otherwise.
 CUSTOMER_SCOPE_CANDIDATES = ("orders:read", "orders:write", "notifications:read")
+DEFAULT_CUSTOMER_SCOPES = tuple(s for s in CUSTOMER_SCOPE_CANDIDATES if s in SCOPES)
 # Signing keys: RSA size, and how long each auth process keeps the active key
 # before asking the database again (a rotation reaches every process within it).
 DEFAULT_RSA_BITS = 2048
@@ -113,8 +114,8 @@ class AuthSettings(EnvSettings):
     password_max_length: Int = var("AUTH_PASSWORD_MAX_LENGTH", 256, "longest password accepted "
                                    "(at least AUTH_PASSWORD_MIN_LENGTH)", ge=8, le=MAX_PASSWORD_LENGTH)
     customer_scopes: Scopes = var(
-        "AUTH_CUSTOMER_SCOPES", tuple(s for s in CUSTOMER_SCOPE_CANDIDATES if s in SCOPES),
-        "space-separated scopes every customer account gets")
+        "AUTH_CUSTOMER_SCOPES", DEFAULT_CUSTOMER_SCOPES, "space-separated scopes every customer account gets",
+        shown_default="`" + " ".join(DEFAULT_CUSTOMER_SCOPES) + "`")
     trusted_proxy_hops: Int = var("AUTH_TRUSTED_PROXY_HOPS", 0, "reverse proxies setting "
                                   "X-Forwarded-For in front of the API (per-IP limits)", ge=0, le=5)
 

@@ -70,7 +70,8 @@ class WebhookSettings(EnvSettings):
                              "failed their whole retry schedule before a subscription is disabled", ge=1)
     allowed_hosts: AllowedHosts = var(
         "NOTIFICATION_WEBHOOK_ALLOWED_HOSTS", (), "comma-separated hosts, addresses or CIDRs exempt from "
-        "the SSRF block on loopback/private targets", shown_default="empty (`make run`: localhost)")
+        "the SSRF block on loopback/private targets",
+        shown_default="empty (`make run`: `localhost,127.0.0.1,::1`)")
     max_subscriptions_per_owner: Int = var("NOTIFICATION_WEBHOOK_MAX_PER_OWNER", 100,
                                            "subscriptions per owner", ge=1)
     secret_keys: FernetKeys = var(
