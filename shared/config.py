@@ -17,25 +17,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.settings import (
-    Bool,
-    CommaList,
-    ConfigError,
-    EnvSettings,
-    Float,
-    Int,
-    parse_bool,
-    parse_float,
-    parse_int,
-    var,
-)
+from shared.settings import Bool, CommaList, ConfigError, EnvSettings, Float, Int, var
 
-__all__ = ["ConfigError", "Settings", "WorkerSettings", "BreakerThresholds", "load_settings",
-           "env_str", "env_int", "env_float", "env_bool", "env_choice"]
+__all__ = ["ConfigError", "Settings", "WorkerSettings", "BreakerThresholds", "BreakerOverride",
+           "load_settings"]
 
 DEV_AWS_KEY = "local-dev"  # emulators accept any credentials
 
@@ -49,8 +38,9 @@ class Settings(EnvSettings):
     app_env: Literal["development", "test", "production"] = var(
         "APP_ENV", "development", "deployment kind; production refuses development defaults")
     database_url: str = var(
-        "DATABASE_URL", description="PostgreSQL URL; each service uses its own schema `<service>_svc`",
-        shown_default="required (`make run`/`make test`: an embedded server)")
+        "DATABASE_URL", description="PostgreSQL URL (may hold a password); each service uses its own "
+                                    "schema `<service>_svc`",
+        shown_default="required (`make run`/`make test`: an embedded server)", secret=True)
     sqs_endpoint_url: str | None = var(
         "SQS_ENDPOINT_URL", None, "ElasticMQ, moto or fauxqs endpoint; unset means real AWS",
         shown_default="AWS (`make run`: moto on 127.0.0.1:9324)")
@@ -103,7 +93,7 @@ class Settings(EnvSettings):
                 raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
         return origins
 
-    def check(self, app_env: str, env: Mapping[str, str]) -> None:
+    def check(self, app_env: str) -> None:
         if self.db_pool_max < max(1, self.db_pool_min):
             raise ConfigError("DB_POOL_MAX", f"must be >= {max(1, self.db_pool_min)}, got {self.db_pool_max}")
         if self.app_env == "production" and "*" in self.cors_allowed_origins:
@@ -180,53 +170,3 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         if env.get(f"{name.upper()}_URL")
     }
     return base.model_copy(update={"service": service, "peers": peers, "env": env})
-
-
-# --- single-variable readers, for variables whose names are computed at run time -------------------
-def _read(env: Mapping[str, str], name: str, parse, default: Any) -> Any:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return parse(raw.strip())
-    except ValueError as exc:
-        raise ConfigError(name, str(exc)) from None
-
-
-def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> str:
-    """Return a non-empty string variable, or ``default``; raise when neither exists."""
-    value = _read(env, name, str, default)
-    if value is None:
-        raise ConfigError(name, "is required but not set")
-    return value
-
-
-def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0,
-            maximum: int | None = None) -> int:
-    """Return an integer variable within ``[minimum, maximum]``."""
-    value = _read(env, name, parse_int, default)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise ConfigError(name, f"must be {bound}, got {value}")
-    return value
-
-
-def env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    """Return a float variable that is at least ``minimum``."""
-    value = _read(env, name, parse_float, default)
-    if value < minimum:
-        raise ConfigError(name, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    """Return a boolean variable written as true/false, 1/0, yes/no or on/off."""
-    return _read(env, name, parse_bool, default)
-
-
-def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    """Return a variable that must be one of ``choices``."""
-    value = env_str(env, name, default)
-    if value not in choices:
-        raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")
-    return value

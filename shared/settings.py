@@ -113,8 +113,9 @@ def var(name: str, default: Any = ..., description: str = "", *, ge: float | Non
     :meth:`EnvSettings.check`.
     """
     extra = {"secret": secret, "strip": strip, "shown_default": shown_default, "production": production}
+    # A secret held as a plain string (a URL with a password) is kept out of the repr too.
     return Field(default, validation_alias=name, description=description, ge=ge, le=le,
-                 json_schema_extra=extra)
+                 json_schema_extra=extra, repr=not secret)
 
 
 class _MappingSource(PydanticBaseSettingsSource):
@@ -184,10 +185,10 @@ class EnvSettings(BaseSettings):
             settings = cls(**values)
         except ValidationError as exc:
             raise _config_error(cls, exc, name) from None
-        settings.check(app_env, env)
+        settings.check(app_env)
         return settings
 
-    def check(self, app_env: str, env: Mapping[str, str]) -> None:
+    def check(self, app_env: str) -> None:
         """Rules across variables or tied to APP_ENV (production refusals); override to add."""
 
     def was_set(self, field_name: str) -> bool:

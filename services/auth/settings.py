@@ -119,7 +119,7 @@ class AuthSettings(EnvSettings):
     trusted_proxy_hops: Int = var("AUTH_TRUSTED_PROXY_HOPS", 0, "reverse proxies setting "
                                   "X-Forwarded-For in front of the API (per-IP limits)", ge=0, le=5)
 
-    def check(self, app_env: str, env: Mapping[str, str]) -> None:
+    def check(self, app_env: str) -> None:
         if self.password_max_length < self.password_min_length:
             raise ConfigError("AUTH_PASSWORD_MAX_LENGTH",
                               f"must be between {self.password_min_length} and {MAX_PASSWORD_LENGTH}, "

@@ -26,7 +26,7 @@ class DeliverySettings(EnvSettings):
                                          "how often the simulator looks for due shipments", ge=0.0,
                                          shown_default="a quarter step, within 0.05-0.5")
 
-    def check(self, app_env: str, env: Mapping[str, str]) -> None:
+    def check(self, app_env: str) -> None:
         if self.simulator_enabled and app_env == "production":
             raise ConfigError("DELIVERY_SIMULATOR_ENABLED", "the carrier simulator is off in production")
 

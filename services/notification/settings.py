@@ -79,7 +79,7 @@ class WebhookSettings(EnvSettings):
         "Fernet keys encrypting webhook secrets at rest; the first encrypts, all decrypt (rotate by "
         "prepending)", secret=True, shown_default="a marked development key", production="required")
 
-    def check(self, app_env: str, env: Mapping[str, str]) -> None:
+    def check(self, app_env: str) -> None:
         if app_env == "production":
             if not self.was_set("secret_keys"):
                 raise ConfigError("NOTIFICATION_SECRET_KEYS", "is required but not set")
@@ -126,7 +126,7 @@ class EmailSettings(EnvSettings):
     ses_configuration_set: str | None = var("NOTIFICATION_SES_CONFIGURATION_SET", None,
                                             "SES configuration set of every mail")
 
-    def check(self, app_env: str, env: Mapping[str, str]) -> None:
+    def check(self, app_env: str) -> None:
         production = app_env == "production"
         for field_name in ("provider", "sender"):
             if production and not self.was_set(field_name):

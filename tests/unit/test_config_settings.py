@@ -183,6 +183,8 @@ def test_secrets_never_appear_in_reprs():
     email = EmailSettings.from_env({"NOTIFICATION_SMTP_USERNAME": "u", "NOTIFICATION_SMTP_PASSWORD": " pw "})
     assert "pw" not in repr(email)
     assert email.smtp_password.get_secret_value() == " pw "  # passwords keep their whitespace
+    common = load_settings("order", {"DATABASE_URL": "postgresql://app:db-password@db/app"})
+    assert "db-password" not in repr(common) and common.database_url.endswith("@db/app")
 
 
 def test_an_explicit_environment_is_never_mixed_with_the_process_one(monkeypatch):
