@@ -119,7 +119,12 @@ def var(name: str, default: Any = ..., description: str = "", *, ge: float | Non
 
 
 class _MappingSource(PydanticBaseSettingsSource):
-    """A settings source over one given mapping, keyed by each field's variable name."""
+    """A settings source over one given mapping, keyed by each field's variable name.
+
+    pydantic-settings' own ``EnvSettingsSource`` reads ``os.environ`` only; app
+    factories and tests hand in an explicit mapping (``{**os.environ, **overrides}``),
+    and pattern variables (``BREAKER_<NAME>_*``) need their name filled in.
+    """
 
     def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str], name: str | None):
         super().__init__(settings_cls)
