@@ -202,6 +202,7 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
 
     from shared import migrations
     from shared.messaging.sqs import ensure_queues, sync_client
+    from shared.queues import TOPOLOGY
 
     with Stack.create("orders", keep_data=keep_data, say=say) as stack:
         try:
@@ -213,7 +214,7 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
             prefix = f"bench-{uuid.uuid4().hex[:8]}-"
             if with_relay:
                 sqs_url = stack.start_fauxqs()
-                ensure_queues(sync_client(sqs_url, benchlib.REGION), prefix)
+                ensure_queues(sync_client(sqs_url, benchlib.REGION), TOPOLOGY, prefix)
             else:
                 # Nothing listens here; the API never calls SQS on the request path.
                 sqs_url = f"http://{HOST}:{benchlib.free_port()}"

@@ -111,8 +111,6 @@ def place_via_api(url: str, secret: str, orders: int, rate: float, clients: int)
 def place_direct(database_url: str, inventory_url: str, secret: str, orders: int, rate: float,
                  threads: int) -> LoadResult:
     """Call ``place_order`` from ``threads`` threads, paced at ``rate`` (0 = flat out)."""
-    import json
-
     from services.order import handlers
     from services.order.inventory import InventoryClient, InventoryConfig
     from shared.db import Database
@@ -149,14 +147,14 @@ def place_direct(database_url: str, inventory_url: str, secret: str, orders: int
                                           body["shipping_address"],
                                           handlers.items_from(body["items"]))
             try:
-                response = handlers.place_order(db, inventory, command, None)
+                order = handlers.place_order(db, inventory, command, None)
             except Exception as exc:  # counted, reported, and fails the run
                 with lock:
                     result.errors[type(exc).__name__] += 1
                 continue
             with lock:
                 result.latencies.append(time.perf_counter() - scheduled)
-                result.ok_ids.append(json.loads(response.body)["id"])
+                result.ok_ids.append(str(order["id"]))
 
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="placer") as pool:
@@ -263,7 +261,7 @@ SELECT o.id,
 def analyse(database_url: str, order_ids: list[str], sqs, queue_prefix: str) -> Analysis:
     """Latencies and loss checks for ``order_ids`` (the orders this run placed)."""
     from shared.messaging.sqs import physical_name
-    from shared.messaging.topology import QUEUES
+    from shared.queues import QUEUES
 
     result = Analysis()
     conn = psycopg2.connect(database_url)

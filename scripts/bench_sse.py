@@ -144,7 +144,7 @@ async def _measure(run: Run, url_for, headers_for, seq_of, commit_one, clients: 
 
 def _service_scenario(stack, database_url: str, secret: str, clients: int, rate: float,
                       seconds: float, sampler, say) -> Run:
-    from services.notification.handlers import OrderEventHandler
+    from services.notification.consumers import OrderEventHandler
     from services.notification.settings import notification_settings
     from shared.config import load_settings
 

@@ -44,13 +44,14 @@ import requests  # noqa: E402
 from aiohttp import web  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
-from services.notification import repository as repo  # noqa: E402
+from services.notification import webhook_repository as repo  # noqa: E402
 from services.notification.domain import sign  # noqa: E402
 from services.notification.secretbox import SecretBox  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.messaging.envelope import Envelope  # noqa: E402
 from shared.messaging.sqs import ensure_queues, sync_client  # noqa: E402
 from shared.migrations import upgrade  # noqa: E402
+from shared.queues import TOPOLOGY  # noqa: E402
 
 TARGET_PER_S = 200.0
 TOLERANCE_S = 300
@@ -159,7 +160,7 @@ def main(events: int, subscriptions: int, workers: int, keep_data: bool) -> None
         sqs_url = stack.start_fauxqs()
         prefix = f"bench{uuid.uuid4().hex[:6]}-"
         sqs = sync_client(sqs_url, benchlib.REGION)
-        queues = ensure_queues(sqs, prefix)
+        queues = ensure_queues(sqs, TOPOLOGY, prefix)
         receiver = Receiver().start()
         db = Database(database_url, "notification_svc", 1, 2)
         names = [f"endpoint-{n}" for n in range(subscriptions)]

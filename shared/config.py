@@ -26,7 +26,6 @@ from shared.settings import Bool, CommaList, ConfigError, EnvSettings, Float, In
 __all__ = ["ConfigError", "Settings", "WorkerSettings", "BreakerThresholds", "BreakerOverride",
            "load_settings"]
 
-DEV_AWS_KEY = "local-dev"  # emulators accept any credentials
 
 SERVICE_PORTS = {"order": 8001, "delivery": 8002, "inventory": 8003, "notification": 8004, "auth": 8005}
 SQS_EMULATOR_PORT = 9324

@@ -403,10 +403,11 @@ def bootstrap(database_url: str | None, sqs_endpoint_url: str | None, region: st
     """
     from shared import migrations
     from shared.messaging.sqs import ensure_queues, sync_client
+    from shared.queues import TOPOLOGY
 
     urls: dict[str, str] = {}
     if create_queues:
-        urls = ensure_queues(sync_client(sqs_endpoint_url, region), queue_prefix)
+        urls = ensure_queues(sync_client(sqs_endpoint_url, region), TOPOLOGY, queue_prefix)
         log.info("queues ready: %s", ", ".join(sorted(urls)))
     for service in services:
         migrations_dir = SERVICES_DIR / service / "migrations"

@@ -1,13 +1,23 @@
 """RFC 9457 ``application/problem+json`` errors for every failure an API reports.
 
-Handlers raise :class:`Problem` (or let werkzeug/flask-smorest raise an
-HTTPException); :func:`register_problem_handlers` turns all of them, and any
-unexpected exception, into a problem document. Unexpected exceptions are
+Two kinds of error reach the HTTP layer:
+
+* :class:`DomainError` subclasses, raised by a service's handlers when a rule
+  refuses a command. They say what went wrong in the domain's terms (a
+  detail, the facts a caller needs, the offending fields) and nothing about
+  HTTP. Each service's views declare one :class:`ProblemMap` saying which
+  problem (status, title, type, headers) answers each of them.
+* :class:`Problem`, raised by the HTTP layer itself (authentication, request
+  parsing, rate limits), and werkzeug/flask-smorest HTTPExceptions.
+
+:func:`register_problem_handlers` turns Problems, HTTPExceptions and any
+unexpected exception into a problem document. Unexpected exceptions are
 logged with their traceback and answered with a generic 500 that leaks nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Response, json, request
@@ -51,6 +61,62 @@ class Problem(Exception):
         self.errors = errors
         self.headers = headers or {}
         self.extensions = extensions
+
+
+class DomainError(Exception):
+    """A command refused by a rule of its service, said without HTTP.
+
+    ``detail`` is the sentence a caller reads; ``errors`` the request fields
+    at fault (``[{field, message}]``); ``facts`` extra members of the problem
+    document (e.g. ``status_now``).
+    """
+
+    def __init__(self, detail: str, errors: list[dict[str, str]] | None = None, **facts: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.facts = facts
+
+
+class NotFound(DomainError):
+    """No such thing, or one the caller may not see (so ids cannot be probed)."""
+
+
+# How a ProblemMap answers one error class: (status, title, type), the problem's
+# detail, errors and facts taken from the DomainError; or a function building the Problem.
+ProblemRule = tuple[int, str, str] | Callable[[Exception], Problem]
+
+
+class ProblemMap:
+    """The problem document each error class of one service is answered with.
+
+    Lookup follows the class hierarchy (the most specific rule wins), as
+    Flask's own error handlers do; an error without a rule is unexpected and
+    answered like any other (a logged 500).
+    """
+
+    def __init__(self, rules: Mapping[type[Exception], ProblemRule]):
+        self.rules = {NotFound: (404, "Not Found", "not-found"), **rules}
+
+    def problem(self, exc: Exception) -> Problem:
+        """The Problem that answers ``exc`` (LookupError if none is declared for it)."""
+        for cls in type(exc).__mro__:
+            rule = self.rules.get(cls)
+            if rule is None:
+                continue
+            if callable(rule):
+                return rule(exc)
+            status, title, type_ = rule
+            return Problem(status, title, exc.detail, type_, errors=exc.errors, **exc.facts)
+        raise LookupError(f"no problem declared for {type(exc).__name__}")
+
+    def register(self, app: Flask) -> None:
+        """Answer each declared error class raised in ``app``'s views with its problem."""
+        def answer(exc: Exception):
+            return problem_response(self.problem(exc))
+
+        for cls in self.rules:
+            app.register_error_handler(cls, answer)
 
 
 def flatten_field_errors(messages: Any, prefix: str = "") -> list[dict[str, str]]:

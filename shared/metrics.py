@@ -1,4 +1,10 @@
-"""Prometheus metrics shared by every service (one registry per process)."""
+"""Prometheus metrics shared by every service (one registry per process).
+
+The messaging ones (messages, retries, DLQ moves, outbox) are fed by the
+:class:`~shared.messaging.middleware.PrometheusMiddleware` that
+:func:`shared.worker.default_middleware` installs; names and labels are a
+contract with the dashboards.
+"""
 
 from prometheus_client import Counter, Gauge, Histogram
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import flask_smorest
 import structlog
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_smorest import Api
 from marshmallow import fields as ma_fields
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -222,6 +222,11 @@ def _enable_cors(app: Flask, settings) -> None:
 def allow_form_body(app: Flask, *endpoints: str) -> None:
     """Let ``endpoints`` take ``application/x-www-form-urlencoded`` bodies instead of JSON."""
     app.config[FORM_BODY_ENDPOINTS] = frozenset({*app.config.get(FORM_BODY_ENDPOINTS, ()), *endpoints})
+
+
+def database():
+    """The current app's database (every app factory puts it in ``app.extensions["db"]``)."""
+    return current_app.extensions["db"]
 
 
 def correlation_id() -> str | None:

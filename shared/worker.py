@@ -1,9 +1,17 @@
 """The worker process shell: consumers + outbox relay + periodic jobs, SIGTERM drain.
 
-A service's ``worker.py`` builds its handlers and calls :func:`run_worker`.
-On SIGTERM/SIGINT: consumers stop receiving, in-flight handlers finish (up to
-``WORKER_SHUTDOWN_TIMEOUT_S``), unstarted messages are released, the relay
-finishes its round, and the process exits 0.
+A service's ``worker.py`` defines ``build_plan(db, settings, own) -> WorkerPlan``
+(``own`` is the service's typed settings) and its ``main`` is
+``serve_worker(load, build_plan)`` with the service's ``settings.load``:
+settings, logging, the database pool, then :func:`run_worker`, which reads
+:class:`shared.config.WorkerSettings` once. On SIGTERM/SIGINT: consumers stop
+receiving, in-flight handlers finish (up to ``WORKER_SHUTDOWN_TIMEOUT_S``),
+unstarted messages are released, the relay finishes its round, and the
+process exits 0.
+
+Consumers and the relay route by :data:`shared.queues.TOPOLOGY` and get
+:func:`default_middleware`: the Prometheus metrics of :mod:`shared.metrics`
+and the structlog events (both keep today's names).
 """
 
 from __future__ import annotations
@@ -14,17 +22,24 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from prometheus_client import start_http_server
 
+from shared import metrics
 from shared.config import Settings, WorkerSettings
-from shared.logging import get_logger
+from shared.db import database_for
+from shared.logging import configure_logging, get_logger
 from shared.messaging.consumer import Consumer, ConsumerConfig, Handler
-from shared.messaging.outbox import OutboxRelay, RetryPolicy
+from shared.messaging.middleware import LoggingMiddleware, Middleware, PrometheusMiddleware
+from shared.messaging.relay import OutboxRelay, RetryPolicy
 from shared.messaging.sqs import async_client, sync_client
 from shared.messaging.topology import QueueSpec
+from shared.queues import TOPOLOGY
 
 log = get_logger(__name__)
+
+Own = TypeVar("Own")  # a service's own settings class, e.g. OrderSettings
 
 
 @dataclass
@@ -35,6 +50,29 @@ class WorkerPlan:
     relay: bool = True
     # Extra long-running coroutines, each given the stop event (e.g. a simulator).
     tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+
+
+def default_middleware() -> list[Middleware]:
+    """What every worker installs: Prometheus metrics, then the structlog events."""
+    return [
+        PrometheusMiddleware(handled=metrics.MESSAGES_HANDLED, retries=metrics.MESSAGE_RETRIES,
+                             dlq_moves=metrics.DLQ_MOVES, published=metrics.OUTBOX_PUBLISHED,
+                             send_failures=metrics.OUTBOX_SEND_FAILURES, lag=metrics.OUTBOX_LAG),
+        LoggingMiddleware(),
+    ]
+
+
+def serve_worker(load: Callable[[], tuple[Settings, Own]],
+                 build_plan: Callable[[Any, Settings, Own], WorkerPlan]) -> int:
+    """A worker's ``main``: ``load()``, logging, database, ``build_plan(db, settings, own)``, run.
+
+    ``load`` is the service's ``settings.load``: it validates the common and the
+    service's own settings together, so a bad deployment fails here as in the API.
+    """
+    settings, own = load()
+    configure_logging(settings.service, settings.log_level, settings.log_format)
+    db = database_for(settings)
+    return run_worker(settings, db, build_plan(db, settings, own))
 
 
 def consumer_config(worker: WorkerSettings) -> ConsumerConfig:
@@ -63,15 +101,16 @@ async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    middleware = default_middleware()
     relay_stop = threading.Event()
     relay_thread = None
     if relay_enabled:
         relay = OutboxRelay(
-            db, sync_client(settings.sqs_endpoint_url, settings.aws_region),
+            db, sync_client(settings.sqs_endpoint_url, settings.aws_region), TOPOLOGY,
             settings.service, settings.queue_prefix,
             poll_interval_s=worker.relay_poll_interval_s,
             retry=RetryPolicy(cap_s=worker.relay_retry_max_s),
-            name=f"{settings.service}-relay")
+            name=f"{settings.service}-relay", middleware=middleware)
         relay_thread = threading.Thread(target=relay.run, args=(relay_stop,), name="outbox-relay",
                                         daemon=True)
         relay_thread.start()
@@ -83,7 +122,7 @@ async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan
     consumers = [
         Consumer(f"{settings.service}:{spec.name}", spec, db, handlers,
                  lambda: async_client(settings.sqs_endpoint_url, settings.aws_region),
-                 settings.queue_prefix, config, executor)
+                 settings.queue_prefix, config, executor, middleware)
         for spec, handlers in plan.consumers.items()
     ]
     tasks = [asyncio.create_task(c.run(stop)) for c in consumers]

@@ -28,6 +28,7 @@ from shared.devstack import (
 )
 from shared.messaging.sqs import ensure_queues, sync_client
 from shared.migrations import upgrade
+from shared.queues import TOPOLOGY
 from tests.support.inventory import InventoryServer, seed_catalog
 from tests.support.processes import ProcessManager
 from tests.support.tokens import SERVICE_CLIENTS, TEST_SIGNER, JwksServer
@@ -118,7 +119,7 @@ def sqs(sqs_endpoint):
 @pytest.fixture
 def queues(sqs, queue_prefix) -> dict[str, str]:
     """The whole topology created under this test's prefix: logical name -> URL."""
-    return ensure_queues(sqs, queue_prefix)
+    return ensure_queues(sqs, TOPOLOGY, queue_prefix)
 
 
 @pytest.fixture(scope="session")

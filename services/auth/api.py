@@ -1,4 +1,9 @@
-"""HTTP: the OAuth2 endpoints, the JWKS and metadata, customer registration, logout."""
+"""HTTP: the OAuth2 endpoints, the JWKS and metadata, customer registration, logout.
+
+Rate limits (``AUTH_*_RATE_LIMIT_*``): the token endpoint per client and per
+IP, revocation and registration per IP. :data:`PROBLEMS` answers the
+refusals of the handlers and of the service's login.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from flask import current_app, g, jsonify, request
 from flask.views import MethodView
 
 from services.auth import handlers
+from services.auth.handlers import AccountExists, PasswordRefused
 from services.auth.schemas import (
     REVOKE_REQUEST_DOC,
     TOKEN_REQUEST_DOC,
@@ -21,10 +27,11 @@ from services.auth.schemas import (
     RegisterCustomerSchema,
     TokenResponseSchema,
 )
+from services.auth.service import AccountLocked
 from shared.auth import CLOCK_SKEW_S, SCOPES
-from shared.errors import Problem
-from shared.ratelimit import client_ip
-from shared.web import Blueprint
+from shared.errors import Problem, ProblemMap
+from shared.ratelimit import client_ip, rate_limit
+from shared.web import Blueprint, database
 
 oauth = Blueprint("oauth", __name__, url_prefix="/oauth",
                   description="OAuth2 token endpoint (RFC 6749), revocation (RFC 7009), logout.")
@@ -40,6 +47,17 @@ REVOKE_ENDPOINT = "oauth.revoke"
 JWKS_MAX_AGE_S = 15
 MAX_CLIENT_ID_CHARS = 64
 BASIC_AUTH = [{"basicAuth": []}]
+
+PROBLEMS = ProblemMap({
+    PasswordRefused: lambda exc: Problem(422, "Validation failed",
+                                         "The request has invalid fields; see errors.",
+                                         "validation-error",
+                                         errors=[{"field": "password", "message": exc.detail}]),
+    AccountExists: (409, "Conflict", "account-exists"),
+    AccountLocked: lambda exc: Problem(429, "Too Many Requests", exc.detail, "login-locked",
+                                       headers={"Retry-After": str(exc.retry_after_s)},
+                                       retry_after_s=exc.retry_after_s),
+})
 
 
 def _ext(name: str):
@@ -68,7 +86,15 @@ def ip_key() -> str:
     return "ip:" + client_ip()
 
 
+def _configured(name: str):
+    """The rate limit ``name`` of the app's auth configuration, read per request."""
+    return lambda: getattr(_ext("auth_config"), name)
+
+
 @oauth.route("/token", methods=["POST"])
+@rate_limit(_configured("token_rate_per_ip"), key=ip_key)
+@rate_limit(_configured("token_rate_per_client"), key=token_client_key,
+            deduct_when=client_authenticated)
 @oauth.doc(requestBody=TOKEN_REQUEST_DOC, security=[{"basicAuth": []}, {}])
 @oauth.response(200, TokenResponseSchema, description="Access token (and refresh token for users)")
 @oauth.alt_response(400, schema=OAuthErrorSchema, description="invalid_request, invalid_grant, "
@@ -82,6 +108,7 @@ def token():
 
 
 @oauth.route("/revoke", methods=["POST"])
+@rate_limit(_configured("token_rate_per_ip"), key=ip_key)
 @oauth.doc(requestBody=REVOKE_REQUEST_DOC, security=BASIC_AUTH)
 @oauth.response(200, description="Revoked, or the token was unknown (RFC 7009 2.2)")
 @oauth.alt_response(400, schema=OAuthErrorSchema, description="Token of another client, "
@@ -105,7 +132,7 @@ def logout(payload):
     claims = verify_own_token(_bearer())
     if claims.get("sub") == claims.get("client_id"):
         raise Problem(400, "Bad Request", "Client tokens have no session to log out.", "no-session")
-    handlers.logout(_ext("db"), claims["sub"], claims["client_id"], claims.get("sid"),
+    handlers.logout(database(), claims["sub"], claims["client_id"], claims.get("sid"),
                     bool((payload or {}).get("everywhere")))
     return "", 204
 
@@ -171,6 +198,7 @@ def _first_party_client():
 
 @customers.route("")
 class Customers(MethodView):
+    @rate_limit(_configured("register_rate_per_ip"), key=ip_key)
     @customers.doc(security=BASIC_AUTH)
     @customers.response(201, CustomerSchema)
     @customers.alt_response(401, description="No first-party client credentials")
@@ -180,7 +208,7 @@ class Customers(MethodView):
     @customers.arguments(RegisterCustomerSchema)
     def post(self, payload):
         """Register a customer (the storefront calls this with its client credentials)."""
-        return handlers.register_customer(_ext("db"), _ext("passwords"), _ext("auth_config"),
+        return handlers.register_customer(database(), _ext("passwords"), _ext("auth_config"),
                                           payload["username"], payload["password"]), 201
 
 

@@ -11,7 +11,8 @@ from flask import g
 from services.auth import api
 from services.auth.crypto import KeyCipher, PasswordHashing
 from services.auth.keys import SigningKeys
-from services.auth.server import AuthService, build_server
+from services.auth.oauth import build_server
+from services.auth.service import AuthService
 from services.auth.settings import SERVICE, AuthSettings, load
 from shared.db import database_for
 from shared.health import health_blueprint
@@ -49,25 +50,11 @@ def create_app(config: dict | None = None):
     def _remember_client(_sender, client=None, **_):
         g.authenticated_client = client.get_client_id() if client else None
 
-    limiter = create_limiter(app, settings.rate_limit_storage_uri, auth_config.trusted_proxy_hops)
-    app.extensions["limiter"] = limiter
+    create_limiter(app, settings.rate_limit_storage_uri, auth_config.trusted_proxy_hops)
     app.register_blueprint(health_blueprint({"database": db.ping}))
     api_.register_blueprint(api.oauth)
     api_.register_blueprint(api.well_known)
     api_.register_blueprint(api.customers)
     allow_form_body(app, api.TOKEN_ENDPOINT, api.REVOKE_ENDPOINT)
-    _limit(app, limiter, auth_config)
+    api.PROBLEMS.register(app)
     return app
-
-
-def _limit(app, limiter, cfg) -> None:
-    """Rate limits: token endpoint per client and per IP, registration and revocation per IP."""
-    views = app.view_functions
-    token_view = views[api.TOKEN_ENDPOINT]
-    token_view = limiter.limit(cfg.token_rate_per_client, key_func=api.token_client_key,
-                               deduct_when=api.client_authenticated)(token_view)
-    views[api.TOKEN_ENDPOINT] = limiter.limit(cfg.token_rate_per_ip, key_func=api.ip_key)(token_view)
-    views[api.REVOKE_ENDPOINT] = limiter.limit(cfg.token_rate_per_ip, key_func=api.ip_key)(
-        views[api.REVOKE_ENDPOINT])
-    views["customers.Customers"] = limiter.limit(cfg.register_rate_per_ip, key_func=api.ip_key,
-                                                 methods=["POST"])(views["customers.Customers"])

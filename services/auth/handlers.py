@@ -2,7 +2,10 @@
 
 Used by the HTTP API (registration, logout), the management CLI and
 ``make run`` (demo clients and accounts). Secrets are returned to the caller
-exactly once and never logged.
+exactly once and never logged. Management commands refuse with
+:class:`AuthError` (a message for the operator); self-registration refuses
+with :class:`PasswordRefused` or :class:`AccountExists`, which the API
+answers as problems.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import psycopg2.errors
 
 from services.auth import crypto
 from services.auth import repository as repo
-from services.auth.server import GRANT_TYPES
+from services.auth.oauth import GRANT_TYPES
 from shared.auth import SCOPES
-from shared.errors import Problem
+from shared.errors import DomainError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -32,6 +35,14 @@ MIN_GIVEN_SECRET_CHARS = 24
 
 class AuthError(ValueError):
     """A management command was given something it cannot do (message is for the operator)."""
+
+
+class PasswordRefused(DomainError):
+    """The password breaks the policy; the detail says which rule."""
+
+
+class AccountExists(DomainError):
+    """The username is taken."""
 
 
 @dataclass(frozen=True)
@@ -144,13 +155,11 @@ def register_customer(db, passwords, config, username: str, password: str) -> di
     """Self-registration through a first-party storefront: a customer account."""
     problem = check_password_policy(config, username, password)
     if problem:
-        raise Problem(422, "Validation failed", "The request has invalid fields; see errors.",
-                      "validation-error", errors=[{"field": "password", "message": problem}])
+        raise PasswordRefused(problem)
     try:
         user_id = create_user(db, passwords, config, username, password, "customer")
     except AuthError:
-        raise Problem(409, "Conflict", "An account with this username already exists.",
-                      "account-exists") from None
+        raise AccountExists("An account with this username already exists.") from None
     with db.transaction() as cur:
         row = repo.get_user(cur, user_id)
     return {"id": str(row["id"]), "username": row["username"], "scopes": list(row["scopes"]),

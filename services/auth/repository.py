@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from uuid import UUID
 
+from shared.backoff import backoff_delay
+
 # ------------------------------------------------------------------ clients
 
 
@@ -121,8 +123,8 @@ def record_login_failure(cur, username: str, threshold: int, base_s: int, max_s:
     failures = cur.fetchone()["failures"]
     if failures < threshold:
         return failures, None
-    # The exponent is capped before the power so a long attack cannot overflow it.
-    lock_s = float(min(max_s, base_s * 2 ** min(failures - threshold, 30)))
+    # backoff_delay caps the exponent before the power: a long attack cannot overflow it.
+    lock_s = float(backoff_delay(failures - threshold, base_s, max_s))
     cur.execute("UPDATE login_throttle SET locked_until = now() + make_interval(secs => %s)"
                 " WHERE username = lower(%s)", (lock_s, username))
     return failures, lock_s

@@ -1,13 +1,13 @@
-"""HTTP: parse with a schema -> call a handler -> serialize."""
+"""HTTP: parse with a schema -> call a handler -> serialize; refusals become problems (:data:`PROBLEMS`)."""
 
 from __future__ import annotations
 
 from uuid import UUID
 
-from flask import current_app
 from flask.views import MethodView
 
 from services.delivery import handlers
+from services.delivery.domain import InvalidTransition
 from services.delivery.schemas import (
     ListShipmentsQuerySchema,
     ShipmentEventInSchema,
@@ -15,8 +15,9 @@ from services.delivery.schemas import (
     ShipmentSchema,
 )
 from shared.auth import authenticate, require_any_scope, require_scopes
+from shared.errors import ProblemMap
 from shared.pagination import decode_cursor, keyset_page
-from shared.web import Blueprint, correlation_id
+from shared.web import Blueprint, correlation_id, database
 
 blp = Blueprint("shipments", __name__, url_prefix="/v1/shipments",
                 description="Shipments, tracking and carrier status callbacks.")
@@ -24,9 +25,7 @@ blp = Blueprint("shipments", __name__, url_prefix="/v1/shipments",
 # Customers (orders:read) see their own shipments; carriers and admins see all.
 READ_SCOPES = ("orders:read", "shipments:read", "shipments:write", "admin")
 
-
-def _db():
-    return current_app.extensions["db"]
+PROBLEMS = ProblemMap({InvalidTransition: (409, "Invalid status transition", "invalid-transition")})
 
 
 @blp.route("")
@@ -40,7 +39,7 @@ class Shipments(MethodView):
         principal = authenticate()
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
         limit = query["limit"]
-        rows = handlers.list_shipments(_db(), principal, query.get("order_id"),
+        rows = handlers.list_shipments(database(), principal, query.get("order_id"),
                                        query.get("status"), after, limit + 1)
         page, next_cursor = keyset_page(rows, limit)
         return {"items": page, "next_cursor": next_cursor}
@@ -53,7 +52,7 @@ class ShipmentById(MethodView):
     @require_any_scope(*READ_SCOPES)
     def get(self, shipment_id: UUID):
         """One shipment with its status events."""
-        return handlers.get_shipment(_db(), authenticate(), shipment_id)
+        return handlers.get_shipment(database(), authenticate(), shipment_id)
 
 
 @blp.route("/<uuid:shipment_id>/events")
@@ -65,5 +64,5 @@ class ShipmentEvents(MethodView):
     @blp.arguments(ShipmentEventInSchema)
     def post(self, payload, shipment_id: UUID):
         """Carrier callback: report SHIPPED, IN_TRANSIT, OUT_FOR_DELIVERY, DELIVERED or FAILED."""
-        return handlers.post_carrier_event(_db(), authenticate(), shipment_id, payload,
+        return handlers.post_carrier_event(database(), authenticate(), shipment_id, payload,
                                            correlation_id())

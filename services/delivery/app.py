@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from services.delivery.api import blp
+from services.delivery.api import PROBLEMS, blp
 from services.delivery.settings import SERVICE, load
 from shared.db import database_for
 from shared.health import health_blueprint, sqs_check
@@ -27,4 +27,5 @@ def create_app(config: dict | None = None):
         "sqs": sqs_check(sqs, physical_name(settings.queue_prefix, "delivery-status.fifo")),
     }))
     api.register_blueprint(blp)
+    PROBLEMS.register(app)
     return app

@@ -6,6 +6,8 @@ import hashlib
 import secrets
 from enum import StrEnum
 
+from shared.errors import DomainError
+
 
 class ShipmentStatus(StrEnum):
     CREATED = "CREATED"
@@ -67,3 +69,7 @@ def new_tracking_number(carrier: str) -> str:
     """A carrier-prefixed tracking number, e.g. ``DHL7K2P9Q4M1X8Z``."""
     alphabet = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
     return carrier + "".join(secrets.choice(alphabet) for _ in range(12))
+
+
+class InvalidTransition(DomainError):
+    """A carrier reported a status the shipment may not move to from its current one."""

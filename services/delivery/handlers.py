@@ -1,4 +1,8 @@
-"""Delivery commands and event handlers: one function each, dependencies as arguments."""
+"""Delivery commands and event handlers: one function each, dependencies as arguments.
+
+Commands return shipment rows and raise :class:`~services.delivery.domain.InvalidTransition`
+or :class:`~shared.errors.NotFound`; the views map them to problems.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +14,18 @@ from services.delivery import repository as repo
 from services.delivery.domain import (
     EVENT_TYPES,
     SIMULATED_PATH,
+    InvalidTransition,
     ShipmentStatus,
     can_transition,
     choose_carrier,
     new_tracking_number,
 )
-from services.delivery.schemas import (
-    OrderCancelledDataSchema,
-    OrderCreatedDataSchema,
-    ShipmentSchema,
-)
+from services.delivery.schemas import OrderCancelledDataSchema, OrderCreatedDataSchema
 from shared.auth import Principal
-from shared.errors import Problem
+from shared.errors import NotFound
 from shared.logging import get_logger
 from shared.messaging.envelope import Envelope
-from shared.messaging.outbox import add_event
+from shared.queues import add_event
 
 log = get_logger(__name__)
 
@@ -83,15 +84,14 @@ def record_status(cur, shipment: dict, target: ShipmentStatus, source: str,
                   note: str | None = None, correlation_id: str | None = None) -> bool:
     """Apply a carrier status; False if it is a repeat of the current status.
 
-    Raises a 409 :class:`Problem` for a transition the shipment may not make.
+    Raises :class:`InvalidTransition` for a transition the shipment may not make.
     """
     current = ShipmentStatus(shipment["status"])
     if target == current:
         return False  # carriers retry callbacks; a repeat changes nothing
     if not can_transition(current, target):
-        raise Problem(409, "Invalid status transition",
-                      f"A {current} shipment cannot become {target}.", "invalid-transition",
-                      status_now=current.value)
+        raise InvalidTransition(f"A {current} shipment cannot become {target}.",
+                                status_now=current.value)
     _transition(cur, shipment, target, source, None, occurred_at, location, note,
                 correlation_id)
     return True
@@ -103,7 +103,7 @@ def post_carrier_event(db, principal: Principal, shipment_id: uuid.UUID, payload
     with db.transaction() as cur:
         shipment = repo.lock_shipment(cur, shipment_id)
         if shipment is None:
-            raise Problem(404, "Not Found", "No such shipment.", "not-found")
+            raise NotFound("No such shipment.")
         record_status(cur, shipment, ShipmentStatus(payload["status"]),
                       f"carrier:{principal.subject}", payload["occurred_at"],
                       payload["location"], payload["note"], correlation_id)
@@ -158,7 +158,7 @@ def get_shipment(db, principal: Principal, shipment_id: uuid.UUID) -> dict:
         shipment = repo.get_shipment(cur, shipment_id)
     if shipment is None or not (can_read_all(principal)
                                 or shipment["customer_id"] == principal.subject):
-        raise Problem(404, "Not Found", "No such shipment.", "not-found")
+        raise NotFound("No such shipment.")
     return shipment
 
 
@@ -166,10 +166,6 @@ def list_shipments(db, principal: Principal, order_id, status, after, limit) -> 
     customer = None if can_read_all(principal) else principal.subject
     with db.transaction() as cur:
         return repo.list_shipments(cur, customer, order_id, status, after, limit)
-
-
-def serialize(shipment: dict) -> dict:
-    return _schema(ShipmentSchema).dump(shipment)
 
 
 @functools.cache

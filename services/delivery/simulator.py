@@ -7,15 +7,11 @@ Enabled with ``DELIVERY_SIMULATOR_ENABLED=true``; refused in production.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 
 from services.delivery.handlers import advance_simulated
 from services.delivery.settings import DeliverySettings
-from shared.logging import get_logger
-
-log = get_logger(__name__)
+from shared.periodic import periodic
 
 BATCH = 200
 
@@ -34,17 +30,6 @@ def simulator_config(own: DeliverySettings) -> SimulatorConfig:
 
 def simulator_task(db, config: SimulatorConfig):
     """A worker task (coroutine factory) running the simulator until stop."""
-
-    async def run(stop: asyncio.Event) -> None:
-        log.info("carrier_simulator_started", step_s=config.step_s)
-        while not stop.is_set():
-            try:
-                moved = await asyncio.to_thread(advance_simulated, db, config.step_s, BATCH)
-            except Exception as exc:  # keep simulating through DB hiccups
-                log.warning("carrier_simulator_error", error=str(exc))
-                moved = 0
-            if moved < BATCH:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), config.tick_s)
-
-    return run
+    return periodic(lambda: advance_simulated(db, config.step_s, BATCH), config.tick_s,
+                    full_batch=BATCH, error_event="carrier_simulator_error",
+                    started_event="carrier_simulator_started", step_s=config.step_s)

@@ -11,15 +11,14 @@ import sys
 from services.delivery.handlers import on_order_cancelled, on_order_created
 from services.delivery.settings import DeliverySettings, load
 from services.delivery.simulator import simulator_config, simulator_task
-from shared.db import database_for
-from shared.logging import configure_logging
-from shared.messaging.topology import queue
-from shared.worker import WorkerPlan, run_worker
+from shared.config import Settings
+from shared.queues import queue
+from shared.worker import WorkerPlan, serve_worker
 
 SERVICE = "delivery"
 
 
-def build_plan(db, own: DeliverySettings) -> WorkerPlan:
+def build_plan(db, settings: Settings, own: DeliverySettings) -> WorkerPlan:
     """Handlers per queue, plus the simulator when enabled."""
     plan = WorkerPlan(consumers={
         queue("order-created.fifo"): {"order.created": on_order_created},
@@ -32,10 +31,7 @@ def build_plan(db, own: DeliverySettings) -> WorkerPlan:
 
 
 def main() -> int:
-    settings, own = load()
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
-    db = database_for(settings)
-    return run_worker(settings, db, build_plan(db, own))
+    return serve_worker(load, build_plan)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ Who may call what:
 * reservations: ``inventory:reserve`` (the order service's own token) or
   ``admin``. Customers never hold this scope, so they cannot tie up stock
   without placing an order.
+
+:data:`PROBLEMS` is the one table from the domain's refusals to problem documents.
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import RAISE
 
-from services.inventory import handlers
-from services.inventory.domain import RequestedLine
+from services.inventory import catalog, reservations
+from services.inventory.domain import (
+    InsufficientStock,
+    MixedCurrencies,
+    NegativeStock,
+    ProductExists,
+    ProductInUse,
+    RequestedLine,
+    ReservationConflict,
+    UnknownSku,
+)
 from services.inventory.schemas import (
     AvailabilityInSchema,
     AvailabilitySchema,
@@ -35,8 +46,9 @@ from services.inventory.schemas import (
     StockAdjustmentSchema,
 )
 from shared.auth import authenticate, require_any_scope, require_scopes
+from shared.errors import ProblemMap
 from shared.pagination import decode_cursor, keyset_page
-from shared.web import Blueprint
+from shared.web import Blueprint, database
 
 READ_SCOPES = ("orders:read", "inventory:reserve", "admin")
 RESERVE_SCOPES = ("inventory:reserve", "admin")
@@ -49,9 +61,15 @@ reservations_blp = Blueprint("reservations", __name__, url_prefix="/v1/reservati
                              description="Stock held for an order, keyed by the order id.")
 BLUEPRINTS = (products_blp, availability_blp, reservations_blp)
 
-
-def _db():
-    return current_app.extensions["db"]
+PROBLEMS = ProblemMap({
+    ProductExists: (409, "Product exists", "product-exists"),
+    NegativeStock: (409, "Stock would go negative", "stock-would-go-negative"),
+    ProductInUse: (409, "Product has held stock", "product-in-use"),
+    UnknownSku: (422, "Unknown sku", "unknown-sku"),
+    MixedCurrencies: (422, "Mixed currencies", "mixed-currencies"),
+    InsufficientStock: (409, "Insufficient stock", "insufficient-stock"),
+    ReservationConflict: (409, "Reservation conflict", "reservation-conflict"),
+})
 
 
 def _lines(payload: dict) -> list[RequestedLine]:
@@ -69,7 +87,7 @@ class Products(MethodView):
         """List products, newest first; filter by text, stock status and currency."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
         limit = query["limit"]
-        rows = handlers.list_products(_db(), query.get("q"), query.get("stock_status"),
+        rows = catalog.list_products(database(), query.get("q"), query.get("stock_status"),
                                       query.get("currency"), after, limit + 1)
         page, next_cursor = keyset_page(rows, limit)
         return {"items": page, "next_cursor": next_cursor}
@@ -80,7 +98,7 @@ class Products(MethodView):
     @products_blp.arguments(ProductCreateSchema)
     def post(self, payload):
         """Add a product (admin)."""
-        product = handlers.create_product(_db(), payload)
+        product = catalog.create_product(database(), payload)
         return product, 201, {"Location": f"/v1/products/{product['sku']}"}
 
 
@@ -91,7 +109,7 @@ class ProductBySku(MethodView):
     @require_any_scope(*READ_SCOPES)
     def get(self, sku: str):
         """One product with its stock and derived stock status."""
-        return handlers.get_product(_db(), sku)
+        return catalog.get_product(database(), sku)
 
     @products_blp.response(200, ProductSchema)
     @products_blp.alt_response(404, description="No such product")
@@ -100,7 +118,7 @@ class ProductBySku(MethodView):
     @products_blp.arguments(ProductUpdateSchema)
     def put(self, payload, sku: str):
         """Replace name, price, currency and backorder policy (admin; stock: adjustments)."""
-        return handlers.update_product(_db(), sku, payload)
+        return catalog.update_product(database(), sku, payload)
 
     @products_blp.response(204)
     @products_blp.alt_response(404, description="No such product")
@@ -108,7 +126,7 @@ class ProductBySku(MethodView):
     @require_scopes("admin")
     def delete(self, sku: str):
         """Delete a product (admin); refused while units are held for orders."""
-        handlers.delete_product(_db(), sku)
+        catalog.delete_product(database(), sku)
         return None
 
 
@@ -121,7 +139,7 @@ class StockAdjustments(MethodView):
     @products_blp.arguments(StockAdjustmentInSchema)
     def post(self, payload, sku: str):
         """Add or remove units on hand with a reason (admin); kept as an audit trail."""
-        return handlers.adjust_stock(_db(), authenticate(), sku, payload["delta"],
+        return catalog.adjust_stock(database(), authenticate(), sku, payload["delta"],
                                      payload["reason"], payload["note"]), 201
 
 
@@ -133,7 +151,7 @@ class Availability(MethodView):
     @availability_blp.arguments(AvailabilityInSchema)
     def post(self, payload):
         """Per line: the quantity available now and its price (nothing is held)."""
-        return handlers.check_availability(_db(), _lines(payload))
+        return catalog.check_availability(database(), _lines(payload))
 
 
 @reservations_blp.route("/<uuid:order_id>")
@@ -150,10 +168,10 @@ class ReservationByOrder(MethodView):
     def put(self, payload, order_id: UUID):
         """Hold stock for an order: every line or none; idempotent by order id."""
         settings = current_app.extensions["inventory"]
-        result = handlers.reserve(_db(), handlers.Reserve(
+        result = reservations.reserve(database(), reservations.Reserve(
             order_id=order_id, lines=_lines(payload), requested_by=authenticate().subject,
             ttl_s=settings.reservation_ttl_s))
-        body = handlers.shape_reservation(result.reservation)
+        body = reservations.shape_reservation(result.reservation)
         if result.created:
             return body, 201, {"Location": f"/v1/reservations/{order_id}"}
         return body
@@ -163,4 +181,4 @@ class ReservationByOrder(MethodView):
     @require_any_scope(*RESERVE_SCOPES)
     def get(self, order_id: UUID):
         """The reservation of an order: status, lines with prices, expiry."""
-        return handlers.shape_reservation(handlers.get_reservation(_db(), order_id))
+        return reservations.shape_reservation(reservations.get_reservation(database(), order_id))

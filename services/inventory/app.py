@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from services.inventory.api import BLUEPRINTS
+from services.inventory.api import BLUEPRINTS, PROBLEMS
 from services.inventory.settings import SERVICE, load
 from shared.db import database_for
 from shared.health import health_blueprint
@@ -25,4 +25,5 @@ def create_app(config: dict | None = None):
     app.register_blueprint(health_blueprint({"database": db.ping}))
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+    PROBLEMS.register(app)
     return app

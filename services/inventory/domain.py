@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from shared.errors import DomainError
+
 CENT = Decimal("0.01")
 
 
@@ -142,3 +144,41 @@ def line_total(unit_price: Decimal, quantity: int) -> Decimal:
 
 def _by_sku(line: RequestedLine) -> str:
     return line.sku
+
+
+# --- what a command can be refused with (the HTTP layer maps each to a problem) -----------------
+class ProductExists(DomainError):
+    """A live product already has this sku."""
+
+
+class NegativeStock(DomainError):
+    """The change would leave fewer units on hand than are held for orders."""
+
+
+class ProductInUse(DomainError):
+    """Units of the product are held for orders being placed."""
+
+
+class UnknownSku(DomainError):
+    """No product has some of the requested skus (``errors``: which lines)."""
+
+
+class MixedCurrencies(DomainError):
+    """The requested products are priced in different currencies."""
+
+
+class InsufficientStock(DomainError):
+    """Not every line can be held: ``lines`` lists the short ones with what is available."""
+
+
+class ReservationConflict(DomainError):
+    """The order already holds a reservation with other lines."""
+
+
+def require_known(products: dict[str, dict], lines: list[RequestedLine]) -> None:
+    """Raise :class:`UnknownSku` naming each line whose sku has no product."""
+    unknown = [(i, line.sku) for i, line in enumerate(lines) if line.sku not in products]
+    if unknown:
+        raise UnknownSku(f"No product has these skus: {', '.join(sku for _, sku in unknown)}.",
+                         errors=[{"field": f"lines.{i}.sku", "message": "No such product."}
+                                 for i, _ in unknown])

@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from shared.rows import grouped
+
 # A product's derived status, in SQL (the same rule as domain.stock_status).
 _STOCK_STATUS_SQL = """
     CASE WHEN on_hand - reserved > 0 THEN 'instock'
@@ -251,15 +253,12 @@ def claim_expired(cur, limit: int) -> list[dict]:
 
 
 def _lines(cur, order_ids: list[UUID]) -> dict[UUID, list[dict]]:
-    result: dict[UUID, list[dict]] = {order_id: [] for order_id in order_ids}
     if not order_ids:
-        return result
+        return {}
     cur.execute(
         "SELECT order_id, sku, name, quantity, unit_price, line_total FROM reservation_lines"
         " WHERE order_id = ANY(%s) ORDER BY order_id, line_no", (order_ids,))
-    for row in cur.fetchall():
-        result[row.pop("order_id")].append(row)
-    return result
+    return grouped(cur.fetchall(), "order_id", order_ids)
 
 
 def _escape_like(text: str) -> str:

@@ -10,19 +10,15 @@ Run with ``python -m services.inventory.worker``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 from dataclasses import dataclass
 
-from services.inventory.handlers import SWEEP_BATCH, on_order_cancelled, on_order_created, release_expired
+from services.inventory.reservations import SWEEP_BATCH, on_order_cancelled, on_order_created, release_expired
 from services.inventory.settings import InventorySettings, load
-from shared.db import database_for
-from shared.logging import configure_logging, get_logger
-from shared.messaging.topology import queue
-from shared.worker import WorkerPlan, run_worker
-
-log = get_logger(__name__)
+from shared.config import Settings
+from shared.periodic import periodic
+from shared.queues import queue
+from shared.worker import WorkerPlan, serve_worker
 
 SERVICE = "inventory"
 EVENTS_QUEUE = "inventory-events.fifo"
@@ -44,23 +40,12 @@ def sweeper_task(db, config: SweeperConfig):
     Several workers may sweep at once: each claims reservations with
     ``FOR UPDATE SKIP LOCKED``, so none is released twice.
     """
-
-    async def run(stop: asyncio.Event) -> None:
-        log.info("reservation_sweeper_started", interval_s=config.interval_s)
-        while not stop.is_set():
-            try:
-                released = await asyncio.to_thread(release_expired, db, SWEEP_BATCH)
-            except Exception as exc:  # keep sweeping through DB hiccups
-                log.warning("reservation_sweeper_error", error=str(exc))
-                released = 0
-            if released < SWEEP_BATCH:  # a full batch: more may be due, go on at once
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), config.interval_s)
-
-    return run
+    return periodic(lambda: release_expired(db, SWEEP_BATCH), config.interval_s,
+                    full_batch=SWEEP_BATCH, error_event="reservation_sweeper_error",
+                    started_event="reservation_sweeper_started", interval_s=config.interval_s)
 
 
-def build_plan(db, own: InventorySettings) -> WorkerPlan:
+def build_plan(db, settings: Settings, own: InventorySettings) -> WorkerPlan:
     """Handlers for inventory-events.fifo, plus the sweeper."""
     return WorkerPlan(
         consumers={queue(EVENTS_QUEUE): {"order.created": on_order_created,
@@ -71,10 +56,7 @@ def build_plan(db, own: InventorySettings) -> WorkerPlan:
 
 
 def main() -> int:
-    settings, own = load()
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
-    db = database_for(settings)
-    return run_worker(settings, db, build_plan(db, own))
+    return serve_worker(load, build_plan)
 
 
 if __name__ == "__main__":

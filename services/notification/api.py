@@ -1,4 +1,7 @@
-"""HTTP: the live stream (SSE), notification history, webhook subscriptions and deliveries."""
+"""HTTP: the live stream (SSE), notification history, webhook subscriptions and deliveries.
+
+:data:`PROBLEMS` is the one table from the commands' refusals to problem documents.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,14 @@ from uuid import UUID
 from flask import Response, current_app, request
 from flask.views import MethodView
 
-from services.notification import handlers
+from services.notification import subscriptions
+from services.notification.domain import (
+    DuplicateSubscription,
+    RedeliverPing,
+    SubscriptionLimit,
+    SubscriptionNotActive,
+    UnsafeDeliveryUrl,
+)
 from services.notification.schemas import (
     DeliveryPageSchema,
     DeliverySchema,
@@ -22,9 +32,9 @@ from services.notification.schemas import (
 )
 from services.notification.stream import HubUnavailable, event_stream
 from shared.auth import authenticate, require_scopes
-from shared.errors import Problem
+from shared.errors import Problem, ProblemMap
 from shared.pagination import decode_cursor, keyset_page
-from shared.web import Blueprint, correlation_id
+from shared.web import Blueprint, correlation_id, database
 
 notifications_blp = Blueprint("notifications", __name__, url_prefix="/v1/notifications",
                               description="Live order notifications (SSE) and their history.")
@@ -34,9 +44,15 @@ webhooks_blp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks",
 LAST_EVENT_ID_HEADER = "Last-Event-ID"
 MAX_EVENT_ID_DIGITS = 18  # a bigint
 
-
-def _db():
-    return current_app.extensions["db"]
+PROBLEMS = ProblemMap({
+    UnsafeDeliveryUrl: lambda exc: Problem(
+        422, "Validation failed", "The request has invalid fields; see errors.", "validation-error",
+        errors=[{"field": "delivery_url", "message": f"Not allowed: {exc.detail}."}]),
+    SubscriptionLimit: (409, "Too many subscriptions", "subscription-limit"),
+    DuplicateSubscription: (409, "Duplicate subscription", "duplicate-subscription"),
+    RedeliverPing: (409, "Cannot redeliver a ping", "redeliver-ping"),
+    SubscriptionNotActive: (409, "Subscription not active", "subscription-not-active"),
+})
 
 
 def _settings():
@@ -82,7 +98,7 @@ class Stream(MethodView):
             raise Problem(503, "Stream unavailable", "The notification stream cannot listen "
                           "right now; retry shortly.", "service-unavailable",
                           headers={"Retry-After": "2"}) from None
-        body = event_stream(_db(), hub, client, last_event_id, principal.expires_at,
+        body = event_stream(database(), hub, client, last_event_id, principal.expires_at,
                             _settings().stream.heartbeat_s)
         response = Response(body, mimetype="text/event-stream")
         response.headers["Cache-Control"] = "no-cache"
@@ -99,7 +115,7 @@ class History(MethodView):
         """Past notifications, newest first (a customer's own; admin: all)."""
         limit = query["limit"]
         order_id = str(query["order_id"]) if query.get("order_id") else None
-        rows = handlers.list_notifications(_db(), authenticate(), order_id, query.get("before"),
+        rows = subscriptions.list_notifications(database(), authenticate(), order_id, query.get("before"),
                                            limit + 1)
         page = rows[:limit]
         return {"items": page, "next_before": page[-1]["id"] if len(rows) > limit else None}
@@ -117,7 +133,7 @@ class Subscriptions(MethodView):
     def post(self, payload):
         """Subscribe a URL to a topic (order.created/updated/cancelled/delivered or *)."""
         app = current_app.extensions
-        row = handlers.create_subscription(_db(), _settings(), app["webhook_policy"],
+        row = subscriptions.create_subscription(database(), _settings(), app["webhook_policy"],
                                            authenticate(), payload)
         return row, 201, {"Location": f"/v1/webhooks/{row['id']}"}
 
@@ -127,7 +143,7 @@ class Subscriptions(MethodView):
     def get(self, query):
         """Your subscriptions, newest first (admin: everyone's)."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
-        rows = handlers.list_subscriptions(_db(), authenticate(), after, query["limit"] + 1)
+        rows = subscriptions.list_subscriptions(database(), authenticate(), after, query["limit"] + 1)
         items, cursor = keyset_page(rows, query["limit"])
         return {"items": items, "next_cursor": cursor}
 
@@ -139,7 +155,7 @@ class SubscriptionById(MethodView):
     @require_scopes("webhooks:manage")
     def get(self, sub_id: UUID):
         """One subscription (without its secret), with why it was disabled if it was."""
-        return handlers.get_subscription(_db(), authenticate(), sub_id)
+        return subscriptions.get_subscription(database(), authenticate(), sub_id)
 
     @webhooks_blp.response(200, SubscriptionWithSecretSchema,
                            description="Updated; carries the secret only if you set a new one.")
@@ -150,7 +166,7 @@ class SubscriptionById(MethodView):
     def put(self, payload, sub_id: UUID):
         """Replace name, topic, URL and status (active re-enables a disabled one); rotate
         the secret by sending one."""
-        return handlers.update_subscription(_db(), _settings(),
+        return subscriptions.update_subscription(database(), _settings(),
                                             current_app.extensions["webhook_policy"],
                                             authenticate(), sub_id, payload)
 
@@ -159,7 +175,7 @@ class SubscriptionById(MethodView):
     @require_scopes("webhooks:manage")
     def delete(self, sub_id: UUID):
         """Delete a subscription and its delivery log."""
-        handlers.delete_subscription(_db(), authenticate(), sub_id)
+        subscriptions.delete_subscription(database(), authenticate(), sub_id)
         return Response(status=204)
 
 
@@ -171,7 +187,7 @@ class Ping(MethodView):
     @require_scopes("webhooks:manage")
     def post(self, sub_id: UUID):
         """Send a signed webhook.ping now and report what the endpoint answered."""
-        result = handlers.ping(_db(), _settings(), current_app.extensions["webhook_sender"],
+        result = subscriptions.ping(database(), _settings(), current_app.extensions["webhook_sender"],
                                authenticate(), sub_id)
         return {**result, "delivery_id": str(result["delivery_id"])}
 
@@ -185,7 +201,7 @@ class Deliveries(MethodView):
     def get(self, query, sub_id: UUID):
         """Deliveries, newest first, each with every attempt (time, status, duration, error)."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
-        rows = handlers.list_deliveries(_db(), authenticate(), sub_id, after, query["limit"] + 1)
+        rows = subscriptions.list_deliveries(database(), authenticate(), sub_id, after, query["limit"] + 1)
         items, cursor = keyset_page(rows, query["limit"])
         return {"items": items, "next_cursor": cursor}
 
@@ -198,5 +214,5 @@ class Redeliver(MethodView):
     @require_scopes("webhooks:manage")
     def post(self, sub_id: UUID, delivery_id: UUID):
         """Deliver again (same Webhook-Id and body, fresh signature and retry schedule)."""
-        return handlers.redeliver(_db(), _settings(), authenticate(), sub_id, delivery_id,
+        return subscriptions.redeliver(database(), _settings(), authenticate(), sub_id, delivery_id,
                                   correlation_id())

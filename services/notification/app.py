@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from services.notification.api import notifications_blp, webhooks_blp
+from services.notification.api import PROBLEMS, notifications_blp, webhooks_blp
 from services.notification.settings import SERVICE, load
 from services.notification.ssrf import UrlPolicy
 from services.notification.stream import NotificationHub
@@ -90,4 +90,5 @@ def create_app(config: dict | None = None):
     }))
     api.register_blueprint(notifications_blp)
     api.register_blueprint(webhooks_blp)
+    PROBLEMS.register(app)
     return app

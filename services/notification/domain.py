@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.backoff import backoff_delay
+from shared.errors import DomainError
+
 # Events of order-status.fifo this service turns into notifications.
 ORDER_EVENT_TYPES = ("order.created", "order.status_changed", "order.cancelled")
 
@@ -92,14 +95,13 @@ def email_template_for(event_type: str, data: Mapping[str, Any]) -> str | None:
 # --- retries --------------------------------------------------------------------------------
 def nominal_delay(failed_attempts: int, base_s: float, cap_s: float) -> float:
     """Seconds before the next attempt after ``failed_attempts`` failures (no jitter)."""
-    return min(cap_s, base_s * (2 ** max(0, min(failed_attempts - 1, 30))))
+    return backoff_delay(failed_attempts - 1, base_s, cap_s)
 
 
 def retry_delay(failed_attempts: int, base_s: float, cap_s: float,
                 rng: random.Random | None = None) -> float:
     """:func:`nominal_delay` with +-20 % jitter."""
-    jitter = (rng or random).uniform(1 - JITTER, 1 + JITTER)
-    return nominal_delay(failed_attempts, base_s, cap_s) * jitter
+    return backoff_delay(failed_attempts - 1, base_s, cap_s, jitter=JITTER, rng=rng)
 
 
 def schedule_span(max_attempts: int, base_s: float, cap_s: float, jitter: float = 1.0) -> float:
@@ -168,3 +170,24 @@ def sse_event(data: str, event: str | None = None, event_id: str | None = None) 
 def sse_comment(text: str) -> str:
     """A comment line: ignored by clients, keeps proxies from closing an idle stream."""
     return f": {text}\n\n"
+
+
+# --- what a command can be refused with (the HTTP layer maps each to a problem) -----------------
+class UnsafeDeliveryUrl(DomainError):
+    """The delivery URL is not an acceptable webhook target (the detail says why)."""
+
+
+class SubscriptionLimit(DomainError):
+    """The owner has as many subscriptions as one owner may have."""
+
+
+class DuplicateSubscription(DomainError):
+    """The owner already has a subscription for this delivery URL and topic."""
+
+
+class RedeliverPing(DomainError):
+    """A ping is not redelivered; a new one is sent instead."""
+
+
+class SubscriptionNotActive(DomainError):
+    """The subscription is paused or disabled."""

@@ -13,8 +13,6 @@ finally marked ``failed``. Permanent refusals (a 5xx from SMTP, SES
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import select
 import smtplib
 import sys
 import threading
@@ -31,10 +29,11 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter
 
-from services.notification import repository as repo
+from services.notification import email_repository as repo
 from services.notification.domain import retry_delay
 from services.notification.settings import EmailSettings
 from shared.logging import get_logger
+from shared.notify import run_on_notify
 from shared.resilience import BreakerOpen, BreakerRegistry, TransientError, resilient_call
 from shared.settings import secret_value
 
@@ -283,26 +282,15 @@ class EmailDispatcher:
     # -- running ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Send until ``stop`` is set; wake on NOTIFY, else poll."""
-        listener = None
-        while not stop.is_set():
-            try:
-                if listener is None:
-                    listener = self.db.listen_connection(repo.EMAIL_CHANNEL)
-                if self.dispatch_once():
-                    continue
-                ready, _, _ = select.select([listener], [], [], self.settings.poll_interval_s)
-                if ready:
-                    listener.poll()
-                    listener.notifies.clear()
-            except Exception as exc:  # the dispatcher must outlive database outages
-                log.warning("email_dispatcher_error", error=str(exc))
-                if listener is not None:
-                    with contextlib.suppress(Exception):
-                        listener.close()
-                    listener = None
-                stop.wait(self.settings.poll_interval_s)
-        if listener is not None:
-            listener.close()
+        # A batch sent: more may be due, claim again at once; none: wait for a NOTIFY.
+        run_on_notify(self.db, repo.EMAIL_CHANNEL, lambda: 0 if self.dispatch_once() else None,
+                      stop, poll_interval_s=self.settings.poll_interval_s,
+                      on_error=self._on_error)
+
+    @staticmethod
+    def _on_error(exc: Exception) -> None:
+        # The dispatcher must outlive database outages: log, reconnect after a poll.
+        log.warning("email_dispatcher_error", error=str(exc))
 
     async def run_async(self, stop: asyncio.Event) -> None:
         """A worker task: ``settings.concurrency`` sender threads until ``stop``."""

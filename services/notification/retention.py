@@ -7,12 +7,10 @@ are deleted in bounded batches, so the tables stay the size of the window.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from services.notification import repository as repo
 from services.notification.settings import RetentionSettings
 from shared.logging import get_logger
+from shared.periodic import periodic
 
 log = get_logger(__name__)
 
@@ -34,15 +32,10 @@ def purge_once(db, settings: RetentionSettings) -> dict[str, int]:
 def retention_task(db, settings: RetentionSettings):
     """A WorkerPlan task: purge at start, then every ``settings.every_s`` until stopped."""
 
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                deleted = await asyncio.to_thread(purge_once, db, settings)
-                if any(deleted.values()):
-                    log.info("notification_history_purged", days=settings.days, **deleted)
-            except Exception as exc:  # try again next round (database down, ...)
-                log.warning("notification_purge_failed", error=str(exc))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.every_s)
+    def purge() -> None:
+        deleted = purge_once(db, settings)
+        if any(deleted.values()):
+            log.info("notification_history_purged", days=settings.days, **deleted)
 
-    return run
+    # purge_once drains every batch itself; a failure is retried next round.
+    return periodic(purge, settings.every_s, error_event="notification_purge_failed")

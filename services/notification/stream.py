@@ -20,10 +20,8 @@ psycogreen, so an idle client costs a socket, a queue and a few KiB.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import queue
-import select
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +33,7 @@ from services.notification import repository as repo
 from services.notification.domain import Notification, sse_comment, sse_event
 from services.notification.settings import StreamSettings
 from shared.logging import get_logger
+from shared.notify import run_on_notify
 
 log = get_logger(__name__)
 
@@ -132,33 +131,23 @@ class NotificationHub:
                 self._thread.start()
 
     def _run(self) -> None:
-        listener = None
-        while not self._stop.is_set():
-            try:
-                if listener is None:
-                    # LISTEN first, then read where we are: nothing can fall in between.
-                    listener = self.db.listen_connection(repo.STREAM_CHANNEL)
-                    if not self._ready.is_set():
-                        with self.db.transaction() as cur:
-                            self.last_id = repo.last_notification_id(cur)
-                        self._ready.set()
-                        log.info("notification_hub_listening", last_id=self.last_id)
-                    self._fetch_and_dispatch()  # after a reconnect: whatever we missed
-                ready, _, _ = select.select([listener], [], [], self.settings.poll_interval_s)
-                if ready:
-                    listener.poll()
-                    listener.notifies.clear()
-                self._fetch_and_dispatch()
-            except Exception as exc:  # the hub must outlive database restarts
-                log.warning("notification_hub_error", error=str(exc))
-                if listener is not None:
-                    with contextlib.suppress(Exception):
-                        listener.close()
-                listener = None
-                self._stop.wait(RECONNECT_PAUSE_S)
-        if listener is not None:
-            with contextlib.suppress(Exception):
-                listener.close()
+        # Every (re)connect is followed by a fetch: after a reconnect, whatever we missed.
+        run_on_notify(self.db, repo.STREAM_CHANNEL, self._fetch_and_dispatch, self._stop,
+                      poll_interval_s=self.settings.poll_interval_s, on_error=self._on_error,
+                      error_pause_s=RECONNECT_PAUSE_S, on_connect=self._on_connect)
+
+    def _on_connect(self) -> None:
+        # Called after the LISTEN: reading where we are now lets nothing fall in between.
+        if not self._ready.is_set():
+            with self.db.transaction() as cur:
+                self.last_id = repo.last_notification_id(cur)
+            self._ready.set()
+            log.info("notification_hub_listening", last_id=self.last_id)
+
+    @staticmethod
+    def _on_error(exc: Exception) -> None:
+        # The hub must outlive database restarts: log, reconnect after a pause.
+        log.warning("notification_hub_error", error=str(exc))
 
     def _fetch_and_dispatch(self) -> None:
         while True:

@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import sys
 
-from services.notification.domain import ORDER_EVENT_TYPES
-from services.notification.handlers import (
+from services.notification.consumers import (
     DELIVERY_REQUESTED,
     OrderEventHandler,
     WebhookDeliverer,
 )
+from services.notification.domain import ORDER_EVENT_TYPES
 from services.notification.mailer import EmailDispatcher, build_provider
 from services.notification.retention import retention_task
 from services.notification.settings import NotificationSettings, load, notification_settings
 from services.notification.ssrf import UrlPolicy
 from services.notification.webhooks import EndpointBreakers, WebhookSender
 from shared.config import Settings
-from shared.db import database_for
-from shared.logging import configure_logging
-from shared.messaging.topology import queue
+from shared.queues import queue
 from shared.resilience import BreakerRegistry
-from shared.worker import WorkerPlan, run_worker
+from shared.worker import WorkerPlan, serve_worker
 
 SERVICE = "notification"
 
@@ -49,10 +47,7 @@ def build_plan(db, settings: Settings, own: NotificationSettings | None = None,
 
 
 def main() -> int:
-    settings, own = load()
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
-    db = database_for(settings)
-    return run_worker(settings, db, build_plan(db, settings, own))
+    return serve_worker(load, build_plan)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,29 @@
-"""HTTP: parse with a schema -> call a handler -> serialize."""
+"""HTTP: parse with a schema -> call a handler -> serialize; refusals become problems.
+
+Order creation runs under the idempotency layer (:mod:`services.order.idempotency`)
+and is rate limited per customer (``ORDER_RATE_LIMIT_PER_CUSTOMER``). :data:`PROBLEMS`
+is the one table from the handlers' refusals to problem documents.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 from uuid import UUID
 
 from flask import Response, current_app, request
 from flask.views import MethodView
 
-from services.order import handlers
+from services.order import handlers, idempotency
+from services.order.domain import (
+    InsufficientStock,
+    ItemsRefused,
+    OrderNotCancellable,
+    ReservationReleased,
+)
+from services.order.idempotency import KeyInProgress, KeyReused, StoredResponse
+from services.order.inventory import InventoryUnavailable
 from services.order.schemas import (
     CancelOrderSchema,
     CreateOrderSchema,
@@ -16,19 +32,35 @@ from services.order.schemas import (
     OrderSchema,
 )
 from shared.auth import authenticate, require_scopes
-from shared.errors import Problem
+from shared.errors import Problem, ProblemMap
 from shared.pagination import decode_cursor, keyset_page
-from shared.web import Blueprint, correlation_id
+from shared.ratelimit import client_ip, rate_limit
+from shared.web import Blueprint, correlation_id, database
 
 blp = Blueprint("orders", __name__, url_prefix="/v1/orders",
                 description="Place, track and cancel orders.")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+# app.config key: the per-customer limit on order creation (read by the app factory).
+ORDER_RATE_LIMIT = "ORDER_RATE_LIMIT_PER_CUSTOMER"
 
-
-def _db():
-    return current_app.extensions["db"]
+PROBLEMS = ProblemMap({
+    OrderNotCancellable: (409, "Order cannot be cancelled", "order-not-cancellable"),
+    ReservationReleased: (409, "Reservation released", "reservation-released"),
+    InsufficientStock: (409, "Insufficient stock", "insufficient-stock"),
+    ItemsRefused: lambda exc: Problem(exc.refused_status, exc.title, exc.detail, exc.kind,
+                                      errors=exc.errors),
+    InventoryUnavailable: lambda exc: Problem(
+        503, "Inventory unavailable",
+        "Stock cannot be checked right now, so nothing was ordered; retry later.",
+        "inventory-unavailable",
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}),
+    KeyReused: (422, "Idempotency key reused", "idempotency-key-mismatch"),
+    KeyInProgress: lambda exc: Problem(409, "Request in progress", exc.detail,
+                                       "idempotency-key-in-progress",
+                                       headers={"Retry-After": "1"}),
+})
 
 
 def _idempotency_key() -> str | None:
@@ -43,7 +75,19 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _json(result: handlers.HttpResult) -> Response:
+def _order_rate() -> str:
+    return current_app.config[ORDER_RATE_LIMIT]
+
+
+def _customer_key() -> str:
+    """Rate-limit key: the calling customer (unauthenticated calls get their 401 from the view)."""
+    try:
+        return "customer:" + authenticate().subject
+    except Problem:
+        return "anonymous:" + client_ip()
+
+
+def _json(result: StoredResponse) -> Response:
     response = Response(result.body, status=result.status, mimetype="application/json")
     for name, value in result.headers.items():
         response.headers[name] = value
@@ -52,6 +96,8 @@ def _json(result: handlers.HttpResult) -> Response:
 
 @blp.route("")
 class Orders(MethodView):
+    # Idempotent replays count too: a client retrying in a loop is still a loop.
+    @rate_limit(_order_rate, key=_customer_key)
     @blp.doc(parameters=[{"in": "header", "name": IDEMPOTENCY_HEADER, "required": False,
                           "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
                           "description": "Retries with the same key and body replay the first "
@@ -77,9 +123,15 @@ class Orders(MethodView):
             customer_id=principal.subject, customer_email=payload["customer_email"],
             shipping_address=payload["shipping_address"],
             items=handlers.items_from(payload["items"]))
-        result = handlers.place_order(_db(), current_app.extensions["inventory"], command,
-                                      correlation_id(), key, handlers.request_fingerprint(payload))
-        return _json(result)
+        inventory = current_app.extensions["inventory"]
+
+        def place(attempt: idempotency.Attempt) -> StoredResponse:
+            return handlers.place_order(
+                database(), inventory, command, correlation_id(), attempt.resource_id,
+                within=lambda cur, order: attempt.store(cur, _created(order)))
+
+        return _json(idempotency.run_once(database(), principal.subject, key,
+                                          idempotency.fingerprint(payload), place))
 
     @blp.response(200, OrderPageSchema)
     @blp.alt_response(400, description="Bad cursor")
@@ -90,9 +142,9 @@ class Orders(MethodView):
         principal = authenticate()
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
         limit = query["limit"]
-        rows = handlers.list_orders(_db(), principal, query.get("status"), after, limit + 1)
+        rows = handlers.list_orders(database(), principal, query.get("status"), after, limit + 1)
         page, next_cursor = keyset_page(rows, limit)
-        return {"items": [handlers.shape(o) for o in page], "next_cursor": next_cursor}
+        return {"items": [shape(o) for o in page], "next_cursor": next_cursor}
 
 
 @blp.route("/<uuid:order_id>")
@@ -102,7 +154,7 @@ class OrderById(MethodView):
     @require_scopes("orders:read")
     def get(self, order_id: UUID):
         """One order with its status history."""
-        return handlers.shape(handlers.get_order(_db(), authenticate(), order_id))
+        return shape(handlers.get_order(database(), authenticate(), order_id))
 
 
 @blp.route("/<uuid:order_id>/cancel")
@@ -114,6 +166,35 @@ class CancelOrder(MethodView):
     @blp.arguments(CancelOrderSchema, required=False)
     def post(self, payload, order_id: UUID):
         """Cancel an order that has not shipped yet (cancelling twice is harmless)."""
-        order = handlers.cancel_order(_db(), authenticate(), order_id,
+        order = handlers.cancel_order(database(), authenticate(), order_id,
                                       (payload or {}).get("reason"), correlation_id())
-        return handlers.shape(order)
+        return shape(order)
+
+
+def _created(order: dict) -> StoredResponse:
+    return StoredResponse(201, json.dumps(serialize(order)), {"Location": f"/v1/orders/{order['id']}"})
+
+
+def serialize(order: dict) -> dict:
+    """The API (JSON-ready) representation of an order row (+ lines, + history if loaded)."""
+    exclude = () if "history" in order else ("history",)
+    return _schema(OrderSchema, exclude).dump(shape(order))
+
+
+@functools.cache
+def _schema(schema_class, exclude: tuple[str, ...] = ()):
+    # Schemas are reusable (and thread-safe) once built. Building OrderSchema
+    # with its nested schemas on every request took about a quarter of the
+    # order API's CPU under load (py-spy, scripts/bench_orders.py).
+    return schema_class(exclude=exclude)
+
+
+def shape(order: dict) -> dict:
+    """An order row reshaped for :class:`OrderSchema` (not yet serialized)."""
+    shaped = dict(order)
+    shaped["items"] = [dict(line) for line in order.get("lines", [])]
+    shaped["shipment"] = (
+        {"shipment_id": str(order["shipment_id"]) if order.get("shipment_id") else None,
+         "carrier": order.get("carrier"), "tracking_number": order.get("tracking_number")}
+        if order.get("shipment_id") else None)
+    return shaped

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 
-from services.order.api import blp
+from services.order.api import ORDER_RATE_LIMIT, PROBLEMS, blp
 from services.order.inventory import InventoryClient, inventory_config
-from services.order.settings import SERVICE, OrderSettings, load
-from shared.auth import authenticate
+from services.order.settings import SERVICE, load
 from shared.db import database_for
-from shared.errors import Problem
 from shared.health import health_blueprint, sqs_check
 from shared.logging import configure_logging
 from shared.messaging.sqs import physical_name, sync_client
-from shared.ratelimit import client_ip, create_limiter
+from shared.ratelimit import create_limiter
 from shared.service_token import service_token_from
 from shared.web import base_app
 
@@ -38,25 +36,8 @@ def create_app(config: dict | None = None):
         "sqs": sqs_check(sqs, physical_name(settings.queue_prefix, "order-created.fifo")),
     }, reports={"breakers": breakers.snapshot}))
     api.register_blueprint(blp)
-    _limit_order_creation(app, settings, own)
+    PROBLEMS.register(app)
+    # api._order_rate reads it per request; validated (a parseable rate) by OrderSettings.
+    app.config[ORDER_RATE_LIMIT] = own.rate_limit_per_customer
+    create_limiter(app, settings.rate_limit_storage_uri)
     return app
-
-
-def _customer_key() -> str:
-    """Rate-limit key: the calling customer (unauthenticated calls get their 401 from the view)."""
-    try:
-        return "customer:" + authenticate().subject
-    except Problem:
-        return "anonymous:" + client_ip()
-
-
-def _limit_order_creation(app, settings, own: OrderSettings) -> None:
-    """``ORDER_RATE_LIMIT_PER_CUSTOMER`` (default 60/minute) on POST /v1/orders, per customer.
-
-    Idempotent replays count too: a client retrying in a loop is still a loop.
-    """
-    limiter = create_limiter(app, settings.rate_limit_storage_uri)
-    app.extensions["limiter"] = limiter
-    view = "orders.Orders"
-    app.view_functions[view] = limiter.limit(own.rate_limit_per_customer, key_func=_customer_key,
-                                             methods=["POST"])(app.view_functions[view])

@@ -1,7 +1,7 @@
 """Orders and their allowed transitions (pure Python, no I/O).
 
 The delivery-status -> order-status mapping is the one explicit table
-(:data:`DELIVERY_TO_ORDER_STATUS`) of DESIGN.md section 3.
+(:data:`DELIVERY_TO_ORDER_STATUS`); docs/architecture.md draws it as the order lifecycle.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+
+from shared.errors import DomainError
 
 
 class OrderStatus(StrEnum):
@@ -103,3 +105,31 @@ class Line:
 def order_total(lines: list[Line]) -> Decimal:
     """The sum of the line totals."""
     return sum((line.total for line in lines), Decimal("0.00"))
+
+
+# --- what a command can be refused with (the HTTP layer maps each to a problem) -----------------
+class OrderNotCancellable(DomainError):
+    """The order has shipped (or ended): too late to cancel."""
+
+
+class ReservationReleased(DomainError):
+    """The stock held under this order id was released (the order was cancelled)."""
+
+
+class InsufficientStock(DomainError):
+    """Inventory has not enough of some items: ``lines`` says how much of each there is."""
+
+
+class ItemsRefused(DomainError):
+    """Inventory refused the items for another reason (unknown skus, mixed currencies, ...).
+
+    ``kind``, ``title`` and ``refused_status`` are inventory's own, passed on
+    to the caller; the field paths are this order's items.
+    """
+
+    def __init__(self, kind: str, title: str, detail: str, refused_status: int,
+                 errors: list[dict[str, str]] | None):
+        super().__init__(detail, errors)
+        self.kind = kind
+        self.title = title
+        self.refused_status = refused_status

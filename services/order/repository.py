@@ -6,6 +6,8 @@ import json
 from datetime import datetime
 from uuid import UUID
 
+from shared.rows import grouped
+
 IDEMPOTENCY_TTL = "24 hours"
 # An in-progress key older than this was abandoned by a crashed request.
 IDEMPOTENCY_STALE_AFTER = "60 seconds"
@@ -96,15 +98,12 @@ def list_orders(cur, customer_id: str | None, status: str | None,
 
 
 def _lines(cur, order_ids: list[UUID]) -> dict[UUID, list[dict]]:
-    result: dict[UUID, list[dict]] = {order_id: [] for order_id in order_ids}
     if not order_ids:
-        return result
+        return {}
     cur.execute(
         "SELECT order_id, sku, quantity, unit_price, line_total FROM order_lines"
         " WHERE order_id = ANY(%s) ORDER BY order_id, line_no", (order_ids,))
-    for row in cur.fetchall():
-        result[row.pop("order_id")].append(row)
-    return result
+    return grouped(cur.fetchall(), "order_id", order_ids)
 
 
 # --- idempotency keys ----------------------------------------------------------

@@ -17,6 +17,8 @@ from shared.config import Settings, load_settings
 from shared.settings import EnvSettings, Float, Int, var
 
 SERVICE = "order"
+DEFAULT_IDEMPOTENCY_PURGE_INTERVAL_S = 600.0
+MIN_IDEMPOTENCY_PURGE_INTERVAL_S = 0.05
 
 
 def _rate(value: str) -> str:
@@ -44,6 +46,10 @@ class OrderSettings(EnvSettings):
                                 "(stock reservations); required by the API", shown_default="from `make run`")
     client_secret: SecretStr | None = var("ORDER_CLIENT_SECRET", None, "that client's secret; "
                                           "required by the API", secret=True, shown_default="from `make run`")
+    idempotency_purge_interval_s: Float = var(
+        "ORDER_IDEMPOTENCY_PURGE_INTERVAL_S", DEFAULT_IDEMPOTENCY_PURGE_INTERVAL_S,
+        "how often the worker deletes expired idempotency keys (expired keys are already ignored, "
+        "so this only bounds how long they take space)", ge=MIN_IDEMPOTENCY_PURGE_INTERVAL_S)
 
 
 def load(env: Mapping[str, str] | None = None) -> tuple[Settings, OrderSettings]:

@@ -1,4 +1,12 @@
-"""Order worker: consumes delivery-status.fifo and relays the order outbox.
+"""Order worker: consumes delivery-status.fifo, relays the order outbox and purges
+expired idempotency keys.
+
+An idempotency key is kept for its time-to-live (``repository.IDEMPOTENCY_TTL``)
+so a retried POST replays its first answer; after that the row is dead weight.
+A periodic job deletes expired rows every ``ORDER_IDEMPOTENCY_PURGE_INTERVAL_S``
+(:class:`services.order.settings.OrderSettings`; default 10 minutes; expired
+keys are already ignored by the claim, so the interval only bounds how long
+they take space).
 
 Run with ``python -m services.order.worker``.
 """
@@ -8,28 +16,41 @@ from __future__ import annotations
 import sys
 
 from services.order.handlers import on_delivery_event
-from services.order.settings import load
-from shared.db import database_for
-from shared.logging import configure_logging
-from shared.messaging.topology import queue
-from shared.worker import WorkerPlan, run_worker
+from services.order.repository import purge_expired_idempotency_keys
+from services.order.settings import OrderSettings, load
+from shared.config import Settings
+from shared.logging import get_logger
+from shared.periodic import periodic
+from shared.queues import queue
+from shared.worker import WorkerPlan, serve_worker
 
-SERVICE = "order"
+log = get_logger(__name__)
 
 
-def build_plan() -> WorkerPlan:
-    """Handlers per queue for this service."""
+def purge_idempotency_keys(db) -> int:
+    """Delete every expired idempotency key; return how many went."""
+    with db.transaction() as cur:
+        deleted = purge_expired_idempotency_keys(cur)
+    if deleted:
+        log.info("idempotency_keys_purged", deleted=deleted)
+    return deleted
+
+
+def build_plan(db, settings: Settings, own: OrderSettings) -> WorkerPlan:
+    """Handlers per queue for this service, plus the idempotency-key purge."""
     delivery_status = queue("delivery-status.fifo")
-    return WorkerPlan(consumers={
-        delivery_status: {event_type: on_delivery_event
-                          for event_type in delivery_status.event_types},
-    })
+    interval_s = own.idempotency_purge_interval_s
+    return WorkerPlan(
+        consumers={delivery_status: {event_type: on_delivery_event
+                                     for event_type in delivery_status.event_types}},
+        tasks=[periodic(lambda: purge_idempotency_keys(db), interval_s,
+                        error_event="idempotency_purge_failed",
+                        started_event="idempotency_purge_started", interval_s=interval_s)],
+    )
 
 
 def main() -> int:
-    settings, _own = load()  # validates ORDER_* too: a bad deployment fails here as in the API
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
-    return run_worker(settings, database_for(settings), build_plan())
+    return serve_worker(load, build_plan)
 
 
 if __name__ == "__main__":

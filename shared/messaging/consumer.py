@@ -4,9 +4,9 @@ For every received batch (up to 10 messages):
 
 * messages are grouped by ``MessageGroupId`` and each group is handled
   sequentially in received order, groups in parallel;
-* each message is handled in ONE database transaction that also inserts
-  ``(consumer, event_id)`` into the inbox; a duplicate is acknowledged without
-  running the handler again;
+* each message is handled in ONE database transaction that also claims
+  ``(consumer, event_id)`` in the inbox (:mod:`shared.messaging.inbox`); a
+  duplicate is acknowledged without running the handler again;
 * a transient failure leaves the message on the queue with its visibility set
   to an exponential backoff from ``ApproximateReceiveCount``; later messages of
   the same group in the batch are not handled (they come back after it);
@@ -17,6 +17,9 @@ For every received batch (up to 10 messages):
 * a heartbeat extends the visibility of messages still being worked on;
 * on stop (SIGTERM) no new batch is received, in-flight handlers finish,
   unstarted messages are released (visibility 0).
+
+Each message ends in one typed outcome (:mod:`shared.messaging.outcomes`);
+metrics and logs are middleware hooks around it (:mod:`shared.messaging.middleware`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import contextlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,8 +38,22 @@ from typing import Any
 import structlog
 from marshmallow import ValidationError
 
-from shared.logging import get_logger
+from shared.backoff import backoff_delay
+from shared.messaging import inbox
 from shared.messaging.envelope import Envelope, InvalidEnvelope
+from shared.messaging.middleware import Hooks, LoggingMiddleware, Middleware
+from shared.messaging.outcomes import (
+    INVALID_ENVELOPE,
+    MAX_RECEIVES_EXCEEDED,
+    PERMANENT_ERROR,
+    UNKNOWN_EVENT_TYPE,
+    DeadLetter,
+    Duplicate,
+    Handled,
+    Outcome,
+    PermanentError,
+    Retry,
+)
 from shared.messaging.sqs import (
     MAX_BATCH_ENTRIES,
     MAX_VISIBILITY_TIMEOUT_S,
@@ -45,18 +62,17 @@ from shared.messaging.sqs import (
     physical_name,
 )
 from shared.messaging.topology import QueueSpec
-from shared.metrics import DLQ_MOVES, MESSAGE_RETRIES, MESSAGES_HANDLED
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 Handler = Callable[[Any, Envelope], None]  # (cursor of the inbox transaction, envelope)
 
 # SQS allows at most 10 message attributes; we add at most 5 to the original 3.
 DLQ_ERROR_MAX_CHARS = 1000
+# maxReceiveCount is at most 1000, so the exponent never needs clamping below it.
+MAX_RECEIVE_EXPONENT = 1000
 
-
-class PermanentError(Exception):
-    """Retrying cannot help (bad data, impossible request): dead-letter at once."""
+__all__ = ["Consumer", "ConsumerConfig", "Handler", "PermanentError"]
 
 
 @dataclass(frozen=True)
@@ -78,20 +94,13 @@ class ConsumerConfig:
             raise ValueError("max_messages must be 1..10")
 
 
-@dataclass
-class _Outcome:
-    kind: str                 # done | duplicate | retry | dlq
-    reason: str | None = None
-    error: str | None = None
-    event: Envelope | None = None
-
-
 class Consumer:
     """Consumes one queue for one service with the handlers given per event type."""
 
     def __init__(self, name: str, spec: QueueSpec, db, handlers: dict[str, Handler],
                  sqs_client_factory: Callable[[], Any], queue_prefix: str = "",
-                 config: ConsumerConfig | None = None, executor: ThreadPoolExecutor | None = None):
+                 config: ConsumerConfig | None = None, executor: ThreadPoolExecutor | None = None,
+                 middleware: Iterable[Middleware] | None = None):
         self.name = name
         self.spec = spec
         self.db = db
@@ -105,6 +114,8 @@ class Consumer:
         self.dlq_url: str | None = None
         self.max_receive_count = spec.max_receive_count
         self.visibility_timeout = spec.visibility_timeout_s
+        # Logging by default; the worker adds metrics (shared.worker.default_middleware).
+        self.hooks = Hooks((LoggingMiddleware(),) if middleware is None else middleware)
 
     # -- lifecycle ----------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -192,19 +203,20 @@ class Consumer:
                 return
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self.executor, self._process, message)
-            if outcome.kind in ("done", "duplicate"):
+            if isinstance(outcome, Handled | Duplicate):
                 to_delete.append(message)
                 in_flight.pop(message["ReceiptHandle"], None)
-            elif outcome.kind == "dlq":
+            elif isinstance(outcome, DeadLetter):
                 moved = await self._send_to_dlq(client, message, outcome)
                 in_flight.pop(message["ReceiptHandle"], None)
                 if moved:
                     to_delete.append(message)
+                    self.hooks.emit("after_dead_letter", self, message, outcome)
                 else:  # DLQ unreachable: leave it to SQS redrive; it still blocks its group
                     await self._release(client, group[index + 1:], in_flight, 0)
                     return
             else:  # retry: back off this message; it blocks the rest of its group meanwhile
-                await self._release(client, [message], in_flight, self._backoff(message))
+                await self._release(client, [message], in_flight, outcome.delay_s)
                 # Visible at once but not deliverable while the failed message is in flight:
                 # SQS then redelivers the group from its head, in order. Giving them the same
                 # backoff instead lets an emulator (moto) redeliver them ahead of it.
@@ -212,62 +224,64 @@ class Consumer:
                 return
 
     # -- per message (runs in a worker thread) ---------------------------------
-    def _process(self, message: dict) -> _Outcome:
-        receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+    def _process(self, message: dict) -> Outcome:
+        self.hooks.emit("before_handle", self, message)
         try:
             event = Envelope.from_json(message["Body"])
         except InvalidEnvelope as exc:
-            return self._dead(message, "invalid_envelope", str(exc))
-        handler = self.handlers.get(event.event_type)
+            return self._decided(message, self._dead(message, INVALID_ENVELOPE, str(exc)))
         with structlog.contextvars.bound_contextvars(
                 event_id=event.event_id, event_type=event.event_type,
                 correlation_id=event.correlation_id, consumer=self.name):
-            if handler is None:
-                return self._dead(message, "unknown_event_type", event.event_type, event)
-            started = time.perf_counter()
-            try:
-                with self.db.transaction() as cur:
-                    cur.execute(
-                        "INSERT INTO inbox (consumer, event_id, event_type) VALUES (%s, %s, %s)"
-                        " ON CONFLICT DO NOTHING",
-                        (self.name, event.event_id, event.event_type))
-                    if cur.rowcount == 0:
-                        MESSAGES_HANDLED.labels(self.name, event.event_type, "duplicate").inc()
-                        log.info("message_duplicate_skipped")
-                        return _Outcome("duplicate", event=event)
-                    handler(cur, event)
-            except (PermanentError, ValidationError) as exc:
-                return self._dead(message, "permanent_error", f"{type(exc).__name__}: {exc}", event)
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                if receive_count >= self.max_receive_count:
-                    return self._dead(message, "max_receives_exceeded", error, event)
-                MESSAGE_RETRIES.labels(self.name, event.event_type).inc()
-                log.warning("message_retry", receive_count=receive_count, error=error)
-                return _Outcome("retry", error=error, event=event)
-            MESSAGES_HANDLED.labels(self.name, event.event_type, "done").inc()
-            log.info("message_handled", ms=round((time.perf_counter() - started) * 1000, 1))
-            return _Outcome("done", event=event)
+            return self._decided(message, self._handle(message, event))
 
-    def _dead(self, message: dict, reason: str, error: str, event: Envelope | None = None):
-        log.error("message_dead_lettered", consumer=self.name, reason=reason, error=error[:300],
-                  message_id=message.get("MessageId"))
-        return _Outcome("dlq", reason=reason, error=error, event=event)
+    def _handle(self, message: dict, event: Envelope) -> Outcome:
+        handler = self.handlers.get(event.event_type)
+        if handler is None:
+            return self._dead(message, UNKNOWN_EVENT_TYPE, event.event_type, event)
+        started = time.perf_counter()
+        try:
+            with self.db.transaction() as cur:
+                if not inbox.claim(cur, self.name, event):
+                    return Duplicate(event)
+                handler(cur, event)
+        except (PermanentError, ValidationError) as exc:
+            return self._dead(message, PERMANENT_ERROR, f"{type(exc).__name__}: {exc}", event)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            receive_count = _receive_count(message)
+            if receive_count >= self.max_receive_count:
+                return self._dead(message, MAX_RECEIVES_EXCEEDED, error, event)
+            return Retry(event, self._backoff(receive_count), error, receive_count)
+        return Handled(event, time.perf_counter() - started)
+
+    def _decided(self, message: dict, outcome: Outcome) -> Outcome:
+        if isinstance(outcome, Retry):
+            self.hooks.emit("on_retry", self, message, outcome)
+        elif isinstance(outcome, DeadLetter):
+            self.hooks.emit("on_dead_letter", self, message, outcome)
+        self.hooks.emit("after_handle", self, message, outcome)
+        return outcome
+
+    @staticmethod
+    def _dead(message: dict, reason: str, error: str, event: Envelope | None = None) -> DeadLetter:
+        return DeadLetter(reason, error, event, message.get("MessageId"))
+
+    def _backoff(self, receive_count: int) -> int:
+        # Whole seconds (SQS visibility); the n-th receive waits base * 2^(n-1).
+        cap = min(self.config.retry_cap_s, MAX_VISIBILITY_TIMEOUT_S)
+        return int(backoff_delay(receive_count - 1, self.config.retry_base_s, cap,
+                                 max_exponent=MAX_RECEIVE_EXPONENT))
 
     # -- SQS calls -------------------------------------------------------------
-    def _backoff(self, message: dict) -> int:
-        count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        delay = self.config.retry_base_s * (2 ** max(0, count - 1))
-        return int(min(delay, self.config.retry_cap_s, MAX_VISIBILITY_TIMEOUT_S))
-
-    async def _send_to_dlq(self, client, message: dict, outcome: _Outcome) -> bool:
+    async def _send_to_dlq(self, client, message: dict, outcome: DeadLetter) -> bool:
         if not self.dlq_url:
             log.error("no_dlq_configured", consumer=self.name)
             return False
         attributes = dict(message.get("MessageAttributes", {}))
         extra = {
-            "dlq_reason": outcome.reason or "unknown",
-            "dlq_error": (outcome.error or "")[:DLQ_ERROR_MAX_CHARS] or "-",
+            "dlq_reason": outcome.reason,
+            "dlq_error": outcome.error[:DLQ_ERROR_MAX_CHARS] or "-",
             "dlq_source_queue": self.spec.name,
             "dlq_consumer": self.name,
             "dlq_failed_at": datetime.now(UTC).isoformat(),
@@ -286,7 +300,6 @@ class Consumer:
         except Exception as exc:
             log.error("dlq_send_failed", consumer=self.name, error=str(exc))
             return False
-        DLQ_MOVES.labels(self.name, outcome.reason or "unknown").inc()
         return True
 
     async def _release(self, client, messages: list[dict], in_flight: dict, seconds: int) -> None:
@@ -327,3 +340,7 @@ class Consumer:
             if in_flight:
                 await self._change_visibility(client, list(in_flight.values()),
                                               self.visibility_timeout)
+
+
+def _receive_count(message: dict) -> int:
+    return int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))

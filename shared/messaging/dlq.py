@@ -4,6 +4,9 @@ Replay prefers SQS's own ``StartMessageMoveTask`` (AWS, ElasticMQ) and falls
 back to a portable receive -> send -> delete loop (moto, fauxqs) that keeps
 each message group's order: messages are re-sent in the order the DLQ hands
 them out, one group's messages never overtaking each other.
+
+Every function takes the queue it works on as a :class:`QueueSpec` (or, for
+``depths``, the whole :class:`Topology`): the tool knows no queue table of its own.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from shared.messaging.sqs import MAX_BATCH_ENTRIES, physical_name
-from shared.messaging.topology import QUEUES, QueueSpec
+from shared.messaging.topology import QueueSpec, Topology
 
 DLQ_ATTRIBUTE_PREFIX = "dlq_"
 # Receive short: a replay must finish, not long-poll an empty queue.
@@ -29,6 +32,8 @@ MOVE_TASK_UNSUPPORTED = ("UnsupportedOperation", "InvalidAction", "NotImplemente
 
 @dataclass(frozen=True)
 class QueueDepth:
+    """One queue's approximate message counts and its DLQ's."""
+
     name: str
     visible: int
     in_flight: int
@@ -36,10 +41,10 @@ class QueueDepth:
     dlq_visible: int
 
 
-def depths(client, prefix: str = "", specs: tuple[QueueSpec, ...] = QUEUES) -> list[QueueDepth]:
-    """Approximate depth of every queue and its DLQ (approximate by SQS's own definition)."""
+def depths(client, topology: Topology, prefix: str = "") -> list[QueueDepth]:
+    """Approximate depth of every queue of ``topology`` and its DLQ (SQS's own approximation)."""
     out = []
-    for spec in specs:
+    for spec in topology:
         main = _attrs(client, physical_name(prefix, spec.name))
         dlq = _attrs(client, physical_name(prefix, spec.dlq_name))
         out.append(QueueDepth(spec.name, int(main.get("ApproximateNumberOfMessages", 0)),

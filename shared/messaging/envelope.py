@@ -1,4 +1,4 @@
-"""The message envelope of DESIGN.md section 4, identical for every event."""
+"""The message envelope (see docs/architecture.md), identical for every event."""
 
 from __future__ import annotations
 

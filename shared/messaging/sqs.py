@@ -1,6 +1,6 @@
 """SQS clients and queue bootstrap, portable across AWS, ElasticMQ, moto and fauxqs.
 
-Rules from SQS_PORTABILITY.md applied here: JSON protocol via current
+Rules from docs/sqs-portability.md applied here: JSON protocol via current
 botocore, queue URLs only from ``GetQueueUrl`` (never built by hand), DLQs
 created before their sources, FIFO source -> FIFO DLQ enforced by us.
 """
@@ -15,8 +15,7 @@ import boto3
 from aiobotocore.session import get_session
 from botocore.config import Config
 
-from shared.config import DEV_AWS_KEY
-from shared.messaging.topology import DLQ_RETENTION_S, QUEUE_RETENTION_S, QUEUES, QueueSpec
+from shared.messaging.topology import QueueSpec, Topology
 
 # Hard SQS limits (AWS documentation), named so the code says which one it respects.
 MAX_BATCH_ENTRIES = 10            # SendMessageBatch / ReceiveMessage / DeleteMessageBatch
@@ -28,6 +27,8 @@ MAX_MESSAGE_BYTES = 262_144
 # retries throttling and 5xx a few times.
 CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = MAX_WAIT_TIME_S + 10
+# Emulators accept any credentials; this pair is sent when none are configured.
+EMULATOR_AWS_KEY = "local-dev"
 
 
 def _client_config(max_pool: int = 20) -> Config:
@@ -42,7 +43,7 @@ def _client_config(max_pool: int = 20) -> Config:
 def _credentials(endpoint_url: str | None) -> dict[str, str]:
     # Emulators accept any key; on real AWS the default credential chain applies.
     if endpoint_url and not os.environ.get("AWS_ACCESS_KEY_ID"):
-        return {"aws_access_key_id": DEV_AWS_KEY, "aws_secret_access_key": DEV_AWS_KEY}
+        return {"aws_access_key_id": EMULATOR_AWS_KEY, "aws_secret_access_key": EMULATOR_AWS_KEY}
     return {}
 
 
@@ -64,10 +65,10 @@ def physical_name(prefix: str, name: str) -> str:
     return f"{prefix}{name}" if prefix else name
 
 
-def _queue_attributes(spec: QueueSpec, dlq_arn: str) -> dict[str, str]:
+def _queue_attributes(spec: QueueSpec, dlq_arn: str, retention_s: int) -> dict[str, str]:
     attrs = {
         "VisibilityTimeout": str(spec.visibility_timeout_s),
-        "MessageRetentionPeriod": str(QUEUE_RETENTION_S),
+        "MessageRetentionPeriod": str(retention_s),
         "ReceiveMessageWaitTimeSeconds": str(MAX_WAIT_TIME_S),
         "RedrivePolicy": json.dumps(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(spec.max_receive_count)}
@@ -80,11 +81,11 @@ def _queue_attributes(spec: QueueSpec, dlq_arn: str) -> dict[str, str]:
     return attrs
 
 
-def ensure_queues(client, prefix: str = "", specs: tuple[QueueSpec, ...] = QUEUES) -> dict[str, str]:
-    """Create every queue and DLQ of the topology (idempotent); return name -> URL."""
+def ensure_queues(client, topology: Topology, prefix: str = "") -> dict[str, str]:
+    """Create every queue and DLQ of ``topology`` (idempotent); return logical name -> URL."""
     urls: dict[str, str] = {}
-    for spec in specs:
-        dlq_attrs = {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
+    for spec in topology:
+        dlq_attrs = {"MessageRetentionPeriod": str(topology.dlq_retention_s)}
         if spec.fifo:
             dlq_attrs["FifoQueue"] = "true"
         dlq_url = client.create_queue(QueueName=physical_name(prefix, spec.dlq_name),
@@ -95,7 +96,7 @@ def ensure_queues(client, prefix: str = "", specs: tuple[QueueSpec, ...] = QUEUE
         if spec.fifo and dlq_arn.get("FifoQueue") != "true":
             raise RuntimeError(f"DLQ of FIFO queue {spec.name} must be FIFO")
         urls[spec.dlq_name] = dlq_url
-        attrs = _queue_attributes(spec, dlq_arn["QueueArn"])
+        attrs = _queue_attributes(spec, dlq_arn["QueueArn"], topology.queue_retention_s)
         try:
             url = client.create_queue(QueueName=physical_name(prefix, spec.name),
                                       Attributes=attrs)["QueueUrl"]

@@ -1,13 +1,19 @@
-"""The queue topology, defined once.
+"""Queue topology: which queues exist, who produces and who consumes what.
 
-Everything else is derived from this table: the outbox routes events by it,
-the local bootstrap (:func:`shared.messaging.sqs.ensure_queues`) creates it,
-``elasticmq.conf`` is generated from it (``scripts/gen_elasticmq_conf.py``)
-and a test checks the committed file and ``docker-compose.yml`` against it.
+A :class:`Topology` is a value the application builds once and passes in:
+the outbox routes events by it (:func:`shared.messaging.outbox.add_event`),
+the relay reads each queue's kind from it, :func:`shared.messaging.sqs.ensure_queues`
+creates it and the DLQ tool (:mod:`shared.messaging.dlq`) walks it. The
+library itself holds no queue table.
+
+Rules checked when a topology is built: FIFO queues and only they end in
+``.fifo``; ``maxReceiveCount`` is 1..1000; queue names (DLQs included) are
+unique; a FIFO queue's DLQ is FIFO (derived from the name).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 DEFAULT_MAX_RECEIVE_COUNT = 5
@@ -43,83 +49,42 @@ class QueueSpec:
             raise ValueError(f"queue {self.name}: maxReceiveCount must be 1..1000")
 
 
-QUEUES: tuple[QueueSpec, ...] = (
-    QueueSpec(
-        name="order-created.fifo",
-        producer="order",
-        consumers=("delivery",),
-        event_types=("order.created",),
-    ),
-    QueueSpec(
-        name="order-cancelled.fifo",
-        producer="order",
-        consumers=("delivery",),
-        event_types=("order.cancelled",),
-    ),
-    QueueSpec(
-        name="order-status.fifo",
-        producer="order",
-        consumers=("notification",),
-        # Everything a customer is told about, in one per-order stream: the
-        # notification service needs created/cancelled too (confirmation and
-        # cancellation mails, webhooks), in order with the status changes.
-        event_types=("order.created", "order.status_changed", "order.cancelled"),
-    ),
-    QueueSpec(
-        # Confirms (order.created) or releases (order.cancelled) the stock the
-        # order service reserved over HTTP before committing the order.
-        name="inventory-events.fifo",
-        producer="order",
-        consumers=("inventory",),
-        event_types=("order.created", "order.cancelled"),
-    ),
-    QueueSpec(
-        name="delivery-status.fifo",
-        producer="delivery",
-        consumers=("order",),
-        event_types=(
-            "delivery.shipment_created",
-            "delivery.shipped",
-            "delivery.in_transit",
-            "delivery.out_for_delivery",
-            "delivery.delivered",
-            "delivery.failed",
-            "delivery.shipment_cancelled",
-        ),
-    ),
-    QueueSpec(
-        # A standard queue: webhook retries are scheduled with per-message
-        # DelaySeconds, which FIFO queues do not allow. Order does not matter
-        # here (each message is one delivery attempt of one webhook).
-        name="webhook-delivery",
-        producer="notification",
-        consumers=("notification",),
-        event_types=("webhook.delivery_requested",),
-        fifo=False,
-        # One attempt waits at most the 5 s request timeout; leave room for the database.
-        visibility_timeout_s=60,
-    ),
-)
+@dataclass(frozen=True)
+class Topology:
+    """Every queue of one system, in declaration order (DLQs are derived)."""
 
+    queues: tuple[QueueSpec, ...]
+    queue_retention_s: int = QUEUE_RETENTION_S
+    dlq_retention_s: int = DLQ_RETENTION_S
 
-def queue(name: str) -> QueueSpec:
-    """The spec of the queue called ``name``."""
-    for spec in QUEUES:
-        if spec.name == name:
-            return spec
-    raise KeyError(name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "queues", tuple(self.queues))
+        names = self.all_queue_names()
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"queue names used twice: {duplicates}")
 
+    def __iter__(self) -> Iterator[QueueSpec]:
+        return iter(self.queues)
 
-def routes_for(producer: str, event_type: str) -> list[QueueSpec]:
-    """The queues an event of ``event_type`` from ``producer`` is published to."""
-    return [q for q in QUEUES if q.producer == producer and event_type in q.event_types]
+    def __len__(self) -> int:
+        return len(self.queues)
 
+    def queue(self, name: str) -> QueueSpec:
+        """The spec of the queue called ``name`` (KeyError if there is none)."""
+        for spec in self.queues:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
 
-def consumed_by(service: str) -> list[QueueSpec]:
-    """The queues ``service`` consumes."""
-    return [q for q in QUEUES if service in q.consumers]
+    def routes_for(self, producer: str, event_type: str) -> list[QueueSpec]:
+        """The queues an event of ``event_type`` from ``producer`` is published to."""
+        return [q for q in self.queues if q.producer == producer and event_type in q.event_types]
 
+    def consumed_by(self, service: str) -> list[QueueSpec]:
+        """The queues ``service`` consumes."""
+        return [q for q in self.queues if service in q.consumers]
 
-def all_queue_names() -> list[str]:
-    """Every queue and DLQ name, DLQs first (they must exist before their sources)."""
-    return [q.dlq_name for q in QUEUES] + [q.name for q in QUEUES]
+    def all_queue_names(self) -> list[str]:
+        """Every queue and DLQ name, DLQs first (they must exist before their sources)."""
+        return [q.dlq_name for q in self.queues] + [q.name for q in self.queues]

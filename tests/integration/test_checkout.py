@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from psycopg2 import sql
 
-from services.order.handlers import request_fingerprint
+from services.order.idempotency import fingerprint as request_fingerprint
 from services.order.schemas import CreateOrderSchema
 from tests.support.inventory import set_stock
 from tests.support.wait import wait_until

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared.messaging import dlq
-from shared.messaging.topology import queue
+from shared.queues import TOPOLOGY, queue
 
 SPEC = queue("order-created.fifo")
 
@@ -37,7 +37,7 @@ def test_peek_shows_reasons_and_leaves_messages(sqs, queues, queue_prefix):
     peeked = dlq.peek(sqs, SPEC, queue_prefix, limit=5)
     assert [m["attributes"]["dlq_reason"] for m in peeked] == ["permanent_error"]
     assert peeked[0]["group"] == "order-a"
-    depth = {d.name: d for d in dlq.depths(sqs, queue_prefix)}
+    depth = {d.name: d for d in dlq.depths(sqs, TOPOLOGY, queue_prefix)}
     assert depth[SPEC.name].dlq_visible == 1  # still there after peeking
 
 

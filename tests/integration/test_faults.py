@@ -23,9 +23,9 @@ import psycopg2
 
 from shared.db import Database
 from shared.messaging.envelope import Envelope
-from shared.messaging.outbox import OutboxRelay, add_event
+from shared.messaging.relay import OutboxRelay
 from shared.messaging.sqs import sync_client
-from shared.messaging.topology import routes_for
+from shared.queues import TOPOLOGY, add_event, routes_for
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.wait import wait_until
 
@@ -299,7 +299,7 @@ def test_relay_round_against_unreachable_sqs_marks_every_waiting_event_at_once(
     with TcpProxy.to_url(sqs_endpoint) as proxy:
         proxy.go_down()
         client = CountingSqs(sync_client(proxy.url, "us-east-1"))
-        relay = OutboxRelay(order_db, client, "order", queue_prefix)
+        relay = OutboxRelay(order_db, client, TOPOLOGY, "order", queue_prefix)
         published, _ = relay.publish_once()
 
     assert published == 0
@@ -405,7 +405,8 @@ def test_two_relays_publish_each_event_once_in_commit_order(
         db = Database(clean_db, "order_svc", 1, 3)
         dbs.append(db)
         client = RecordingSqs(sync_client(sqs_endpoint, "us-east-1"), name, sent, lock)
-        relay = OutboxRelay(db, client, "order", queue_prefix, poll_interval_s=0.2, name=name)
+        relay = OutboxRelay(db, client, TOPOLOGY, "order", queue_prefix, poll_interval_s=0.2,
+                            name=name)
         threads.append(threading.Thread(target=relay.run, args=(stop,), name=name, daemon=True))
     for thread in threads:
         thread.start()

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from services.inventory import handlers
+from services.inventory import reservations
 from services.inventory.domain import RequestedLine
 from shared.messaging.consumer import PermanentError
 from shared.messaging.envelope import Envelope
@@ -35,7 +35,7 @@ def product(inventory_db):
 def held(inventory_db, quantity: int = 3, ttl_s: float = 600) -> uuid.UUID:
     """A HELD reservation of ``quantity`` mugs; its order id."""
     order_id = uuid.uuid4()
-    handlers.reserve(inventory_db, handlers.Reserve(order_id, [RequestedLine("MUG-1", quantity)],
+    reservations.reserve(inventory_db, reservations.Reserve(order_id, [RequestedLine("MUG-1", quantity)],
                                                     "order-service", ttl_s))
     return order_id
 
@@ -84,7 +84,7 @@ def expire(db, order_id) -> None:
 def test_order_created_confirms_the_reservation(inventory_db, product):
     order_id = held(inventory_db)
     assert stock(inventory_db) == (STOCK, 3)
-    handle(inventory_db, handlers.on_order_created, created_event(order_id))
+    handle(inventory_db, reservations.on_order_created, created_event(order_id))
     assert stock(inventory_db) == (STOCK - 3, 0)  # the units left with the order
     assert status(inventory_db, order_id) == ("CONFIRMED", None)
     with inventory_db.transaction() as cur:
@@ -93,26 +93,26 @@ def test_order_created_confirms_the_reservation(inventory_db, product):
         row = cur.fetchone()
     assert row["expires_at"] is None and row["confirmed_at"] is not None
     # A confirmed reservation never expires.
-    expire_all = handlers.release_expired(inventory_db)
+    expire_all = reservations.release_expired(inventory_db)
     assert expire_all == 0
     # A second order.created (another event id) changes nothing.
-    handle(inventory_db, handlers.on_order_created, created_event(order_id))
+    handle(inventory_db, reservations.on_order_created, created_event(order_id))
     assert stock(inventory_db) == (STOCK - 3, 0)
 
 
 def test_cancel_after_create_restores_stock_once(inventory_db, product):
     order_id = held(inventory_db)
-    handle(inventory_db, handlers.on_order_created, created_event(order_id))
-    handle(inventory_db, handlers.on_order_cancelled, cancelled_event(order_id))
+    handle(inventory_db, reservations.on_order_created, created_event(order_id))
+    handle(inventory_db, reservations.on_order_cancelled, cancelled_event(order_id))
     assert stock(inventory_db) == (STOCK, 0)
     assert status(inventory_db, order_id) == ("RELEASED", "order_cancelled")
-    handle(inventory_db, handlers.on_order_cancelled, cancelled_event(order_id))
+    handle(inventory_db, reservations.on_order_cancelled, cancelled_event(order_id))
     assert stock(inventory_db) == (STOCK, 0)
 
 
 def test_cancel_of_a_held_reservation_releases_the_hold(inventory_db, product):
     order_id = held(inventory_db)
-    handle(inventory_db, handlers.on_order_cancelled, cancelled_event(order_id))
+    handle(inventory_db, reservations.on_order_cancelled, cancelled_event(order_id))
     assert stock(inventory_db) == (STOCK, 0)
     assert status(inventory_db, order_id) == ("RELEASED", "order_cancelled")
 
@@ -120,15 +120,15 @@ def test_cancel_of_a_held_reservation_releases_the_hold(inventory_db, product):
 def test_order_created_without_a_reservation_or_with_other_lines_is_permanent(inventory_db,
                                                                              product):
     with pytest.raises(PermanentError, match="no reservation"):
-        handle(inventory_db, handlers.on_order_created, created_event(uuid.uuid4()))
+        handle(inventory_db, reservations.on_order_created, created_event(uuid.uuid4()))
     order_id = held(inventory_db, quantity=3)
     with pytest.raises(PermanentError, match="does not match"):
-        handle(inventory_db, handlers.on_order_created, created_event(order_id, quantity=4))
+        handle(inventory_db, reservations.on_order_created, created_event(order_id, quantity=4))
     assert stock(inventory_db) == (STOCK, 3)
 
 
 def test_cancel_for_an_unknown_order_is_a_no_op(inventory_db, product):
-    handle(inventory_db, handlers.on_order_cancelled, cancelled_event(uuid.uuid4()))
+    handle(inventory_db, reservations.on_order_cancelled, cancelled_event(uuid.uuid4()))
     assert stock(inventory_db) == (STOCK, 0)
 
 
@@ -137,22 +137,22 @@ def test_sweeper_releases_only_expired_held_reservations(inventory_db, product):
     expired = held(inventory_db, 2)
     fresh = held(inventory_db, 3)
     confirmed = held(inventory_db, 1)
-    handle(inventory_db, handlers.on_order_created, created_event(confirmed, quantity=1))
+    handle(inventory_db, reservations.on_order_created, created_event(confirmed, quantity=1))
     expire(inventory_db, expired)
     assert stock(inventory_db) == (STOCK - 1, 5)
-    assert handlers.release_expired(inventory_db) == 1
+    assert reservations.release_expired(inventory_db) == 1
     assert stock(inventory_db) == (STOCK - 1, 3)
     assert status(inventory_db, expired) == ("RELEASED", "expired")
     assert status(inventory_db, fresh)[0] == "HELD"
     assert status(inventory_db, confirmed)[0] == "CONFIRMED"
-    assert handlers.release_expired(inventory_db) == 0  # nothing twice
+    assert reservations.release_expired(inventory_db) == 0  # nothing twice
 
 
 def test_retrying_an_expired_reservation_holds_it_again(inventory_client, inventory_db, product,
                                                         auth_header):
     order_id = held(inventory_db, 2)
     expire(inventory_db, order_id)
-    handlers.release_expired(inventory_db)
+    reservations.release_expired(inventory_db)
     assert stock(inventory_db) == (STOCK, 0)
     response = inventory_client.put(f"/v1/reservations/{order_id}", headers=auth_header("o", SERVICE),
                                     json={"lines": [{"sku": "MUG-1", "quantity": 2}]})
@@ -164,8 +164,8 @@ def test_retrying_an_expired_reservation_holds_it_again(inventory_client, invent
 def test_order_created_after_expiry_takes_the_stock_again(inventory_db, product):
     order_id = held(inventory_db, 2)
     expire(inventory_db, order_id)
-    handlers.release_expired(inventory_db)
-    handle(inventory_db, handlers.on_order_created, created_event(order_id, quantity=2))
+    reservations.release_expired(inventory_db)
+    handle(inventory_db, reservations.on_order_created, created_event(order_id, quantity=2))
     assert stock(inventory_db) == (STOCK - 2, 0)
     assert status(inventory_db, order_id)[0] == "CONFIRMED"
 

@@ -1,4 +1,4 @@
-"""The messaging contract (DESIGN.md sections 4 and 8) against every available SQS backend.
+"""The messaging contract (docs/architecture.md, docs/sqs-portability.md) against every available SQS backend.
 
 The real consumer runtime (:class:`shared.messaging.consumer.Consumer`, driven
 by its own asyncio loop in a background thread) and the real outbox relay run
@@ -24,10 +24,11 @@ from marshmallow import Schema, fields
 from shared.db import Database
 from shared.messaging.consumer import Consumer, ConsumerConfig, PermanentError
 from shared.messaging.envelope import Envelope
-from shared.messaging.outbox import OutboxRelay, add_event
+from shared.messaging.relay import OutboxRelay
 from shared.messaging.schema import messaging_tables_ddl
 from shared.messaging.sqs import async_client, ensure_queues, sync_client
-from shared.messaging.topology import queue, routes_for
+from shared.messaging.topology import Topology
+from shared.queues import TOPOLOGY, add_event, queue, routes_for
 from tests.support.wait import wait_until
 
 SCHEMA = "messaging_contract"
@@ -98,7 +99,7 @@ def make_queue(client):
         spec = dataclasses.replace(BASE_SPEC, visibility_timeout_s=visibility_s,
                                    max_receive_count=max_receive_count)
         prefix = f"c{uuid.uuid4().hex[:10]}-"
-        return spec, prefix, QueuePair(ensure_queues(client, prefix, (spec,)), spec)
+        return spec, prefix, QueuePair(ensure_queues(client, Topology((spec,)), prefix), spec)
 
     return make
 
@@ -350,12 +351,13 @@ def test_relay_publishes_with_explicit_group_and_dedup_ids(db, client, make_queu
     spec, prefix, q = make_queue()
     # order.created also fans out to order-status.fifo: every routed queue must exist.
     routes = tuple(routes_for(PRODUCER, EVENT_TYPE))
-    ensure_queues(client, prefix, tuple(r for r in routes if r.name != spec.name))
+    ensure_queues(client, Topology(tuple(r for r in routes if r.name != spec.name)), prefix)
     events = [envelope(group, seq) for seq in range(3) for group in ("agg-a", "agg-b")]
     with db.transaction() as cur:
         for event in events:
             add_event(cur, PRODUCER, event)
-    relay = OutboxRelay(db, sync_client(client.meta.endpoint_url, REGION), PRODUCER, prefix)
+    relay = OutboxRelay(db, sync_client(client.meta.endpoint_url, REGION), TOPOLOGY, PRODUCER,
+                        prefix)
     published, _ = relay.publish_once()
     assert published == len(events) * len(routes)
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from services.notification.handlers import OrderEventHandler
+from services.notification.consumers import OrderEventHandler
 from shared.messaging.envelope import Envelope
 from tests.support.receiver import Receiver
 

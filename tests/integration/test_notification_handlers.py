@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from services.notification import repository as repo
-from services.notification.handlers import (
+from services.notification import webhook_repository as repo
+from services.notification.consumers import (
     DELIVERY_REQUESTED,
     OrderEventHandler,
     WebhookDeliverer,

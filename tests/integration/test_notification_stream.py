@@ -16,7 +16,7 @@ import uuid
 import pytest
 import requests
 
-from services.notification.handlers import OrderEventHandler
+from services.notification.consumers import OrderEventHandler
 from services.notification.settings import notification_settings
 from shared.config import load_settings
 from shared.devstack import REPO_ROOT, wait_for_http

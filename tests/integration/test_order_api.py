@@ -22,7 +22,8 @@ import jwt
 import pytest
 from psycopg2 import sql
 
-from services.order.handlers import on_delivery_event, request_fingerprint
+from services.order.handlers import on_delivery_event
+from services.order.idempotency import fingerprint as request_fingerprint
 from services.order.schemas import CreateOrderSchema
 from shared.auth import DevSigner, mint_dev_token
 from shared.messaging.envelope import Envelope

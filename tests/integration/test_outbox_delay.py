@@ -8,7 +8,8 @@ import uuid
 import pytest
 
 from shared.messaging.envelope import Envelope
-from shared.messaging.outbox import OutboxRelay, add_event
+from shared.messaging.relay import OutboxRelay
+from shared.queues import TOPOLOGY, add_event
 from tests.support.wait import wait_until
 
 
@@ -26,7 +27,7 @@ def test_delayed_row_is_invisible_until_its_delay_passes(notification_db, sqs, q
     with notification_db.transaction() as cur:
         add_event(cur, "notification", now_event)
         add_event(cur, "notification", later_event, delay_s=3)
-    relay = OutboxRelay(notification_db, sqs, "notification", queue_prefix)
+    relay = OutboxRelay(notification_db, sqs, TOPOLOGY, "notification", queue_prefix)
     sent_at = time.monotonic()
     assert relay.publish_once()[0] == 2
     url = queues["webhook-delivery"]

@@ -20,6 +20,7 @@ import pytest
 
 from services.delivery import repository as delivery_repo
 from services.notification import repository as notification_repo
+from services.notification import webhook_repository as webhook_repo
 from tests.support.tokens import TEST_SIGNER
 
 A, B = "customer-a", "customer-b"
@@ -145,8 +146,8 @@ def world(apps, clean_db):
     sub_id = sub.json["id"]
     delivery_id = uuid.uuid4()
     with apps["notification"].extensions["db"].transaction() as cur:
-        notification_repo.insert_delivery(cur, delivery_id, uuid.UUID(sub_id), str(uuid.uuid4()),
-                                          "order.created", json.dumps({"x": 1}), None, 5)
+        webhook_repo.insert_delivery(cur, delivery_id, uuid.UUID(sub_id), str(uuid.uuid4()),
+                                     "order.created", json.dumps({"x": 1}), None, 5)
         notification_repo.insert_notification(cur, str(uuid.uuid4()), order_id, A, "order.created",
                                               {"order_id": order_id}, "2026-01-01T00:00:00Z")
     return {"order_id": order_id, "shipment_id": str(shipment_id), "sub_id": sub_id,

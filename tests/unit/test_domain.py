@@ -18,7 +18,7 @@ from services.order.domain import (
     decide,
     order_total,
 )
-from shared.messaging.topology import queue
+from shared.queues import queue
 
 Os = OrderStatus
 TERMINAL_ORDER_STATUSES = (Os.DELIVERED, Os.CANCELLED, Os.DELIVERY_FAILED)

@@ -22,7 +22,7 @@ import yaml
 from pyhocon import ConfigFactory
 
 from shared.config import SERVICE_PORTS, SQS_EMULATOR_PORT
-from shared.messaging.topology import QUEUES, all_queue_names
+from shared.queues import QUEUES, all_queue_names
 
 ROOT = Path(__file__).resolve().parents[2]
 ELASTICMQ_CONF = ROOT / "elasticmq.conf"

@@ -8,6 +8,7 @@ import random
 import pytest
 from cryptography.fernet import Fernet
 
+from services.notification.consumers import email_context
 from services.notification.domain import (
     TOPICS,
     email_template_for,
@@ -21,7 +22,6 @@ from services.notification.domain import (
     verify,
     webhook_topic,
 )
-from services.notification.handlers import email_context
 from services.notification.mailer import Mail, PermanentSendError, Renderer, SesProvider, TransientSendError
 from services.notification.secretbox import SecretBox, SecretUnreadable
 from services.notification.settings import (

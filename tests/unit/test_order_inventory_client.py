@@ -8,7 +8,8 @@ import uuid
 import pytest
 import requests
 
-from services.order.domain import Item
+from services.order.api import PROBLEMS
+from services.order.domain import InsufficientStock, Item, ItemsRefused
 from services.order.handlers import reserve_stock
 from services.order.inventory import (
     InventoryClient,
@@ -20,7 +21,6 @@ from services.order.inventory import (
 from services.order.settings import load
 from shared.auth import verify_bearer_token
 from shared.config import ConfigError
-from shared.errors import Problem
 from shared.resilience import BreakerRegistry
 from shared.service_token import ServiceTokenError
 from tests.support.tokens import TEST_SIGNER, static_settings
@@ -172,9 +172,9 @@ class FakeInventory:
 def test_short_stock_becomes_409_with_lines_and_item_errors():
     refused = InventoryRefused(409, {"type": "/problems/insufficient-stock", "detail": "Not enough.",
                                      "lines": [{"sku": "B", "requested": 1, "available": 0}]})
-    with pytest.raises(Problem) as info:
+    with pytest.raises(InsufficientStock) as info:
         reserve_stock(FakeInventory(refused), ORDER_ID, ITEMS, None)
-    problem = info.value
+    problem = PROBLEMS.problem(info.value)
     assert (problem.status, problem.type) == (409, "insufficient-stock")
     assert problem.extensions["lines"] == [{"sku": "B", "requested": 1, "available": 0}]
     assert problem.errors == [{"field": "items.1.quantity", "message": "Only 0 available."}]
@@ -184,17 +184,19 @@ def test_unknown_sku_becomes_422_on_the_item():
     refused = InventoryRefused(422, {"type": "/problems/unknown-sku", "title": "Unknown sku",
                                      "detail": "No product has these skus: B.",
                                      "errors": [{"field": "lines.1.sku", "message": "No such product."}]})
-    with pytest.raises(Problem) as info:
+    with pytest.raises(ItemsRefused) as info:
         reserve_stock(FakeInventory(refused), ORDER_ID, ITEMS, None)
-    assert (info.value.status, info.value.type) == (422, "unknown-sku")
-    assert info.value.errors == [{"field": "items.1.sku", "message": "No such product."}]
+    problem = PROBLEMS.problem(info.value)
+    assert (problem.status, problem.type) == (422, "unknown-sku")
+    assert problem.errors == [{"field": "items.1.sku", "message": "No such product."}]
 
 
 def test_unavailable_becomes_503_with_retry_after_in_whole_seconds():
-    with pytest.raises(Problem) as info:
+    with pytest.raises(InventoryUnavailable) as info:
         reserve_stock(FakeInventory(InventoryUnavailable("breaker_open", 2.2)), ORDER_ID, ITEMS, None)
-    assert (info.value.status, info.value.type) == (503, "inventory-unavailable")
-    assert info.value.headers == {"Retry-After": "3"}
+    problem = PROBLEMS.problem(info.value)
+    assert (problem.status, problem.type) == (503, "inventory-unavailable")
+    assert problem.headers == {"Retry-After": "3"}
 
 
 def test_inventory_url_is_required_in_production_only():

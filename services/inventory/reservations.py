@@ -1,4 +1,13 @@
-"""Inventory commands and event handlers: one function each, dependencies as arguments."""
+"""Inventory's reservations: stock held for an order, keyed by the order id.
+
+A reservation is HELD when the order service reserves (``PUT
+/v1/reservations/{order_id}``), CONFIRMED when ``order.created`` arrives,
+RELEASED when ``order.cancelled`` arrives or its time-to-live runs out
+(:func:`release_expired`, run by the worker). Every writer of a reservation
+takes its locks in one order (order key, reservation row, products in sku
+order), so none can deadlock with another. Refusals are the domain errors of
+:mod:`services.inventory.domain`; the views map them to problems.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +15,19 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-import psycopg2.errors
-
 from services.inventory import repository as repo
 from services.inventory.domain import (
+    InsufficientStock,
+    MixedCurrencies,
     ReleaseReason,
     RequestedLine,
+    ReservationConflict,
     ReservationStatus,
-    StockWouldGoNegative,
-    adjusted_on_hand,
-    available,
     line_total,
     lines_fingerprint,
     lock_order,
+    require_known,
     shortages,
-    stock_status,
 )
 from services.inventory.metrics import (
     RESERVATIONS,
@@ -28,16 +35,14 @@ from services.inventory.metrics import (
     RESERVATIONS_RELEASED,
 )
 from services.inventory.schemas import OrderCancelledDataSchema, OrderCreatedDataSchema
-from shared.auth import Principal
-from shared.errors import Problem
+from services.inventory.settings import DEFAULT_RESERVATION_TTL_S
+from shared.errors import NotFound
 from shared.logging import get_logger
 from shared.messaging.consumer import PermanentError
 from shared.messaging.envelope import Envelope
 
 log = get_logger(__name__)
 
-SERVICE = "inventory"
-DEFAULT_RESERVATION_TTL_S = 600.0
 SWEEP_BATCH = 100
 ZERO = Decimal("0.00")
 RESERVATION_LINE_FIELDS = ("sku", "name", "quantity", "unit_price", "line_total")
@@ -59,112 +64,14 @@ class ReserveResult:
     created: bool  # False: the same request again, answered from the stored reservation
 
 
-# --- products -------------------------------------------------------------------------------
-def create_product(db, data: dict) -> dict:
-    """Create a product; 409 if a live product has the sku."""
-    with db.transaction() as cur:
-        product = repo.insert_product(cur, uuid.uuid4(), data)
-    if product is None:
-        raise Problem(409, "Product exists", f"A product with sku {data['sku']} already exists.",
-                      "product-exists", errors=[{"field": "sku", "message": "Already exists."}])
-    log.info("product_created", sku=product["sku"], on_hand=product["on_hand"])
-    return shape_product(product)
-
-
-def get_product(db, sku: str) -> dict:
-    with db.transaction() as cur:
-        product = repo.get_product(cur, sku)
-    if product is None:
-        raise _no_product(sku)
-    return shape_product(product)
-
-
-def list_products(db, q, status, currency, after, limit) -> list[dict]:
-    with db.transaction() as cur:
-        return [shape_product(p) for p in repo.list_products(cur, q, status, currency, after, limit)]
-
-
-def update_product(db, sku: str, data: dict) -> dict:
-    """Replace name, price, currency and the backorder policy."""
-    try:
-        with db.transaction() as cur:
-            product = repo.get_product(cur, sku, lock=True)
-            if product is None:
-                raise _no_product(sku)
-            updated = repo.update_product(cur, sku, data)
-    except psycopg2.errors.CheckViolation:
-        # Turning backorders off while more is held than on hand would oversell.
-        raise Problem(409, "Stock would go negative",
-                      "Backorders cannot be turned off while more units are promised than are "
-                      "on hand; receive stock first.", "stock-would-go-negative",
-                      errors=[{"field": "allow_backorder", "message": "Stock would go negative."}]
-                      ) from None
-    log.info("product_updated", sku=sku)
-    return shape_product(updated)
-
-
-def delete_product(db, sku: str) -> None:
-    """Delete a product nothing is held for (409 otherwise: release or confirm first)."""
-    with db.transaction() as cur:
-        product = repo.get_product(cur, sku, lock=True)
-        if product is None:
-            raise _no_product(sku)
-        if product["reserved"] > 0:
-            raise Problem(409, "Product has held stock",
-                          f"{product['reserved']} units of {sku} are held for orders being placed.",
-                          "product-in-use", reserved=product["reserved"])
-        repo.delete_product(cur, sku)
-    log.info("product_deleted", sku=sku)
-
-
-def adjust_stock(db, principal: Principal, sku: str, delta: int, reason: str,
-                 note: str | None) -> dict:
-    """Add or remove units on hand, with an audit row (who, why, result)."""
-    with db.transaction() as cur:
-        product = repo.get_product(cur, sku, lock=True)
-        if product is None:
-            raise _no_product(sku)
-        try:
-            after = adjusted_on_hand(product["on_hand"], product["reserved"],
-                                     product["allow_backorder"], delta)
-        except StockWouldGoNegative as exc:
-            raise Problem(409, "Stock would go negative",
-                          f"{sku} has {exc.on_hand} on hand with {exc.reserved} held for orders; "
-                          f"{delta} would leave {exc.on_hand + delta - exc.reserved} available.",
-                          "stock-would-go-negative", on_hand=exc.on_hand, reserved=exc.reserved,
-                          errors=[{"field": "delta", "message": "Stock would go negative."}]
-                          ) from None
-        updated = repo.set_on_hand(cur, sku, after)
-        adjustment = repo.insert_adjustment(cur, sku, delta, reason, note, after, principal.subject)
-    log.info("stock_adjusted", sku=sku, delta=delta, reason=reason, on_hand=after)
-    return {**adjustment, "product": shape_product(updated)}
-
-
-# --- availability and reservations -------------------------------------------------------
-def check_availability(db, lines: list[RequestedLine]) -> dict:
-    """Per line: what could be reserved now, and at what price (a snapshot, nothing held)."""
-    with db.transaction() as cur:
-        products = repo.find_products(cur, [line.sku for line in lines])
-    _require_known(products, lines)
-    result = []
-    for line in lines:
-        p = products[line.sku]
-        short = shortages(products, [line])
-        result.append({
-            "sku": line.sku, "name": p["name"], "requested": line.quantity,
-            "available": max(0, available(p["on_hand"], p["reserved"])),
-            "sufficient": not short, "unit_price": p["price"], "currency": p["currency"].strip(),
-            "stock_status": stock_status(p["on_hand"], p["reserved"], p["allow_backorder"]).value})
-    return {"lines": result, "all_available": all(r["sufficient"] for r in result)}
-
-
+# --- reserving --------------------------------------------------------------------------------
 def reserve(db, command: Reserve) -> ReserveResult:
-    """Hold every line or none (409 listing the short lines); idempotent by order id.
+    """Hold every line or none (InsufficientStock listing the short lines); idempotent by order id.
 
     The same lines again answer with the stored reservation (a reservation
     the sweeper released is held again if the stock is still there: the
     caller is retrying an order it never committed); other lines for the
-    same order are a 409.
+    same order are a ReservationConflict.
     """
     fingerprint = lines_fingerprint(command.lines)
     with db.transaction() as cur:
@@ -199,14 +106,12 @@ def _reserve_again(db, command: Reserve, fingerprint: str) -> ReserveResult:
     worker confirming or releasing the same order.
     """
     with db.transaction() as cur:
-        repo.lock_order_key(cur, command.order_id)
-        existing = repo.get_reservation(cur, command.order_id, lock=True)
+        existing = _locked_reservation(cur, command.order_id)
         if existing["lines_hash"] != fingerprint:
             RESERVATIONS.labels("conflict").inc()
-            raise Problem(409, "Reservation conflict",
-                          "This order already has a reservation with different lines.",
-                          "reservation-conflict", order_id=str(command.order_id),
-                          status_now=existing["status"])
+            raise ReservationConflict("This order already has a reservation with different lines.",
+                                      order_id=str(command.order_id),
+                                      status_now=existing["status"])
         if existing["release_reason"] == ReleaseReason.EXPIRED.value \
                 and existing["status"] == ReservationStatus.RELEASED.value:
             _take_stock(cur, command.lines)
@@ -217,16 +122,21 @@ def _reserve_again(db, command: Reserve, fingerprint: str) -> ReserveResult:
     return ReserveResult(existing, created=False)
 
 
+def _locked_reservation(cur, order_id: uuid.UUID) -> dict | None:
+    """The order's reservation, locked in the writers' lock order (order key, then the row)."""
+    repo.lock_order_key(cur, order_id)
+    return repo.get_reservation(cur, order_id, lock=True)
+
+
 def _lock_products(cur, lines: list[RequestedLine]) -> dict[str, dict]:
-    """Lock the lines' products in sku order; 422 for unknown skus or mixed currencies."""
+    """Lock the lines' products in sku order; UnknownSku or MixedCurrencies if they do not fit."""
     products = repo.lock_products(cur, lock_order(lines))
-    _require_known(products, lines)
+    require_known(products, lines)
     currencies = {products[line.sku]["currency"].strip() for line in lines}
     if len(currencies) > 1:
-        raise Problem(422, "Mixed currencies",
-                      f"These products are priced in different currencies "
-                      f"({', '.join(sorted(currencies))}); one reservation takes one currency.",
-                      "mixed-currencies")
+        raise MixedCurrencies(f"These products are priced in different currencies "
+                              f"({', '.join(sorted(currencies))}); one reservation takes one "
+                              "currency.")
     return products
 
 
@@ -240,8 +150,8 @@ def _check_stock(products: dict[str, dict], lines: list[RequestedLine]) -> None:
 def _take_stock(cur, lines: list[RequestedLine]) -> dict[str, dict]:
     """Lock the lines' products (sku order) and move their quantities to ``reserved``.
 
-    Raises the 422/409 problems (unknown sku, mixed currencies, insufficient
-    stock) before anything is written. Returns the products as they were.
+    Raises UnknownSku, MixedCurrencies or InsufficientStock before anything
+    is written. Returns the products as they were.
     """
     products = _lock_products(cur, lines)
     _check_stock(products, lines)
@@ -253,25 +163,24 @@ def get_reservation(db, order_id: uuid.UUID) -> dict:
     with db.transaction() as cur:
         reservation = repo.get_reservation(cur, order_id)
     if reservation is None:
-        raise Problem(404, "Not Found", "No reservation for this order.", "not-found")
+        raise NotFound("No reservation for this order.")
     return reservation
 
 
-def insufficient_stock(short) -> Problem:
-    """The 409 for lines that cannot be reserved, each with what is available."""
+def insufficient_stock(short) -> InsufficientStock:
+    """The refusal for lines that cannot be reserved, each with what is available."""
     described = ", ".join(f"{s.sku} (requested {s.requested}, available {s.available})"
                           for s in short)
-    return Problem(409, "Insufficient stock", f"Not enough stock for: {described}.",
-                   "insufficient-stock", lines=[s.as_dict() for s in short])
+    return InsufficientStock(f"Not enough stock for: {described}.",
+                             lines=[s.as_dict() for s in short])
 
 
-# --- consumed events -------------------------------------------------------------------
+# --- consumed events and expiry -------------------------------------------------------------
 def on_order_created(cur, event: Envelope) -> None:
     """The order was committed: its HELD reservation is confirmed and no longer expires."""
     data = OrderCreatedDataSchema().load(event.data)
     order_id = data["order_id"]
-    repo.lock_order_key(cur, order_id)
-    reservation = repo.get_reservation(cur, order_id, lock=True)
+    reservation = _locked_reservation(cur, order_id)
     if reservation is None:
         raise PermanentError(f"order.created for {order_id}, which has no reservation")
     if data["lines"] is not None and _quantities(data["lines"]) != _quantities(reservation["lines"]):
@@ -293,8 +202,7 @@ def on_order_cancelled(cur, event: Envelope) -> None:
     """The order was cancelled: its stock goes back, exactly once."""
     data = OrderCancelledDataSchema().load(event.data)
     order_id = data["order_id"]
-    repo.lock_order_key(cur, order_id)
-    reservation = repo.get_reservation(cur, order_id, lock=True)
+    reservation = _locked_reservation(cur, order_id)
     if reservation is None:
         log.warning("cancel_without_reservation", order_id=str(order_id))
         return
@@ -373,34 +281,13 @@ def _confirm_released(cur, reservation: dict) -> None:
 
 
 # --- shaping ----------------------------------------------------------------------------------
-def shape_product(product: dict) -> dict:
-    """A product row with its derived fields, for :class:`ProductSchema`."""
-    shaped = dict(product)
-    shaped["currency"] = product["currency"].strip()
-    shaped["available"] = available(product["on_hand"], product["reserved"])
-    shaped["stock_status"] = stock_status(product["on_hand"], product["reserved"],
-                                          product["allow_backorder"]).value
-    return shaped
-
-
 def shape_reservation(reservation: dict) -> dict:
     shaped = dict(reservation)
     shaped["currency"] = reservation["currency"].strip()
     return shaped
 
 
-def _require_known(products: dict[str, dict], lines: list[RequestedLine]) -> None:
-    unknown = [(i, line.sku) for i, line in enumerate(lines) if line.sku not in products]
-    if unknown:
-        raise Problem(422, "Unknown sku", "No product has these skus: "
-                      f"{', '.join(sku for _, sku in unknown)}.", "unknown-sku",
-                      errors=[{"field": f"lines.{i}.sku", "message": "No such product."}
-                              for i, _ in unknown])
-
-
 def _quantities(lines) -> dict[str, int]:
     return {line["sku"]: line["quantity"] for line in lines}
 
 
-def _no_product(sku: str) -> Problem:
-    return Problem(404, "Not Found", f"No product with sku {sku}.", "not-found")

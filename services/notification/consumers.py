@@ -1,4 +1,4 @@
-"""Notification commands and event handlers: one function (or callable) each.
+"""Notification event consumers: what the worker does with each message.
 
 Consuming ``order-status.fifo`` (:class:`OrderEventHandler`): in ONE transaction
 (the consumer's inbox transaction) the event becomes a notification row (the
@@ -15,17 +15,16 @@ backoff with jitter; waits over 15 minutes are re-enqueued in steps).
 from __future__ import annotations
 
 import math
-import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter
 
+from services.notification import email_repository as email_repo
 from services.notification import repository as repo
+from services.notification import webhook_repository as webhook_repo
 from services.notification.domain import (
-    PING_TOPIC,
     email_template_for,
     retry_delay,
     subscribed_topics,
@@ -35,13 +34,10 @@ from services.notification.domain import (
 from services.notification.schemas import DeliveryRequestedSchema, OrderEventDataSchema
 from services.notification.secretbox import secret_box
 from services.notification.settings import MAX_DELAY_SECONDS, NotificationSettings
-from services.notification.ssrf import UnsafeUrl, UrlPolicy
 from services.notification.webhooks import AttemptResult, WebhookSender
-from shared.auth import Principal
-from shared.errors import Problem
 from shared.logging import get_logger
 from shared.messaging.envelope import Envelope
-from shared.messaging.outbox import add_event
+from shared.queues import add_event
 
 log = get_logger(__name__)
 
@@ -55,8 +51,6 @@ PRODUCER = "notification-service"
 DELIVERY_REQUESTED = "webhook.delivery_requested"
 # A message arriving this much before its attempt is due is simply early: go ahead.
 EARLY_TOLERANCE_S = 1.0
-SECRET_PREFIX = "whsec_"
-SECRET_BYTES = 32
 
 
 def enqueue_attempt(cur, delivery_id: uuid.UUID, token: uuid.UUID, delay_s: float,
@@ -114,18 +108,18 @@ class OrderEventHandler:
         recipient = contact["customer_email"] if contact else None
         context = email_context(data["order_id"], contact, event.data)
         if recipient:
-            repo.insert_email(cur, event.event_id, data["order_id"], template, recipient, context)
+            email_repo.insert_email(cur, event.event_id, data["order_id"], template, recipient, context)
         else:  # e.g. an order placed before this service existed: nobody to write to
-            repo.insert_email(cur, event.event_id, data["order_id"], template, None, context,
-                              status="skipped", error="no email address known for this order")
+            email_repo.insert_email(cur, event.event_id, data["order_id"], template, None, context,
+                                    status="skipped", error="no email address known for this order")
 
     def _plan_webhooks(self, cur, event: Envelope, customer_id: str, topic: str) -> int:
         planned = 0
-        for sub in repo.matching_subscriptions(cur, customer_id, subscribed_topics(topic)):
+        for sub in webhook_repo.matching_subscriptions(cur, customer_id, subscribed_topics(topic)):
             delivery_id, token = uuid.uuid4(), uuid.uuid4()
             body = webhook_body(str(delivery_id), topic, event.occurred_at, event.data)
-            if repo.insert_delivery(cur, delivery_id, sub["id"], event.event_id, topic, body, token,
-                                    self.settings.webhooks.max_attempts):
+            if webhook_repo.insert_delivery(cur, delivery_id, sub["id"], event.event_id, topic, body, token,
+                                            self.settings.webhooks.max_attempts):
                 enqueue_attempt(cur, delivery_id, token, 0, cause=event)
                 planned += 1
         return planned
@@ -166,7 +160,7 @@ class WebhookDeliverer:
 
     def __call__(self, cur, event: Envelope) -> None:
         request = DeliveryRequestedSchema().load(event.data)
-        delivery = repo.lock_delivery(cur, request["delivery_id"])
+        delivery = webhook_repo.lock_delivery(cur, request["delivery_id"])
         if delivery is None:
             log.info("webhook_delivery_gone")  # its subscription was deleted
             return
@@ -174,22 +168,22 @@ class WebhookDeliverer:
             log.info("webhook_message_superseded", delivery_id=str(delivery["id"]))
             return
         if delivery["subscription_status"] != "active":
-            repo.finish_delivery(cur, delivery["id"], "cancelled")
-            repo.record_attempt(cur, delivery["id"], delivery["attempts"], "cancelled", None, None,
-                                None, f"subscription is {delivery['subscription_status']}")
+            webhook_repo.finish_delivery(cur, delivery["id"], "cancelled")
+            webhook_repo.record_attempt(cur, delivery["id"], delivery["attempts"], "cancelled", None, None,
+                                        None, f"subscription is {delivery['subscription_status']}")
             return
         if delivery["due_in_s"] > EARLY_TOLERANCE_S:
             # A wait longer than SQS allows: one more hop of at most 15 minutes.
             token = uuid.uuid4()
-            repo.set_schedule_token(cur, delivery["id"], token)
+            webhook_repo.set_schedule_token(cur, delivery["id"], token)
             enqueue_attempt(cur, delivery["id"], token, delivery["due_in_s"], cause=event)
             return
         attempt = delivery["attempts"] + 1
         secret = secret_box(self.settings.webhooks.secret_keys).open(delivery["secret"])
         result = self.sender.send(delivery["delivery_url"], secret, str(delivery["id"]),
                                   delivery["topic"], delivery["body"])
-        repo.record_attempt(cur, delivery["id"], attempt, result.outcome, result.status_code,
-                            result.duration_ms, result.excerpt, result.error)
+        webhook_repo.record_attempt(cur, delivery["id"], attempt, result.outcome, result.status_code,
+                                    result.duration_ms, result.excerpt, result.error)
         WEBHOOK_ATTEMPTS.labels(result.outcome).inc()
         self._conclude(cur, event, delivery, attempt, result)
 
@@ -197,178 +191,34 @@ class WebhookDeliverer:
                   result: AttemptResult) -> None:
         delivery_id, sub_id = delivery["id"], delivery["subscription_id"]
         if result.delivered:
-            repo.finish_delivery(cur, delivery_id, "delivered")
-            repo.record_subscription_success(cur, sub_id)
+            webhook_repo.finish_delivery(cur, delivery_id, "delivered")
+            webhook_repo.record_subscription_success(cur, sub_id)
             log.info("webhook_delivered", delivery_id=str(delivery_id), attempt=attempt,
                      status=result.status_code, ms=result.duration_ms)
             return
         if result.outcome == "gone":
-            repo.finish_delivery(cur, delivery_id, "failed")
-            repo.disable_subscription(cur, sub_id, "The endpoint answered 410 Gone.")
+            webhook_repo.finish_delivery(cur, delivery_id, "failed")
+            webhook_repo.disable_subscription(cur, sub_id, "The endpoint answered 410 Gone.")
             WEBHOOK_DISABLED.labels("gone").inc()
             log.warning("webhook_subscription_disabled", subscription_id=str(sub_id), reason="410")
             return
         cfg = self.settings.webhooks
         if attempt >= delivery["attempt_limit"]:
-            repo.finish_delivery(cur, delivery_id, "failed")
-            failures = repo.record_subscription_failure(cur, sub_id)
+            webhook_repo.finish_delivery(cur, delivery_id, "failed")
+            failures = webhook_repo.record_subscription_failure(cur, sub_id)
             log.warning("webhook_delivery_failed", delivery_id=str(delivery_id), attempts=attempt,
                         consecutive_failures=failures, error=result.error)
             if failures >= cfg.disable_after:
-                repo.disable_subscription(
-                    cur, sub_id, f"{failures} deliveries in a row failed after every retry; "
-                                 f"last error: {result.error}")
+                webhook_repo.disable_subscription(
+                            cur, sub_id, f"{failures} deliveries in a row failed after every retry; "
+                                         f"last error: {result.error}")
                 WEBHOOK_DISABLED.labels("consecutive_failures").inc()
                 log.warning("webhook_subscription_disabled", subscription_id=str(sub_id),
                             reason="consecutive_failures", failures=failures)
             return
         delay = retry_delay(attempt, cfg.retry_base_s, cfg.retry_cap_s)
         token = uuid.uuid4()
-        repo.schedule_delivery(cur, delivery_id, token, delay)
+        webhook_repo.schedule_delivery(cur, delivery_id, token, delay)
         enqueue_attempt(cur, delivery_id, token, delay, cause=event)
         log.info("webhook_retry_scheduled", delivery_id=str(delivery_id), attempt=attempt,
                  retry_in_s=round(delay, 1), error=result.error)
-
-
-# --- HTTP commands ---------------------------------------------------------------------------------
-def _not_found(what: str = "webhook subscription") -> Problem:
-    return Problem(404, "Not Found", f"No such {what}.", "not-found")
-
-
-def _visible(principal: Principal, sub: dict | None) -> dict:
-    if sub is None or not (principal.is_admin or sub["owner_id"] == principal.subject):
-        raise _not_found()
-    return sub
-
-
-def check_delivery_url(policy: UrlPolicy, url: str) -> None:
-    """422 unless the URL is an acceptable webhook target."""
-    try:
-        policy.check_url(url)
-    except UnsafeUrl as exc:
-        raise Problem(422, "Validation failed", "The request has invalid fields; see errors.",
-                      "validation-error",
-                      errors=[{"field": "delivery_url", "message": f"Not allowed: {exc}."}]) from None
-
-
-def _duplicate() -> Problem:
-    return Problem(409, "Duplicate subscription",
-                   "You already have a subscription for this delivery_url and topic.",
-                   "duplicate-subscription")
-
-
-def create_subscription(db, settings: NotificationSettings, policy: UrlPolicy,
-                        principal: Principal, payload: dict) -> dict:
-    """Create a subscription; the response (only this one) carries the secret."""
-    check_delivery_url(policy, payload["delivery_url"])
-    secret = payload.get("secret") or SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
-    with db.transaction() as cur:
-        # One owner's subscriptions are created one at a time, so the limit holds.
-        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                    (f"webhook-owner:{principal.subject}",))
-        if repo.count_subscriptions(cur, principal.subject) >= \
-                settings.webhooks.max_subscriptions_per_owner:
-            raise Problem(409, "Too many subscriptions",
-                          f"At most {settings.webhooks.max_subscriptions_per_owner} webhook "
-                          "subscriptions per owner.", "subscription-limit")
-        row = repo.insert_subscription(
-            cur, uuid.uuid4(), principal.subject, principal.is_admin, payload["name"],
-            payload["topic"], payload["delivery_url"],
-            secret_box(settings.webhooks.secret_keys).seal(secret), payload["status"])
-    if row is None:
-        raise _duplicate()
-    log.info("webhook_subscription_created", subscription_id=str(row["id"]), topic=row["topic"])
-    return {**row, "secret": secret}
-
-
-def get_subscription(db, principal: Principal, sub_id: uuid.UUID) -> dict:
-    with db.transaction() as cur:
-        return _visible(principal, repo.get_subscription(cur, sub_id))
-
-
-def list_subscriptions(db, principal: Principal, after, limit: int) -> list[dict]:
-    with db.transaction() as cur:
-        return repo.list_subscriptions(cur, None if principal.is_admin else principal.subject,
-                                       after, limit)
-
-
-def update_subscription(db, settings: NotificationSettings, policy: UrlPolicy,
-                        principal: Principal, sub_id: uuid.UUID, payload: dict) -> dict:
-    """Replace a subscription's fields; the response carries the secret only if it changed."""
-    check_delivery_url(policy, payload["delivery_url"])
-    with db.transaction() as cur:
-        _visible(principal, repo.get_subscription(cur, sub_id, lock=True))
-        new_secret = payload.get("secret")
-        row = repo.update_subscription(
-            cur, sub_id, payload["name"], payload["topic"], payload["delivery_url"],
-            payload["status"],
-            secret_box(settings.webhooks.secret_keys).seal(new_secret) if new_secret else None)
-    if row is None:
-        raise _duplicate()
-    return {**row, "secret": payload["secret"]} if payload.get("secret") else row
-
-
-def delete_subscription(db, principal: Principal, sub_id: uuid.UUID) -> None:
-    with db.transaction() as cur:
-        _visible(principal, repo.get_subscription(cur, sub_id, lock=True))
-        repo.delete_subscription(cur, sub_id)
-
-
-def ping(db, settings: NotificationSettings, sender: WebhookSender, principal: Principal,
-         sub_id: uuid.UUID) -> dict:
-    """Send a signed ``webhook.ping`` now and return the attempt (recorded like any other)."""
-    with db.transaction() as cur:
-        sub = _visible(principal, repo.get_subscription(cur, sub_id, with_secret=True))
-        delivery_id = uuid.uuid4()
-        occurred_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        body = webhook_body(str(delivery_id), PING_TOPIC, occurred_at,
-                            {"subscription_id": str(sub_id), "message": "ping"})
-        repo.insert_delivery(cur, delivery_id, sub_id, str(uuid.uuid4()), PING_TOPIC, body, None, 1)
-    # No transaction is held open over the request.
-    secret = secret_box(settings.webhooks.secret_keys).open(sub["secret"])
-    result = sender.send(sub["delivery_url"], secret, str(delivery_id), PING_TOPIC, body)
-    with db.transaction() as cur:
-        repo.record_attempt(cur, delivery_id, 1, result.outcome, result.status_code,
-                            result.duration_ms, result.excerpt, result.error)
-        repo.finish_delivery(cur, delivery_id, "delivered" if result.delivered else "failed")
-    return {"delivery_id": delivery_id, "delivered": result.delivered, "outcome": result.outcome,
-            "status_code": result.status_code, "duration_ms": result.duration_ms,
-            "response_excerpt": result.excerpt, "error": result.error}
-
-
-def list_deliveries(db, principal: Principal, sub_id: uuid.UUID, after, limit: int) -> list[dict]:
-    with db.transaction() as cur:
-        _visible(principal, repo.get_subscription(cur, sub_id))
-        return repo.list_deliveries(cur, sub_id, after, limit)
-
-
-def redeliver(db, settings: NotificationSettings, principal: Principal, sub_id: uuid.UUID,
-              delivery_id: uuid.UUID, correlation_id: str | None) -> dict:
-    """Send a delivery again now, with a fresh retry schedule (same Webhook-Id and body)."""
-    with db.transaction() as cur:
-        sub = _visible(principal, repo.get_subscription(cur, sub_id, lock=True))
-        delivery = repo.get_delivery(cur, sub_id, delivery_id, lock=True)
-        if delivery is None:
-            raise _not_found("delivery")
-        if delivery["topic"] == PING_TOPIC:
-            raise Problem(409, "Cannot redeliver a ping", "Send a new ping instead.",
-                          "redeliver-ping")
-        if sub["status"] != "active":
-            raise Problem(409, "Subscription not active",
-                          f"The subscription is {sub['status']}; activate it first.",
-                          "subscription-not-active", status_now=sub["status"])
-        token = uuid.uuid4()
-        repo.schedule_delivery(cur, delivery_id, token, 0, reset=True)
-        repo.extend_attempt_limit(cur, delivery_id, settings.webhooks.max_attempts)
-        enqueue_attempt(cur, delivery_id, token, 0, correlation_id=correlation_id)
-        delivery = repo.get_delivery(cur, sub_id, delivery_id)
-    delivery["attempt_log"] = []
-    log.info("webhook_redelivery_requested", delivery_id=str(delivery_id))
-    return delivery
-
-
-def list_notifications(db, principal: Principal, order_id: str | None, before: int | None,
-                       limit: int) -> list[dict]:
-    with db.transaction() as cur:
-        return repo.notifications_before(cur, before, None if principal.is_admin
-                                         else principal.subject, order_id, limit)

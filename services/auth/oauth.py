@@ -1,16 +1,20 @@
-"""The OAuth2 authorization server: Authlib's grants and endpoints on our tables.
+"""Authlib adapters: the OAuth2 authorization server on the auth service's tables.
 
 Authlib does the protocol (client authentication, grant dispatch, error
-responses, RFC 7009); this module supplies the storage and the policy:
+responses, RFC 7009); this module plugs the service into it:
 
-* ``client_credentials`` for any client allowed it; ``password`` only for
-  first-party clients (also a CHECK constraint on the table) with per-account
-  exponential lock-out; ``refresh_token`` with rotation on every use, where
-  presenting an already-rotated token revokes its whole family.
-* Access tokens are RS256 JWTs (RFC 9068 ``at+jwt``) carrying iss, aud, sub,
-  client_id, scope, exp, iat, jti, and ``sid`` (the refresh-token family) for
-  user sessions. Scope = requested (default: everything allowed) and, for a
-  user, also within the user's scopes; anything else is ``invalid_scope``.
+* :class:`Client`, :class:`User` and :class:`RefreshToken`, Authlib's client,
+  user and token models over rows of ``clients``, ``users`` and ``refresh_tokens``;
+* the grants: ``client_credentials`` for any client allowed it; ``password``
+  only for first-party clients (also a CHECK constraint on the table);
+  ``refresh_token`` with rotation on every use. Lock-out, rotation and reuse
+  detection are the service's (:mod:`services.auth.service`);
+* :class:`AccessTokenGenerator`: RS256 JWTs (RFC 9068 ``at+jwt``) carrying
+  iss, aud, sub, client_id, scope, exp, iat, jti, and ``sid`` (the
+  refresh-token family) for user sessions. Scope = requested (default:
+  everything allowed) and, for a user, also within the user's scopes;
+  anything else is ``invalid_scope``;
+* :class:`Revocation` (RFC 7009) for refresh tokens, and :func:`build_server`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin, grants
@@ -29,18 +34,17 @@ from flask import g
 from joserfc import jwt
 
 from services.auth import crypto
-from services.auth import repository as repo
 from services.auth.settings import AuthSettings
 from shared.auth import SCOPES
-from shared.errors import Problem
 from shared.logging import get_logger
+
+if TYPE_CHECKING:
+    from services.auth.service import AuthService
 
 log = get_logger(__name__)
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 GRANT_TYPES = ("client_credentials", "password", "refresh_token")
-# Lock-out failures older than this are forgotten.
-LOGIN_FAILURE_MEMORY_S = 24 * 3600
 
 
 @dataclass
@@ -115,6 +119,7 @@ class User:
 
     def get_user_id(self):
         return str(self.id)
+
 
 
 @dataclass
@@ -274,110 +279,6 @@ class Revocation(RevocationEndpoint):
         self.server.service.revoke_family(token.family_id, "revoked")
 
 
-class AuthService:
-    """Storage and policy behind the grants (one per app)."""
-
-    def __init__(self, db, config: AuthSettings, passwords: crypto.PasswordHashing):
-        self.db = db
-        self.config = config
-        self.passwords = passwords
-
-    def client(self, client_id: str) -> Client | None:
-        if not client_id or len(client_id) > 64:
-            return None
-        with self.db.transaction() as cur:
-            row = repo.get_client(cur, client_id)
-        return Client.from_row(row) if row else None
-
-    def user(self, user_id) -> User | None:
-        with self.db.transaction() as cur:
-            row = repo.get_user(cur, user_id)
-        return User.from_row(row) if row else None
-
-    def login(self, username: str, password: str) -> User | None:
-        """The account for these credentials, or None; raises a 429 Problem while locked."""
-        cfg = self.config
-        if not username or len(username) > 254 or len(password) > cfg.password_max_length:
-            return None
-        with self.db.transaction() as cur:
-            locked_s = repo.login_lock(cur, username)
-            row = None if locked_s else repo.get_user_by_username(cur, username)
-        if locked_s:
-            raise _locked(locked_s)
-        if not self.passwords.verify(row["password_hash"] if row else None, password):
-            with self.db.transaction() as cur:
-                failures, lock_s = repo.record_login_failure(
-                    cur, username, cfg.login_lock_threshold, cfg.login_lock_base_s,
-                    cfg.login_lock_max_s, LOGIN_FAILURE_MEMORY_S)
-            log.warning("login_failed", failures=failures, locked_s=lock_s)
-            if lock_s:
-                raise _locked(lock_s)
-            return None
-        with self.db.transaction() as cur:
-            repo.clear_login_failures(cur, username)
-            if self.passwords.needs_rehash(row["password_hash"]):
-                repo.set_password_hash(cur, row["id"], self.passwords.hash(password))
-        return User.from_row(row)
-
-    def save_token(self, token: dict, request) -> None:
-        """Store the refresh token (hashed); access tokens are not stored."""
-        refresh = token.get("refresh_token")
-        if not refresh or request.user is None:
-            return
-        previous: RefreshToken | None = getattr(request, "refresh_token", None)
-        family = previous.family_id if previous else g.get("refresh_family") or uuid.uuid4()
-        # A rotated token keeps the family's granted scope even if this access token is narrower.
-        scope = previous.scope if previous else token.get("scope", "")
-        token_id = uuid.uuid4()
-        with self.db.transaction() as cur:
-            repo.insert_refresh_token(cur, token_id, crypto.digest_secret(refresh), family,
-                                      request.client.get_client_id(), request.user.id, scope,
-                                      self.config.refresh_token_ttl_s, self.config.refresh_family_max_s)
-            if previous:
-                repo.set_replaced_by(cur, previous.id, token_id)
-
-    def use_refresh_token(self, token: str, client: Client, requested_scope: str | None):
-        """Claim a live refresh token for rotation; detect reuse of a rotated one."""
-        digest = crypto.digest_secret(token)
-        with self.db.transaction() as cur:
-            row = repo.get_refresh_token_by_hash(cur, digest)
-            if row is None or row["client_id"] != client.get_client_id():
-                return None
-            if row["rotated_at"] is None and row["revoked_at"] is None and requested_scope:
-                if not set(requested_scope.split()) <= set(row["scope"].split()):
-                    raise InvalidScopeError()
-            claimed = repo.claim_refresh_token(cur, digest, client.get_client_id())
-            if claimed is None and row["rotated_at"] is None:
-                # Lost a race with another request using the same token: that is reuse too.
-                row = repo.get_refresh_token_by_hash(cur, digest)
-            if claimed is None and row is not None and row["rotated_at"] is not None \
-                    and row["revoked_at"] is None:
-                revoked = repo.revoke_family(cur, row["family_id"], "reuse_detected")
-                log.warning("refresh_token_reuse_detected", family_id=str(row["family_id"]),
-                            client_id=client.get_client_id(), revoked=revoked)
-        return RefreshToken.from_row(claimed) if claimed else None
-
-    def find_refresh_token(self, token: str) -> RefreshToken | None:
-        with self.db.transaction() as cur:
-            row = repo.get_refresh_token_by_hash(cur, crypto.digest_secret(token))
-        if row is None or row["revoked_at"] is not None:
-            return None
-        return RefreshToken.from_row(row)
-
-    def revoke_family(self, family_id, reason: str) -> int:
-        with self.db.transaction() as cur:
-            count = repo.revoke_family(cur, family_id, reason)
-        log.info("refresh_family_revoked", family_id=str(family_id), reason=reason, tokens=count)
-        return count
-
-
-def _locked(seconds: float) -> Problem:
-    retry = max(1, int(seconds + 0.999))
-    return Problem(429, "Too Many Requests",
-                   "Too many failed logins for this account; try again later.",
-                   "login-locked", headers={"Retry-After": str(retry)}, retry_after_s=retry)
-
-
 def _client_secret_basic(query_client, request):
     """Authlib's HTTP Basic client authentication, minus its 500 on credentials that are not
     valid base64 or UTF-8 (those are simply not credentials)."""
@@ -387,10 +288,28 @@ def _client_secret_basic(query_client, request):
         return None
 
 
+def _token_saver(service: AuthService):
+    """Authlib's callback after issuing tokens: the refresh token, if any, is stored (hashed);
+    access tokens are not stored."""
+
+    def save_token(token: dict, request) -> None:
+        refresh = token.get("refresh_token")
+        if not refresh or request.user is None:
+            return
+        previous: RefreshToken | None = getattr(request, "refresh_token", None)
+        family = previous.family_id if previous else g.get("refresh_family") or uuid.uuid4()
+        # A rotated token keeps the family's granted scope even if this access token is narrower.
+        scope = previous.scope if previous else token.get("scope", "")
+        service.store_refresh_token(refresh, family, request.client.get_client_id(),
+                                    request.user.id, scope, previous.id if previous else None)
+
+    return save_token
+
+
 def build_server(app, service: AuthService, keys, issuer: str, audience: str) -> AuthorizationServer:
     """The Authlib server for ``app`` with our grants, token generator and revocation."""
     server = AuthorizationServer()
-    server.init_app(app, query_client=service.client, save_token=service.save_token)
+    server.init_app(app, query_client=service.client, save_token=_token_saver(service))
     server.service = service
     server.scopes_supported = list(SCOPES)
     server.register_token_generator("default", AccessTokenGenerator(issuer, audience, keys,

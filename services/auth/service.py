@@ -1,0 +1,133 @@
+"""The auth service's own logic behind the OAuth2 grants: accounts and refresh tokens.
+
+* Login checks the password (rehashing it when the hashing parameters have
+  changed) with per-account exponential lock-out: after
+  ``AUTH_LOGIN_LOCK_THRESHOLD`` failures the account is locked for a time
+  that doubles with every further failure, up to a maximum
+  (:class:`AccountLocked`).
+* Refresh tokens are stored hashed, in families (one per login). Each use
+  rotates the token; presenting an already-rotated token again revokes its
+  whole family (reuse detection), as does revocation (RFC 7009).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
+
+from services.auth import crypto
+from services.auth import repository as repo
+from services.auth.oauth import Client, RefreshToken, User
+from services.auth.settings import AuthSettings
+from shared.errors import DomainError
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+# Lock-out failures older than this are forgotten.
+LOGIN_FAILURE_MEMORY_S = 24 * 3600
+
+
+class AccountLocked(DomainError):
+    """Too many failed logins: the account accepts none for ``retry_after_s`` seconds."""
+
+    def __init__(self, retry_after_s: int):
+        super().__init__("Too many failed logins for this account; try again later.")
+        self.retry_after_s = retry_after_s
+
+
+class AuthService:
+    """Storage and policy behind the grants (one per app)."""
+
+    def __init__(self, db, config: AuthSettings, passwords: crypto.PasswordHashing):
+        self.db = db
+        self.config = config
+        self.passwords = passwords
+
+    def client(self, client_id: str) -> Client | None:
+        if not client_id or len(client_id) > 64:
+            return None
+        with self.db.transaction() as cur:
+            row = repo.get_client(cur, client_id)
+        return Client.from_row(row) if row else None
+
+    def user(self, user_id) -> User | None:
+        with self.db.transaction() as cur:
+            row = repo.get_user(cur, user_id)
+        return User.from_row(row) if row else None
+
+    def login(self, username: str, password: str) -> User | None:
+        """The account for these credentials, or None; raises AccountLocked while locked."""
+        cfg = self.config
+        if not username or len(username) > 254 or len(password) > cfg.password_max_length:
+            return None
+        with self.db.transaction() as cur:
+            locked_s = repo.login_lock(cur, username)
+            row = None if locked_s else repo.get_user_by_username(cur, username)
+        if locked_s:
+            raise _locked(locked_s)
+        if not self.passwords.verify(row["password_hash"] if row else None, password):
+            with self.db.transaction() as cur:
+                failures, lock_s = repo.record_login_failure(
+                    cur, username, cfg.login_lock_threshold, cfg.login_lock_base_s,
+                    cfg.login_lock_max_s, LOGIN_FAILURE_MEMORY_S)
+            log.warning("login_failed", failures=failures, locked_s=lock_s)
+            if lock_s:
+                raise _locked(lock_s)
+            return None
+        with self.db.transaction() as cur:
+            repo.clear_login_failures(cur, username)
+            if self.passwords.needs_rehash(row["password_hash"]):
+                repo.set_password_hash(cur, row["id"], self.passwords.hash(password))
+        return User.from_row(row)
+
+    def store_refresh_token(self, refresh: str, family_id: uuid.UUID, client_id: str,
+                            user_id: uuid.UUID, scope: str,
+                            replaces: uuid.UUID | None = None) -> None:
+        """Store a refresh token (its hash only), the one after ``replaces`` when it rotated."""
+        token_id = uuid.uuid4()
+        with self.db.transaction() as cur:
+            repo.insert_refresh_token(cur, token_id, crypto.digest_secret(refresh), family_id,
+                                      client_id, user_id, scope, self.config.refresh_token_ttl_s,
+                                      self.config.refresh_family_max_s)
+            if replaces:
+                repo.set_replaced_by(cur, replaces, token_id)
+
+    def use_refresh_token(self, token: str, client: Client, requested_scope: str | None):
+        """Claim a live refresh token for rotation; detect reuse of a rotated one."""
+        digest = crypto.digest_secret(token)
+        with self.db.transaction() as cur:
+            row = repo.get_refresh_token_by_hash(cur, digest)
+            if row is None or row["client_id"] != client.get_client_id():
+                return None
+            if row["rotated_at"] is None and row["revoked_at"] is None and requested_scope:
+                if not set(requested_scope.split()) <= set(row["scope"].split()):
+                    raise InvalidScopeError()
+            claimed = repo.claim_refresh_token(cur, digest, client.get_client_id())
+            if claimed is None and row["rotated_at"] is None:
+                # Lost a race with another request using the same token: that is reuse too.
+                row = repo.get_refresh_token_by_hash(cur, digest)
+            if claimed is None and row is not None and row["rotated_at"] is not None \
+                    and row["revoked_at"] is None:
+                revoked = repo.revoke_family(cur, row["family_id"], "reuse_detected")
+                log.warning("refresh_token_reuse_detected", family_id=str(row["family_id"]),
+                            client_id=client.get_client_id(), revoked=revoked)
+        return RefreshToken.from_row(claimed) if claimed else None
+
+    def find_refresh_token(self, token: str) -> RefreshToken | None:
+        with self.db.transaction() as cur:
+            row = repo.get_refresh_token_by_hash(cur, crypto.digest_secret(token))
+        if row is None or row["revoked_at"] is not None:
+            return None
+        return RefreshToken.from_row(row)
+
+    def revoke_family(self, family_id, reason: str) -> int:
+        with self.db.transaction() as cur:
+            count = repo.revoke_family(cur, family_id, reason)
+        log.info("refresh_family_revoked", family_id=str(family_id), reason=reason, tokens=count)
+        return count
+
+
+def _locked(seconds: float) -> AccountLocked:
+    return AccountLocked(max(1, int(seconds + 0.999)))

@@ -1,0 +1,149 @@
+"""Hook points around handling and publishing, in the spirit of dramatiq's middleware.
+
+A :class:`Middleware` overrides the hooks it cares about; the consumer and
+the relay take a list of them and call every one, in list order:
+
+Consumer, per received message (in the handler thread, with the event's
+``event_id``/``event_type``/``correlation_id``/``consumer`` bound in the
+structlog context once the body parsed as an envelope):
+
+1. ``before_handle(consumer, message)`` — before the body is parsed;
+2. ``on_retry(consumer, message, outcome)`` — a :class:`Retry` was decided, or
+   ``on_dead_letter(consumer, message, outcome)`` — a :class:`DeadLetter` was;
+3. ``after_handle(consumer, message, outcome)`` — every outcome;
+4. ``after_dead_letter(consumer, message, outcome)`` — on the event loop, once
+   the message really is in the DLQ (not called when the DLQ is unreachable).
+
+Relay, per round: ``after_publish(relay, queue, rows)`` for each accepted
+batch, ``on_publish_failure(relay, row, error, attempts, retry_in_s)`` for each
+row that must wait, ``on_outbox_lag(relay, lag_s)`` when the lag was measured.
+
+A hook that raises is logged (``middleware_failed``) and skipped: observing a
+message must never change what happens to it.
+
+Two stock middlewares: :class:`LoggingMiddleware` (structlog events) and
+:class:`PrometheusMiddleware` (counters the application passes in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+from shared.messaging.outcomes import DeadLetter, Duplicate, Handled, Outcome, Retry
+
+log = structlog.get_logger(__name__)
+
+
+class Middleware:
+    """Base class: every hook is a no-op."""
+
+    # -- consumer ------------------------------------------------------------------
+    def before_handle(self, consumer, message: dict) -> None:
+        """A message is about to be handled."""
+
+    def after_handle(self, consumer, message: dict, outcome: Outcome) -> None:
+        """Handling ``message`` came to ``outcome``."""
+
+    def on_retry(self, consumer, message: dict, outcome: Retry) -> None:
+        """``message`` will be retried after ``outcome.delay_s``."""
+
+    def on_dead_letter(self, consumer, message: dict, outcome: DeadLetter) -> None:
+        """``message`` is to go to the DLQ."""
+
+    def after_dead_letter(self, consumer, message: dict, outcome: DeadLetter) -> None:
+        """``message`` is now in the DLQ."""
+
+    # -- relay -----------------------------------------------------------------------
+    def after_publish(self, relay, queue: str, rows: list) -> None:
+        """``rows`` (outbox rows) were accepted by ``queue``."""
+
+    def on_publish_failure(self, relay, row, error: str, attempts: int,
+                           retry_in_s: float) -> None:
+        """Sending ``row`` failed; it is tried again in ``retry_in_s``."""
+
+    def on_outbox_lag(self, relay, lag_s: float) -> None:
+        """The oldest unpublished outbox row is ``lag_s`` old."""
+
+
+class Hooks:
+    """Calls one hook on every middleware, isolating their failures."""
+
+    def __init__(self, middleware: Iterable[Middleware]):
+        self.middleware = tuple(middleware)
+
+    def emit(self, hook: str, *args: Any) -> None:
+        """Call ``hook(*args)`` on each middleware in order."""
+        for item in self.middleware:
+            try:
+                getattr(item, hook)(*args)
+            except Exception as exc:
+                log.warning("middleware_failed", middleware=type(item).__name__, hook=hook,
+                            error=f"{type(exc).__name__}: {exc}")
+
+
+class LoggingMiddleware(Middleware):
+    """The structlog events operators and tests read (names are a contract)."""
+
+    def after_handle(self, consumer, message, outcome) -> None:
+        if isinstance(outcome, Handled):
+            log.info("message_handled", ms=round(outcome.duration_s * 1000, 1))
+        elif isinstance(outcome, Duplicate):
+            log.info("message_duplicate_skipped")
+
+    def on_retry(self, consumer, message, outcome) -> None:
+        log.warning("message_retry", receive_count=outcome.receive_count, error=outcome.error)
+
+    def on_dead_letter(self, consumer, message, outcome) -> None:
+        log.error("message_dead_lettered", consumer=consumer.name, reason=outcome.reason,
+                  error=outcome.error[:300], message_id=outcome.message_id)
+
+    def on_publish_failure(self, relay, row, error, attempts, retry_in_s) -> None:
+        log.warning("outbox_send_failed", relay=relay.name, queue=row.queue,
+                    event_id=row.event_id, attempts=attempts, retry_in_s=round(retry_in_s, 2),
+                    error=error[:200])
+
+
+class PrometheusMiddleware(Middleware):
+    """Outcomes and relay results as Prometheus metrics (any of them may be None).
+
+    ``handled`` (consumer, event_type, outcome) counts ``done`` and ``duplicate``;
+    ``retries`` (consumer, event_type); ``dlq_moves`` (consumer, reason) counts
+    messages really moved; ``published`` / ``send_failures`` (service, queue);
+    ``lag`` (service) is a gauge.
+    """
+
+    def __init__(self, *, handled=None, retries=None, dlq_moves=None, published=None,
+                 send_failures=None, lag=None):
+        self.handled = handled
+        self.retries = retries
+        self.dlq_moves = dlq_moves
+        self.published = published
+        self.send_failures = send_failures
+        self.lag = lag
+
+    def after_handle(self, consumer, message, outcome) -> None:
+        if self.handled is not None and isinstance(outcome, Handled | Duplicate):
+            self.handled.labels(consumer.name, outcome.event.event_type, outcome.kind).inc()
+
+    def on_retry(self, consumer, message, outcome) -> None:
+        if self.retries is not None:
+            self.retries.labels(consumer.name, outcome.event.event_type).inc()
+
+    def after_dead_letter(self, consumer, message, outcome) -> None:
+        if self.dlq_moves is not None:
+            self.dlq_moves.labels(consumer.name, outcome.reason).inc()
+
+    def after_publish(self, relay, queue, rows) -> None:
+        if self.published is not None:
+            self.published.labels(relay.service, queue).inc(len(rows))
+
+    def on_publish_failure(self, relay, row, error, attempts, retry_in_s) -> None:
+        if self.send_failures is not None:
+            self.send_failures.labels(relay.service, row.queue).inc()
+
+    def on_outbox_lag(self, relay, lag_s) -> None:
+        if self.lag is not None:
+            self.lag.labels(relay.service).set(lag_s)
