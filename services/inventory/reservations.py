@@ -34,6 +34,7 @@ from services.inventory.metrics import (
     RESERVATIONS_CONFIRMED,
     RESERVATIONS_RELEASED,
 )
+from services.inventory.settings import DEFAULT_RESERVATION_TTL_S
 from shared.contracts import load_data
 from shared.errors import NotFound
 from shared.logging import get_logger
@@ -42,7 +43,6 @@ from shared.messaging.envelope import Envelope
 
 log = get_logger(__name__)
 
-DEFAULT_RESERVATION_TTL_S = 600.0
 SWEEP_BATCH = 100
 ZERO = Decimal("0.00")
 RESERVATION_LINE_FIELDS = ("sku", "name", "quantity", "unit_price", "line_total")

@@ -21,17 +21,15 @@ send. Past that no queue can hold the event. Published outbox rows are
 needed by nothing after the send; they share the period so that an
 operator can line up both tables over the same window.
 
-Settings (read like the rest of ``shared.worker``'s, from the service's
-environment): ``MESSAGING_RETENTION_DAYS`` (default 30, minimum 29) and
+Settings (declared in ``shared.config.WorkerSettings``, whose bounds use the
+constants here): ``MESSAGING_RETENTION_DAYS`` (default 30, minimum 29) and
 ``MESSAGING_RETENTION_INTERVAL_S`` (default 3600, minimum 1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.config import env_float, env_int
 from shared.logging import get_logger
 from shared.messaging import inbox, outbox
 from shared.periodic import Task, periodic
@@ -54,16 +52,6 @@ class RetentionSettings:
     days: int = DEFAULT_RETENTION_DAYS
     interval_s: float = DEFAULT_INTERVAL_S
     batch: int = BATCH
-
-
-def retention_settings(env: Mapping[str, str]) -> RetentionSettings:
-    """The retention settings from a service's environment (MESSAGING_RETENTION_*)."""
-    return RetentionSettings(
-        days=env_int(env, "MESSAGING_RETENTION_DAYS", DEFAULT_RETENTION_DAYS,
-                     minimum=MIN_RETENTION_DAYS),
-        interval_s=env_float(env, "MESSAGING_RETENTION_INTERVAL_S", DEFAULT_INTERVAL_S,
-                             minimum=1.0),
-    )
 
 
 def purge_batch(db, days: int, batch: int = BATCH) -> dict[str, int]:
