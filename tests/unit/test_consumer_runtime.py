@@ -170,11 +170,11 @@ class CrashingConsumer(Consumer):
         self.batches_seen = 0
         self.handled_batches: list[list[str]] = []
 
-    async def handle_batch(self, client, messages, stop):
+    async def handle_batch(self, client, messages, stop, batch=None):
         self.batches_seen += 1
         if self.batches_seen <= self.crashes:
             raise KeyError("a bug in the batch code")
-        await super().handle_batch(client, messages, stop)
+        await super().handle_batch(client, messages, stop, batch)
         self.handled_batches.append([m["MessageId"] for m in messages])
 
 
