@@ -23,13 +23,12 @@ see :mod:`shared.messaging.receiver`):
 * on stop (SIGTERM) no new batch is received, in-flight handlers finish,
   unstarted messages are released (visibility 0).
 
-Supervision: processing a message never raises. A poller that still meets an
-unexpected error is restarted after a capped exponential backoff (logged as
-``consumer_poller_crashed``, the ``on_poller_restart`` hook); the messages its
-batch left undecided are released with a backoff. After more than
-``restart_limit`` crashes in a row :meth:`Consumer.run` drains the other
-pollers and raises :class:`ConsumerFailed`, and the worker exits non-zero
-(:mod:`shared.worker`). ``on_consumer_alive`` reports whether every poller runs.
+Supervision (:mod:`shared.messaging.supervision`): processing a message never
+raises. A poller that still meets an unexpected error is restarted after a
+capped backoff; the messages its batch left undecided are released with a
+backoff. After more than ``restart_limit`` crashes in a row :meth:`Consumer.run`
+drains the other pollers and raises :class:`ConsumerFailed`, and the worker
+exits non-zero (:mod:`shared.worker`).
 
 Each message ends in one typed outcome (:mod:`shared.messaging.outcomes`);
 metrics and logs are middleware hooks around it (:mod:`shared.messaging.middleware`).
@@ -74,6 +73,7 @@ from shared.messaging.sqs import (
     MAX_WAIT_TIME_S,
     resolve_queue,
 )
+from shared.messaging.supervision import ConsumerFailed, run_pollers, set_when, wait
 from shared.messaging.topology import QueueSpec
 
 log = structlog.get_logger(__name__)
@@ -86,9 +86,6 @@ MAX_RECEIVE_EXPONENT = 1000
 __all__ = ["DLQ_ERROR_MAX_CHARS", "Consumer", "ConsumerConfig", "ConsumerFailed", "Handler",
            "PermanentError"]
 
-
-class ConsumerFailed(RuntimeError):
-    """A poller kept crashing past ``restart_limit``: the consumer gave up (the worker exits 1)."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +136,6 @@ class Consumer:
         self.hooks = Hooks((LoggingMiddleware(),) if middleware is None else middleware)
         self.receiver = Receiver(name, self.config.max_messages, self.config.wait_time_s,
                                  self.config.error_pause_s)
-        self._pollers_up = 0
 
     # -- lifecycle ----------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -150,8 +146,7 @@ class Consumer:
         client stays open until the last of them has returned.
         """
         halt = asyncio.Event()  # stop, or a poller gave up: every poller winds down
-        relay_stop = asyncio.create_task(_set_when(stop, halt))
-        tasks: list[asyncio.Task] = []
+        relay_stop = asyncio.create_task(set_when(stop, halt))
         try:
             async with self.client_factory() as client:
                 await self._resolve_queues(client, halt)
@@ -159,51 +154,11 @@ class Consumer:
                     return
                 log.info("consumer_started", consumer=self.name, queue=self.spec.name,
                          pollers=self.config.pollers)
-                self._pollers_up = self.config.pollers
-                self.hooks.emit("on_consumer_alive", self, True)
-                tasks = [asyncio.create_task(self._poller(client, halt))
-                         for _ in range(self.config.pollers)]
-                failure: BaseException | None = None
-                for finished in asyncio.as_completed(tasks):
-                    try:
-                        await finished
-                    except Exception as exc:
-                        failure = failure or exc
-                        halt.set()
-                if failure is not None:
-                    raise failure
+                await run_pollers(self, client, halt)
         finally:
-            for task in tasks:
-                task.cancel()
             relay_stop.cancel()
             self.hooks.emit("on_consumer_alive", self, False)
         log.info("consumer_stopped", consumer=self.name)
-
-    async def _poller(self, client, stop: asyncio.Event) -> None:
-        """One poller, restarted after an unexpected error with a capped backoff."""
-        crashes = 0
-        while not stop.is_set():
-            try:
-                await self._poll_once(client, stop)
-                crashes = 0
-            except Exception as exc:
-                crashes += 1
-                error = f"{type(exc).__name__}: {exc}"
-                if crashes > self.config.restart_limit:
-                    log.error("consumer_failed", consumer=self.name, crashes=crashes, error=error)
-                    raise ConsumerFailed(f"{self.name}: poller crashed {crashes} times in a row; "
-                                         f"last: {error}") from exc
-                delay = backoff_delay(crashes - 1, self.config.restart_base_s,
-                                      self.config.restart_cap_s)
-                log.error("consumer_poller_crashed", consumer=self.name, crashes=crashes,
-                          restart_in_s=round(delay, 2), error=error, exc_info=True)
-                self._pollers_up -= 1
-                self.hooks.emit("on_consumer_alive", self, False)
-                self.hooks.emit("on_poller_restart", self, error, delay)
-                await _wait(stop, delay)
-                self._pollers_up += 1
-                if self._pollers_up == self.config.pollers:
-                    self.hooks.emit("on_consumer_alive", self, True)
 
     async def _resolve_queues(self, client, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -211,7 +166,7 @@ class Consumer:
                 found = await resolve_queue(client, self.prefix, self.spec)
             except Exception as exc:
                 log.warning("consumer_queue_lookup_failed", consumer=self.name, error=str(exc))
-                await _wait(stop, self.config.error_pause_s)
+                await wait(stop, self.config.error_pause_s)
                 continue
             self.queue_url, self.dlq_url = found.url, found.dlq_url
             self.visibility_timeout = found.visibility_timeout_s or self.visibility_timeout
@@ -366,14 +321,3 @@ def _receive_count(message: dict) -> int:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds`` or until ``stop`` is set, whichever comes first."""
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
-    await source.wait()
-    target.set()
