@@ -94,10 +94,18 @@ def test_malformed_corpus_ends_in_the_dlq_with_reasons_and_the_queue_goes_on(
         db, client, make_queue, consumers):
     """Each malformed message is dead-lettered once with its reason; a good one follows."""
     spec, prefix, q = make_queue()
-    messages = corpus()
+    messages = []
     groups = [f"corpus-{n}" for n in range(3)]
-    for index, (_, body, _) in enumerate(messages):
-        send_raw(client, q.url, body, group=groups[index % len(groups)])
+    for index, (label, body, reason) in enumerate(corpus()):
+        try:
+            send_raw(client, q.url, body, group=groups[index % len(groups)])
+        except ClientError as exc:
+            # AWS (and fauxqs, strictly) refuse characters outside XML's range at send time:
+            # such a body never reaches a consumer there.
+            assert exc.response["Error"]["Code"].endswith("InvalidMessageContents"), label
+            assert "\x00" in body, f"{label} refused: {exc}"
+            continue
+        messages.append((label, body, reason))
     recorder = Recorder()
     runner = consumers.start(spec, prefix, recorder)
     # Sent after the corpus, in a group the corpus went through first.
