@@ -313,3 +313,36 @@ def test_worker_exits_non_zero_when_a_consumer_task_dies(monkeypatch):
             worker._main(settings, ClosableDb(), plan, 2.0, relay_enabled=False), 10)
 
     assert asyncio.run(main()) == 1
+
+
+# --- a dead letter too big with its attributes still carries its reason ---------------------------
+class SizeLimitedSqs(SimSqs):
+    """Refuses a send whose body plus attribute values exceed ``limit`` bytes (HTTP 400)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    async def send_message(self, **params):
+        from botocore.exceptions import ClientError
+
+        size = len(params["MessageBody"].encode()) + sum(
+            len(k) + len(v["StringValue"]) for k, v in params["MessageAttributes"].items())
+        if size > self.limit:
+            raise ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "too long"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, "SendMessage")
+        return await super().send_message(**params)
+
+
+def test_a_dead_letter_near_the_size_limit_is_sent_lean_with_its_reason():
+    body = "x" * 10_000
+    sqs = SizeLimitedSqs(limit=len(body) + 400)
+    poison = message(None, body=body)
+    poison["MessageAttributes"] = {"event_type": {"DataType": "String",
+                                                  "StringValue": "y" * 300}}
+    run_batch(make_consumer(), sqs, [poison])
+    [sent] = sqs.sent
+    assert sent["MessageBody"] == body
+    assert sent["MessageAttributes"]["dlq_reason"]["StringValue"] == "invalid_envelope"
+    assert "event_type" not in sent["MessageAttributes"]
+    assert poison["ReceiptHandle"] in sqs.deleted
