@@ -146,7 +146,7 @@ class Consumer:
         client stays open until the last of them has returned.
         """
         halt = asyncio.Event()  # stop, or a poller gave up: every poller winds down
-        relay_stop = asyncio.create_task(set_when(stop, halt))
+        forward_stop = asyncio.create_task(set_when(stop, halt))
         try:
             async with self.client_factory() as client:
                 await self._resolve_queues(client, halt)
@@ -156,7 +156,7 @@ class Consumer:
                          pollers=self.config.pollers)
                 await run_pollers(self, client, halt)
         finally:
-            relay_stop.cancel()
+            forward_stop.cancel()
             self.hooks.emit("on_consumer_alive", self, False)
         log.info("consumer_stopped", consumer=self.name)
 
