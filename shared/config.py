@@ -13,9 +13,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shared.services import SERVICE_NAMES
+
 DEV_AWS_KEY = "local-dev"  # emulators accept any credentials
 
-SERVICE_PORTS = {"order": 8001, "delivery": 8002, "inventory": 8003, "notification": 8004, "auth": 8005}
 SQS_EMULATOR_PORT = 9324
 
 
@@ -131,7 +132,7 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         raise ConfigError("DATABASE_URL", "must be a postgresql:// URL")
     peers = {
         name: env[f"{name.upper()}_URL"]
-        for name in SERVICE_PORTS
+        for name in SERVICE_NAMES
         if env.get(f"{name.upper()}_URL")
     }
     db_pool_min = env_int(env, "DB_POOL_MIN", 1, minimum=0)

@@ -23,10 +23,11 @@ from decimal import Decimal
 
 import requests
 
-from shared.config import SERVICE_PORTS, ConfigError, Settings, env_float, env_int
+from shared.config import ConfigError, Settings, env_float, env_int
 from shared.logging import get_logger
 from shared.resilience import BreakerOpen, BreakerRegistry, ResilientHttp, is_transient
 from shared.service_token import ServiceToken, ServiceTokenError
+from shared.services import port_of
 
 log = get_logger(__name__)
 
@@ -93,7 +94,7 @@ def inventory_config(settings: Settings) -> InventoryConfig:
     if url is None:
         if settings.app_env == "production":
             raise ConfigError("INVENTORY_URL", "is required in production")
-        url = f"http://127.0.0.1:{SERVICE_PORTS['inventory']}"
+        url = f"http://127.0.0.1:{port_of('inventory')}"
     return InventoryConfig(
         base_url=url,
         timeout_s=env_float(settings.env, "ORDER_INVENTORY_TIMEOUT_S", DEFAULT_TIMEOUT_S,
