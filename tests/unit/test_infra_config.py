@@ -23,7 +23,7 @@ from pyhocon import ConfigFactory
 
 from shared.config import SQS_EMULATOR_PORT
 from shared.messaging.topology import QUEUES, all_queue_names
-from shared.services import port_of
+from shared.services import port_of, service
 
 ROOT = Path(__file__).resolve().parents[2]
 ELASTICMQ_CONF = ROOT / "elasticmq.conf"
@@ -372,5 +372,7 @@ def test_notification_api_runs_gevent_workers():
     # Long-lived SSE streams: one greenlet per client, not one thread (README, Notification).
     command = _compose()["services"]["notification-api"]["command"]
     assert command[command.index("--worker-class") + 1] == "gevent"
-    run_py = (ROOT / "scripts" / "run.py").read_text()
-    assert '"notification": ("--worker-class", "gevent"' in run_py
+    # make run and the tests' process fixtures start each API with its service's gunicorn options.
+    args = service("notification").gunicorn_args
+    assert args[args.index("--worker-class") + 1] == "gevent"
+    assert "*svc.gunicorn_args" in (ROOT / "scripts" / "run.py").read_text()
