@@ -11,7 +11,9 @@ The check is independent of this machine's pip configuration (constraints,
 find-links, a local wheel directory): pip runs with no configuration file and
 no PIP_* variables, so it sees PyPI as CI and a new contributor do. It needs
 PyPI access; ``SKIP_LOCK_CHECK=1`` skips it (offline), and says so.
-The three versions are checked at once (pip's HTTP cache keeps reruns quick).
+The three versions are checked at once, and as soon as collection finished
+(``tests/unit/conftest.py`` calls :func:`start_checks`), so the pip runs
+overlap with the rest of the suite instead of adding to it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -76,15 +79,27 @@ def _start_check(version: str, workdir: Path) -> tuple[subprocess.Popen, Path]:
     return proc, output
 
 
+# version -> (pip process, its output file), started once per test run.
+_CHECKS: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+
+def start_checks() -> None:
+    """Start the dry runs for every supported version (once; a no-op when skipped)."""
+    if _CHECKS or os.environ.get("SKIP_LOCK_CHECK") == "1":
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="lock-check-"))
+    for version in SUPPORTED:
+        _CHECKS[version] = _start_check(version, workdir)
+
+
 @pytest.fixture(scope="module")
-def pip_checks(tmp_path_factory):
+def pip_checks():
     """One dry-run resolution per supported version, all started together."""
     if os.environ.get("SKIP_LOCK_CHECK") == "1":
         pytest.skip("SKIP_LOCK_CHECK=1: the lock's installability on 3.11-3.13 was NOT checked")
-    workdir = tmp_path_factory.mktemp("lock-check")
-    checks = {version: _start_check(version, workdir) for version in SUPPORTED}
-    yield checks
-    for proc, _output in checks.values():
+    start_checks()
+    yield _CHECKS
+    for proc, _output in _CHECKS.values():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
