@@ -217,21 +217,13 @@ DLQ_OPERATOR_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMe
                         "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:StartMessageMoveTask",
                         "sqs:ListMessageMoveTasks")
 DLQ_OPERATOR = "dlq-operator"
+KMS_POLICY_ID = "QueueKeyPolicy"
 
 
 def queue_arn(name: str) -> Tag:
     """The ARN of queue ``name`` built from its physical name (no GetAtt: a DLQ's
     RedriveAllowPolicy names its source, which itself refers to the DLQ)."""
     return sub(f"arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:${{AWS::AccountId}}:${{QueuePrefix}}{name}")
-
-
-def _kms_statement(actions: tuple[str, ...]) -> Tag:
-    # Only with a customer key: SQS-managed SSE needs no KMS permission.
-    return Tag("If", ["UseKms", {
-        "Effect": "Allow",
-        "Action": list(actions),
-        "Resource": ref("KmsKeyArn"),
-    }, NO_VALUE])
 
 
 def service_statements(service_name: str, specs: list[QueueSpec]) -> list[Any]:
@@ -261,10 +253,6 @@ def service_statements(service_name: str, specs: list[QueueSpec]) -> list[Any]:
             "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
             "Resource": [get_att(_logical_id(s.dlq_name), "Arn") for s in consumed],
         })
-    if produced or consumed:
-        # Every sender encrypts (consumers send dead letters too); receivers decrypt.
-        statements.append(_kms_statement(("kms:GenerateDataKey",)
-                                         + (("kms:Decrypt",) if consumed else ())))
     return statements
 
 
@@ -283,7 +271,6 @@ def operator_statements(specs: list[QueueSpec]) -> list[Any]:
             "Action": list(SEND_ACTIONS),
             "Resource": [get_att(_logical_id(s.name), "Arn") for s in specs],
         },
-        _kms_statement(("kms:GenerateDataKey", "kms:Decrypt")),
     ]
 
 
@@ -366,6 +353,23 @@ def cfn_resources(specs: list[QueueSpec]) -> dict[str, Any]:
                                    "Statement": service_statements(owner, specs)},
             },
         }
+    resources[KMS_POLICY_ID] = {
+        # Only with a customer key (SSE-SQS needs no KMS permission). Every
+        # service both sends (encrypt: its events or its dead letters) and
+        # receives (decrypt), and so does the DLQ tool: one policy fits all.
+        "Type": "AWS::IAM::ManagedPolicy",
+        "Condition": "UseKms",
+        "Properties": {
+            "ManagedPolicyName": sub("${AWS::StackName}-queue-key"),
+            "Description": "Use of the queues' KMS key; attach beside every queue policy.",
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Sid": "UseQueueKey",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": ref("KmsKeyArn"),
+            }]},
+        },
+    }
     resources[_policy_id(DLQ_OPERATOR)] = {
         "Type": "AWS::IAM::ManagedPolicy",
         "Properties": {
@@ -404,6 +408,9 @@ def cfn_outputs(specs: list[QueueSpec]) -> dict[str, Any]:
         logical = _policy_id(owner)
         outputs[f"{logical}Arn"] = _output(f"ARN of the {owner} managed policy", ref(logical),
                                            f"{logical}Arn")
+    outputs[f"{KMS_POLICY_ID}Arn"] = {"Condition": "UseKms",
+                                      **_output("ARN of the queue-key policy (KmsKeyArn set)",
+                                                ref(KMS_POLICY_ID), f"{KMS_POLICY_ID}Arn")}
     return outputs
 
 
