@@ -16,7 +16,7 @@ RUN_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint bench-orders bench-pipeline bench-checkout bench-auth elasticmq-conf infra-check \
+.PHONY: help venv run test lint bench-orders bench-pipeline bench-checkout bench-auth elasticmq-conf infra-check k8s \
 	config-docs fauxqs lock clean
 
 help: ## list the targets
@@ -60,8 +60,12 @@ bench-auth: venv ## token issuance rate and token verification overhead (BENCH_A
 elasticmq-conf: venv ## regenerate elasticmq.conf and infra/sqs-queues.cfn.yaml from the topology
 	$(VPY) scripts/gen_elasticmq_conf.py
 
-infra-check: venv ## fail if the generated queue files are out of date
+infra-check: venv ## fail if the generated queue files or Kubernetes manifests are out of date
 	$(VPY) scripts/gen_infra.py --check
+	$(VPY) scripts/gen_k8s.py --check
+
+k8s: venv ## regenerate infra/k8s/ (kustomize base, overlays, rendered manifests)
+	$(VPY) scripts/gen_k8s.py
 
 config-docs: venv ## regenerate README.md's configuration tables from the settings classes
 	$(VPY) scripts/gen_config_docs.py
