@@ -116,8 +116,11 @@ def declared(classes) -> dict[str, bool]:
 
 def scopes() -> dict[str, dict[str, bool]]:
     """ConfigMap scope -> its variables (secret or not)."""
+    # The peers' base URLs (<NAME>_URL, from shared/services.py) are read by
+    # shared.config.load_settings beside the declared fields.
+    peers = {s.url_variable: False for s in SERVICES}
     out = {
-        "platform": declared((Settings, BreakerThresholds)),
+        "platform": {**declared((Settings, BreakerThresholds)), **peers},
         "worker": declared((WorkerSettings,)),
         "api": declared((gunicorn_settings(),)),
     }
