@@ -12,8 +12,10 @@ service's ``settings.py``, ``shared/config.py``, ``infra/gunicorn.conf.py``):
   ScaledObject (one ``aws-sqs-queue`` trigger per consumed queue) +
   TriggerAuthentication (pod identity); a migrations Job. The secret
   variables are read from Secrets that the overlays provide.
-- ``infra/k8s/overlays/local``: the emulators (ElasticMQ, an in-cluster
-  Postgres) with development Secrets, static emulator credentials for KEDA.
+- ``infra/k8s/overlays/local``: the emulators in the cluster (ElasticMQ with
+  the generated ``elasticmq.conf``, PostgreSQL 16, data not kept), the
+  services pointed at them, development Secrets, static emulator credentials
+  for KEDA, and the auth-setup Job registering the order service's client.
 - ``infra/k8s/overlays/aws``: IRSA role annotations on the service accounts,
   the image from ECR; the Secrets come from the secret store (RDS URL etc.).
 - ``infra/k8s/rendered/{local,aws}.yaml``: each overlay applied to the base,
@@ -269,8 +271,8 @@ def triggers(svc: Service, local: bool) -> list[dict[str, Any]]:
 
 def worker_objects(svc: Service) -> list[dict[str, Any]]:
     name = f"{svc.name}-worker"
-    check = ["python", "-c", "import urllib.request; urllib.request.urlopen("
-             f"'http://127.0.0.1:{WORKER_METRICS_PORT}/metrics', timeout=3)"]
+    # infra/healthcheck.py probes WORKER_METRICS_PORT (worker-config), as the image's HEALTHCHECK does.
+    check = ["python", "infra/healthcheck.py"]
     probe = {"exec": {"command": check}, "periodSeconds": 15, "timeoutSeconds": 5,
              "failureThreshold": 4}
     container = _container(
@@ -339,9 +341,62 @@ def _patch(doc: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
             "metadata": {"name": doc["metadata"]["name"], "namespace": NAMESPACE}, **body}
 
 
+ELASTICMQ_IMAGE = "softwaremill/elasticmq-native:1.7.1"  # as docker-compose.yml
+POSTGRES_IMAGE = "postgres:16"
+POSTGRES_UID = 999  # the postgres user of the official image
+
+
+def _emulator(name: str, image: str, port: int, uid: int, env: list[dict[str, Any]],
+              mounts: list[dict[str, Any]], volumes: list[dict[str, Any]], probe: dict[str, Any],
+              memory: str) -> list[dict[str, Any]]:
+    """An in-cluster emulator for the local overlay: Deployment + Service (data is not kept)."""
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "emulator"}
+    container = {"name": name, "image": image, "env": env,
+                 "ports": [{"name": "main", "containerPort": port}],
+                 "readinessProbe": {**probe, "periodSeconds": 2},
+                 "livenessProbe": {**probe, "periodSeconds": 10},
+                 "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
+                               "limits": {"cpu": "1", "memory": memory}},
+                 "securityContext": {**_container_security(), "runAsUser": uid},
+                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts]}
+    pod = {"securityContext": {**_pod_security(), "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid},
+           "containers": [container],
+           "volumes": [{"name": "tmp", "emptyDir": {}}, *volumes]}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, **labels),
+                  "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
+                           "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                           "template": {"metadata": {"labels": labels}, "spec": pod}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": meta(name),
+               "spec": {"selector": {"app.kubernetes.io/name": name},
+                        "ports": [{"name": "main", "port": port, "targetPort": "main"}]}}
+    return [deployment, service]
+
+
+def emulators() -> list[dict[str, Any]]:
+    """ElasticMQ with the generated elasticmq.conf, and PostgreSQL 16, for the local overlay."""
+    conf = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("elasticmq-config"),
+            "data": {"elasticmq.conf": (REPO_ROOT / "elasticmq.conf").read_text()}}
+    elasticmq = _emulator(
+        "elasticmq", ELASTICMQ_IMAGE, SQS_EMULATOR_PORT, UID, [],
+        [{"name": "conf", "mountPath": "/opt/elasticmq.conf", "subPath": "elasticmq.conf"}],
+        [{"name": "conf", "configMap": {"name": "elasticmq-config"}}],
+        {"tcpSocket": {"port": "main"}}, "256Mi")
+    postgres = _emulator(
+        "postgres", POSTGRES_IMAGE, 5432, POSTGRES_UID,
+        [{"name": "POSTGRES_USER", "value": "orders"}, {"name": "POSTGRES_PASSWORD", "value": "orders"},
+         {"name": "POSTGRES_DB", "value": "orders"},
+         {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}],
+        [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
+         {"name": "run", "mountPath": "/var/run/postgresql"}],
+        [{"name": "data", "emptyDir": {}}, {"name": "run", "emptyDir": {}}],
+        {"exec": {"command": ["pg_isready", "-U", "orders", "-d", "orders"]}}, "512Mi")
+    return [conf, *elasticmq, *postgres]
+
+
 def local_overlay() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """(extra resources, patches, kustomization extras) of the emulator overlay."""
     resources = [
+        *emulators(),
         _secret(DATABASE_SECRET, {"DATABASE_URL": LOCAL_DATABASE_URL}),
         _secret(SQS_EMULATOR_SECRET, dict(EMULATOR_CREDENTIALS)),
     ]

@@ -122,7 +122,11 @@ def test_the_validation_does_catch_invalid_objects():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_a_deployment_per_api_and_worker_with_probes_limits_and_a_locked_down_user(overlay):
     docs = _rendered(overlay)
-    deployments, pdbs = _by(docs, "Deployment"), _by(docs, "PodDisruptionBudget")
+    emulators = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"
+                 and d["metadata"]["labels"].get("app.kubernetes.io/component") == "emulator"}
+    assert emulators == ({"elasticmq", "postgres"} if overlay == "local" else set())
+    deployments = {k: v for k, v in _by(docs, "Deployment").items() if k not in emulators}
+    pdbs = _by(docs, "PodDisruptionBudget")
     expected = {f"{s.name}-api" for s in SERVICES} | {f"{s.name}-worker" for s in SERVICES if s.worker}
     assert set(deployments) == expected
     assert set(pdbs) == expected
@@ -203,11 +207,23 @@ def test_every_setting_is_wired_and_secrets_only_come_from_secrets():
     # Every Secret a pod reads exists in the local overlay (the AWS one gets them from the store).
     for deployment in _by(docs, "Deployment").values():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        for ref in container["envFrom"]:
+        for ref in container.get("envFrom", []):
             if "secretRef" in ref:
                 assert ref["secretRef"]["name"] in secrets
             else:
                 assert ref["configMapRef"]["name"] in config
+
+
+def test_the_local_overlay_runs_the_emulators_its_config_points_at():
+    docs = _rendered("local")
+    config = _by(docs, "ConfigMap")
+    services = _by(docs, "Service")
+    assert config["platform-config"]["data"]["SQS_ENDPOINT_URL"] == "http://elasticmq:9324"
+    assert services["elasticmq"]["spec"]["ports"][0]["port"] == 9324
+    assert services["postgres"]["spec"]["ports"][0]["port"] == 5432
+    url = _by(docs, "Secret")["platform-database"]["stringData"]["DATABASE_URL"]
+    assert "@postgres:5432/" in url
+    assert config["elasticmq-config"]["data"]["elasticmq.conf"] == (ROOT / "elasticmq.conf").read_text()
 
 
 def test_the_aws_overlay_gives_each_queue_user_its_role_and_no_secret_values():
