@@ -57,8 +57,9 @@ bench-checkout: venv ## order creation with the inventory hop vs without; breake
 bench-auth: venv ## token issuance rate and token verification overhead (BENCH_ARGS=...)
 	$(VPY) scripts/bench_auth.py $(BENCH_ARGS)
 
-elasticmq-conf: venv ## regenerate elasticmq.conf and infra/sqs-queues.cfn.yaml from the topology
+elasticmq-conf: venv ## regenerate elasticmq.conf, infra/sqs-queues.cfn.yaml and infra/k8s/ from the topology
 	$(VPY) scripts/gen_elasticmq_conf.py
+	$(VPY) scripts/gen_k8s.py
 
 infra-check: venv ## fail if the generated queue files or Kubernetes manifests are out of date
 	$(VPY) scripts/gen_infra.py --check

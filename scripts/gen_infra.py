@@ -1,10 +1,18 @@
 """Generate the queue infrastructure files from the topology (shared.queues.TOPOLOGY).
 
-- ``elasticmq.conf``: ElasticMQ's HOCON config for docker-compose.
-- ``infra/sqs-queues.cfn.yaml``: a CloudFormation template for AWS.
+- ``elasticmq.conf``: ElasticMQ's HOCON config for docker-compose (and the
+  local Kubernetes overlay, ``scripts/gen_k8s.py``).
+- ``infra/sqs-queues.cfn.yaml``: a CloudFormation template for AWS: every
+  queue and DLQ (encrypted: SSE-SQS, or the ``KmsKeyArn`` key; retained on
+  delete and replace; each DLQ accepting only its source), one
+  least-privilege IAM managed policy per service from who produces and
+  consumes each queue, the DLQ operator's policy, CloudWatch alarms (a
+  message in a DLQ; the oldest message too old) to an SNS topic, and the
+  URLs and ARNs as exported outputs (docs/deploying.md).
 
 Both are committed; ``tests/unit/test_infra_config.py`` fails when either
-differs from what this script generates, so edit the topology and rerun
+differs from what this script generates (``tests/unit/test_infra_cfn.py``
+lints the template, ``tests/integration/test_cfn_moto.py`` deploys it), so edit the topology and rerun
 ``make elasticmq-conf`` instead of editing them.
 
 Usage: ``python scripts/gen_infra.py [--check] [elasticmq|cfn ...]``
