@@ -73,6 +73,9 @@ WORKER_METRICS_PORT = 9100
 # The deployment's account and region: set them here and rerun `make k8s`.
 AWS_ACCOUNT_ID = "111122223333"
 AWS_REGION = "us-east-1"
+# Production requires the mail sender to be set (services/notification/settings.py):
+# an identity verified in SES for the notification role; set it with the account.
+EMAIL_FROM = "Order Platform <no-reply@shop.example>"
 ELASTICMQ_ACCOUNT = "000000000000"  # ElasticMQ's default account (elasticmq.conf)
 ELASTICMQ_URL = f"http://elasticmq:{SQS_EMULATOR_PORT}"
 LOCAL_DATABASE_URL = "postgresql://orders:orders@postgres:5432/orders"
@@ -141,6 +144,8 @@ def base_values() -> dict[str, dict[str, str]]:
         # Behind the cluster's load balancer or ingress: trust its X-Forwarded-* headers.
         "api": {"FORWARDED_ALLOW_IPS": "*"},
         "order": {"ORDER_CLIENT_ID": "order-service"},
+        # Required in production; mail goes through SES with the notification role.
+        "notification": {"NOTIFICATION_EMAIL_PROVIDER": "ses", "NOTIFICATION_EMAIL_FROM": EMAIL_FROM},
     }
 
 

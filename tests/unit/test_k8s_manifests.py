@@ -237,3 +237,52 @@ def test_the_aws_overlay_gives_each_queue_user_its_role_and_no_secret_values():
     assert all(c["image"].startswith(("111122223333.dkr.ecr.", ))
                for d in _by(docs, "Deployment").values()
                for c in d["spec"]["template"]["spec"]["containers"])
+
+
+def _process_env(docs: list[dict], container: dict, secret_values: dict[str, str]) -> dict[str, str]:
+    """The environment a container gets: its ConfigMaps and Secrets, then its own env."""
+    config, secrets = _by(docs, "ConfigMap"), _by(docs, "Secret")
+    env: dict[str, str] = {}
+    for ref in container.get("envFrom", []):
+        if "configMapRef" in ref:
+            env.update(config[ref["configMapRef"]["name"]]["data"])
+        elif ref["secretRef"]["name"] in secrets:
+            env.update(secrets[ref["secretRef"]["name"]]["stringData"])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            env[item["name"]] = secret_values[item["name"]]
+    return env
+
+
+def test_every_aws_process_starts_with_production_settings():
+    from cryptography.fernet import Fernet
+
+    from shared.config import WorkerSettings
+
+    gen = _generator()
+    # The values the secret store provides on AWS (the overlay ships no Secret).
+    secret_values = {"DATABASE_URL": "postgresql://orders:pw@db.internal:5432/orders",
+                     "ORDER_CLIENT_SECRET": "s" * 40,
+                     "AUTH_KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+                     "NOTIFICATION_SECRET_KEYS": Fernet.generate_key().decode(),
+                     "NOTIFICATION_SMTP_PASSWORD": ""}
+    docs = _rendered("aws")
+    gunicorn = gen.gunicorn_settings()
+    for svc in SERVICES:
+        settings_module = importlib.import_module(f"services.{svc.name}.settings")
+        for process in ("api", "worker") if svc.worker else ("api",):
+            (container,) = _by(docs, "Deployment")[f"{svc.name}-{process}"]["spec"]["template"][
+                "spec"]["containers"]
+            env = _process_env(docs, container, secret_values)
+            for name in gen.secret_variables(svc.name):
+                env[name] = secret_values[name]
+            assert env["APP_ENV"] == "production"
+            settings, _own = settings_module.load(env)  # raises ConfigError naming what is missing
+            assert settings.app_env == "production"
+            assert settings.peers == {s.name: f"http://{s.name}-api:{s.port}" for s in SERVICES}
+            if process == "worker":
+                assert WorkerSettings.from_env(env, app_env="production").metrics_port > 0
+            else:
+                assert gunicorn.from_env(env, app_env="production").port == svc.port
