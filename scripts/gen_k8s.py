@@ -78,6 +78,8 @@ AWS_REGION = "us-east-1"
 EMAIL_FROM = "Order Platform <no-reply@shop.example>"
 ELASTICMQ_ACCOUNT = "000000000000"  # ElasticMQ's default account (elasticmq.conf)
 ELASTICMQ_URL = f"http://elasticmq:{SQS_EMULATOR_PORT}"
+# KEDA's operator runs in its own namespace: it needs the Service's full name.
+ELASTICMQ_KEDA_URL = f"http://elasticmq.{NAMESPACE}.svc:{SQS_EMULATOR_PORT}"
 LOCAL_DATABASE_URL = "postgresql://orders:orders@postgres:5432/orders"
 # KEDA's target: visible messages per worker replica. One replica keeps
 # CONSUMER_POLLERS (2) x CONSUMER_MAX_MESSAGES (10) = 20 messages in hand per
@@ -258,7 +260,7 @@ def api_objects(svc: Service) -> list[dict[str, Any]]:
 
 def queue_url(name: str, local: bool) -> str:
     if local:
-        return f"{ELASTICMQ_URL}/{ELASTICMQ_ACCOUNT}/{name}"
+        return f"{ELASTICMQ_KEDA_URL}/{ELASTICMQ_ACCOUNT}/{name}"
     return f"https://sqs.{AWS_REGION}.amazonaws.com/{AWS_ACCOUNT_ID}/{name}"
 
 
@@ -268,7 +270,7 @@ def triggers(svc: Service, local: bool) -> list[dict[str, Any]]:
         metadata = {"queueURL": queue_url(spec.name, local), "queueLength": str(QUEUE_LENGTH_TARGET),
                     "awsRegion": AWS_REGION}
         if local:
-            metadata["awsEndpoint"] = ELASTICMQ_URL
+            metadata["awsEndpoint"] = ELASTICMQ_KEDA_URL
         out.append({"type": "aws-sqs-queue", "name": spec.name.replace(".", "-"),
                     "authenticationRef": {"name": f"{svc.name}-worker-sqs"}, "metadata": metadata})
     return out

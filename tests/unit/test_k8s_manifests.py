@@ -187,7 +187,9 @@ def test_each_worker_scales_on_the_queues_it_consumes(overlay):
                 assert auth["podIdentity"] == {"provider": "aws", "identityOwner": "workload"}
                 assert "awsEndpoint" not in trigger["metadata"]
             else:
-                assert trigger["metadata"]["awsEndpoint"] == "http://elasticmq:9324"
+                # KEDA's operator lives in another namespace: the Service's full name.
+                assert trigger["metadata"]["awsEndpoint"] == "http://elasticmq.order-platform.svc:9324"
+                assert trigger["metadata"]["queueURL"].startswith(trigger["metadata"]["awsEndpoint"])
 
 
 def test_every_setting_is_wired_and_secrets_only_come_from_secrets():
