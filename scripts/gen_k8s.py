@@ -58,6 +58,7 @@ from services.inventory.settings import InventorySettings  # noqa: E402
 from services.notification.settings import SETTINGS_CLASSES as NOTIFICATION_CLASSES  # noqa: E402
 from services.order.settings import OrderSettings  # noqa: E402
 from shared.config import SQS_EMULATOR_PORT, BreakerThresholds, Settings, WorkerSettings  # noqa: E402
+from shared.messaging.sqs import physical_name  # noqa: E402
 from shared.queues import TOPOLOGY  # noqa: E402
 from shared.services import SERVICES, Service, with_migrations  # noqa: E402
 
@@ -73,6 +74,8 @@ WORKER_METRICS_PORT = 9100
 # The deployment's account and region: set them here and rerun `make k8s`.
 AWS_ACCOUNT_ID = "111122223333"
 AWS_REGION = "us-east-1"
+# QUEUE_PREFIX of this deployment (the stack's QueuePrefix parameter).
+QUEUE_PREFIX = ""
 # Production requires the mail sender to be set (services/notification/settings.py):
 # an identity verified in SES for the notification role; set it with the account.
 EMAIL_FROM = "Order Platform <no-reply@shop.example>"
@@ -140,7 +143,8 @@ def base_values() -> dict[str, dict[str, str]]:
     """What the base sets explicitly, per scope (everything else: the declared default)."""
     peers = {s.url_variable: f"http://{s.name}-api:{s.port}" for s in SERVICES}
     return {
-        "platform": {"APP_ENV": "production", "AWS_REGION": AWS_REGION, "LOG_FORMAT": "json",
+        "platform": {"APP_ENV": "production", "AWS_REGION": AWS_REGION, "QUEUE_PREFIX": QUEUE_PREFIX,
+                     "LOG_FORMAT": "json",
                      "LOG_LEVEL": "INFO", **peers},
         "worker": {"WORKER_METRICS_PORT": str(WORKER_METRICS_PORT)},
         # Behind the cluster's load balancer or ingress: trust its X-Forwarded-* headers.
@@ -197,10 +201,16 @@ def _database_env() -> list[dict[str, Any]]:
              "valueFrom": {"secretKeyRef": {"name": DATABASE_SECRET, "key": "DATABASE_URL"}}}]
 
 
+def uses_queues(name: str) -> bool:
+    """Whether service ``name`` sends to or consumes a queue (so has an AWS role)."""
+    return any(q.producer == name or name in q.consumers for q in TOPOLOGY)
+
+
 def _pod(svc_account: str, container: dict[str, Any], grace_s: int) -> dict[str, Any]:
     return {
         "serviceAccountName": svc_account,
-        "automountServiceAccountToken": True,  # IRSA's web identity token
+        # IRSA's web identity token comes with it: only for the pods that call AWS.
+        "automountServiceAccountToken": uses_queues(svc_account),
         "terminationGracePeriodSeconds": grace_s,
         "securityContext": _pod_security(),
         "containers": [container],
@@ -216,12 +226,13 @@ def _container(name: str, command: list[str], env: list[dict[str, Any]], env_fro
             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
 
 
-def _deployment(name: str, component: str, svc: Service, pod: dict[str, Any],
-                replicas: int) -> dict[str, Any]:
+def _deployment(name: str, component: str, svc: Service, pod: dict[str, Any]) -> dict[str, Any]:
+    # No replicas: the HPA (APIs) or KEDA (workers) owns the count, and a re-apply
+    # must not reset it.
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": component,
               "app.kubernetes.io/instance": svc.name}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, **labels),
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": name}},
                      "strategy": {"type": "RollingUpdate",
                                   "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                      "template": {"metadata": {"labels": labels}, "spec": pod}}}
@@ -245,7 +256,7 @@ def api_objects(svc: Service) -> list[dict[str, Any]]:
                         "timeoutSeconds": 3, "failureThreshold": 3},
         livenessProbe=probe,
         startupProbe={**probe, "periodSeconds": 2, "failureThreshold": 30})
-    deployment = _deployment(name, "api", svc, _pod(svc.name, container, 15), API_MIN_REPLICAS)
+    deployment = _deployment(name, "api", svc, _pod(svc.name, container, 15))
     service = {"apiVersion": "v1", "kind": "Service", "metadata": meta(name),
                "spec": {"selector": {"app.kubernetes.io/name": name},
                         "ports": [{"name": "http", "port": svc.port, "targetPort": "http"}]}}
@@ -259,6 +270,7 @@ def api_objects(svc: Service) -> list[dict[str, Any]]:
 
 
 def queue_url(name: str, local: bool) -> str:
+    name = physical_name(QUEUE_PREFIX, name)
     if local:
         return f"{ELASTICMQ_KEDA_URL}/{ELASTICMQ_ACCOUNT}/{name}"
     return f"https://sqs.{AWS_REGION}.amazonaws.com/{AWS_ACCOUNT_ID}/{name}"
@@ -288,7 +300,7 @@ def worker_objects(svc: Service) -> list[dict[str, Any]]:
         readinessProbe=probe, livenessProbe=probe,
         startupProbe={**probe, "periodSeconds": 2, "failureThreshold": 30})
     # A long poll ends within 20 s, then in-flight handlers get WORKER_SHUTDOWN_TIMEOUT_S.
-    deployment = _deployment(name, "worker", svc, _pod(svc.name, container, 45), 1)
+    deployment = _deployment(name, "worker", svc, _pod(svc.name, container, 45))
     scaled = {
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": meta(name),
         "spec": {
@@ -455,7 +467,7 @@ def aws_overlay() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str,
     """IRSA roles on the service accounts and the ECR image; Secrets come from outside."""
     patches = []
     for svc in SERVICES:
-        if not any(q.producer == svc.name or svc.name in q.consumers for q in TOPOLOGY):
+        if not uses_queues(svc.name):
             continue  # no queue, so no queue policy (auth): it keeps no AWS identity
         # The role carries the service's managed policy from infra/sqs-queues.cfn.yaml.
         role = f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/order-platform-{svc.name}"
