@@ -19,7 +19,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from shared.queues import QUEUES, all_queue_names
+from shared.messaging.sqs import MAX_WAIT_TIME_S
+from shared.queues import QUEUES, TOPOLOGY, all_queue_names
 
 moto = pytest.importorskip("moto")
 
@@ -29,6 +30,9 @@ REGION = "us-east-1"
 PREFIX = "test-"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:order-platform-alarms"
 STACK = "order-platform-queues"
+# moto's CloudFormation warns for each alarm it skips (see the docstring).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Tried to parse AWS::CloudWatch::Alarm:UserWarning")
 
 
 @pytest.fixture
@@ -75,6 +79,11 @@ def test_the_stack_creates_exactly_the_topology_with_its_attributes(stack):
         assert (queue.get("FifoQueue") == "true") is spec.fifo, spec.name
         assert (dlq.get("FifoQueue") == "true") is spec.fifo, spec.dlq_name
         assert int(queue["VisibilityTimeout"]) == spec.visibility_timeout_s, spec.name
+        assert int(queue["MessageRetentionPeriod"]) == TOPOLOGY.queue_retention_s, spec.name
+        assert int(dlq["MessageRetentionPeriod"]) == TOPOLOGY.dlq_retention_s, spec.dlq_name
+        assert int(queue["ReceiveMessageWaitTimeSeconds"]) == MAX_WAIT_TIME_S, spec.name
+        if spec.fifo:
+            assert queue["ContentBasedDeduplication"] == "false", spec.name
         redrive = json.loads(queue["RedrivePolicy"])
         assert redrive["deadLetterTargetArn"] == dlq["QueueArn"], spec.name
         assert int(redrive["maxReceiveCount"]) == spec.max_receive_count, spec.name

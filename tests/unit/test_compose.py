@@ -20,6 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
+from shared.queues import TOPOLOGY
 from shared.services import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +85,10 @@ def test_every_service_api_and_worker_of_the_service_list_runs():
         # The worker's healthcheck probes its metrics endpoint, so the port must be set.
         assert int(_env(worker)["WORKER_METRICS_PORT"]) > 0
         assert worker["healthcheck"]["test"] == ["CMD", "python", "infra/healthcheck.py"]
+    # Every queue's producer (its outbox relay) and consumers run in a worker.
+    for spec in TOPOLOGY:
+        for name in (spec.producer, *spec.consumers):
+            assert f"{name}-worker" in services, (spec.name, name)
     expected = {f"{s.name}-api" for s in SERVICES} | {f"{s.name}-worker" for s in SERVICES if s.worker}
     long_running = {n for n, s in _app_containers(_compose()).items() if s.get("restart") != "no"}
     assert long_running == expected
