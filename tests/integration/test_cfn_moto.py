@@ -32,7 +32,7 @@ TOPIC = "arn:aws:sns:us-east-1:123456789012:order-platform-alarms"
 STACK = "order-platform-queues"
 # moto's CloudFormation warns for each alarm it skips (see the docstring).
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:Tried to parse AWS::CloudWatch::Alarm:UserWarning")
+    "ignore:Tried to parse AWS..CloudWatch..Alarm:UserWarning")
 
 
 @pytest.fixture
