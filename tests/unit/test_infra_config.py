@@ -1,8 +1,9 @@
 """The infrastructure files agree with the topology and with each other.
 
 ``elasticmq.conf`` and ``infra/sqs-queues.cfn.yaml`` are generated from
-``shared.messaging.topology`` by ``scripts/gen_infra.py``; ``docker-compose.yml``
-is written by hand. These tests read the committed files (no network, no
+the topology (``shared/queues.py``) by ``scripts/gen_infra.py``;
+``docker-compose.yml`` is written by hand (``tests/unit/test_compose.py``
+validates it against the Compose Specification). These tests read the committed files (no network, no
 processes) and check them against the topology and ``shared.services``. Each
 checker returns a list of problems, and is also run on a deliberately broken
 copy to show it does catch them.
