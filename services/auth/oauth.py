@@ -10,8 +10,9 @@ responses, RFC 7009); this module plugs the service into it:
   ``refresh_token`` with rotation on every use. Lock-out, rotation and reuse
   detection are the service's (:mod:`services.auth.service`);
 * :class:`AccessTokenGenerator`: RS256 JWTs (RFC 9068 ``at+jwt``) carrying
-  iss, aud, sub, client_id, scope, exp, iat, jti, and ``sid`` (the
-  refresh-token family) for user sessions. Scope = requested (default:
+  iss, aud, sub, client_id, scope, exp, iat, jti, ``sid`` (the
+  refresh-token family) for user sessions, and ``carrier`` for a client bound to a
+  carrier (the delivery API limits its holder to that carrier's shipments). Scope = requested (default:
   everything allowed) and, for a user, also within the user's scopes;
   anything else is ``invalid_scope``;
 * :class:`Revocation` (RFC 7009) for refresh tokens, and :func:`build_server`.
@@ -59,13 +60,15 @@ class Client(ClientMixin):
     allowed_scopes: tuple[str, ...]
     grant_types: tuple[str, ...]
     first_party: bool
+    carrier: str | None = None   # the carrier this client is bound to, if it is a carrier's
 
     @classmethod
     def from_row(cls, row: dict) -> Client:
         expires = row["previous_secret_expires_at"]
         return cls(row["client_id"], row["name"], row["secret_hash"], row["previous_secret_hash"],
                    expires is not None and expires.timestamp() > time.time(),
-                   tuple(row["allowed_scopes"]), tuple(row["grant_types"]), row["first_party"])
+                   tuple(row["allowed_scopes"]), tuple(row["grant_types"]), row["first_party"],
+                   row.get("carrier"))
 
     def get_client_id(self):
         return self.client_id
@@ -209,6 +212,8 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         family = g.get("refresh_family")
         if user is not None and family is not None:
             claims["sid"] = str(family)
+        if client.carrier is not None:
+            claims["carrier"] = client.carrier
         key = self.keys.active()
         return jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": key.kid}, claims, key)
 

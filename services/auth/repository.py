@@ -11,11 +11,11 @@ from shared.backoff import backoff_delay
 
 
 def insert_client(cur, client_id: str, name: str, secret_hash: str, scopes: list[str],
-                  grant_types: list[str], first_party: bool) -> None:
+                  grant_types: list[str], first_party: bool, carrier: str | None = None) -> None:
     cur.execute(
-        "INSERT INTO clients (client_id, name, secret_hash, allowed_scopes, grant_types, first_party)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (client_id, name, secret_hash, scopes, grant_types, first_party))
+        "INSERT INTO clients (client_id, name, secret_hash, allowed_scopes, grant_types, first_party,"
+        " carrier) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (client_id, name, secret_hash, scopes, grant_types, first_party, carrier))
 
 
 def get_client(cur, client_id: str, include_deleted: bool = False) -> dict | None:
@@ -25,8 +25,8 @@ def get_client(cur, client_id: str, include_deleted: bool = False) -> dict | Non
 
 
 def list_clients(cur) -> list[dict]:
-    cur.execute("SELECT client_id, name, allowed_scopes, grant_types, first_party, created_at,"
-                " secret_rotated_at, deleted_at FROM clients ORDER BY client_id")
+    cur.execute("SELECT client_id, name, allowed_scopes, grant_types, first_party, carrier,"
+                " created_at, secret_rotated_at, deleted_at FROM clients ORDER BY client_id")
     return cur.fetchall()
 
 
@@ -47,6 +47,13 @@ def update_client(cur, client_id: str, scopes: list[str] | None, grant_types: li
         "UPDATE clients SET allowed_scopes = COALESCE(%s, allowed_scopes),"
         " grant_types = COALESCE(%s, grant_types) WHERE client_id = %s AND deleted_at IS NULL",
         (scopes, grant_types, client_id))
+    return cur.rowcount == 1
+
+
+def set_client_carrier(cur, client_id: str, carrier: str | None) -> bool:
+    """Bind the client to ``carrier`` (None: to no carrier)."""
+    cur.execute("UPDATE clients SET carrier = %s WHERE client_id = %s AND deleted_at IS NULL",
+                (carrier, client_id))
     return cur.rowcount == 1
 
 
