@@ -134,10 +134,12 @@ class RefreshToken(TokenMixin):
     client_id: str
     user_id: uuid.UUID
     scope: str
+    token_hash: str
 
     @classmethod
     def from_row(cls, row: dict) -> RefreshToken:
-        return cls(row["id"], row["family_id"], row["client_id"], row["user_id"], row["scope"])
+        return cls(row["id"], row["family_id"], row["client_id"], row["user_id"], row["scope"],
+                   row["token_hash"])
 
     def check_client(self, client):
         return self.client_id == client.get_client_id()
@@ -253,7 +255,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return self.server.service.user(refresh_token.user_id)
 
     def revoke_old_credential(self, refresh_token):
-        """Already marked rotated when it was claimed; nothing left to do."""
+        """Already claimed (marked rotated) with the successor's save; nothing left to do."""
 
 
 class UnsupportedTokenType(OAuth2Error):
@@ -295,18 +297,21 @@ def _client_secret_basic(query_client, request):
 
 def _token_saver(service: AuthService):
     """Authlib's callback after issuing tokens: the refresh token, if any, is stored (hashed);
-    access tokens are not stored."""
+    access tokens are not stored. A rotation claims the old token here, with the save, and
+    raises InvalidGrantError (the response is then that error) when it may not rotate."""
 
     def save_token(token: dict, request) -> None:
         refresh = token.get("refresh_token")
         if not refresh or request.user is None:
             return
         previous: RefreshToken | None = getattr(request, "refresh_token", None)
-        family = previous.family_id if previous else g.get("refresh_family") or uuid.uuid4()
-        # A rotated token keeps the family's granted scope even if this access token is narrower.
-        scope = previous.scope if previous else token.get("scope", "")
+        if previous is not None:
+            # The successor keeps the family's granted scope even if this access token is narrower.
+            service.rotate_refresh_token(previous, refresh, request.user.id)
+            return
+        family = g.get("refresh_family") or uuid.uuid4()
         service.store_refresh_token(refresh, family, request.client.get_client_id(),
-                                    request.user.id, scope, previous.id if previous else None)
+                                    request.user.id, token.get("scope", ""))
 
     return save_token
 
