@@ -15,7 +15,7 @@ BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test lint bench-orders bench-pipeline bench-checkout bench-auth elasticmq-conf infra-check \
-	fauxqs lock clean
+	config-docs fauxqs lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ elasticmq-conf: venv ## regenerate elasticmq.conf and infra/sqs-queues.cfn.yaml 
 
 infra-check: venv ## fail if the generated queue files are out of date
 	$(VPY) scripts/gen_infra.py --check
+
+config-docs: venv ## regenerate README.md's configuration tables from the settings classes
+	$(VPY) scripts/gen_config_docs.py
 
 fauxqs: $(FAUXQS_PKG) ## install the fauxqs SQS emulator (needs node >= 20 and npm)
 

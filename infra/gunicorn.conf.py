@@ -8,44 +8,62 @@ options win over this file).
 
 import os
 
+from shared.settings import ConfigError, EnvSettings, Int, var
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"{name}: must be an integer, got {raw!r}") from None
 
+class GunicornSettings(EnvSettings):
+    """What this file reads from the environment (documented in the README with the rest)."""
+
+    bind: str | None = var("BIND", None, "`host:port` to listen on, several separated by commas "
+                           "(wins over PORT)", shown_default="`0.0.0.0:$PORT`")
+    port: Int = var("PORT", 8000, "port an API listens on in a container (all interfaces)")
+    workers: Int = var("WEB_CONCURRENCY", 2, "API worker processes")
+    threads: Int = var("GUNICORN_THREADS", 8, "threads per API process")
+    timeout: Int = var("GUNICORN_TIMEOUT", 30, "a request taking longer is stuck: its worker is replaced")
+    graceful_timeout: Int = var("GUNICORN_GRACEFUL_TIMEOUT", 10, "in-flight requests' time after SIGTERM")
+    keepalive: Int = var("GUNICORN_KEEPALIVE", 5, "seconds an idle keep-alive connection is held")
+    max_requests: Int = var("GUNICORN_MAX_REQUESTS", 5000, "requests before a worker is recycled "
+                            "(bounds slow leaks)")
+    max_requests_jitter: Int = var("GUNICORN_MAX_REQUESTS_JITTER", 500,
+                                   "random extra requests so workers do not all restart at once")
+    log_level: str = var("GUNICORN_LOG_LEVEL", "info", "gunicorn's own log level (the app logs requests)")
+    forwarded_allow_ips: str = var("FORWARDED_ALLOW_IPS", "127.0.0.1",
+                                   "proxies whose X-Forwarded-* headers are trusted")
+    control_socket: str | None = var("GUNICORN_CONTROL_SOCKET", None, "per-service path of gunicorn's "
+                                     "runtime control socket", shown_default="off")
+
+
+try:
+    settings = GunicornSettings.from_env(os.environ)
+except ConfigError as exc:  # gunicorn prints a config file's SystemExit message and stops
+    raise SystemExit(str(exc)) from None
 
 # BIND ("host:port", may list several separated by commas) wins over PORT.
-bind = [b.strip() for b in os.environ["BIND"].split(",")] if os.environ.get("BIND", "").strip() \
-    else [f"0.0.0.0:{_int('PORT', 8000)}"]
+bind = [b.strip() for b in settings.bind.split(",")] if settings.bind else [f"0.0.0.0:{settings.port}"]
 
 # Threads, not processes, carry concurrency: handlers mostly wait on Postgres
 # and HTTP peers. Two processes keep a crashed worker from taking the API down.
 worker_class = "gthread"
-workers = _int("WEB_CONCURRENCY", 2)
-threads = _int("GUNICORN_THREADS", 8)
+workers = settings.workers
+threads = settings.threads
 
 # A request taking longer than this is stuck (every outbound call has a
 # shorter timeout); the worker is killed and replaced.
-timeout = _int("GUNICORN_TIMEOUT", 30)
+timeout = settings.timeout
 # On SIGTERM in-flight requests get this long; orchestrators usually send
 # SIGKILL after 30 s, `make run` after 10 s.
-graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 10)
-keepalive = _int("GUNICORN_KEEPALIVE", 5)
+graceful_timeout = settings.graceful_timeout
+keepalive = settings.keepalive
 
 # Recycle workers now and then to bound slow leaks; jitter keeps them from
 # all restarting at once.
-max_requests = _int("GUNICORN_MAX_REQUESTS", 5000)
-max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 500)
+max_requests = settings.max_requests
+max_requests_jitter = settings.max_requests_jitter
 
 # The app logs every request itself (structlog, with correlation ids).
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+loglevel = settings.log_level
 
 # Do not import the app in the master: each worker builds its own pools and
 # clients after fork (never share a DB pool or boto3 client across fork).
@@ -54,12 +72,12 @@ preload_app = False
 # heartbeat write can stall long enough for the master to kill a healthy worker.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Trust X-Forwarded-* only from the local proxy/sidecar unless told otherwise.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = settings.forwarded_allow_ips
 
 # Gunicorn 27's runtime control socket defaults to one path per user, which
 # every API on a machine would share (`make run` starts several); nothing here
 # uses it. Set GUNICORN_CONTROL_SOCKET to a per-service path to enable it.
-if os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip():
-    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"].strip()
+if settings.control_socket:
+    control_socket = settings.control_socket
 else:
     control_socket_disable = True

@@ -32,8 +32,6 @@ from flask import current_app, g, request
 
 from shared.errors import Problem
 from shared.jwks import (
-    DEFAULT_CACHE_TTL_S,
-    DEFAULT_MIN_REFRESH_INTERVAL_S,
     JwksCache,
     KeysUnavailable,
     jwks_url_from,
@@ -130,19 +128,16 @@ def verify_bearer_token(token: str, settings: TokenSettings) -> Principal:
 
 def token_settings_from(settings, breakers=None) -> TokenSettings:
     """The token settings of a :class:`shared.config.Settings`: JWKS from the auth service."""
-    from shared.config import SERVICE_PORTS, env_float
+    from shared.config import SERVICE_PORTS
 
     auth_url = settings.peers.get("auth")
     if settings.service == "auth" and not auth_url:  # its own keys; it verifies none over HTTP
         auth_url = f"http://127.0.0.1:{SERVICE_PORTS['auth']}"
-    url = jwks_url_from(settings.env, settings.app_env, auth_url)
-    cache = JwksCache(
-        url, breakers,
-        ttl_s=env_float(settings.env, "AUTH_JWKS_CACHE_TTL_S", DEFAULT_CACHE_TTL_S, minimum=1.0),
-        # Must stay below the auth service's AUTH_KEY_ACTIVATION_DELAY_S (30 s): a key that
-        # starts signing is then always fetched on first sight.
-        min_refresh_interval_s=env_float(settings.env, "AUTH_JWKS_MIN_REFRESH_S",
-                                         DEFAULT_MIN_REFRESH_INTERVAL_S, minimum=0.0))
+    url = jwks_url_from(settings.auth_jwks_url, settings.app_env, auth_url)
+    # AUTH_JWKS_MIN_REFRESH_S must stay below the auth service's AUTH_KEY_ACTIVATION_DELAY_S
+    # (30 s): a key that starts signing is then always fetched on first sight.
+    cache = JwksCache(url, breakers, ttl_s=settings.jwks_cache_ttl_s,
+                      min_refresh_interval_s=settings.jwks_min_refresh_s)
     return TokenSettings(settings.jwt_issuer, settings.jwt_audience, cache)
 
 

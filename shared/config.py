@@ -1,111 +1,103 @@
-"""Settings from environment variables only (12-factor), validated at start.
+"""The settings every process shares, from environment variables only (12-factor).
 
-Every service reads the common settings below; service-specific ones are read
-with :func:`env_int` / :func:`env_bool` / :func:`env_str` under a
-``<SERVICE>_`` prefix. A missing or invalid variable raises
-:class:`ConfigError` naming the variable, so a bad deployment fails at boot
-with a message an operator can act on.
+Declared once each (:mod:`shared.settings`), validated at start:
+
+* :class:`Settings` - what every service reads (APP_ENV, DATABASE_URL, SQS,
+  logging, token verification, CORS, rate-limit storage); build it with
+  :func:`load_settings`, which also collects the peers' base URLs;
+* :class:`WorkerSettings` - the worker process (CONSUMER_*, WORKER_*, OUTBOX_*);
+* :class:`BreakerThresholds` - circuit breakers (BREAKER_*), globally and per
+  named breaker (``BREAKER_<NAME>_*``).
+
+Service-specific settings live in each service's ``settings.py``. A missing or
+invalid variable raises :class:`ConfigError` naming the variable.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Literal
 
-DEV_AWS_KEY = "local-dev"  # emulators accept any credentials
+from pydantic import Field, field_validator
+
+from shared.messaging.retention import DEFAULT_INTERVAL_S, DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS
+from shared.settings import Bool, CommaList, ConfigError, EnvSettings, Float, Int, var
+
+__all__ = ["ConfigError", "Settings", "WorkerSettings", "BreakerThresholds", "BreakerOverride",
+           "load_settings"]
+
 
 SERVICE_PORTS = {"order": 8001, "delivery": 8002, "inventory": 8003, "notification": 8004, "auth": 8005}
 SQS_EMULATOR_PORT = 9324
 
 
-class ConfigError(RuntimeError):
-    """A required environment variable is missing or invalid."""
-
-    def __init__(self, variable: str, problem: str):
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
-
-
-def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> str:
-    """Return a non-empty string variable, or ``default``; raise when neither exists."""
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        if default is None:
-            raise ConfigError(name, "is required but not set")
-        return default
-    return value.strip()
-
-
-def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0,
-            maximum: int | None = None) -> int:
-    """Return an integer variable within ``[minimum, maximum]``."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be an integer, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise ConfigError(name, f"must be {bound}, got {value}")
-    return value
-
-
-def env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    """Return a float variable that is at least ``minimum``."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(name, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    """Return a boolean variable written as true/false, 1/0, yes/no or on/off."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(name, f"must be true or false, got {raw!r}")
-
-
-def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    """Return a variable that must be one of ``choices``."""
-    value = env_str(env, name, default)
-    if value not in choices:
-        raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class Settings:
+class Settings(EnvSettings):
     """The settings every service reads. Build with :func:`load_settings`."""
 
-    service: str
-    app_env: str
-    database_url: str
-    sqs_endpoint_url: str | None
-    aws_region: str
-    queue_prefix: str
-    log_level: str
-    log_format: str
-    jwt_issuer: str
-    jwt_audience: str
-    db_pool_min: int
-    db_pool_max: int
-    peers: dict[str, str] = field(default_factory=dict)
-    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    app_env: Literal["development", "test", "production"] = var(
+        "APP_ENV", "development", "deployment kind; production refuses development defaults")
+    database_url: str = var(
+        "DATABASE_URL", description="PostgreSQL URL (may hold a password); each service uses its own "
+                                    "schema `<service>_svc`",
+        shown_default="required (`make run`/`make test`: an embedded server)", secret=True)
+    sqs_endpoint_url: str | None = var(
+        "SQS_ENDPOINT_URL", None, "ElasticMQ, moto or fauxqs endpoint; unset means real AWS",
+        shown_default="AWS (`make run`: moto on 127.0.0.1:9324)")
+    aws_region: str = var("AWS_REGION", "us-east-1", "region for SQS (and SES)")
+    queue_prefix: str = var("QUEUE_PREFIX", "", "prefix on every queue name (environments sharing "
+                                                "an account)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = var("LOG_LEVEL", "INFO", "log threshold")
+    log_format: Literal["json", "console"] = var(
+        "LOG_FORMAT", "json", "`json` for machines, `console` for people (`make run` uses console)")
+    jwt_issuer: str = var("JWT_ISSUER", "order-platform-dev",
+                          "issued (auth service) and checked (every service) on every token")
+    jwt_audience: str = var("JWT_AUDIENCE", "order-platform", "audience issued and checked on every token")
+    db_pool_min: Int = var("DB_POOL_MIN", 1, "database connections kept open per process", ge=0)
+    db_pool_max: Int = var("DB_POOL_MAX", 10, "database connections per process at most "
+                                              "(at least DB_POOL_MIN)", ge=1)
+    auth_jwks_url: str | None = var(
+        "AUTH_JWKS_URL", None, "where token-signing keys are fetched (it or AUTH_URL is required "
+                               "in production)", shown_default="`AUTH_URL` + `/.well-known/jwks.json`")
+    jwks_cache_ttl_s: Float = var("AUTH_JWKS_CACHE_TTL_S", 300.0, "JWKS cache lifetime", ge=1.0)
+    jwks_min_refresh_s: Float = var(
+        "AUTH_JWKS_MIN_REFRESH_S", 10.0, "least time between JWKS refreshes on an unknown `kid` "
+                                         "(keep below AUTH_KEY_ACTIVATION_DELAY_S)", ge=0.0)
+    cors_allowed_origins: CommaList = var(
+        "CORS_ALLOWED_ORIGINS", (), "comma-separated browser origins, e.g. `https://shop.example` "
+                                    "(`*` refused in production)", shown_default="empty (no CORS)")
+    rate_limit_storage_uri: str | None = var(
+        "RATE_LIMIT_STORAGE_URI", None, "shared rate-limit storage, e.g. `redis://redis:6379/0`",
+        shown_default="`memory://` (per process)")
+    # Not environment variables: who this process is, and the peers load_settings found.
+    service: str = ""
+    peers: dict[str, str] = Field(default_factory=dict)
+    env: Mapping[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        origins = tuple(o.rstrip("/") for o in origins)
+        for origin in origins:
+            if origin == "*":
+                continue  # refused in production by check()
+            scheme, _, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not rest or "/" in rest:
+                raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+        return origins
+
+    def check(self, app_env: str) -> None:
+        if self.db_pool_max < max(1, self.db_pool_min):
+            raise ConfigError("DB_POOL_MAX", f"must be >= {max(1, self.db_pool_min)}, got {self.db_pool_max}")
+        if self.app_env == "production" and "*" in self.cors_allowed_origins:
+            raise ConfigError("CORS_ALLOWED_ORIGINS", "'*' is not allowed in production; list origins")
 
     @property
     def schema(self) -> str:
@@ -122,32 +114,65 @@ class Settings:
         return f"{self.service.upper()}_{suffix}"
 
 
+class WorkerSettings(EnvSettings):
+    """What a worker process reads: its consumers, its outbox relay, its shutdown."""
+
+    consumer_wait_time_s: Int = var("CONSUMER_WAIT_TIME_S", 20, "SQS long-poll wait (`make run` uses 5 "
+                                                               "so Ctrl-C is quick)", ge=0, le=20)
+    consumer_max_messages: Int = var("CONSUMER_MAX_MESSAGES", 10, "messages per receive", ge=1, le=10)
+    consumer_pollers: Int = var("CONSUMER_POLLERS", 2, "concurrent receive loops per queue per worker",
+                                ge=1, le=50)
+    consumer_retry_base_s: Float = var("CONSUMER_RETRY_BASE_S", 2.0,
+                                       "first visibility backoff after a transient failure", ge=0.0)
+    consumer_retry_cap_s: Float = var("CONSUMER_RETRY_CAP_S", 900.0, "longest visibility backoff",
+                                      ge=0.0)
+    relay_enabled: Bool = var("OUTBOX_RELAY_ENABLED", True, "run the outbox relay in this worker")
+    relay_poll_interval_s: Float = var("OUTBOX_POLL_INTERVAL_S", 1.0,
+                                       "relay polling fallback when no NOTIFY arrives", ge=0.0)
+    relay_retry_max_s: Float = var("OUTBOX_RETRY_MAX_S", 10.0, "cap of the relay's send backoff", ge=0.0)
+    shutdown_timeout_s: Float = var("WORKER_SHUTDOWN_TIMEOUT_S", 25.0, "drain deadline after SIGTERM",
+                                    ge=0.0)
+    metrics_port: Int = var("WORKER_METRICS_PORT", 0, "serve the worker's Prometheus metrics on "
+                                                      "127.0.0.1:port (0: off)", ge=0, le=65535)
+    # shared.messaging.retention explains the floor: two SQS retention periods and a day.
+    retention_days: Int = var("MESSAGING_RETENTION_DAYS", DEFAULT_RETENTION_DAYS,
+                              "days published outbox rows and inbox rows are kept "
+                              "(at least two SQS retention periods)", ge=MIN_RETENTION_DAYS)
+    retention_interval_s: Float = var("MESSAGING_RETENTION_INTERVAL_S", DEFAULT_INTERVAL_S,
+                                      "how often the messaging retention job runs", ge=1.0)
+
+
+DEFAULT_FAIL_MAX = 5
+DEFAULT_RESET_TIMEOUT_S = 10.0
+
+
+class BreakerThresholds(EnvSettings):
+    """Every named circuit breaker's thresholds (BREAKER_FAIL_MAX, BREAKER_RESET_TIMEOUT_S)."""
+
+    fail_max: Int = var("BREAKER_FAIL_MAX", DEFAULT_FAIL_MAX,
+                        "consecutive transient failures before a breaker opens", ge=1)
+    reset_timeout_s: Float = var("BREAKER_RESET_TIMEOUT_S", DEFAULT_RESET_TIMEOUT_S,
+                                 "seconds an open breaker waits before one trial call", ge=0.1)
+
+
+class BreakerOverride(EnvSettings):
+    """One named breaker's own thresholds; unset ones fall back to :class:`BreakerThresholds`."""
+
+    fail_max: Int | None = var("BREAKER_<NAME>_FAIL_MAX", None, "the breaker `<name>`'s own failure "
+                               "threshold (e.g. `BREAKER_INVENTORY_FAIL_MAX`)", ge=1,
+                               shown_default="`BREAKER_FAIL_MAX`")
+    reset_timeout_s: Float | None = var("BREAKER_<NAME>_RESET_TIMEOUT_S", None,
+                                        "the breaker `<name>`'s own reset timeout", ge=0.1,
+                                        shown_default="`BREAKER_RESET_TIMEOUT_S`")
+
+
 def load_settings(service: str, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the common settings for ``service`` from ``env``."""
     env = dict(os.environ if env is None else env)
-    app_env = env_choice(env, "APP_ENV", "development", ("development", "test", "production"))
-    database_url = env_str(env, "DATABASE_URL")
-    if not database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("DATABASE_URL", "must be a postgresql:// URL")
+    base = Settings.from_env(env)
     peers = {
         name: env[f"{name.upper()}_URL"]
         for name in SERVICE_PORTS
         if env.get(f"{name.upper()}_URL")
     }
-    db_pool_min = env_int(env, "DB_POOL_MIN", 1, minimum=0)
-    return Settings(
-        service=service,
-        app_env=app_env,
-        database_url=database_url,
-        sqs_endpoint_url=env.get("SQS_ENDPOINT_URL") or None,
-        aws_region=env_str(env, "AWS_REGION", "us-east-1"),
-        queue_prefix=env.get("QUEUE_PREFIX", "").strip(),
-        log_level=env_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
-        log_format=env_choice(env, "LOG_FORMAT", "json", ("json", "console")),
-        jwt_issuer=env_str(env, "JWT_ISSUER", "order-platform-dev"),
-        jwt_audience=env_str(env, "JWT_AUDIENCE", "order-platform"),
-        db_pool_min=db_pool_min,
-        db_pool_max=env_int(env, "DB_POOL_MAX", 10, minimum=max(1, db_pool_min)),
-        peers=peers,
-        env=env,
-    )
+    return base.model_copy(update={"service": service, "peers": peers, "env": env})

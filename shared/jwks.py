@@ -107,11 +107,11 @@ class JwksCache:
         return response.json()
 
 
-def jwks_url_from(env, app_env: str, auth_url: str | None) -> str:
+def jwks_url_from(jwks_url: str | None, app_env: str, auth_url: str | None) -> str:
     """``AUTH_JWKS_URL``, else the JWKS path of ``AUTH_URL`` (the local port outside production)."""
     from shared.config import SERVICE_PORTS, ConfigError
 
-    url = (env.get("AUTH_JWKS_URL") or "").strip()
+    url = jwks_url
     if not url:
         if not auth_url:
             if app_env == "production":

@@ -29,15 +29,13 @@ import pybreaker
 import requests
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from shared.config import env_float, env_int
+from shared.config import BreakerOverride, BreakerThresholds
 from shared.logging import get_logger
 from shared.metrics import BREAKER_STATE
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
-DEFAULT_FAIL_MAX = 5
-DEFAULT_RESET_TIMEOUT_S = 10.0
 DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_ATTEMPTS = 3
 RETRY_WAIT_INITIAL_S = 0.05
@@ -156,11 +154,11 @@ class BreakerRegistry:
     def settings_for(self, name: str) -> BreakerSettings:
         """Thresholds for ``name``: per-breaker variables win over the global ones."""
         key = name.upper().replace("-", "_").replace(".", "_")
-        fail_max = env_int(self._env, "BREAKER_FAIL_MAX", DEFAULT_FAIL_MAX, minimum=1)
-        reset = env_float(self._env, "BREAKER_RESET_TIMEOUT_S", DEFAULT_RESET_TIMEOUT_S, minimum=0.1)
+        common = BreakerThresholds.from_env(self._env)
+        own = BreakerOverride.from_env(self._env, name=key)
         return BreakerSettings(
-            env_int(self._env, f"BREAKER_{key}_FAIL_MAX", fail_max, minimum=1),
-            env_float(self._env, f"BREAKER_{key}_RESET_TIMEOUT_S", reset, minimum=0.1))
+            common.fail_max if own.fail_max is None else own.fail_max,
+            common.reset_timeout_s if own.reset_timeout_s is None else own.reset_timeout_s)
 
     def get(self, name: str) -> pybreaker.CircuitBreaker:
         """The breaker called ``name`` (created on first use)."""

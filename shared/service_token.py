@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 
 from shared.config import ConfigError
 from shared.logging import get_logger
 from shared.resilience import BreakerRegistry, ResilientHttp
+from shared.settings import secret_value
 
 log = get_logger(__name__)
 
@@ -73,11 +73,12 @@ class ServiceToken:
             self._token = None
 
 
-def service_token_from(settings, env: Mapping[str, str], scope: str,
+def service_token_from(settings, client_id: str | None, client_secret, scope: str,
                        breakers: BreakerRegistry) -> ServiceToken:
-    """A :class:`ServiceToken` from ``<SERVICE>_CLIENT_ID`` / ``_CLIENT_SECRET`` and ``AUTH_URL``."""
+    """A :class:`ServiceToken` from the service's ``<SERVICE>_CLIENT_ID`` / ``_CLIENT_SECRET``
+    (already read by its settings; the secret may be a ``SecretStr``) and ``AUTH_URL``."""
     id_var, secret_var = settings.service_env("CLIENT_ID"), settings.service_env("CLIENT_SECRET")
-    client_id, secret = (env.get(id_var) or "").strip(), (env.get(secret_var) or "").strip()
+    client_id, secret = (client_id or "").strip(), (secret_value(client_secret) or "").strip()
     if not client_id:
         raise ConfigError(id_var, "is required (create the client with services.auth.cli)")
     if not secret:

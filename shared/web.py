@@ -17,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webargs.flaskparser import FlaskParser
 
 from shared.auth import token_settings_from
-from shared.config import ConfigError
 from shared.errors import Problem, register_problem_handlers
 from shared.logging import get_logger
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -210,23 +209,8 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
     return app, api
 
 
-def cors_origins(env, app_env: str) -> list[str]:
-    """``CORS_ALLOWED_ORIGINS``: comma-separated ``scheme://host[:port]`` origins (empty: no CORS)."""
-    raw = (env.get("CORS_ALLOWED_ORIGINS") or "").strip()
-    origins = [o.strip().rstrip("/") for o in raw.split(",") if o.strip()]
-    for origin in origins:
-        if origin == "*":
-            if app_env == "production":
-                raise ConfigError("CORS_ALLOWED_ORIGINS", "'*' is not allowed in production; list origins")
-            continue
-        scheme, _, rest = origin.partition("://")
-        if scheme not in ("http", "https") or not rest or "/" in rest:
-            raise ConfigError("CORS_ALLOWED_ORIGINS", f"not an origin (scheme://host[:port]): {origin!r}")
-    return origins
-
-
 def _enable_cors(app: Flask, settings) -> None:
-    origins = cors_origins(settings.env, settings.app_env)
+    origins = list(settings.cors_allowed_origins)
     if not origins:
         return
     from flask_cors import CORS

@@ -1,8 +1,14 @@
 """The worker process shell: consumers + outbox relay + periodic jobs, SIGTERM drain.
 
-A service's ``worker.py`` defines ``build_plan(db, settings) -> WorkerPlan``
-and its ``main`` is ``serve_worker(SERVICE, build_plan)``: settings, logging,
-the database pool, then :func:`run_worker`. On SIGTERM/SIGINT: consumers stop
+Every worker also runs the messaging retention job
+(:func:`shared.messaging.retention.retention_task`, ``MESSAGING_RETENTION_*``),
+whatever its plan.
+
+A service's ``worker.py`` defines ``build_plan(db, settings, own) -> WorkerPlan``
+(``own`` is the service's typed settings) and its ``main`` is
+``serve_worker(load, build_plan)`` with the service's ``settings.load``:
+settings, logging, the database pool, then :func:`run_worker`, which reads
+:class:`shared.config.WorkerSettings` once. On SIGTERM/SIGINT: consumers stop
 receiving, in-flight handlers finish (up to ``WORKER_SHUTDOWN_TIMEOUT_S``),
 unstarted messages are released, the relay finishes its round, and the
 process exits 0.
@@ -20,22 +26,25 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import start_http_server
 
 from shared import metrics
-from shared.config import Settings, env_bool, env_float, env_int, load_settings
+from shared.config import Settings, WorkerSettings
 from shared.db import database_for
 from shared.logging import configure_logging, get_logger
 from shared.messaging.consumer import Consumer, ConsumerConfig, Handler
 from shared.messaging.middleware import LoggingMiddleware, Middleware, PrometheusMiddleware
 from shared.messaging.relay import OutboxRelay, RetryPolicy
+from shared.messaging.retention import RetentionSettings, retention_task
 from shared.messaging.sqs import async_client, sync_client
 from shared.messaging.topology import QueueSpec
 from shared.queues import TOPOLOGY
 
 log = get_logger(__name__)
+
+Own = TypeVar("Own")  # a service's own settings class, e.g. OrderSettings
 
 
 @dataclass
@@ -58,38 +67,39 @@ def default_middleware() -> list[Middleware]:
     ]
 
 
-def serve_worker(service: str, build_plan: Callable[[Any, Settings], WorkerPlan]) -> int:
-    """A worker's ``main``: settings, logging, database, ``build_plan(db, settings)``, run."""
-    settings = load_settings(service)
-    configure_logging(service, settings.log_level, settings.log_format)
+def serve_worker(load: Callable[[], tuple[Settings, Own]],
+                 build_plan: Callable[[Any, Settings, Own], WorkerPlan]) -> int:
+    """A worker's ``main``: ``load()``, logging, database, ``build_plan(db, settings, own)``, run.
+
+    ``load`` is the service's ``settings.load``: it validates the common and the
+    service's own settings together, so a bad deployment fails here as in the API.
+    """
+    settings, own = load()
+    configure_logging(settings.service, settings.log_level, settings.log_format)
     db = database_for(settings)
-    return run_worker(settings, db, build_plan(db, settings))
+    return run_worker(settings, db, build_plan(db, settings, own))
 
 
-def consumer_config(settings: Settings) -> ConsumerConfig:
-    """Consumer tunables from the environment (CONSUMER_*)."""
-    env = settings.env
+def consumer_config(worker: WorkerSettings) -> ConsumerConfig:
+    """Consumer tunables (CONSUMER_*)."""
     return ConsumerConfig(
-        wait_time_s=env_int(env, "CONSUMER_WAIT_TIME_S", 20, minimum=0, maximum=20),
-        max_messages=env_int(env, "CONSUMER_MAX_MESSAGES", 10, minimum=1, maximum=10),
-        pollers=env_int(env, "CONSUMER_POLLERS", 2, minimum=1, maximum=50),
-        retry_base_s=env_float(env, "CONSUMER_RETRY_BASE_S", 2.0),
-        retry_cap_s=env_float(env, "CONSUMER_RETRY_CAP_S", 900.0),
+        wait_time_s=worker.consumer_wait_time_s, max_messages=worker.consumer_max_messages,
+        pollers=worker.consumer_pollers, retry_base_s=worker.consumer_retry_base_s,
+        retry_cap_s=worker.consumer_retry_cap_s,
     )
 
 
 def run_worker(settings: Settings, db, plan: WorkerPlan) -> int:
     """Run ``plan`` until SIGTERM/SIGINT; return the exit code (0 on a clean drain)."""
-    env = settings.env
-    metrics_port = env_int(env, "WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)
-    if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
-    shutdown_timeout = env_float(env, "WORKER_SHUTDOWN_TIMEOUT_S", 25.0)
-    return asyncio.run(_main(settings, db, plan, shutdown_timeout,
-                             relay_enabled=plan.relay and env_bool(env, "OUTBOX_RELAY_ENABLED", True)))
+    worker = WorkerSettings.from_env(settings.env, app_env=settings.app_env)
+    if worker.metrics_port:
+        start_http_server(worker.metrics_port, addr="127.0.0.1")
+    shutdown_timeout = worker.shutdown_timeout_s
+    return asyncio.run(_main(settings, worker, db, plan, shutdown_timeout,
+                             relay_enabled=plan.relay and worker.relay_enabled))
 
 
-async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: float,
+async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan, shutdown_timeout: float,
                 relay_enabled: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -97,20 +107,22 @@ async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: floa
         loop.add_signal_handler(sig, stop.set)
 
     middleware = default_middleware()
+    # Read before anything starts: a bad MESSAGING_RETENTION_* fails the start, not a task.
+    retention = RetentionSettings(days=worker.retention_days, interval_s=worker.retention_interval_s)
     relay_stop = threading.Event()
     relay_thread = None
     if relay_enabled:
         relay = OutboxRelay(
             db, sync_client(settings.sqs_endpoint_url, settings.aws_region), TOPOLOGY,
             settings.service, settings.queue_prefix,
-            poll_interval_s=env_float(settings.env, "OUTBOX_POLL_INTERVAL_S", 1.0),
-            retry=RetryPolicy(cap_s=env_float(settings.env, "OUTBOX_RETRY_MAX_S", 10.0)),
+            poll_interval_s=worker.relay_poll_interval_s,
+            retry=RetryPolicy(cap_s=worker.relay_retry_max_s),
             name=f"{settings.service}-relay", middleware=middleware)
         relay_thread = threading.Thread(target=relay.run, args=(relay_stop,), name="outbox-relay",
                                         daemon=True)
         relay_thread.start()
 
-    config = consumer_config(settings)
+    config = consumer_config(worker)
     # Leave connections for the relay and periodic tasks so handlers never starve them.
     executor = ThreadPoolExecutor(max_workers=max(1, settings.db_pool_max - 2),
                                   thread_name_prefix="handler")
@@ -122,6 +134,8 @@ async def _main(settings: Settings, db, plan: WorkerPlan, shutdown_timeout: floa
     ]
     tasks = [asyncio.create_task(c.run(stop)) for c in consumers]
     tasks += [asyncio.create_task(job(stop)) for job in plan.tasks]
+    # Every service's inbox and outbox, whatever its plan (shared.messaging.retention).
+    tasks.append(asyncio.create_task(retention_task(db, retention)(stop)))
     log.info("worker_started", consumers=[c.name for c in consumers], relay=relay_enabled)
 
     await stop.wait()

@@ -9,22 +9,19 @@ from authlib.integrations.flask_oauth2 import client_authenticated
 from flask import g
 
 from services.auth import api
-from services.auth.config import load_auth_config
 from services.auth.crypto import KeyCipher, PasswordHashing
 from services.auth.keys import SigningKeys
 from services.auth.oauth import build_server
 from services.auth.service import AuthService
-from shared.config import load_settings
+from services.auth.settings import SERVICE, AuthSettings, load
 from shared.db import database_for
 from shared.health import health_blueprint
 from shared.logging import configure_logging
 from shared.ratelimit import create_limiter
 from shared.web import allow_form_body, base_app
 
-SERVICE = "auth"
 
-
-def build_components(settings, config):
+def build_components(settings, config: AuthSettings):
     """Database, password hashing and signing keys (shared by the app and the CLI)."""
     db = database_for(settings)
     passwords = PasswordHashing(config.argon2_time_cost, config.argon2_memory_kib,
@@ -36,9 +33,7 @@ def build_components(settings, config):
 
 def create_app(config: dict | None = None):
     """Build the auth API. ``config`` overrides environment variables (tests)."""
-    env = {**os.environ, **(config or {})}
-    settings = load_settings(SERVICE, env)
-    auth_config = load_auth_config(env, settings.app_env)
+    settings, auth_config = load({**os.environ, **(config or {})})
     configure_logging(SERVICE, settings.log_level, settings.log_format)
     # Authlib logs whole token responses at DEBUG ("Issue token {...}"): never let
     # them through, whatever LOG_LEVEL says.
@@ -55,7 +50,7 @@ def create_app(config: dict | None = None):
     def _remember_client(_sender, client=None, **_):
         g.authenticated_client = client.get_client_id() if client else None
 
-    create_limiter(app, env.get("RATE_LIMIT_STORAGE_URI"), auth_config.trusted_proxy_hops)
+    create_limiter(app, settings.rate_limit_storage_uri, auth_config.trusted_proxy_hops)
     app.register_blueprint(health_blueprint({"database": db.ping}))
     api_.register_blueprint(api.oauth)
     api_.register_blueprint(api.well_known)

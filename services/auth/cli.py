@@ -28,10 +28,10 @@ import click
 from cryptography.fernet import Fernet
 
 from services.auth import handlers
-from services.auth.config import load_auth_config
 from services.auth.oauth import GRANT_TYPES
+from services.auth.settings import load
 from shared.auth import SCOPES
-from shared.config import ConfigError, load_settings
+from shared.config import ConfigError
 from shared.logging import configure_logging
 
 
@@ -46,8 +46,7 @@ class Context:
             from services.auth.app import build_components
 
             try:
-                settings = load_settings("auth", os.environ)
-                config = load_auth_config(os.environ, settings.app_env)
+                settings, config = load(os.environ)
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
             # Command output goes to stdout; logs (never carrying secrets) to stderr.

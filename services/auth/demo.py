@@ -120,12 +120,9 @@ def ensure_demo(database_url: str, credentials_path: Path, auth_url: str,
                 env: dict[str, str] | None = None) -> list[str]:
     """:func:`ensure_demo_identities` with components built from the environment (``make run``)."""
     from services.auth.app import build_components
-    from services.auth.config import load_auth_config
-    from shared.config import load_settings
+    from services.auth.settings import load
 
-    env = {**(os.environ if env is None else env), "DATABASE_URL": database_url}
-    settings = load_settings("auth", env)
-    config = load_auth_config(env, settings.app_env)
+    settings, config = load({**(os.environ if env is None else env), "DATABASE_URL": database_url})
     db, passwords, _keys = build_components(settings, config)
     try:
         return ensure_demo_identities(db, passwords, config, credentials_path, settings.app_env,

@@ -35,7 +35,7 @@ from flask import g
 from joserfc import jwt
 
 from services.auth import crypto
-from services.auth.config import AuthConfig
+from services.auth.settings import AuthSettings
 from shared.auth import SCOPES
 from shared.logging import get_logger
 
@@ -166,7 +166,7 @@ class RefreshToken(TokenMixin):
 class AccessTokenGenerator(JWTBearerTokenGenerator):
     """RS256 access tokens signed with the active key, ``kid`` in the header."""
 
-    def __init__(self, issuer: str, audience: str, keys, config: AuthConfig):
+    def __init__(self, issuer: str, audience: str, keys, config: AuthSettings):
         super().__init__(issuer=issuer, alg="RS256",
                          refresh_token_generator=lambda **_: crypto.new_secret(),
                          expires_generator=lambda client, grant_type: config.access_token_ttl_s)

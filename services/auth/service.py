@@ -23,8 +23,8 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError
 
 from services.auth import crypto
 from services.auth import repository as repo
-from services.auth.config import AuthConfig
 from services.auth.oauth import Client, RefreshToken, User
+from services.auth.settings import AuthSettings
 from shared.errors import DomainError
 from shared.logging import get_logger
 
@@ -45,7 +45,7 @@ class AccountLocked(DomainError):
 class AuthService:
     """Storage and policy behind the grants (one per app)."""
 
-    def __init__(self, db, config: AuthConfig, passwords: crypto.PasswordHashing):
+    def __init__(self, db, config: AuthSettings, passwords: crypto.PasswordHashing):
         self.db = db
         self.config = config
         self.passwords = passwords

@@ -5,20 +5,18 @@ from __future__ import annotations
 import os
 
 from services.delivery.api import PROBLEMS, blp
-from shared.config import load_settings
+from services.delivery.settings import SERVICE, load
 from shared.db import database_for
 from shared.health import health_blueprint, sqs_check
 from shared.logging import configure_logging
 from shared.messaging.sqs import physical_name, sync_client
 from shared.web import base_app
 
-SERVICE = "delivery"
-
 
 def create_app(config: dict | None = None):
     """Build the delivery API. ``config`` overrides environment variables (tests)."""
-    env = {**os.environ, **(config or {})}
-    settings = load_settings(SERVICE, env)
+    # The API reads no DELIVERY_* itself; validating them here still fails a bad deployment early.
+    settings, _own = load({**os.environ, **(config or {})})
     configure_logging(SERVICE, settings.log_level, settings.log_format)
     app, api = base_app(settings, "Delivery service")
     db = database_for(settings)

@@ -9,7 +9,6 @@ reading and for carrier events alike, so its existence is not revealed.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from datetime import UTC, datetime
 
@@ -24,8 +23,8 @@ from services.delivery.domain import (
     new_tracking_number,
     reach_of,
 )
-from services.delivery.schemas import OrderCancelledDataSchema, OrderCreatedDataSchema
 from shared.auth import Principal
+from shared.contracts import event_data, load_data
 from shared.errors import NotFound
 from shared.logging import get_logger
 from shared.messaging.envelope import Envelope
@@ -35,12 +34,15 @@ log = get_logger(__name__)
 
 SERVICE = "delivery"
 PRODUCER = "delivery-service"
+# What the consumers below cannot do without (shared/contracts.py: load_data).
+ORDER_CREATED_NEEDS = ("order_id", "customer_id", "shipping_address")
+ORDER_CANCELLED_NEEDS = ("order_id",)
 
 
 # --- consumed events -----------------------------------------------------------------
 def on_order_created(cur, event: Envelope) -> None:
     """One shipment per order, unless a cancel for it arrived first."""
-    data = _schema(OrderCreatedDataSchema).load(event.data)
+    data = load_data("order.created", event.data, ORDER_CREATED_NEEDS)
     order_id = data["order_id"]
     repo.lock_order_key(cur, order_id)
     if repo.is_cancelled(cur, order_id):
@@ -55,19 +57,21 @@ def on_order_created(cur, event: Envelope) -> None:
         return
     repo.add_event(cur, shipment_id, ShipmentStatus.CREATED, None, "order.created")
     shipment = repo.get_shipment(cur, shipment_id)
-    add_event(cur, SERVICE, event.caused(EVENT_TYPES[ShipmentStatus.CREATED], str(order_id),
-                                         _event_data(shipment, datetime.now(UTC)), PRODUCER))
+    event_type = EVENT_TYPES[ShipmentStatus.CREATED]
+    add_event(cur, SERVICE, event.caused(event_type, str(order_id),
+                                         _event_data(event_type, shipment, datetime.now(UTC)),
+                                         PRODUCER))
     log.info("shipment_created", order_id=str(order_id), shipment_id=str(shipment_id))
 
 
 def on_order_cancelled(cur, event: Envelope) -> None:
     """Cancel the order's unshipped shipment, or leave a tombstone if it has none yet."""
-    data = _schema(OrderCancelledDataSchema).load(event.data)
+    data = load_data("order.cancelled", event.data, ORDER_CANCELLED_NEEDS)
     order_id = data["order_id"]
     repo.lock_order_key(cur, order_id)
     shipment = repo.lock_shipment_by_order(cur, order_id)
     if shipment is None:
-        repo.record_cancel_tombstone(cur, order_id, data["reason"])
+        repo.record_cancel_tombstone(cur, order_id, data.get("reason"))
         log.info("cancel_before_create_recorded", order_id=str(order_id))
         return
     current = ShipmentStatus(shipment["status"])
@@ -79,7 +83,7 @@ def on_order_cancelled(cur, event: Envelope) -> None:
         log.warning("cancel_rejected_already_shipped", order_id=str(order_id), status=current)
         return
     _transition(cur, shipment, ShipmentStatus.CANCELLED, "order.cancelled", event,
-                note=data["reason"])
+                note=data.get("reason"))
 
 
 # --- carrier updates (API and simulator share this path) -----------------------------
@@ -134,8 +138,8 @@ def _transition(cur, shipment: dict, target: ShipmentStatus, source: str,
     repo.set_status(cur, shipment["id"], target)
     repo.add_event(cur, shipment["id"], target, current, source, when, location, note)
     updated = dict(shipment, status=target.value)
-    data = _event_data(updated, when, location)
     event_type = EVENT_TYPES[target]
+    data = _event_data(event_type, updated, when, location)
     order_id = str(shipment["order_id"])
     envelope = (cause.caused(event_type, order_id, data, PRODUCER) if cause else
                 Envelope(event_type=event_type, aggregate_id=order_id, data=data,
@@ -145,11 +149,13 @@ def _transition(cur, shipment: dict, target: ShipmentStatus, source: str,
              previous=current.value, status=target.value, source=source)
 
 
-def _event_data(shipment: dict, occurred_at: datetime, location: str | None = None) -> dict:
-    return {"shipment_id": str(shipment["id"]), "order_id": str(shipment["order_id"]),
-            "status": str(shipment["status"]), "carrier": shipment["carrier"],
-            "tracking_number": shipment["tracking_number"], "location": location,
-            "occurred_at": occurred_at.isoformat()}
+def _event_data(event_type: str, shipment: dict, occurred_at: datetime,
+                location: str | None = None) -> dict:
+    return event_data(event_type, {
+        "shipment_id": str(shipment["id"]), "order_id": str(shipment["order_id"]),
+        "status": str(shipment["status"]), "carrier": shipment["carrier"],
+        "tracking_number": shipment["tracking_number"], "location": location,
+        "occurred_at": occurred_at.isoformat()})
 
 
 # --- queries ---------------------------------------------------------------------------
@@ -165,9 +171,3 @@ def list_shipments(db, principal: Principal, order_id, status, after, limit) -> 
     with db.transaction() as cur:
         return repo.list_shipments(cur, reach_of(principal), order_id, status, after, limit)
 
-
-@functools.cache
-def _schema(schema_class):
-    # Schemas are reusable (and thread-safe) once built; building one per
-    # message or request costs more than using it.
-    return schema_class()

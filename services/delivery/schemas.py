@@ -1,4 +1,4 @@
-"""Marshmallow schemas: HTTP requests/responses and the order events consumed here."""
+"""Marshmallow schemas of the HTTP API (the events' data: ``shared/contracts.py``)."""
 
 from __future__ import annotations
 
@@ -53,21 +53,3 @@ class ShipmentSummarySchema(ShipmentSchema):
 class ShipmentPageSchema(Schema):
     items = fields.List(fields.Nested(ShipmentSummarySchema))
     next_cursor = fields.String(allow_none=True)
-
-
-# --- events consumed ---------------------------------------------------------------
-class OrderCreatedDataSchema(Schema):
-    class Meta:
-        unknown = "exclude"  # producers may add fields; we read what we need
-
-    order_id = fields.UUID(required=True)
-    customer_id = fields.String(required=True)
-    shipping_address = fields.Dict(required=True)
-
-
-class OrderCancelledDataSchema(Schema):
-    class Meta:
-        unknown = "exclude"
-
-    order_id = fields.UUID(required=True)
-    reason = fields.String(load_default=None, allow_none=True)

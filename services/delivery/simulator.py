@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.delivery.handlers import advance_simulated
-from shared.config import ConfigError, Settings, env_bool, env_float
+from services.delivery.settings import DeliverySettings
 from shared.periodic import periodic
 
 BATCH = 200
@@ -23,14 +23,9 @@ class SimulatorConfig:
     tick_s: float      # how often due shipments are looked for
 
 
-def simulator_config(settings: Settings) -> SimulatorConfig:
-    """Read DELIVERY_SIMULATOR_* settings; enabling it in production is an error."""
-    enabled = env_bool(settings.env, "DELIVERY_SIMULATOR_ENABLED", False)
-    if enabled and settings.app_env == "production":
-        raise ConfigError("DELIVERY_SIMULATOR_ENABLED", "the carrier simulator is off in production")
-    step = env_float(settings.env, "DELIVERY_SIMULATOR_STEP_S", 2.0)
-    return SimulatorConfig(enabled, step, env_float(settings.env, "DELIVERY_SIMULATOR_TICK_S",
-                                                    max(0.05, min(step / 4, 0.5))))
+def simulator_config(own: DeliverySettings) -> SimulatorConfig:
+    """The simulator's part of the DELIVERY_* settings (refused in production by those)."""
+    return SimulatorConfig(own.simulator_enabled, own.simulator_step_s, own.simulator_tick)
 
 
 def simulator_task(db, config: SimulatorConfig):

@@ -9,27 +9,29 @@ from __future__ import annotations
 import sys
 
 from services.delivery.handlers import on_order_cancelled, on_order_created
+from services.delivery.settings import DeliverySettings, load
 from services.delivery.simulator import simulator_config, simulator_task
+from shared.config import Settings
 from shared.queues import queue
 from shared.worker import WorkerPlan, serve_worker
 
 SERVICE = "delivery"
 
 
-def build_plan(db, settings) -> WorkerPlan:
+def build_plan(db, settings: Settings, own: DeliverySettings) -> WorkerPlan:
     """Handlers per queue, plus the simulator when enabled."""
     plan = WorkerPlan(consumers={
         queue("order-created.fifo"): {"order.created": on_order_created},
         queue("order-cancelled.fifo"): {"order.cancelled": on_order_cancelled},
     })
-    simulator = simulator_config(settings)
+    simulator = simulator_config(own)
     if simulator.enabled:
         plan.tasks.append(simulator_task(db, simulator))
     return plan
 
 
 def main() -> int:
-    return serve_worker(SERVICE, build_plan)
+    return serve_worker(load, build_plan)
 
 
 if __name__ == "__main__":

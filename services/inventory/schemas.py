@@ -1,4 +1,4 @@
-"""Marshmallow schemas: HTTP requests/responses and the order events consumed here."""
+"""Marshmallow schemas of the HTTP API (the events' data: ``shared/contracts.py``)."""
 
 from __future__ import annotations
 
@@ -197,28 +197,3 @@ class ReservationSchema(Schema):
     confirmed_at = fields.DateTime(allow_none=True)
     released_at = fields.DateTime(allow_none=True)
     release_reason = fields.String(allow_none=True)
-
-
-# --- events consumed (inventory-events.fifo) ---------------------------------------------
-class OrderLineDataSchema(Schema):
-    class Meta:
-        unknown = "exclude"
-
-    sku = fields.String(required=True)
-    quantity = fields.Integer(required=True)
-
-
-class OrderCreatedDataSchema(Schema):
-    class Meta:
-        unknown = "exclude"  # producers may add fields; we read what we need
-
-    order_id = fields.UUID(required=True)
-    lines = fields.List(fields.Nested(OrderLineDataSchema), load_default=None)
-
-
-class OrderCancelledDataSchema(Schema):
-    class Meta:
-        unknown = "exclude"
-
-    order_id = fields.UUID(required=True)
-    reason = fields.String(load_default=None, allow_none=True)

@@ -14,15 +14,14 @@ import sys
 from dataclasses import dataclass
 
 from services.inventory.reservations import SWEEP_BATCH, on_order_cancelled, on_order_created, release_expired
-from shared.config import Settings, env_float
+from services.inventory.settings import InventorySettings, load
+from shared.config import Settings
 from shared.periodic import periodic
 from shared.queues import queue
 from shared.worker import WorkerPlan, serve_worker
 
 SERVICE = "inventory"
 EVENTS_QUEUE = "inventory-events.fifo"
-DEFAULT_SWEEP_INTERVAL_S = 5.0
-MIN_SWEEP_INTERVAL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,9 @@ class SweeperConfig:
     interval_s: float  # how often expired reservations are looked for
 
 
-def sweeper_config(settings: Settings) -> SweeperConfig:
+def sweeper_config(own: InventorySettings) -> SweeperConfig:
     """INVENTORY_SWEEP_INTERVAL_S (default 5 s)."""
-    return SweeperConfig(env_float(settings.env, "INVENTORY_SWEEP_INTERVAL_S",
-                                   DEFAULT_SWEEP_INTERVAL_S, minimum=MIN_SWEEP_INTERVAL_S))
+    return SweeperConfig(own.sweep_interval_s)
 
 
 def sweeper_task(db, config: SweeperConfig):
@@ -47,18 +45,18 @@ def sweeper_task(db, config: SweeperConfig):
                     started_event="reservation_sweeper_started", interval_s=config.interval_s)
 
 
-def build_plan(db, settings: Settings) -> WorkerPlan:
+def build_plan(db, settings: Settings, own: InventorySettings) -> WorkerPlan:
     """Handlers for inventory-events.fifo, plus the sweeper."""
     return WorkerPlan(
         consumers={queue(EVENTS_QUEUE): {"order.created": on_order_created,
                                          "order.cancelled": on_order_cancelled}},
         relay=False,
-        tasks=[sweeper_task(db, sweeper_config(settings))],
+        tasks=[sweeper_task(db, sweeper_config(own))],
     )
 
 
 def main() -> int:
-    return serve_worker(SERVICE, build_plan)
+    return serve_worker(load, build_plan)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,16 @@ import signal
 import sys
 
 from services.notification.api import PROBLEMS, notifications_blp, webhooks_blp
-from services.notification.settings import notification_settings
+from services.notification.settings import SERVICE, load
 from services.notification.ssrf import UrlPolicy
 from services.notification.stream import NotificationHub
 from services.notification.webhooks import EndpointBreakers, WebhookSender
-from shared.config import load_settings
 from shared.db import database_for
 from shared.health import health_blueprint, sqs_check
 from shared.logging import configure_logging, get_logger
 from shared.messaging.sqs import physical_name, sync_client
 from shared.web import base_app
 
-SERVICE = "notification"
 log = get_logger(__name__)
 
 
@@ -62,9 +60,7 @@ def _end_streams_on_sigterm(hub: NotificationHub) -> None:
 
 def create_app(config: dict | None = None):
     """Build the notification API. ``config`` overrides environment variables (tests)."""
-    env = {**os.environ, **(config or {})}
-    settings = load_settings(SERVICE, env)
-    own = notification_settings(settings)
+    settings, own = load({**os.environ, **(config or {})})
     configure_logging(SERVICE, settings.log_level, settings.log_format)
     under_gevent = gevent_active()
     if under_gevent:

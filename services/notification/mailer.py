@@ -47,6 +47,7 @@ from services.notification.settings import EmailSettings
 from shared.logging import get_logger
 from shared.notify import run_on_notify
 from shared.resilience import BreakerOpen, BreakerRegistry, TransientError, resilient_call
+from shared.settings import secret_value
 
 log = get_logger(__name__)
 
@@ -171,7 +172,7 @@ class SmtpProvider:
                     smtp.starttls()
                     smtp.ehlo()
                 if s.smtp_username:
-                    smtp.login(s.smtp_username, s.smtp_password or "")
+                    smtp.login(s.smtp_username, secret_value(s.smtp_password) or "")
                 refused = smtp.send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]

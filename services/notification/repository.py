@@ -97,7 +97,11 @@ def get_contact(cur, order_id: str) -> dict | None:
 
 # --- retention -------------------------------------------------------------------------------
 def purge_older_than(cur, days: int, limit: int) -> dict[str, int]:
-    """Delete finished history older than ``days`` (at most ``limit`` rows per table)."""
+    """Delete finished history older than ``days`` (at most ``limit`` rows per table).
+
+    The inbox and outbox are not in here: every worker's messaging retention
+    job purges them (shared/messaging/retention.py).
+    """
     statements = {
         # Resuming from an id older than this replays only what is left (documented).
         "notifications": "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications"
@@ -109,11 +113,6 @@ def purge_older_than(cur, days: int, limit: int) -> dict[str, int]:
         "email_deliveries": "DELETE FROM email_deliveries WHERE id IN (SELECT id FROM"
                             " email_deliveries WHERE status IN ('sent', 'failed', 'skipped')"
                             " AND created_at < now() - make_interval(days => %s) LIMIT %s)",
-        # No queue keeps a message this long, so no redelivery can need these any more.
-        "inbox": "DELETE FROM inbox WHERE (consumer, event_id) IN (SELECT consumer, event_id"
-                 " FROM inbox WHERE received_at < now() - make_interval(days => %s) LIMIT %s)",
-        "outbox": "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at"
-                  " < now() - make_interval(days => %s) LIMIT %s)",
     }
     deleted = {}
     for table, statement in statements.items():

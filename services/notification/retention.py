@@ -1,8 +1,11 @@
 """Periodic purge of finished notification history (a worker task).
 
-Notifications, finished webhook deliveries (with their attempts), finished
-mails, inbox and published outbox rows older than ``NOTIFICATION_RETENTION_DAYS``
-are deleted in bounded batches, so the tables stay the size of the window.
+Notifications, finished webhook deliveries (with their attempts) and finished
+mails older than ``NOTIFICATION_RETENTION_DAYS`` are deleted in bounded
+batches, so the tables stay the size of the window. The inbox and published
+outbox rows are the messaging runtime's: the retention job every worker runs
+(:mod:`shared.messaging.retention`, ``MESSAGING_RETENTION_DAYS``) purges them,
+here as in every other service.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Marshmallow schemas: HTTP requests/responses and the events this service consumes."""
+"""Marshmallow schemas of the HTTP API (the events' data: ``shared/contracts.py``)."""
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from services.notification.domain import TOPICS
 from shared.schemas import StrictSchema
@@ -124,28 +124,3 @@ class NotificationSchema(Schema):
 class NotificationPageSchema(Schema):
     items = fields.List(fields.Nested(NotificationSchema))
     next_before = fields.Integer(allow_none=True)
-
-
-# --- events this service consumes (order-status.fifo, webhook-delivery) ----------------------
-class OrderEventDataSchema(Schema):
-    """``data`` of order.created / order.status_changed / order.cancelled (extra keys tolerated)."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    order_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
-    customer_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
-    customer_email = fields.String(load_default=None, allow_none=True)
-    status = fields.String(load_default=None, allow_none=True)
-    carrier = fields.String(load_default=None, allow_none=True)
-    tracking_number = fields.String(load_default=None, allow_none=True)
-
-
-class DeliveryRequestedSchema(Schema):
-    """``data`` of webhook.delivery_requested."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    delivery_id = fields.UUID(required=True)
-    token = fields.UUID(required=True)

@@ -27,8 +27,8 @@ from services.notification.domain import (
     HEADER_TOPIC,
     sign,
 )
+from services.notification.settings import WebhookBreakerSettings
 from services.notification.ssrf import UnsafeUrl, UrlPolicy, guarded_session
-from shared.config import env_float, env_int
 from shared.logging import get_logger
 from shared.resilience import BreakerOpen, BreakerRegistry, BreakerSettings, TransientError, resilient_call
 
@@ -39,9 +39,6 @@ USER_AGENT = "order-platform-webhooks/1"
 MAX_RESPONSE_READ_BYTES = 64 * 1024
 RESPONSE_EXCERPT_CHARS = 500
 ERROR_CHARS = 500
-# A dead endpoint is left alone for this long before one trial request.
-DEFAULT_ENDPOINT_FAIL_MAX = 5
-DEFAULT_ENDPOINT_RESET_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -76,10 +73,8 @@ class EndpointBreakers(BreakerRegistry):
     """
 
     def settings_for(self, name: str) -> BreakerSettings:
-        return BreakerSettings(
-            env_int(self._env, "BREAKER_WEBHOOK_FAIL_MAX", DEFAULT_ENDPOINT_FAIL_MAX, minimum=1),
-            env_float(self._env, "BREAKER_WEBHOOK_RESET_TIMEOUT_S", DEFAULT_ENDPOINT_RESET_S,
-                      minimum=0.1))
+        thresholds = WebhookBreakerSettings.from_env(self._env)
+        return BreakerSettings(thresholds.fail_max, thresholds.reset_timeout_s)
 
     def for_url(self, url: str) -> pybreaker.CircuitBreaker:
         """The breaker of the endpoint ``url`` points at."""

@@ -16,7 +16,7 @@ from services.notification.consumers import (
 from services.notification.domain import ORDER_EVENT_TYPES
 from services.notification.mailer import EmailDispatcher, build_provider
 from services.notification.retention import retention_task
-from services.notification.settings import NotificationSettings, notification_settings
+from services.notification.settings import NotificationSettings, load, notification_settings
 from services.notification.ssrf import UrlPolicy
 from services.notification.webhooks import EndpointBreakers, WebhookSender
 from shared.config import Settings
@@ -47,7 +47,7 @@ def build_plan(db, settings: Settings, own: NotificationSettings | None = None,
 
 
 def main() -> int:
-    return serve_worker(SERVICE, build_plan)
+    return serve_worker(load, build_plan)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ responses and problems is the views' job (``services/order/api.py``).
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ from services.order.domain import (
     order_total,
 )
 from services.order.inventory import InventoryRefused, Reservation
-from services.order.schemas import DeliveryEventDataSchema
 from shared.auth import Principal
+from shared.contracts import event_data, load_data
 from shared.errors import NotFound
 from shared.logging import get_logger
 from shared.messaging.consumer import PermanentError
@@ -41,6 +40,8 @@ log = get_logger(__name__)
 SERVICE = "order"
 PRODUCER = "order-service"
 T = TypeVar("T")
+# What on_delivery_event cannot do without; carrier and tracking number may be absent.
+DELIVERY_EVENT_NEEDS = ("shipment_id", "order_id", "status", "occurred_at")
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,9 @@ def cancel_order(db, principal: Principal, order_id: uuid.UUID, reason: str | No
                          note=reason)
         base = Envelope(event_type="order.cancelled", aggregate_id=str(order_id),
                         producer=PRODUCER, correlation_id=correlation_id,
-                        data={"order_id": str(order_id), "customer_id": order["customer_id"],
-                              "reason": reason})
+                        data=event_data("order.cancelled", {
+                            "order_id": str(order_id), "customer_id": order["customer_id"],
+                            "reason": reason}))
         add_event(cur, SERVICE, base)
         add_event(cur, SERVICE, base.caused("order.status_changed", str(order_id),
                                             _status_data(order, current, OrderStatus.CANCELLED,
@@ -169,7 +171,7 @@ def cancel_order(db, principal: Principal, order_id: uuid.UUID, reason: str | No
 
 def on_delivery_event(cur, event: Envelope) -> None:
     """Apply a delivery-status event to its order with guarded transitions."""
-    data = _schema(DeliveryEventDataSchema).load(event.data)
+    data = load_data(event.event_type, event.data, DELIVERY_EVENT_NEEDS)
     order_id = data["order_id"]
     order = repo.lock_order(cur, order_id)
     if order is None:
@@ -177,8 +179,8 @@ def on_delivery_event(cur, event: Envelope) -> None:
     current = OrderStatus(order["status"])
     decision = decide(current, event.event_type)
     if event.event_type == "delivery.shipment_created" and decision.kind != "ignored":
-        repo.set_shipment(cur, order_id, data["shipment_id"], data["carrier"],
-                          data["tracking_number"])
+        repo.set_shipment(cur, order_id, data["shipment_id"], data.get("carrier"),
+                          data.get("tracking_number"))
     if decision.kind == "transition":
         repo.set_status(cur, order_id, decision.target)
     repo.add_history(
@@ -190,21 +192,15 @@ def on_delivery_event(cur, event: Envelope) -> None:
         add_event(cur, SERVICE, event.caused(
             "order.status_changed", str(order_id),
             _status_data(order, current, decision.target, event.event_type,
-                         carrier=data["carrier"], tracking_number=data["tracking_number"]),
+                         carrier=data.get("carrier"),
+                         tracking_number=data.get("tracking_number")),
             PRODUCER))
     log.info("delivery_event_applied", order_id=str(order_id), decision=decision.kind,
              status=decision.target.value)
 
 
-@functools.cache
-def _schema(schema_class):
-    # Schemas are reusable (and thread-safe) once built; building one per message costs
-    # more than using it.
-    return schema_class()
-
-
 def _created_data(order: dict) -> dict:
-    return {
+    return event_data("order.created", {
         "order_id": str(order["id"]),
         "customer_id": order["customer_id"],
         "customer_email": order["customer_email"],
@@ -215,13 +211,14 @@ def _created_data(order: dict) -> dict:
                   for line in order["lines"]],
         "shipping_address": order["shipping_address"],
         "created_at": order["created_at"].isoformat(),
-    }
+    })
 
 
 def _status_data(order: dict, previous: OrderStatus, status: OrderStatus, cause: str,
                  **extra) -> dict:
-    return {"order_id": str(order["id"]), "customer_id": order["customer_id"],
-            "previous_status": previous.value, "status": status.value, "cause": cause, **extra}
+    return event_data("order.status_changed", {
+        "order_id": str(order["id"]), "customer_id": order["customer_id"],
+        "previous_status": previous.value, "status": status.value, "cause": cause, **extra})
 
 
 def _visible(principal: Principal, order: dict) -> bool:

@@ -23,7 +23,8 @@ from decimal import Decimal
 
 import requests
 
-from shared.config import SERVICE_PORTS, ConfigError, Settings, env_float, env_int
+from services.order.settings import OrderSettings
+from shared.config import SERVICE_PORTS, ConfigError, Settings
 from shared.logging import get_logger
 from shared.resilience import BreakerOpen, BreakerRegistry, ResilientHttp, is_transient
 from shared.service_token import ServiceToken, ServiceTokenError
@@ -32,10 +33,6 @@ log = get_logger(__name__)
 
 BREAKER = "inventory"
 RESERVE_SCOPE = "inventory:reserve"
-DEFAULT_TIMEOUT_S = 1.0   # a reservation takes milliseconds; a second means trouble
-MIN_TIMEOUT_S = 0.05
-DEFAULT_ATTEMPTS = 3
-MAX_ATTEMPTS = 5
 # A 503 that is not the breaker's own: inventory failed or was unreachable on every attempt.
 UNAVAILABLE_RETRY_AFTER_S = 1
 
@@ -82,24 +79,19 @@ class InventoryConfig:
     attempts: int
 
 
-def inventory_config(settings: Settings) -> InventoryConfig:
+def inventory_config(settings: Settings, own: OrderSettings) -> InventoryConfig:
     """Where inventory is and how long to wait for it.
 
-    ``INVENTORY_URL`` (required in production; the local port otherwise),
-    ``ORDER_INVENTORY_TIMEOUT_S`` (per attempt, default 1 s) and
-    ``ORDER_INVENTORY_ATTEMPTS`` (default 3, transient failures only).
+    ``INVENTORY_URL`` (required in production; the local port otherwise), and the
+    order service's ``ORDER_INVENTORY_TIMEOUT_S`` / ``ORDER_INVENTORY_ATTEMPTS``
+    (from its :class:`OrderSettings`).
     """
     url = settings.peers.get("inventory")
     if url is None:
         if settings.app_env == "production":
             raise ConfigError("INVENTORY_URL", "is required in production")
         url = f"http://127.0.0.1:{SERVICE_PORTS['inventory']}"
-    return InventoryConfig(
-        base_url=url,
-        timeout_s=env_float(settings.env, "ORDER_INVENTORY_TIMEOUT_S", DEFAULT_TIMEOUT_S,
-                            minimum=MIN_TIMEOUT_S),
-        attempts=env_int(settings.env, "ORDER_INVENTORY_ATTEMPTS", DEFAULT_ATTEMPTS, minimum=1,
-                         maximum=MAX_ATTEMPTS))
+    return InventoryConfig(base_url=url, timeout_s=own.inventory_timeout_s, attempts=own.inventory_attempts)
 
 
 class InventoryClient:

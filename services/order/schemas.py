@@ -1,4 +1,4 @@
-"""Marshmallow schemas: HTTP requests/responses and the events this service owns."""
+"""Marshmallow schemas of the HTTP API (the events' data: ``shared/contracts.py``)."""
 
 from __future__ import annotations
 
@@ -118,18 +118,3 @@ class OrderSummarySchema(OrderSchema):
 class OrderPageSchema(Schema):
     items = fields.List(fields.Nested(OrderSummarySchema))
     next_cursor = fields.String(allow_none=True)
-
-
-# --- events this service consumes (delivery-status.fifo) -----------------------------
-class DeliveryEventDataSchema(Schema):
-    """``data`` of every delivery.* event (unknown keys tolerated: producers may add)."""
-
-    class Meta:
-        unknown = "exclude"
-
-    shipment_id = fields.UUID(required=True)
-    order_id = fields.UUID(required=True)
-    status = fields.String(required=True)
-    carrier = fields.String(load_default=None, allow_none=True)
-    tracking_number = fields.String(load_default=None, allow_none=True)
-    occurred_at = fields.AwareDateTime(required=True)

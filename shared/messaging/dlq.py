@@ -1,7 +1,11 @@
 """Dead-letter queue inspection and replay for operators.
 
-Replay prefers SQS's own ``StartMessageMoveTask`` (AWS, ElasticMQ) and falls
-back to a portable receive -> send -> delete loop (moto, fauxqs) that keeps
+Replay prefers SQS's own ``StartMessageMoveTask`` (AWS, ElasticMQ), naming
+both the DLQ (``SourceArn``) and the queue its dead letters came from
+(``DestinationArn``: the consumer writes dead letters itself, so SQS has no
+record of their source); it refuses when the DLQ's head names another source
+queue in ``dlq_source_queue``. Where the backend lacks the API, or a limit is
+given, it uses a portable receive -> send -> delete loop (moto, fauxqs) that keeps
 each message group's order: messages are re-sent in the order the DLQ hands
 them out, one group's messages never overtaking each other.
 
@@ -21,6 +25,8 @@ from shared.messaging.sqs import MAX_BATCH_ENTRIES, physical_name
 from shared.messaging.topology import QueueSpec, Topology
 
 DLQ_ATTRIBUTE_PREFIX = "dlq_"
+# Set by the consumer on every dead letter it writes: the logical name of the queue it came from.
+SOURCE_ATTRIBUTE = "dlq_source_queue"
 # Receive short: a replay must finish, not long-poll an empty queue.
 PEEK_WAIT_S = 1
 # How long a peeked message stays hidden from other readers of the DLQ.
@@ -87,9 +93,9 @@ def replay(client, spec: QueueSpec, prefix: str = "", limit: int | None = None,
     source_url = _url(client, physical_name(prefix, spec.name))
     if use_move_task and limit is None:
         try:
-            dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-                "Attributes"]["QueueArn"]
-            client.start_message_move_task(SourceArn=dlq_arn)
+            _check_sources(client, spec, prefix)
+            client.start_message_move_task(SourceArn=_arn(client, dlq_url),
+                                           DestinationArn=_arn(client, source_url))
             return "move-task", -1  # SQS moves them asynchronously back to the source
         except ClientError as exc:
             # moto answers unimplemented actions with a bare 500; the portable path is a
@@ -101,6 +107,24 @@ def replay(client, spec: QueueSpec, prefix: str = "", limit: int | None = None,
         except (AttributeError, NotImplementedError):
             pass
     return "portable", _portable_replay(client, spec, dlq_url, source_url, limit)
+
+
+def _check_sources(client, spec: QueueSpec, prefix: str) -> None:
+    """Refuse a move task for dead letters whose ``dlq_source_queue`` is not ``spec``.
+
+    One move task has one destination, and it must be named: the consumer
+    sends these dead letters itself (SQS never moved them), so without a
+    ``DestinationArn`` AWS does not know where they came from. The DLQ's head
+    (what a peek returns, made visible again at once) shows which queue its
+    dead letters name; one without the attribute was moved by the source's
+    own redrive policy, so it came from ``spec`` too.
+    """
+    sources = {message["attributes"].get(SOURCE_ATTRIBUTE)
+               for message in peek(client, spec, prefix, limit=MAX_BATCH_ENTRIES)}
+    foreign = sorted(name for name in sources - {spec.name, None})
+    if foreign:
+        raise ValueError(f"{spec.dlq_name} holds dead letters of {', '.join(foreign)},"
+                         f" not only of {spec.name}: replay them to their own queue")
 
 
 def _portable_replay(client, spec: QueueSpec, dlq_url: str, source_url: str,
@@ -131,6 +155,11 @@ def _portable_replay(client, spec: QueueSpec, dlq_url: str, source_url: str,
             client.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
             moved += 1
     return moved
+
+
+def _arn(client, url: str) -> str:
+    return client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
 
 
 def _url(client, name: str) -> str:

@@ -17,7 +17,9 @@ second INSERT waits for the first transaction and then sees its row (or, if
 the first rolled back, inserts its own). Effects outside the database (mail,
 HTTP) are not covered; handlers make those idempotent themselves.
 
-The table is created by :func:`shared.messaging.schema.messaging_tables_ddl`.
+The table is created by :func:`shared.messaging.schema.messaging_tables_ddl`;
+rows older than the retention period are purged by
+:mod:`shared.messaging.retention` (:func:`purge_older_than`).
 """
 
 from __future__ import annotations
@@ -35,3 +37,16 @@ def claim(cur, consumer: str, event: Envelope) -> bool:
         " ON CONFLICT DO NOTHING",
         (consumer, event.event_id, event.event_type))
     return cur.rowcount == 1
+
+
+def purge_older_than(cur, days: int, limit: int) -> int:
+    """Delete up to ``limit`` inbox rows received more than ``days`` ago; return how many went.
+
+    A purged row no longer stops a redelivery of its event: ``days`` must
+    exceed every redelivery window (:mod:`shared.messaging.retention`).
+    """
+    cur.execute(
+        "DELETE FROM inbox WHERE (consumer, event_id) IN (SELECT consumer, event_id FROM inbox"
+        " WHERE received_at < now() - make_interval(days => %s) LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (days, limit))
+    return cur.rowcount

@@ -6,7 +6,8 @@ so both commit or neither does; it writes one row per queue the given
 this module is the relay's SQL over the table (:mod:`shared.messaging.relay`
 publishes the rows): claiming streams, reading pending rows as
 :class:`OutboxRow`, marking rows published, recording failed sends, and the
-outbox lag.
+outbox lag; and the retention job's purge of long-published rows
+(:mod:`shared.messaging.retention`).
 
 A stream is one (queue, aggregate) pair; its rows are published in id order.
 """
@@ -68,18 +69,27 @@ def claim_streams(cur, limit: int) -> list[tuple[str, str]]:
     """Up to ``limit`` (queue, aggregate) streams whose head row is due, locked for this transaction.
 
     The transaction-scoped advisory lock keeps two relays off one stream at once.
+    Streams another transaction holds are skipped, and locking stops at
+    ``limit``: a second relay claims the next due streams, not none.
     """
+    # The lock is taken in the outer query, over the due heads already in
+    # order: the executor pulls rows through it only until LIMIT is met (the
+    # PostgreSQL manual's advice for advisory locks with LIMIT). ``OFFSET 0``
+    # keeps the planner from pushing the lock down below the sort. In the
+    # inner WHERE it locked EVERY due stream before the sort and the LIMIT.
     cur.execute(
         """
         SELECT queue, aggregate_id
-          FROM (SELECT DISTINCT ON (queue, aggregate_id)
-                       queue, aggregate_id, id, next_attempt_at
-                  FROM outbox
-                 WHERE published_at IS NULL
-                 ORDER BY queue, aggregate_id, id) AS head
-         WHERE head.next_attempt_at <= now()
-           AND pg_try_advisory_xact_lock(hashtextextended(queue || '|' || aggregate_id, 0))
-         ORDER BY head.id
+          FROM (SELECT queue, aggregate_id, id
+                  FROM (SELECT DISTINCT ON (queue, aggregate_id)
+                               queue, aggregate_id, id, next_attempt_at
+                          FROM outbox
+                         WHERE published_at IS NULL
+                         ORDER BY queue, aggregate_id, id) AS head
+                 WHERE head.next_attempt_at <= now()
+                 ORDER BY head.id
+                OFFSET 0) AS due
+         WHERE pg_try_advisory_xact_lock(hashtextextended(due.queue || '|' || due.aggregate_id, 0))
          LIMIT %s
         """,
         (limit,),
@@ -88,7 +98,12 @@ def claim_streams(cur, limit: int) -> list[tuple[str, str]]:
 
 
 def pending_rows(cur, streams: list[tuple[str, str]], per_stream: int) -> list[OutboxRow]:
-    """The first ``per_stream`` unpublished rows of each stream, in id (commit) order."""
+    """The first ``per_stream`` unpublished rows of each stream, in id (commit) order.
+
+    Only streams whose head is STILL due: this statement reads a newer snapshot
+    than the claim, and a relay that held a stream until just after the claim's
+    snapshot may have recorded a failed send (and its backoff) on that head.
+    """
     queues = [s[0] for s in streams]
     aggregates = [s[1] for s in streams]
     cur.execute(
@@ -100,6 +115,11 @@ def pending_rows(cur, streams: list[tuple[str, str]], per_stream: int) -> list[O
                GREATEST(0, ceil(o.delay_seconds
                                 - EXTRACT(EPOCH FROM now() - o.created_at)))::int AS delay
           FROM unnest(%s::text[], %s::text[]) AS s(queue, aggregate_id)
+          JOIN LATERAL (
+                SELECT next_attempt_at FROM outbox
+                 WHERE outbox.queue = s.queue AND outbox.aggregate_id = s.aggregate_id
+                   AND outbox.published_at IS NULL
+                 ORDER BY id LIMIT 1) AS head ON head.next_attempt_at <= clock_timestamp()
           JOIN LATERAL (
                 SELECT * FROM outbox
                  WHERE outbox.queue = s.queue AND outbox.aggregate_id = s.aggregate_id
@@ -118,10 +138,15 @@ def mark_published(cur, ids: list[int]) -> None:
 
 
 def record_failure(cur, row_id: int, attempts: int, error: str, retry_in_s: float) -> None:
-    """Count a failed send of ``row_id`` and hold it back ``retry_in_s`` seconds."""
+    """Count a failed send of ``row_id`` and hold it back ``retry_in_s`` seconds from now.
+
+    From the clock, not ``now()`` (the start of the relay's transaction): a
+    round that waited on a broker timeout longer than the backoff would
+    otherwise commit a retry time already in the past.
+    """
     cur.execute(
         "UPDATE outbox SET attempts = %s, last_error = %s,"
-        " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
+        " next_attempt_at = clock_timestamp() + make_interval(secs => %s) WHERE id = %s",
         (attempts, error[:1000], retry_in_s, row_id),
     )
 
@@ -131,3 +156,16 @@ def lag_seconds(cur) -> float:
     cur.execute("SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS lag"
                 " FROM outbox WHERE published_at IS NULL")
     return float(cur.fetchone()["lag"])
+
+
+def purge_published(cur, days: int, limit: int) -> int:
+    """Delete up to ``limit`` rows published more than ``days`` ago; return how many went.
+
+    Unpublished rows are never deleted, however old: the relay still owes them.
+    ``SKIP LOCKED``: workers purging at once share the rows instead of queueing.
+    """
+    cur.execute(
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at"
+        " < now() - make_interval(days => %s) LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (days, limit))
+    return cur.rowcount

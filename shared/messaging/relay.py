@@ -6,7 +6,13 @@ so two relays never publish the same aggregate at once, and sends at most ONE
 row per aggregate per batch call, so a partially failed batch can never let a
 later event overtake an earlier one. A failed send keeps the row (attempts,
 last_error, next_attempt_at with exponential backoff, :class:`RetryPolicy`) and
-holds back the rest of its aggregate until it goes.
+holds back the rest of its aggregate until it goes. An entry a batch answer
+lists as neither Successful nor Failed counts as a failed send.
+
+Several relays share one outbox: each round claims only the streams no other
+relay holds, up to :data:`STREAMS_PER_ROUND`, and a stream whose head another
+relay failed just before the claim waits out that backoff (see
+:func:`~shared.messaging.outbox.pending_rows`).
 
 The relay wakes on the schema's outbox NOTIFY and polls as a fallback
 (:func:`shared.notify.run_on_notify`). Which queue is FIFO comes from the
@@ -43,6 +49,7 @@ ROWS_PER_STREAM = 20
 LINGER_S = 0.05
 # The outbox-lag gauge costs a query; refresh it at most this often.
 LAG_REFRESH_S = 1.0
+MISSING_FROM_ANSWER = "MissingEntry: missing from the SendMessageBatch answer"
 # 0.5 s * 2^20 is days: far past any cap, and small enough never to overflow.
 RETRY_MAX_EXPONENT = 20
 
@@ -185,6 +192,14 @@ class OutboxRelay:
         ok = [rows[int(e["Id"])].id for e in response.get("Successful", [])]
         failed = [(rows[int(e["Id"])], f"{e.get('Code')}: {e.get('Message')}")
                   for e in response.get("Failed", [])]
+        # An entry in neither list is a failed send: left out, it stayed the
+        # head of its stream and the round resent it forever. If it did go, the
+        # retry carries the same deduplication id and the consumer's inbox
+        # drops the copy.
+        answered = {int(e["Id"]) for e in response.get("Successful", [])}
+        answered.update(int(e["Id"]) for e in response.get("Failed", []))
+        failed += [(row, MISSING_FROM_ANSWER) for index, row in enumerate(rows)
+                   if index not in answered]
         return ok, failed, False
 
     def _record_failure(self, cur, row: OutboxRow, error: str) -> None:

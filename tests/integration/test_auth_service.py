@@ -378,7 +378,7 @@ def test_private_keys_are_encrypted_at_rest(auth_client, auth_db, service_env):
     stored = bytes(row["private_key_encrypted"])
     assert row["kid"] == client_token_kid
     assert b"PRIVATE KEY" not in stored
-    from services.auth.config import DEV_KEY_ENCRYPTION_KEY
+    from services.auth.settings import DEV_KEY_ENCRYPTION_KEY
 
     assert b"PRIVATE KEY" in KeyCipher((DEV_KEY_ENCRYPTION_KEY,)).decrypt(stored)
     from cryptography.fernet import Fernet, InvalidToken

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from shared.messaging import dlq
 from shared.queues import TOPOLOGY, queue
 
 SPEC = queue("order-created.fifo")
 
 
-def _dead_letter(sqs, url, group: str, seq: int) -> None:
+def _dead_letter(sqs, url, group: str, seq: int, source: str = SPEC.name) -> None:
+    # The attributes the consumer adds when it dead-letters (consumer.py: _send_to_dlq).
     sqs.send_message(
         QueueUrl=url, MessageBody=f'{{"seq": {seq}}}', MessageGroupId=group,
         MessageDeduplicationId=f"{group}-{seq}",
@@ -16,6 +19,7 @@ def _dead_letter(sqs, url, group: str, seq: int) -> None:
             "event_type": {"DataType": "String", "StringValue": "order.created"},
             "dlq_reason": {"DataType": "String", "StringValue": "permanent_error"},
             "dlq_error": {"DataType": "String", "StringValue": "ValidationError: boom"},
+            "dlq_source_queue": {"DataType": "String", "StringValue": source},
         })
 
 
@@ -56,3 +60,44 @@ def test_replay_moves_back_in_group_order_without_dlq_attributes(sqs, queues, qu
         assert message["MessageAttributes"]["event_type"]["StringValue"] == "order.created"
     assert by_group == {g: [f'{{"seq": {s}}}' for s in range(3)] for g in ("order-a", "order-b")}
     assert _drain(sqs, queues[SPEC.dlq_name]) == []
+
+
+class MoveTaskRecorder:
+    """The emulator's client, plus a ``StartMessageMoveTask`` that records its call (as AWS's)."""
+
+    def __init__(self, client):
+        self._client = client
+        self.move_tasks: list[dict] = []
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def start_message_move_task(self, **params):
+        self.move_tasks.append(params)
+        return {"TaskHandle": "task-1"}
+
+
+def _arn(sqs, url) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"]
+
+
+def test_move_task_names_the_dlq_and_the_queue_its_dead_letters_came_from(sqs, queues,
+                                                                          queue_prefix):
+    _dead_letter(sqs, queues[SPEC.dlq_name], "order-a", 1)
+    client = MoveTaskRecorder(sqs)
+    assert dlq.replay(client, SPEC, queue_prefix) == ("move-task", -1)
+    # The consumer wrote these dead letters itself: SQS never moved them, so it
+    # cannot know their source unless the call names it.
+    assert client.move_tasks == [{"SourceArn": _arn(sqs, queues[SPEC.dlq_name]),
+                                  "DestinationArn": _arn(sqs, queues[SPEC.name])}]
+    depth = {d.name: d for d in dlq.depths(sqs, TOPOLOGY, queue_prefix)}
+    assert depth[SPEC.name].dlq_visible == 1  # left for the move task, visible again
+
+
+def test_move_task_refuses_dead_letters_from_another_queue(sqs, queues, queue_prefix):
+    _dead_letter(sqs, queues[SPEC.dlq_name], "order-a", 1, source="order-status.fifo")
+    client = MoveTaskRecorder(sqs)
+    with pytest.raises(ValueError, match="order-status.fifo"):
+        dlq.replay(client, SPEC, queue_prefix)
+    assert client.move_tasks == []

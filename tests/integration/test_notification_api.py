@@ -276,9 +276,10 @@ def test_history_is_owner_scoped_and_paginated(notification_client, notification
             OrderEventHandler(settings)(cur, Envelope(
                 event_type="order.status_changed", aggregate_id=order, producer="order-service",
                 data={"order_id": order, "customer_id": "alice", "status": f"S{n}"}))
+        bob_order = str(uuid.uuid4())  # order ids are UUIDs (shared/contracts.py)
         OrderEventHandler(settings)(cur, Envelope(
-            event_type="order.created", aggregate_id="o-bob", producer="order-service",
-            data={"order_id": "o-bob", "customer_id": "bob"}))
+            event_type="order.created", aggregate_id=bob_order, producer="order-service",
+            data={"order_id": bob_order, "customer_id": "bob"}))
     alice = auth_header("alice", ("orders:read",))
     page = notification_client.get("/v1/notifications?limit=2", headers=alice).get_json()
     assert [n["data"]["status"] for n in page["items"]] == ["S2", "S1"]

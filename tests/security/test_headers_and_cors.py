@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import ConfigError
-from shared.web import SECURITY_HEADERS, cors_origins
+from shared.config import ConfigError, load_settings
+from shared.web import SECURITY_HEADERS
 
 SERVICES = ("order", "delivery", "inventory", "notification", "auth")
 ORIGIN = "https://shop.example"
@@ -61,5 +61,6 @@ def test_cors_allows_configured_origins_only(cors_client):
                                             ("https://shop.example/path", "development")])
 def test_bad_cors_origins_are_refused_at_start(value, app_env):
     with pytest.raises(ConfigError) as info:
-        cors_origins({"CORS_ALLOWED_ORIGINS": value}, app_env)
+        load_settings("order", {"DATABASE_URL": "postgresql://unused/db", "APP_ENV": app_env,
+                                "CORS_ALLOWED_ORIGINS": value})
     assert info.value.variable == "CORS_ALLOWED_ORIGINS"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from services.auth.config import DEV_KEY_ENCRYPTION_KEY, load_auth_config
 from services.auth.crypto import KeyCipher, PasswordHashing, digest_secret, new_secret, secret_matches
+from services.auth.settings import DEV_KEY_ENCRYPTION_KEY, AuthSettings
 from shared.config import ConfigError
 
 
 def test_defaults_are_production_grade():
-    cfg = load_auth_config({})
+    cfg = AuthSettings.from_env({})
     assert cfg.access_token_ttl_s == 900
     assert cfg.key_encryption_keys == (DEV_KEY_ENCRYPTION_KEY,)
     assert cfg.argon2_memory_kib >= 64 * 1024
@@ -20,11 +20,12 @@ def test_defaults_are_production_grade():
 
 def test_production_refuses_the_development_key_encryption_key():
     with pytest.raises(ConfigError, match="AUTH_KEY_ENCRYPTION_KEYS"):
-        load_auth_config({}, "production")
+        AuthSettings.from_env({}, app_env="production")
     with pytest.raises(ConfigError, match="development default"):
-        load_auth_config({"AUTH_KEY_ENCRYPTION_KEYS": DEV_KEY_ENCRYPTION_KEY}, "production")
+        AuthSettings.from_env({"AUTH_KEY_ENCRYPTION_KEYS": DEV_KEY_ENCRYPTION_KEY}, app_env="production")
     key = Fernet.generate_key().decode()
-    assert load_auth_config({"AUTH_KEY_ENCRYPTION_KEYS": key}, "production").key_encryption_keys == (key,)
+    production = AuthSettings.from_env({"AUTH_KEY_ENCRYPTION_KEYS": key}, app_env="production")
+    assert production.key_encryption_keys == (key,)
 
 
 @pytest.mark.parametrize("name, value", [
@@ -36,7 +37,7 @@ def test_production_refuses_the_development_key_encryption_key():
 ])
 def test_invalid_settings_name_the_variable(name, value):
     with pytest.raises(ConfigError) as info:
-        load_auth_config({name: value})
+        AuthSettings.from_env({name: value})
     assert info.value.variable == name
 
 

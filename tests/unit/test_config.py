@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import (
-    ConfigError,
-    env_bool,
-    env_float,
-    env_int,
-    load_settings,
-)
+from shared.config import ConfigError, load_settings
+from shared.settings import Bool, EnvSettings, Float, Int, var
 
 DATABASE_URL = "postgresql://app@localhost/orders"
 
@@ -98,40 +93,50 @@ def test_the_process_environment_is_read_when_none_is_given(monkeypatch):
 
 
 # --- the typed readers -------------------------------------------------------------------------
+class Readers(EnvSettings):
+    """One variable of each declared type, as the settings classes declare theirs."""
+
+    n: Int = var("N", 7, "an integer")
+    bounded: Int = var("BOUNDED", 5, "an integer between 1 and 10", ge=1, le=10)
+    b: Bool = var("B", True, "a boolean")
+    simulator: Bool = var("DELIVERY_SIMULATOR_ENABLED", False, "a boolean")
+    f: Float = var("F", 0.5, "a number", ge=0.0)
+
+
 @pytest.mark.parametrize(("raw", "expected"), [
     (None, 7), ("", 7), ("  ", 7), ("0", 0), ("12", 12), (" 3 ", 3),
 ])
-def test_env_int(raw, expected):
+def test_int_variables(raw, expected):
     values = {} if raw is None else {"N": raw}
-    assert env_int(values, "N", 7) == expected
+    assert Readers.from_env(values).n == expected
 
 
 @pytest.mark.parametrize(("raw", "words"), [("x", "integer"), ("2.0", "integer"), ("11", "between 1 and 10"),
                                             ("0", "between 1 and 10")])
-def test_env_int_rejects(raw, words):
+def test_int_variables_reject(raw, words):
     with pytest.raises(ConfigError, match=words) as info:
-        env_int({"N": raw}, "N", 5, minimum=1, maximum=10)
-    assert info.value.variable == "N"
+        Readers.from_env({"BOUNDED": raw})
+    assert info.value.variable == "BOUNDED"
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
     ("1", True), ("true", True), ("YES", True), ("on", True),
     ("0", False), ("False", False), ("no", False), ("off", False), ("", True),
 ])
-def test_env_bool(raw, expected):
-    assert env_bool({"B": raw}, "B", True) is expected
+def test_bool_variables(raw, expected):
+    assert Readers.from_env({"B": raw}).b is expected
 
 
-def test_env_bool_rejects_anything_else():
+def test_bool_variables_reject_anything_else():
     with pytest.raises(ConfigError, match="true or false") as info:
-        env_bool({"DELIVERY_SIMULATOR_ENABLED": "maybe"}, "DELIVERY_SIMULATOR_ENABLED", False)
+        Readers.from_env({"DELIVERY_SIMULATOR_ENABLED": "maybe"})
     assert info.value.variable == "DELIVERY_SIMULATOR_ENABLED"
 
 
-def test_env_float():
-    assert env_float({}, "F", 0.5) == 0.5
-    assert env_float({"F": "0.2"}, "F", 1.0) == pytest.approx(0.2)
+def test_float_variables():
+    assert Readers.from_env({}).f == 0.5
+    assert Readers.from_env({"F": "0.2"}).f == pytest.approx(0.2)
     with pytest.raises(ConfigError, match="number"):
-        env_float({"F": "fast"}, "F", 1.0)
+        Readers.from_env({"F": "fast"})
     with pytest.raises(ConfigError, match=">= 0"):
-        env_float({"F": "-1"}, "F", 1.0)
+        Readers.from_env({"F": "-1"})

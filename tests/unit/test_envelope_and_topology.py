@@ -10,8 +10,8 @@ from datetime import datetime
 import pytest
 
 from services.delivery.domain import EVENT_TYPES
+from services.order.settings import load as load_order
 from services.order.worker import build_plan as order_plan
-from shared.config import load_settings
 from shared.messaging.envelope import Envelope, InvalidEnvelope
 from shared.messaging.sqs import physical_name
 from shared.messaging.topology import DEFAULT_MAX_RECEIVE_COUNT, QueueSpec
@@ -195,7 +195,7 @@ def test_each_event_type_has_one_producer():
 
 
 def test_order_worker_handles_every_event_type_of_its_queue():
-    plan = order_plan(None, load_settings("order", {"DATABASE_URL": "postgresql://unused/db"}))
+    plan = order_plan(None, *load_order({"DATABASE_URL": "postgresql://unused/db"}))
     delivery_status = queue("delivery-status.fifo")
     assert set(plan.consumers) == {delivery_status}
     assert set(plan.consumers[delivery_status]) == set(delivery_status.event_types)

@@ -19,8 +19,8 @@ from services.inventory.domain import (
     shortages,
     stock_status,
 )
+from services.inventory.settings import load
 from services.inventory.worker import EVENTS_QUEUE, build_plan
-from shared.config import load_settings
 from shared.queues import queue
 
 
@@ -79,8 +79,7 @@ def test_line_total_is_exact():
 
 
 def test_worker_handles_every_event_type_of_its_queue_and_sweeps():
-    settings = load_settings("inventory", {"DATABASE_URL": "postgresql://unused/db"})
-    plan = build_plan(None, settings)
+    plan = build_plan(None, *load({"DATABASE_URL": "postgresql://unused/db"}))
     spec = queue(EVENTS_QUEUE)
     assert set(plan.consumers) == {spec}
     assert set(plan.consumers[spec]) == set(spec.event_types) == {"order.created", "order.cancelled"}

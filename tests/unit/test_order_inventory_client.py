@@ -18,8 +18,9 @@ from services.order.inventory import (
     InventoryUnavailable,
     inventory_config,
 )
+from services.order.settings import load
 from shared.auth import verify_bearer_token
-from shared.config import ConfigError, load_settings
+from shared.config import ConfigError
 from shared.resilience import BreakerRegistry
 from shared.service_token import ServiceTokenError
 from tests.support.tokens import TEST_SIGNER, static_settings
@@ -201,12 +202,12 @@ def test_unavailable_becomes_503_with_retry_after_in_whole_seconds():
 def test_inventory_url_is_required_in_production_only():
     base = {"DATABASE_URL": "postgresql://x/y", "JWT_SECRET": "s" * 40}
     with pytest.raises(ConfigError, match="INVENTORY_URL"):
-        inventory_config(load_settings("order", {**base, "APP_ENV": "production"}))
-    assert inventory_config(load_settings("order", base)).base_url == "http://127.0.0.1:8003"
-    configured = inventory_config(load_settings("order", {
+        inventory_config(*load({**base, "APP_ENV": "production"}))
+    assert inventory_config(*load(base)).base_url == "http://127.0.0.1:8003"
+    configured = inventory_config(*load({
         **base, "INVENTORY_URL": "http://inv:8003", "ORDER_INVENTORY_TIMEOUT_S": "0.25",
         "ORDER_INVENTORY_ATTEMPTS": "2"}))
     assert (configured.base_url, configured.timeout_s, configured.attempts) == (
         "http://inv:8003", 0.25, 2)
     with pytest.raises(ConfigError, match="ORDER_INVENTORY_ATTEMPTS"):
-        inventory_config(load_settings("order", {**base, "ORDER_INVENTORY_ATTEMPTS": "0"}))
+        inventory_config(*load({**base, "ORDER_INVENTORY_ATTEMPTS": "0"}))
