@@ -3,6 +3,7 @@
     python -m services.auth.cli create-client --name "DHL" --scope shipments:write \\
         --grant client_credentials --carrier DHL
     python -m services.auth.cli rotate-client-secret CLIENT_ID [--grace-s 3600]
+    python -m services.auth.cli bind-carrier CLIENT_ID DHL  |  bind-carrier CLIENT_ID --none
     python -m services.auth.cli delete-client CLIENT_ID
     python -m services.auth.cli list-clients
     python -m services.auth.cli ensure-client --client-id order-service --name "Order service" \\
@@ -166,6 +167,23 @@ def rotate_client_secret(ctx, client_id, grace_s, as_json):
           f"client_id:     {creds.client_id}\nclient_secret: {creds.client_secret}\n"
           + (f"The old secret works for {grace_s} more seconds." if grace_s else
              "The old secret no longer works."))
+
+
+@cli.command("bind-carrier")
+@click.argument("client_id")
+@click.argument("carrier", required=False)
+@click.option("--none", "unbind", is_flag=True, help="Bind the client to no carrier.")
+@pass_ctx
+def bind_carrier(ctx, client_id, carrier, unbind):
+    """Bind an existing client to a carrier (its next tokens reach only that carrier's shipments)."""
+    if bool(carrier) == unbind:
+        raise click.UsageError("give a CARRIER or --none")
+    try:
+        handlers.bind_client_carrier(ctx.db, client_id, None if unbind else carrier)
+    except handlers.AuthError as exc:
+        _fail(exc)
+    click.echo(f"{client_id}: " + ("bound to no carrier" if unbind else f"bound to carrier {carrier}")
+               + ". Access tokens already issued keep their claim until they expire.")
 
 
 @cli.command("delete-client")

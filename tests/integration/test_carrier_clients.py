@@ -86,6 +86,23 @@ def test_the_cli_binds_a_carrier_and_lists_it(run_cli, auth_client, monkeypatch)
     assert bad.exit_code != 0 and "carrier" in bad.output
 
 
+def test_the_cli_binds_an_existing_client_and_unbinds_it(run_cli, auth_app, auth_client):
+    # A carrier client registered before clients were bound: its tokens name no carrier.
+    legacy = handlers.create_client(auth_app.extensions["db"], "Legacy carrier", SCOPES,
+                                    ("client_credentials",), client_id="carrier-legacy")
+    assert "carrier" not in decode(auth_client, client_token(auth_client, legacy))
+    bound = run_cli("bind-carrier", "carrier-legacy", "GLS")
+    assert bound.exit_code == 0 and "bound to carrier GLS" in bound.output, bound.output
+    assert decode(auth_client, client_token(auth_client, legacy))["carrier"] == "GLS"
+    unbound = run_cli("bind-carrier", "carrier-legacy", "--none")
+    assert unbound.exit_code == 0, unbound.output
+    assert "carrier" not in decode(auth_client, client_token(auth_client, legacy))
+    for args in (["carrier-legacy"], ["carrier-legacy", "GLS", "--none"], ["ghost-client", "GLS"],
+                 ["carrier-legacy", "not a carrier"]):
+        refused = CliRunner().invoke(cli, ["bind-carrier", *args])
+        assert refused.exit_code != 0, (args, refused.output)
+
+
 def test_the_demo_carrier_client_is_bound_and_a_stale_binding_repaired(auth_app, auth_client,
                                                                       tmp_path):
     ext = auth_app.extensions
