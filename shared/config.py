@@ -126,6 +126,10 @@ class WorkerSettings(EnvSettings):
                                        "first visibility backoff after a transient failure", ge=0.0)
     consumer_retry_cap_s: Float = var("CONSUMER_RETRY_CAP_S", 900.0, "longest visibility backoff",
                                       ge=0.0)
+    consumer_restart_cap_s: Float = var("CONSUMER_RESTART_CAP_S", 30.0,
+                                        "longest wait before a crashed receive loop is restarted", ge=0.0)
+    consumer_restart_limit: Int = var("CONSUMER_RESTART_LIMIT", 10, "crashes in a row after which a "
+                                      "consumer gives up and the worker exits 1", ge=0, le=1000)
     relay_enabled: Bool = var("OUTBOX_RELAY_ENABLED", True, "run the outbox relay in this worker")
     relay_poll_interval_s: Float = var("OUTBOX_POLL_INTERVAL_S", 1.0,
                                        "relay polling fallback when no NOTIFY arrives", ge=0.0)

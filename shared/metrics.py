@@ -17,6 +17,10 @@ MESSAGE_RETRIES = Counter("message_retries_total", "Transient handler failures (
                           ["consumer", "event_type"])
 DLQ_MOVES = Counter("dlq_moves_total", "Messages sent to a dead-letter queue by us",
                     ["consumer", "reason"])
+CONSUMER_ALIVE = Gauge("consumer_alive", "1 while every poller of a consumer runs (worker health)",
+                       ["consumer"])
+CONSUMER_RESTARTS = Counter("consumer_restarts_total", "Crashed consumer pollers restarted",
+                            ["consumer"])
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published", ["service", "queue"])
 OUTBOX_SEND_FAILURES = Counter("outbox_send_failures_total", "Outbox sends that failed (retried)",
                                ["service", "queue"])

@@ -13,6 +13,14 @@ receiving, in-flight handlers finish (up to ``WORKER_SHUTDOWN_TIMEOUT_S``),
 unstarted messages are released, the relay finishes its round, and the
 process exits 0.
 
+Supervision: a consumer restarts its own crashed pollers
+(:mod:`shared.messaging.consumer`); a consumer task that ends anyway before a
+signal (it gave up with ``ConsumerFailed``, or ended for any other reason), or
+a plan task that raises, stops the worker as SIGTERM would and it exits 1, so
+the process supervisor restarts it rather than leaving a queue unconsumed.
+Health: the ``consumer_alive{consumer}`` gauge (1 while every poller runs) and
+``consumer_restarts_total{consumer}`` on the ``WORKER_METRICS_PORT`` endpoint.
+
 Consumers and the relay route by :data:`shared.queues.TOPOLOGY` and get
 :func:`default_middleware`: the Prometheus metrics of :mod:`shared.metrics`
 and the structlog events (both keep today's names).
@@ -62,7 +70,8 @@ def default_middleware() -> list[Middleware]:
     return [
         PrometheusMiddleware(handled=metrics.MESSAGES_HANDLED, retries=metrics.MESSAGE_RETRIES,
                              dlq_moves=metrics.DLQ_MOVES, published=metrics.OUTBOX_PUBLISHED,
-                             send_failures=metrics.OUTBOX_SEND_FAILURES, lag=metrics.OUTBOX_LAG),
+                             send_failures=metrics.OUTBOX_SEND_FAILURES, lag=metrics.OUTBOX_LAG,
+                             alive=metrics.CONSUMER_ALIVE, restarts=metrics.CONSUMER_RESTARTS),
         LoggingMiddleware(),
     ]
 
@@ -86,6 +95,7 @@ def consumer_config(worker: WorkerSettings) -> ConsumerConfig:
         wait_time_s=worker.consumer_wait_time_s, max_messages=worker.consumer_max_messages,
         pollers=worker.consumer_pollers, retry_base_s=worker.consumer_retry_base_s,
         retry_cap_s=worker.consumer_retry_cap_s,
+        restart_cap_s=worker.consumer_restart_cap_s, restart_limit=worker.consumer_restart_limit,
     )
 
 
@@ -94,13 +104,12 @@ def run_worker(settings: Settings, db, plan: WorkerPlan) -> int:
     worker = WorkerSettings.from_env(settings.env, app_env=settings.app_env)
     if worker.metrics_port:
         start_http_server(worker.metrics_port, addr="127.0.0.1")
+    return asyncio.run(_main(settings, worker, db, plan))
+
+
+async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan) -> int:
+    relay_enabled = plan.relay and worker.relay_enabled
     shutdown_timeout = worker.shutdown_timeout_s
-    return asyncio.run(_main(settings, worker, db, plan, shutdown_timeout,
-                             relay_enabled=plan.relay and worker.relay_enabled))
-
-
-async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan, shutdown_timeout: float,
-                relay_enabled: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -132,18 +141,17 @@ async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan
                  settings.queue_prefix, config, executor, middleware)
         for spec, handlers in plan.consumers.items()
     ]
-    tasks = [asyncio.create_task(c.run(stop)) for c in consumers]
-    tasks += [asyncio.create_task(job(stop)) for job in plan.tasks]
+    consumer_tasks = {asyncio.create_task(c.run(stop)): c.name for c in consumers}
+    tasks = [*consumer_tasks, *(asyncio.create_task(job(stop)) for job in plan.tasks)]
     # Every service's inbox and outbox, whatever its plan (shared.messaging.retention).
     tasks.append(asyncio.create_task(retention_task(db, retention)(stop)))
     log.info("worker_started", consumers=[c.name for c in consumers], relay=relay_enabled)
 
-    await stop.wait()
+    exit_code = await _supervise(stop, tasks, consumer_tasks)
     log.info("worker_stopping", timeout_s=shutdown_timeout)
-    exit_code = 0
     done, pending = await asyncio.wait(tasks, timeout=shutdown_timeout)
     for task in done:
-        if task.exception() is not None:
+        if not task.cancelled() and task.exception() is not None:
             log.error("worker_task_failed", error=repr(task.exception()))
             exit_code = 1
     if pending:
@@ -158,3 +166,26 @@ async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan
     db.close()
     log.info("worker_stopped", exit_code=exit_code)
     return exit_code
+
+
+async def _supervise(stop: asyncio.Event, tasks: list[asyncio.Task],
+                     consumer_tasks: dict[asyncio.Task, str]) -> int:
+    """Wait for a signal; 1 if a consumer task ended or any task failed before it, else 0."""
+    signalled = asyncio.create_task(stop.wait())
+    pending = set(tasks)
+    try:
+        while not stop.is_set():
+            done, pending = await asyncio.wait({signalled, *pending},
+                                               return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(signalled)
+            for task in done - {signalled}:
+                error = None if task.cancelled() else task.exception()
+                if error is None and task not in consumer_tasks:
+                    continue  # a plan task that finished its work
+                log.error("worker_task_failed", task=consumer_tasks.get(task, task.get_name()),
+                          error=repr(error) if error else "ended before a signal")
+                stop.set()  # drain the rest as on SIGTERM; the supervisor restarts us
+                return 1
+        return 0
+    finally:
+        signalled.cancel()

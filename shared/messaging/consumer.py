@@ -1,6 +1,7 @@
 """The consumer runtime: long polling, inbox dedup, per-group order, retries, DLQ.
 
-For every received batch (up to 10 messages):
+For every received batch (up to 10 messages; one at a time after a bad receive,
+see :mod:`shared.messaging.receiver`):
 
 * messages are grouped by ``MessageGroupId`` and each group is handled
   sequentially in received order, groups in parallel;
@@ -11,12 +12,23 @@ For every received batch (up to 10 messages):
   to an exponential backoff from ``ApproximateReceiveCount``; later messages of
   the same group in the batch are not handled (they come back after it);
   on the last allowed receive the message goes to the DLQ with the reason;
-* a permanent failure (not an envelope, unknown event type, invalid data,
-  :class:`PermanentError`) is sent to the DLQ at once with the reason as
-  message attributes, then deleted, and the group goes on;
-* a heartbeat extends the visibility of messages still being worked on;
+* a permanent failure (a body that does not parse as an envelope, whatever the
+  parser raised; unknown event type; invalid data; :class:`PermanentError`) is
+  sent to the DLQ at once with the reason as message attributes, then deleted
+  at once, and the group goes on;
+* handled messages are deleted as soon as their group is over; until then,
+  and while they are in flight, a heartbeat extends their visibility; a
+  released message (backoff, or 0) is never extended again
+  (:mod:`shared.messaging.batch`);
 * on stop (SIGTERM) no new batch is received, in-flight handlers finish,
   unstarted messages are released (visibility 0).
+
+Supervision (:mod:`shared.messaging.supervision`): processing a message never
+raises. A poller that still meets an unexpected error is restarted after a
+capped backoff; the messages its batch left undecided are released with a
+backoff. After more than ``restart_limit`` crashes in a row :meth:`Consumer.run`
+drains the other pollers and raises :class:`ConsumerFailed`, and the worker
+exits non-zero (:mod:`shared.worker`).
 
 Each message ends in one typed outcome (:mod:`shared.messaging.outcomes`);
 metrics and logs are middleware hooks around it (:mod:`shared.messaging.middleware`).
@@ -26,13 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -40,6 +50,8 @@ from marshmallow import ValidationError
 
 from shared.backoff import backoff_delay
 from shared.messaging import inbox
+from shared.messaging.batch import Batch, State
+from shared.messaging.deadletter import DLQ_ERROR_MAX_CHARS, send_to_dlq
 from shared.messaging.envelope import Envelope, InvalidEnvelope
 from shared.messaging.middleware import Hooks, LoggingMiddleware, Middleware
 from shared.messaging.outcomes import (
@@ -54,25 +66,26 @@ from shared.messaging.outcomes import (
     PermanentError,
     Retry,
 )
+from shared.messaging.receiver import Receiver
 from shared.messaging.sqs import (
     MAX_BATCH_ENTRIES,
     MAX_VISIBILITY_TIMEOUT_S,
     MAX_WAIT_TIME_S,
-    dlq_name_from_redrive,
-    physical_name,
+    resolve_queue,
 )
+from shared.messaging.supervision import ConsumerFailed, run_pollers, set_when, wait
 from shared.messaging.topology import QueueSpec
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[Any, Envelope], None]  # (cursor of the inbox transaction, envelope)
 
-# SQS allows at most 10 message attributes; we add at most 5 to the original 3.
-DLQ_ERROR_MAX_CHARS = 1000
 # maxReceiveCount is at most 1000, so the exponent never needs clamping below it.
 MAX_RECEIVE_EXPONENT = 1000
 
-__all__ = ["Consumer", "ConsumerConfig", "Handler", "PermanentError"]
+__all__ = ["DLQ_ERROR_MAX_CHARS", "Consumer", "ConsumerConfig", "ConsumerFailed", "Handler",
+           "PermanentError"]
+
 
 
 @dataclass(frozen=True)
@@ -86,12 +99,17 @@ class ConsumerConfig:
     retry_cap_s: float = 900.0
     heartbeat_every_s: float | None = None   # default: a third of the visibility timeout
     error_pause_s: float = 1.0               # after a failed receive (broker down)
+    restart_base_s: float = 1.0              # a crashed poller waits base * 2^(n-1) ...
+    restart_cap_s: float = 30.0              # ... at most this long before its restart
+    restart_limit: int = 10                  # crashes in a row before the consumer gives up
 
     def __post_init__(self) -> None:
         if not 0 <= self.wait_time_s <= MAX_WAIT_TIME_S:
             raise ValueError("wait_time_s must be 0..20")
         if not 1 <= self.max_messages <= MAX_BATCH_ENTRIES:
             raise ValueError("max_messages must be 1..10")
+        if self.restart_limit < 0:
+            raise ValueError("restart_limit must be >= 0")
 
 
 class Consumer:
@@ -116,124 +134,142 @@ class Consumer:
         self.visibility_timeout = spec.visibility_timeout_s
         # Logging by default; the worker adds metrics (shared.worker.default_middleware).
         self.hooks = Hooks((LoggingMiddleware(),) if middleware is None else middleware)
+        self.receiver = Receiver(name, self.config.max_messages, self.config.wait_time_s,
+                                 self.config.error_pause_s)
 
     # -- lifecycle ----------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set, then drain and return."""
-        async with self.client_factory() as client:
-            await self._resolve_queues(client, stop)
-            if stop.is_set():
-                return
-            log.info("consumer_started", consumer=self.name, queue=self.spec.name,
-                     pollers=self.config.pollers)
-            await asyncio.gather(*(self._poll(client, stop) for _ in range(self.config.pollers)))
+        """Consume until ``stop`` is set, then drain and return.
+
+        Raises :class:`ConsumerFailed` when a poller crashed more than
+        ``restart_limit`` times in a row; the other pollers drain first and the
+        client stays open until the last of them has returned.
+        """
+        halt = asyncio.Event()  # stop, or a poller gave up: every poller winds down
+        forward_stop = asyncio.create_task(set_when(stop, halt))
+        try:
+            async with self.client_factory() as client:
+                await self._resolve_queues(client, halt)
+                if halt.is_set():
+                    return
+                log.info("consumer_started", consumer=self.name, queue=self.spec.name,
+                         pollers=self.config.pollers)
+                await run_pollers(self, client, halt)
+        finally:
+            forward_stop.cancel()
+            self.hooks.emit("on_consumer_alive", self, False)
         log.info("consumer_stopped", consumer=self.name)
 
     async def _resolve_queues(self, client, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                self.queue_url = (await client.get_queue_url(
-                    QueueName=physical_name(self.prefix, self.spec.name)))["QueueUrl"]
-                attrs = (await client.get_queue_attributes(
-                    QueueUrl=self.queue_url,
-                    AttributeNames=["RedrivePolicy", "VisibilityTimeout"]))["Attributes"]
-                self.visibility_timeout = int(attrs.get("VisibilityTimeout",
-                                                        self.visibility_timeout))
-                dlq_name = dlq_name_from_redrive(attrs)
-                if dlq_name:
-                    self.dlq_url = (await client.get_queue_url(QueueName=dlq_name))["QueueUrl"]
-                    # The deployed redrive policy is what SQS enforces; dead-letter on our
-                    # last allowed receive (with the reason) before SQS does it silently.
-                    self.max_receive_count = int(
-                        json.loads(attrs["RedrivePolicy"]).get("maxReceiveCount",
-                                                               self.max_receive_count))
-                return
+                found = await resolve_queue(client, self.prefix, self.spec)
             except Exception as exc:
                 log.warning("consumer_queue_lookup_failed", consumer=self.name, error=str(exc))
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.error_pause_s)
+                await wait(stop, self.config.error_pause_s)
+                continue
+            self.queue_url, self.dlq_url = found.url, found.dlq_url
+            self.visibility_timeout = found.visibility_timeout_s or self.visibility_timeout
+            # The deployed redrive policy is what SQS enforces; dead-letter on our
+            # last allowed receive (with the reason) before SQS does it silently.
+            self.max_receive_count = found.max_receive_count or self.max_receive_count
+            return
 
-    async def _poll(self, client, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                response = await client.receive_message(
-                    QueueUrl=self.queue_url,
-                    MaxNumberOfMessages=self.config.max_messages,
-                    WaitTimeSeconds=self.config.wait_time_s,
-                    MessageSystemAttributeNames=["All"],
-                    MessageAttributeNames=["All"],
-                )
-            except Exception as exc:
-                log.warning("consumer_receive_failed", consumer=self.name, error=str(exc))
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.error_pause_s)
-                continue
-            messages = response.get("Messages", [])
-            if not messages:
-                continue
-            if stop.is_set():
-                await self._change_visibility(client, messages, 0)
-                return
-            await self.handle_batch(client, messages, stop)
+    async def _poll_once(self, client, stop: asyncio.Event) -> None:
+        messages = await self.receiver.receive(client, self.queue_url, stop)
+        if not messages:
+            return
+        batch = Batch(client, self.queue_url, messages, self.visibility_timeout, self.name)
+        if stop.is_set():
+            await batch.release(messages, 0)
+            return
+        try:
+            await self.handle_batch(client, messages, stop, batch)
+        except BaseException:
+            # Whatever the crash left undecided comes back after a backoff (not the whole
+            # visibility timeout, and not at once, which would loop on a repeatable crash).
+            unfinished = batch.in_state(State.IN_FLIGHT)
+            if unfinished:
+                await asyncio.shield(batch.release(unfinished, self._backoff(
+                    max(_receive_count(m) for m in unfinished))))
+            raise
 
     # -- one batch ------------------------------------------------------------
-    async def handle_batch(self, client, messages: list[dict], stop: asyncio.Event) -> None:
+    async def handle_batch(self, client, messages: list[dict], stop: asyncio.Event,
+                           batch: Batch | None = None) -> None:
         """Handle one received batch as described in the module docstring."""
+        batch = batch or Batch(client, self.queue_url, messages, self.visibility_timeout,
+                               self.name)
         groups: OrderedDict[str, list[dict]] = OrderedDict()
         for message in messages:
-            group = message.get("Attributes", {}).get("MessageGroupId") or message["MessageId"]
+            group = (message.get("Attributes") or {}).get("MessageGroupId") or message["MessageId"]
             groups.setdefault(group, []).append(message)
-        in_flight = {m["ReceiptHandle"]: m for m in messages}
-        heartbeat = asyncio.create_task(self._heartbeat(client, in_flight))
-        to_delete: list[dict] = []
+        every = self.config.heartbeat_every_s or max(1.0, self.visibility_timeout / 3)
+        heartbeat = asyncio.create_task(batch.heartbeat(every))
         try:
-            await asyncio.gather(*(self._handle_group(client, group, in_flight, to_delete, stop)
-                                   for group in groups.values()))
+            results = await asyncio.gather(*(self._handle_group(batch, group, stop)
+                                             for group in groups.values()),
+                                           return_exceptions=True)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        await self._delete(client, to_delete)
+        await batch.delete()  # what a group could not delete yet: one more try
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
 
-    async def _handle_group(self, client, group: list[dict], in_flight: dict,
-                            to_delete: list[dict], stop: asyncio.Event) -> None:
+    async def _handle_group(self, batch: Batch, group: list[dict], stop: asyncio.Event) -> None:
+        try:
+            await self._run_group(batch, group, stop)
+        finally:
+            await batch.delete(group)  # as soon as the group is over, not at the batch's end
+
+    async def _run_group(self, batch: Batch, group: list[dict], stop: asyncio.Event) -> None:
         for index, message in enumerate(group):
             if stop.is_set():
-                await self._release(client, group[index:], in_flight, 0)
+                await batch.release(group[index:], 0)
                 return
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self.executor, self._process, message)
             if isinstance(outcome, Handled | Duplicate):
-                to_delete.append(message)
-                in_flight.pop(message["ReceiptHandle"], None)
+                batch.finish(message)
             elif isinstance(outcome, DeadLetter):
-                moved = await self._send_to_dlq(client, message, outcome)
-                in_flight.pop(message["ReceiptHandle"], None)
-                if moved:
-                    to_delete.append(message)
+                if await send_to_dlq(batch.client, self.dlq_url, message, outcome,
+                                     source_queue=self.spec.name, consumer=self.name,
+                                     fifo=self.spec.fifo):
+                    batch.finish(message)
+                    # Deleted at once: a dead letter must never reach the DLQ twice.
+                    await batch.delete([message])
                     self.hooks.emit("after_dead_letter", self, message, outcome)
                 else:  # DLQ unreachable: leave it to SQS redrive; it still blocks its group
-                    await self._release(client, group[index + 1:], in_flight, 0)
+                    await batch.release(group[index + 1:], 0)
                     return
             else:  # retry: back off this message; it blocks the rest of its group meanwhile
-                await self._release(client, [message], in_flight, outcome.delay_s)
+                await batch.release([message], outcome.delay_s)
                 # Visible at once but not deliverable while the failed message is in flight:
                 # SQS then redelivers the group from its head, in order. Giving them the same
                 # backoff instead lets an emulator (moto) redeliver them ahead of it.
-                await self._release(client, group[index + 1:], in_flight, 0)
+                await batch.release(group[index + 1:], 0)
                 return
 
     # -- per message (runs in a worker thread) ---------------------------------
     def _process(self, message: dict) -> Outcome:
+        # Never raises: every body ends as handled, retried or dead-lettered with a reason.
         self.hooks.emit("before_handle", self, message)
         try:
-            event = Envelope.from_json(message["Body"])
-        except InvalidEnvelope as exc:
-            return self._decided(message, self._dead(message, INVALID_ENVELOPE, str(exc)))
+            event = Envelope.from_json(message.get("Body"))
+        except Exception as exc:  # InvalidEnvelope, or anything else a hostile body provokes
+            error = str(exc) if isinstance(exc, InvalidEnvelope) else _describe(exc)
+            return self._decided(message, self._dead(message, INVALID_ENVELOPE, error))
         with structlog.contextvars.bound_contextvars(
                 event_id=event.event_id, event_type=event.event_type,
                 correlation_id=event.correlation_id, consumer=self.name):
-            return self._decided(message, self._handle(message, event))
+            try:
+                outcome = self._handle(message, event)
+            except Exception as exc:  # outside the handler's own try: treat as transient
+                outcome = self._failed(message, event, _describe(exc))
+            return self._decided(message, outcome)
 
     def _handle(self, message: dict, event: Envelope) -> Outcome:
         handler = self.handlers.get(event.event_type)
@@ -248,12 +284,14 @@ class Consumer:
         except (PermanentError, ValidationError) as exc:
             return self._dead(message, PERMANENT_ERROR, f"{type(exc).__name__}: {exc}", event)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            receive_count = _receive_count(message)
-            if receive_count >= self.max_receive_count:
-                return self._dead(message, MAX_RECEIVES_EXCEEDED, error, event)
-            return Retry(event, self._backoff(receive_count), error, receive_count)
+            return self._failed(message, event, _describe(exc))
         return Handled(event, time.perf_counter() - started)
+
+    def _failed(self, message: dict, event: Envelope, error: str) -> Outcome:
+        receive_count = _receive_count(message)
+        if receive_count >= self.max_receive_count:
+            return self._dead(message, MAX_RECEIVES_EXCEEDED, error, event)
+        return Retry(event, self._backoff(receive_count), error, receive_count)
 
     def _decided(self, message: dict, outcome: Outcome) -> Outcome:
         if isinstance(outcome, Retry):
@@ -273,74 +311,13 @@ class Consumer:
         return int(backoff_delay(receive_count - 1, self.config.retry_base_s, cap,
                                  max_exponent=MAX_RECEIVE_EXPONENT))
 
-    # -- SQS calls -------------------------------------------------------------
-    async def _send_to_dlq(self, client, message: dict, outcome: DeadLetter) -> bool:
-        if not self.dlq_url:
-            log.error("no_dlq_configured", consumer=self.name)
-            return False
-        attributes = dict(message.get("MessageAttributes", {}))
-        extra = {
-            "dlq_reason": outcome.reason,
-            "dlq_error": outcome.error[:DLQ_ERROR_MAX_CHARS] or "-",
-            "dlq_source_queue": self.spec.name,
-            "dlq_consumer": self.name,
-            "dlq_failed_at": datetime.now(UTC).isoformat(),
-        }
-        for key, value in extra.items():
-            attributes[key] = {"DataType": "String", "StringValue": value}
-        params: dict[str, Any] = {"QueueUrl": self.dlq_url, "MessageBody": message["Body"],
-                                  "MessageAttributes": attributes}
-        if self.spec.fifo:
-            attrs = message.get("Attributes", {})
-            params["MessageGroupId"] = attrs.get("MessageGroupId") or message["MessageId"]
-            params["MessageDeduplicationId"] = (
-                f"{message['MessageId']}-{attrs.get('ApproximateReceiveCount', '1')}")
-        try:
-            await client.send_message(**params)
-        except Exception as exc:
-            log.error("dlq_send_failed", consumer=self.name, error=str(exc))
-            return False
-        return True
-
-    async def _release(self, client, messages: list[dict], in_flight: dict, seconds: int) -> None:
-        for message in messages:
-            in_flight.pop(message["ReceiptHandle"], None)
-        await self._change_visibility(client, messages, seconds)
-
-    async def _change_visibility(self, client, messages: list[dict], seconds: int) -> None:
-        for start in range(0, len(messages), MAX_BATCH_ENTRIES):
-            chunk = messages[start:start + MAX_BATCH_ENTRIES]
-            try:
-                await client.change_message_visibility_batch(
-                    QueueUrl=self.queue_url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"],
-                              "VisibilityTimeout": seconds} for i, m in enumerate(chunk)])
-            except Exception as exc:  # they come back after the queue's own timeout
-                log.warning("change_visibility_failed", consumer=self.name, error=str(exc))
-
-    async def _delete(self, client, messages: list[dict]) -> None:
-        for start in range(0, len(messages), MAX_BATCH_ENTRIES):
-            chunk = messages[start:start + MAX_BATCH_ENTRIES]
-            try:
-                result = await client.delete_message_batch(
-                    QueueUrl=self.queue_url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                             for i, m in enumerate(chunk)])
-                if result.get("Failed"):
-                    # Redelivery is harmless: the inbox acknowledges it as a duplicate.
-                    log.warning("delete_partially_failed", consumer=self.name,
-                                failed=len(result["Failed"]))
-            except Exception as exc:
-                log.warning("delete_failed", consumer=self.name, error=str(exc))
-
-    async def _heartbeat(self, client, in_flight: dict) -> None:
-        every = self.config.heartbeat_every_s or max(1.0, self.visibility_timeout / 3)
-        while True:
-            await asyncio.sleep(every)
-            if in_flight:
-                await self._change_visibility(client, list(in_flight.values()),
-                                              self.visibility_timeout)
-
 
 def _receive_count(message: dict) -> int:
-    return int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+    try:
+        return int((message.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

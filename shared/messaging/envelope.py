@@ -53,17 +53,22 @@ class Envelope:
 
     @classmethod
     def from_json(cls, body: str) -> Envelope:
-        """Parse and validate a message body; raise :class:`InvalidEnvelope` if it is not one."""
+        """Parse and validate a message body; raise :class:`InvalidEnvelope` (only) if it is not one."""
+        # Whatever a hostile body makes the parser raise (RecursionError on deep nesting,
+        # TypeError on a missing body, ValueError and UnicodeError on bad text) means the
+        # same thing: not an envelope, a permanent failure with the reason.
         try:
             raw = json.loads(body)
-        except (TypeError, ValueError) as exc:
-            raise InvalidEnvelope(f"body is not JSON: {exc}") from None
+        except Exception as exc:
+            raise InvalidEnvelope(f"body is not JSON: {type(exc).__name__}: {exc}") from None
         if not isinstance(raw, dict):
             raise InvalidEnvelope("body is not a JSON object")
         try:
             _envelope_schema().load(raw)
         except ValidationError as exc:
             raise InvalidEnvelope(f"invalid envelope: {exc.messages}") from None
+        except Exception as exc:  # a field value the validators choke on
+            raise InvalidEnvelope(f"invalid envelope: {type(exc).__name__}: {exc}") from None
         return cls(
             event_id=str(raw["event_id"]),
             event_type=raw["event_type"],

@@ -14,6 +14,11 @@ structlog context once the body parsed as an envelope):
 4. ``after_dead_letter(consumer, message, outcome)`` — on the event loop, once
    the message really is in the DLQ (not called when the DLQ is unreachable).
 
+Consumer lifecycle, on the event loop: ``on_consumer_alive(consumer, alive)``
+when the consumer starts (True), loses a poller (False), has every poller
+running again (True) or stops (False); ``on_poller_restart(consumer, error,
+delay_s)`` when a crashed poller is to be restarted after ``delay_s``.
+
 Relay, per round: ``after_publish(relay, queue, rows)`` for each accepted
 batch, ``on_publish_failure(relay, row, error, attempts, retry_in_s)`` for each
 row that must wait, ``on_outbox_lag(relay, lag_s)`` when the lag was measured.
@@ -55,6 +60,12 @@ class Middleware:
 
     def after_dead_letter(self, consumer, message: dict, outcome: DeadLetter) -> None:
         """``message`` is now in the DLQ."""
+
+    def on_consumer_alive(self, consumer, alive: bool) -> None:
+        """Every poller of ``consumer`` runs (True), or not (False)."""
+
+    def on_poller_restart(self, consumer, error: str, delay_s: float) -> None:
+        """A poller of ``consumer`` crashed with ``error``; it restarts in ``delay_s``."""
 
     # -- relay -----------------------------------------------------------------------
     def after_publish(self, relay, queue: str, rows: list) -> None:
@@ -112,11 +123,14 @@ class PrometheusMiddleware(Middleware):
     ``handled`` (consumer, event_type, outcome) counts ``done`` and ``duplicate``;
     ``retries`` (consumer, event_type); ``dlq_moves`` (consumer, reason) counts
     messages really moved; ``published`` / ``send_failures`` (service, queue);
-    ``lag`` (service) is a gauge.
+    ``lag`` (service) is a gauge; ``alive`` (consumer) a gauge, 1 while every
+    poller runs; ``restarts`` (consumer) counts poller restarts.
     """
 
     def __init__(self, *, handled=None, retries=None, dlq_moves=None, published=None,
-                 send_failures=None, lag=None):
+                 send_failures=None, lag=None, alive=None, restarts=None):
+        self.alive = alive
+        self.restarts = restarts
         self.handled = handled
         self.retries = retries
         self.dlq_moves = dlq_moves
@@ -135,6 +149,14 @@ class PrometheusMiddleware(Middleware):
     def after_dead_letter(self, consumer, message, outcome) -> None:
         if self.dlq_moves is not None:
             self.dlq_moves.labels(consumer.name, outcome.reason).inc()
+
+    def on_consumer_alive(self, consumer, alive) -> None:
+        if self.alive is not None:
+            self.alive.labels(consumer.name).set(1 if alive else 0)
+
+    def on_poller_restart(self, consumer, error, delay_s) -> None:
+        if self.restarts is not None:
+            self.restarts.labels(consumer.name).inc()
 
     def after_publish(self, relay, queue, rows) -> None:
         if self.published is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -116,3 +117,30 @@ def dlq_name_from_redrive(attributes: dict[str, Any]) -> str | None:
         return None
     arn = json.loads(policy)["deadLetterTargetArn"]
     return arn.rsplit(":", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ResolvedQueue:
+    """A consumer's queue as deployed: URLs and the attributes SQS enforces (None if unset)."""
+
+    url: str
+    dlq_url: str | None
+    visibility_timeout_s: int | None
+    max_receive_count: int | None
+
+
+async def resolve_queue(client, prefix: str, spec: QueueSpec) -> ResolvedQueue:
+    """Look ``spec``'s queue up with an async client: URL, DLQ URL from the redrive policy."""
+    url = (await client.get_queue_url(QueueName=physical_name(prefix, spec.name)))["QueueUrl"]
+    attrs = (await client.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["RedrivePolicy", "VisibilityTimeout"]))["Attributes"]
+    dlq_name = dlq_name_from_redrive(attrs)
+    dlq_url = None
+    max_receive_count = None
+    if dlq_name:
+        dlq_url = (await client.get_queue_url(QueueName=dlq_name))["QueueUrl"]
+        max_receive = json.loads(attrs["RedrivePolicy"]).get("maxReceiveCount")
+        max_receive_count = int(max_receive) if max_receive is not None else None
+    visibility = attrs.get("VisibilityTimeout")
+    return ResolvedQueue(url, dlq_url, int(visibility) if visibility is not None else None,
+                         max_receive_count)
