@@ -13,6 +13,8 @@ WORKDIR /app
 # Dependencies first, in a layer that changes only with pyproject.toml or the
 # lock: install the project's dependency set (every version pinned by
 # requirements.lock) from an empty package tree, then drop the project itself.
+# Only the runtime's dependencies: the local stack (devstack/: embedded
+# PostgreSQL, moto, test tokens) is another distribution and never installed here.
 COPY pyproject.toml requirements.lock ./
 RUN mkdir -p shared services \
     && touch shared/__init__.py services/__init__.py \
@@ -31,5 +33,5 @@ USER app
 # Default: show the command-line of the bootstrap; compose sets the real one, e.g.
 #   gunicorn -c infra/gunicorn.conf.py "services.order.app:create_app()"
 #   python -m services.order.worker
-#   python -m shared.devstack bootstrap --skip-queues
-CMD ["python", "-m", "shared.devstack", "--help"]
+#   python -m shared.bootstrap --skip-queues
+CMD ["python", "-m", "shared.bootstrap", "--help"]

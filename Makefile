@@ -1,8 +1,10 @@
-# Everything needs only python3 (3.11+) on PATH: no Docker, no system Postgres.
-# `make run` starts an embedded PostgreSQL and moto's SQS server itself.
+# Everything needs only python3 (3.11, 3.12 or 3.13) on PATH: no Docker, no
+# system Postgres. `make run` starts an embedded PostgreSQL and moto's SQS
+# server itself (the local stack in devstack/, installed beside the runtime).
+# PYTHON=/path/to/python3.13 VENV=.venv-313 builds another virtualenv.
 
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FAUXQS_VERSION := 1.9.2
@@ -22,12 +24,13 @@ help: ## list the targets
 
 venv: $(STAMP) ## create .venv and install the project (only when pyproject/lock changed)
 
-# Reinstalls only when pyproject.toml or requirements.lock is newer than the stamp.
-$(STAMP): pyproject.toml requirements.lock
+# Reinstalls only when a pyproject.toml or requirements.lock is newer than the stamp.
+# The runtime and the local stack (devstack/) both editable, every version from the lock.
+$(STAMP): pyproject.toml devstack/pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python 3.11+ is required as '$(PYTHON)'"; exit 1; }
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[dev]'
+	$(VPY) -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[dev]' -e ./devstack
 	@touch $@
 
 run: venv ## run every service and worker locally (Ctrl-C stops everything)
@@ -69,7 +72,9 @@ $(FAUXQS_PKG):
 	npm install --no-audit --no-fund --prefix $(FAUXQS_DIR) fauxqs@$(FAUXQS_VERSION)
 
 lock: venv ## re-pin requirements.lock from the current .venv
-	@{ echo "# Every installed package pinned: pip constraints for 'pip install -c requirements.lock -e .[dev]'."; \
+	@{ echo "# Every installed package pinned: pip constraints for"; \
+	   echo "#   pip install -c requirements.lock -e '.[dev]' -e ./devstack"; \
+	   echo "# (the runtime, its dev extra and the local stack; the image installs the runtime only)."; \
 	   echo "# Regenerate after changing pyproject.toml: make lock"; \
 	   $(VENV)/bin/pip freeze --exclude-editable --disable-pip-version-check; } > requirements.lock.tmp
 	@mv requirements.lock.tmp requirements.lock

@@ -24,15 +24,14 @@ import sys
 import time
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parent
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
+import aiohttp
+import click
+from cryptography.fernet import Fernet
 
-import aiohttp  # noqa: E402
-import benchlib  # noqa: E402
-import click  # noqa: E402
-from benchlib import HOST, LoadResult, RssSampler, Stack, Verdicts, table  # noqa: E402
-from cryptography.fernet import Fernet  # noqa: E402
+from devstack import bench
+from devstack.bench import HOST, LoadResult, RssSampler, Stack, Verdicts, table
+
+SCRIPTS = Path(__file__).resolve().parent
 
 ISSUANCE_TARGET_PER_S = 300.0
 OVERHEAD_TARGET_MS = 1.0
@@ -52,7 +51,7 @@ async def _loop(name: str, clients: int, duration_s: float, send) -> LoadResult:
     result = LoadResult(name, 0.0)
     budget = iter(range(MAX_REQUESTS_PER_PHASE))
     connector = aiohttp.TCPConnector(limit=clients, limit_per_host=clients)
-    timeout = aiohttp.ClientTimeout(total=benchlib.REQUEST_TIMEOUT_S)
+    timeout = aiohttp.ClientTimeout(total=bench.REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         started = time.perf_counter()
         deadline = started + duration_s
@@ -112,10 +111,10 @@ def get_sender(url: str, token: str):
               help="Wait up to this long for other processes to leave the CPU alone (0: don't).")
 def main(duration, clients, workers, threads, rounds, skip_verification, quiet_timeout):
     """Token issuance throughput and the latency cost of verifying tokens."""
-    benchlib.install_sigterm_handler()
+    bench.install_sigterm_handler()
     try:
         code = run(duration, clients, workers, threads, rounds, skip_verification, quiet_timeout)
-    except (KeyboardInterrupt, benchlib.Interrupted):
+    except (KeyboardInterrupt, bench.Interrupted):
         say("interrupted; everything stopped")
         code = 130
     sys.exit(code)
@@ -132,9 +131,9 @@ def run(duration, clients, workers, threads, rounds, skip_verification, quiet_ti
         for service in ("auth", "order"):
             migrations.upgrade(service, database_url)
         # Nothing listens here: no API of this benchmark calls SQS on the request path.
-        sqs_url = f"http://{HOST}:{benchlib.free_port()}"
-        env = benchlib.production_env(database_url, sqs_url, "bench-", benchlib.new_jwt_secret())
-        auth_port = benchlib.free_port()
+        sqs_url = f"http://{HOST}:{bench.free_port()}"
+        env = bench.production_env(database_url, sqs_url, "bench-", bench.new_jwt_secret())
+        auth_port = bench.free_port()
         env.update({
             "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
             "AUTH_KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
@@ -143,10 +142,10 @@ def run(duration, clients, workers, threads, rounds, skip_verification, quiet_ti
             # The order API verifies tokens with the real auth service's keys here.
             "AUTH_JWKS_URL": f"http://{HOST}:{auth_port}/.well-known/jwks.json",
             # GET /v1/orders/{id} never calls inventory; nothing listens there.
-            "INVENTORY_URL": f"http://{HOST}:{benchlib.free_port()}",
+            "INVENTORY_URL": f"http://{HOST}:{bench.free_port()}",
             "PYTHONPATH": os.pathsep.join([str(SCRIPTS), env.get("PYTHONPATH", "")]),
         })
-        auth_api = stack.start("auth-api", benchlib.gunicorn_args("services.auth.app:create_app()",
+        auth_api = stack.start("auth-api", bench.gunicorn_args("services.auth.app:create_app()",
                                                                   auth_port), env)
         stack.wait_http(auth_api, f"http://{HOST}:{auth_port}/health/ready")
         db = Database(database_url, "auth_svc", 1, 2)
@@ -161,7 +160,7 @@ def run(duration, clients, workers, threads, rounds, skip_verification, quiet_ti
         sampler.track("load generator", os.getpid())
         sampler.start()
         if quiet_timeout > 0:
-            benchlib.wait_for_quiet_machine(sampler, quiet_timeout, say)
+            bench.wait_for_quiet_machine(sampler, quiet_timeout, say)
 
         token_url = f"http://{HOST}:{auth_port}/oauth/token"
         send = token_sender(token_url, creds.client_id, creds.client_secret)
@@ -225,11 +224,11 @@ def _verification_phases(stack, env, database_url, token_url, creds, clients, du
         db.close()
     token = requests.post(token_url, data={"grant_type": "client_credentials", "scope": "orders:read"},
                           auth=(creds.client_id, creds.client_secret), timeout=5).json()["access_token"]
-    ports = {"verify": benchlib.free_port(), "noverify": benchlib.free_port()}
+    ports = {"verify": bench.free_port(), "noverify": bench.free_port()}
     apps = {"verify": "services.order.app:create_app()", "noverify": "bench_noverify_app:create_app()"}
     children = {}
     for name, port in ports.items():
-        children[name] = stack.start(f"order-api-{name}", benchlib.gunicorn_args(apps[name], port), env)
+        children[name] = stack.start(f"order-api-{name}", bench.gunicorn_args(apps[name], port), env)
     for name, child in children.items():
         stack.wait_http(child, f"http://{HOST}:{ports[name]}/health/live")
         sampler.track(f"order API {name} (gunicorn)", child.proc.pid, children=True)

@@ -51,23 +51,21 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import aiohttp  # noqa: E402
-import benchlib  # noqa: E402
-import click  # noqa: E402
-import psycopg2  # noqa: E402
-import requests  # noqa: E402
-from bench_orders import (  # noqa: E402
+import aiohttp
+import click
+import psycopg2
+import requests
+from bench_orders import (
     CATALOG_CURRENCY,
     catalog_price,
     order_body,
     seed_bench_catalog,
     start_inventory_api,
 )
-from benchlib import HOST, LoadResult, RssSampler, Stack, Verdicts, table  # noqa: E402
 
-from shared.auth import mint_dev_token  # noqa: E402
+from devstack import bench
+from devstack.bench import HOST, LoadResult, RssSampler, Stack, Verdicts, table
+from devstack.tokens import mint_dev_token
 
 # Targets from the issue.
 TARGET_MIN_RATIO = 0.6         # the hop may cost at most 40 % of throughput
@@ -130,7 +128,7 @@ async def load_phases(apps: dict[str, tuple[str, object]], clients: int, duratio
     results: dict[str, LoadResult] = {}
     for label, (url, make) in apps.items():
         say(f"warm-up {label}: {WARMUP_S:.0f}s")
-        await benchlib.closed_loop(f"warmup {label}", url, make, clients, WARMUP_S)
+        await bench.closed_loop(f"warmup {label}", url, make, clients, WARMUP_S)
     labels = list(apps)
     order = [label for n in range(rounds) for label in (labels if n % 2 == 0 else labels[::-1])]
     peaks: dict[str, list[LoadResult]] = {label: [] for label in labels}
@@ -138,7 +136,7 @@ async def load_phases(apps: dict[str, tuple[str, object]], clients: int, duratio
         url, make = apps[label]
         say(f"peak {label}: {clients} clients for {duration:.0f}s")
         before = sampler.cpu_by_label()
-        peaks[label].append(await benchlib.closed_loop(f"peak {label}", url, make, clients,
+        peaks[label].append(await bench.closed_loop(f"peak {label}", url, make, clients,
                                                        duration))
         after = sampler.cpu_by_label()
         spent = cpu.setdefault(label, {})
@@ -152,7 +150,7 @@ async def load_phases(apps: dict[str, tuple[str, object]], clients: int, duratio
         if rate <= 0:
             continue
         say(f"half-load {label}: {rate:,.0f} req/s for {half_duration:.0f}s")
-        results[f"half {label}"] = await benchlib.open_loop(f"half-load {label}", url, make, rate,
+        results[f"half {label}"] = await bench.open_loop(f"half-load {label}", url, make, rate,
                                                             half_duration, clients)
     return results
 
@@ -298,10 +296,10 @@ def wait_for_orders(url: str, headers: dict, body: dict, timeout: float) -> bool
 @click.option("--keep-data", is_flag=True, help="Keep the embedded Postgres data directory.")
 def main(**options):
     """Checkout (order + inventory hop) vs the backbone's order creation; breaker fail-fast."""
-    benchlib.install_sigterm_handler()
+    bench.install_sigterm_handler()
     try:
         code = run(**options)
-    except (KeyboardInterrupt, benchlib.Interrupted):
+    except (KeyboardInterrupt, bench.Interrupted):
         print("interrupted; everything stopped", file=sys.stderr)
         code = 130
     sys.exit(code)
@@ -310,11 +308,11 @@ def main(**options):
 def extract_backbone(ref: str, target: Path) -> Path:
     """The order service at ``ref`` and today's shared package, unpacked into ``target``."""
     target.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(benchlib.REPO_ROOT), "archive", ref,
+    archive = subprocess.run(["git", "-C", str(bench.REPO_ROOT), "archive", ref,
                               "services/__init__.py", "services/order"], check=True,
                              capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    shutil.copytree(benchlib.REPO_ROOT / "shared", target / "shared",
+    shutil.copytree(bench.REPO_ROOT / "shared", target / "shared",
                     ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
@@ -335,20 +333,20 @@ def run(clients: int, duration: float, rounds: int, half_duration: float, worker
             seed_bench_catalog(database_url)
             prefix = f"bench-{uuid.uuid4().hex[:8]}-"
             # Nothing listens here; no API calls SQS on the request path.
-            sqs_url = f"http://{HOST}:{benchlib.free_port()}"
-            secret = benchlib.new_jwt_secret()
-            env = benchlib.production_env(database_url, sqs_url, prefix, secret)
+            sqs_url = f"http://{HOST}:{bench.free_port()}"
+            secret = bench.new_jwt_secret()
+            env = bench.production_env(database_url, sqs_url, prefix, secret)
             env.update({"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)})
             inventory_api, inventory_url = start_inventory_api(stack, env)
             stack.wait_http(inventory_api, f"{inventory_url}/health/live")
-            checkout_port, backbone_port = benchlib.free_port(), benchlib.free_port()
-            checkout_api = stack.start("checkout-order-api", benchlib.gunicorn_args(
+            checkout_port, backbone_port = bench.free_port(), bench.free_port()
+            checkout_api = stack.start("checkout-order-api", bench.gunicorn_args(
                 "services.order.app:create_app()", checkout_port),
                 {**env, "INVENTORY_URL": inventory_url})
             # gunicorn --chdir puts the extracted tree first on sys.path (only if it is not
             # on it already: so it must not be on PYTHONPATH, nor the repo before it).
             backbone_env = {**env, "PYTHONPATH": ""}
-            backbone_api = stack.start("backbone-order-api", benchlib.gunicorn_args(
+            backbone_api = stack.start("backbone-order-api", bench.gunicorn_args(
                 "services.order.app:create_app()", backbone_port, extra=("--chdir", str(backbone_dir))),
                 backbone_env)
             for child, port in ((checkout_api, checkout_port), (backbone_api, backbone_port)):
@@ -367,8 +365,8 @@ def run(clients: int, duration: float, rounds: int, half_duration: float, worker
         sampler.track(LOAD_GENERATOR, os.getpid())
         sampler.start()
         if quiet_timeout > 0:
-            benchlib.wait_for_quiet_machine(sampler, quiet_timeout, say)
-        tokens_cfg = benchlib.bench_tokens()
+            bench.wait_for_quiet_machine(sampler, quiet_timeout, say)
+        tokens_cfg = bench.bench_tokens()
         customers = [f"bench-customer-{n:03d}" for n in range(clients)]
         tokens = [mint_dev_token(tokens_cfg, c, ["orders:write"], TOKEN_TTL_S) for c in customers]
         checkout_url = f"http://{HOST}:{checkout_port}/v1/orders"
@@ -467,7 +465,7 @@ def report(results: dict[str, LoadResult], cpu: dict[str, dict[str, float]],
     print(verdicts.render())
     if died:
         print("ERROR: processes died during the run: " + "; ".join(died))
-    print(benchlib.foreign_load_note(*foreign)[0])
+    print(bench.foreign_load_note(*foreign)[0])
     print(f"logs: {log_dir}")
     return 0 if verdicts.all_passed and not died else 1
 

@@ -42,14 +42,12 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import click
+import psycopg2
 
-import benchlib  # noqa: E402
-import click  # noqa: E402
-import psycopg2  # noqa: E402
-from benchlib import HOST, LoadResult, RssSampler, Stack, Verdicts, table  # noqa: E402
-
-from shared.auth import mint_dev_token  # noqa: E402
+from devstack import bench
+from devstack.bench import HOST, LoadResult, RssSampler, Stack, Verdicts, table
+from devstack.tokens import mint_dev_token
 
 # Targets from the issue.
 TARGET_RATIO_OF_BASELINE = 0.5     # order creation throughput >= 50% of the baseline's
@@ -79,10 +77,10 @@ def seed_bench_catalog(database_url: str) -> None:
         for sku in SKUS])
 
 
-def start_inventory_api(stack: Stack, env: dict[str, str]) -> tuple[benchlib.Child, str]:
+def start_inventory_api(stack: Stack, env: dict[str, str]) -> tuple[bench.Child, str]:
     """The inventory API under gunicorn on a free port; (child, base URL)."""
-    port = benchlib.free_port()
-    child = stack.start("inventory-api", benchlib.gunicorn_args(
+    port = bench.free_port()
+    child = stack.start("inventory-api", bench.gunicorn_args(
         "services.inventory.app:create_app()", port), env)
     return child, f"http://{HOST}:{port}"
 
@@ -125,10 +123,10 @@ async def run_phases(order_url: str, baseline_url: str, clients: int, duration: 
     results: dict[str, LoadResult] = {}
     for label, url, make in (("baseline", baseline_url, base_req), ("orders", order_url, order_req)):
         say(f"warm-up {label}: {WARMUP_S:.0f}s")
-        results[f"warmup {label}"] = await benchlib.closed_loop(
+        results[f"warmup {label}"] = await bench.closed_loop(
             f"warmup {label}", url, make, clients, WARMUP_S)
         say(f"peak {label}: {clients} clients for {duration:.0f}s")
-        results[f"peak {label}"] = await benchlib.closed_loop(
+        results[f"peak {label}"] = await bench.closed_loop(
             f"peak {label}", url, make, clients, duration)
         say(f"  {results[f'peak {label}'].rate:,.0f} req/s")
     for label, url, make in (("baseline", baseline_url, base_req), ("orders", order_url, order_req)):
@@ -137,7 +135,7 @@ async def run_phases(order_url: str, baseline_url: str, clients: int, duration: 
             say(f"half-load {label}: skipped (no successful request at peak)")
             continue
         say(f"half-load {label}: {rate:,.0f} req/s for {half_duration:.0f}s")
-        results[f"half {label}"] = await benchlib.open_loop(
+        results[f"half {label}"] = await bench.open_loop(
             f"half-load {label}", url, make, rate, half_duration, clients)
     return results
 
@@ -180,11 +178,11 @@ def count_rows(database_url: str) -> tuple[int, int, int]:
 def main(clients, duration, half_duration, workers, threads, idempotency_keys, with_relay,
          quiet_timeout, keep_data):
     """Order creation throughput and latency beside a minimal Flask + INSERT baseline."""
-    benchlib.install_sigterm_handler()
+    bench.install_sigterm_handler()
     try:
         code = run(clients, duration, half_duration, workers, threads, idempotency_keys,
                    with_relay, quiet_timeout, keep_data)
-    except (KeyboardInterrupt, benchlib.Interrupted):
+    except (KeyboardInterrupt, bench.Interrupted):
         print("interrupted; everything stopped", file=sys.stderr)
         code = 130
     sys.exit(code)
@@ -214,20 +212,20 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
             prefix = f"bench-{uuid.uuid4().hex[:8]}-"
             if with_relay:
                 sqs_url = stack.start_fauxqs()
-                ensure_queues(sync_client(sqs_url, benchlib.REGION), TOPOLOGY, prefix)
+                ensure_queues(sync_client(sqs_url, bench.REGION), TOPOLOGY, prefix)
             else:
                 # Nothing listens here; the API never calls SQS on the request path.
-                sqs_url = f"http://{HOST}:{benchlib.free_port()}"
-            secret = benchlib.new_jwt_secret()
-            env = benchlib.production_env(database_url, sqs_url, prefix, secret)
+                sqs_url = f"http://{HOST}:{bench.free_port()}"
+            secret = bench.new_jwt_secret()
+            env = bench.production_env(database_url, sqs_url, prefix, secret)
             env.update({"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
                         "BENCH_DATABASE_URL": database_url})
-            order_port, base_port = benchlib.free_port(), benchlib.free_port()
+            order_port, base_port = bench.free_port(), bench.free_port()
             inventory_api, inventory_url = start_inventory_api(stack, env)
             stack.wait_http(inventory_api, f"{inventory_url}/health/live")
-            order_api = stack.start("order-api", benchlib.gunicorn_args(
+            order_api = stack.start("order-api", bench.gunicorn_args(
                 "services.order.app:create_app()", order_port), {**env, "INVENTORY_URL": inventory_url})
-            baseline = stack.start("baseline-api", benchlib.gunicorn_args(
+            baseline = stack.start("baseline-api", bench.gunicorn_args(
                 "bench_baseline_app:create_app()", base_port,
                 extra=("--pythonpath", str(Path(__file__).resolve().parent))), env)
             if with_relay:
@@ -250,8 +248,8 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
         sampler.track(LOAD_GENERATOR, os.getpid())
         sampler.start()
         if quiet_timeout > 0:
-            benchlib.wait_for_quiet_machine(sampler, quiet_timeout, say)
-        tokens_cfg = benchlib.bench_tokens()
+            bench.wait_for_quiet_machine(sampler, quiet_timeout, say)
+        tokens_cfg = bench.bench_tokens()
         customers = [f"bench-customer-{n:03d}" for n in range(clients)]
         tokens = [mint_dev_token(tokens_cfg, c, ["orders:write"], TOKEN_TTL_S) for c in customers]
         before = count_rows(database_url)
@@ -325,7 +323,7 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], sampl
         problems.append("processes died during the run: " + "; ".join(died))
     for problem in problems:
         print(f"ERROR: {problem}")
-    print(benchlib.foreign_load_note(*foreign)[0])
+    print(bench.foreign_load_note(*foreign)[0])
     return 0 if verdicts.all_passed and not problems else 1
 
 

@@ -53,15 +53,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import click
+import psycopg2
+from bench_orders import order_body, seed_bench_catalog, start_inventory_api
 
-import benchlib  # noqa: E402
-import click  # noqa: E402
-import psycopg2  # noqa: E402
-from bench_orders import order_body, seed_bench_catalog, start_inventory_api  # noqa: E402
-from benchlib import HOST, LoadResult, RssSampler, Stack, Verdicts, percentile, table  # noqa: E402
-
-from shared.auth import mint_dev_token  # noqa: E402
+from devstack import bench
+from devstack.bench import HOST, LoadResult, RssSampler, Stack, Verdicts, percentile, table
+from devstack.tokens import mint_dev_token
 
 # Targets from the issue.
 TARGET_RATE = 300.0          # orders/s sustained end to end
@@ -91,7 +89,7 @@ def say(text: str) -> None:
 
 def place_via_api(url: str, secret: str, orders: int, rate: float, clients: int) -> LoadResult:
     """POST ``orders`` orders to the order API; the result's ok_ids are the order ids."""
-    settings = benchlib.bench_tokens()
+    settings = bench.bench_tokens()
     customers = [f"bench-customer-{n:03d}" for n in range(clients)]
     tokens = [mint_dev_token(settings, c, ["orders:write"], TOKEN_TTL_S) for c in customers]
     rng = random.Random(7)
@@ -100,10 +98,10 @@ def place_via_api(url: str, secret: str, orders: int, rate: float, clients: int)
         return ({"Authorization": f"Bearer {tokens[number]}"}, order_body(rng, customers[number]))
 
     if rate > 0:
-        coro = benchlib.open_loop("place (api)", url, make, rate, orders / rate, clients,
+        coro = bench.open_loop("place (api)", url, make, rate, orders / rate, clients,
                                   id_field="id")
     else:
-        coro = benchlib.closed_loop("place (api)", url, make, clients, CLOSED_LOOP_MAX_S,
+        coro = bench.closed_loop("place (api)", url, make, clients, CLOSED_LOOP_MAX_S,
                                     max_requests=orders, id_field="id")
     return asyncio.run(coro)
 
@@ -123,12 +121,12 @@ def place_direct(database_url: str, inventory_url: str, secret: str, orders: int
     db = Database(database_url, "order_svc", 1, threads, application_name="bench-placer")
     inventory = InventoryClient(
         InventoryConfig(inventory_url, timeout_s=2.0, attempts=3), BreakerRegistry({}),
-        benchlib.bench_service_token())
+        bench.bench_service_token())
     result = LoadResult("place (direct)", 0.0)
     lock = threading.Lock()
     counter = iter(range(orders))
     started = time.perf_counter()
-    deadline = started + (orders / rate if rate > 0 else CLOSED_LOOP_MAX_S) + benchlib.REQUEST_TIMEOUT_S
+    deadline = started + (orders / rate if rate > 0 else CLOSED_LOOP_MAX_S) + bench.REQUEST_TIMEOUT_S
 
     def worker(number: int) -> None:
         rng = random.Random(number)
@@ -318,7 +316,7 @@ def steady_rate(completion_epochs: list[float]) -> float:
     return (high - low) / span if span > 0 else 0.0
 
 
-def wait_for_log(stack: Stack, child: benchlib.Child, marker: str, count: int,
+def wait_for_log(stack: Stack, child: bench.Child, marker: str, count: int,
                  timeout: float = WORKER_READY_TIMEOUT_S) -> None:
     """Wait until ``child``'s log holds ``marker`` ``count`` times (consumers started)."""
     deadline = time.monotonic() + timeout
@@ -367,10 +365,10 @@ def wait_for_log(stack: Stack, child: benchlib.Child, marker: str, count: int,
 @click.option("--keep-data", is_flag=True, help="Keep the embedded Postgres data directory.")
 def main(**options):
     """End-to-end pipeline throughput, latency, loss and memory against fauxqs."""
-    benchlib.install_sigterm_handler()
+    bench.install_sigterm_handler()
     try:
         code = run(**options)
-    except (KeyboardInterrupt, benchlib.Interrupted):
+    except (KeyboardInterrupt, bench.Interrupted):
         print("interrupted; everything stopped", file=sys.stderr)
         code = 130
     sys.exit(code)
@@ -380,7 +378,7 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
         wait_time: int, db_pool_max: int, outbox_poll_interval: float, workers: int,
         threads: int, drain_timeout: float, quiet_timeout: float, keep_data: bool) -> int:
     """Start the stack, place orders, wait for the pipeline, report; return the exit code."""
-    from shared import devstack
+    from shared.bootstrap import bootstrap
     from shared.messaging.sqs import sync_client
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}-"
@@ -389,11 +387,10 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
         try:
             database_url = stack.database()
             sqs_url = stack.start_fauxqs()
-            devstack.bootstrap(database_url, sqs_url, benchlib.REGION, prefix,
-                               ("order", "delivery", "inventory"))
+            bootstrap(database_url, sqs_url, bench.REGION, prefix, ("order", "delivery", "inventory"))
             seed_bench_catalog(database_url)
-            secret = benchlib.new_jwt_secret()
-            env = benchlib.production_env(database_url, sqs_url, prefix, secret)
+            secret = bench.new_jwt_secret()
+            env = bench.production_env(database_url, sqs_url, prefix, secret)
             env.update({
                 "CONSUMER_POLLERS": str(pollers), "CONSUMER_MAX_MESSAGES": str(max_messages),
                 "CONSUMER_WAIT_TIME_S": str(wait_time), "DB_POOL_MAX": str(db_pool_max),
@@ -410,9 +407,9 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
             stack.wait_http(inventory_api, f"{inventory_url}/health/ready")
             env["INVENTORY_URL"] = inventory_url
             api = None
-            api_port = benchlib.free_port()
+            api_port = bench.free_port()
             if place == "api":
-                api = stack.start("order-api", benchlib.gunicorn_args(
+                api = stack.start("order-api", bench.gunicorn_args(
                     "services.order.app:create_app()", api_port), env)
                 stack.wait_http(api, f"http://{HOST}:{api_port}/health/ready")
             wait_for_log(stack, order_worker, "consumer_started", 1)
@@ -433,7 +430,7 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
         sampler.track(LOAD_GENERATOR, os.getpid())
         sampler.start()
         if quiet_timeout > 0:
-            benchlib.wait_for_quiet_machine(sampler, quiet_timeout, say)
+            bench.wait_for_quiet_machine(sampler, quiet_timeout, say)
 
         conn = psycopg2.connect(database_url)
         try:
@@ -471,7 +468,7 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
         sampler.stop()
         died = stack.check_alive()
         say(f"pipeline {'drained' if finished else 'NOT drained'} after {wall:.1f}s; analysing")
-        analysis = analyse(database_url, placement.ok_ids, sync_client(sqs_url, benchlib.REGION),
+        analysis = analyse(database_url, placement.ok_ids, sync_client(sqs_url, bench.REGION),
                            prefix)
         log_dir = stack.run_dir / "logs"
 
@@ -567,7 +564,7 @@ def report(placement: LoadResult, analysis: Analysis, sampler: RssSampler, died:
         problems.append("processes died during the run: " + "; ".join(died))
     for problem in problems:
         print(f"ERROR: {problem}")
-    print(benchlib.foreign_load_note(*foreign)[0])
+    print(bench.foreign_load_note(*foreign)[0])
     print(f"logs: {log_dir}")
     return 0 if verdicts.all_passed and not problems else 1
 

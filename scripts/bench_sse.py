@@ -31,22 +31,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+import click
+import psycopg2
+from cryptography.fernet import Fernet
+
+from devstack import bench
+from devstack.tokens import mint_dev_token
+from shared.db import Database
+from shared.logging import configure_logging
+from shared.messaging.envelope import Envelope
+from shared.migrations import upgrade
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-for path in (REPO_ROOT, REPO_ROOT / "scripts"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-import aiohttp  # noqa: E402
-import benchlib  # noqa: E402
-import click  # noqa: E402
-import psycopg2  # noqa: E402
-from cryptography.fernet import Fernet  # noqa: E402
-
-from shared.auth import mint_dev_token  # noqa: E402
-from shared.db import Database  # noqa: E402
-from shared.logging import configure_logging  # noqa: E402
-from shared.messaging.envelope import Envelope  # noqa: E402
-from shared.migrations import upgrade  # noqa: E402
 
 CONNECT_CONCURRENCY = 100
 DRAIN_S = 5.0
@@ -148,12 +145,12 @@ def _service_scenario(stack, database_url: str, secret: str, clients: int, rate:
     from services.notification.settings import notification_settings
     from shared.config import load_settings
 
-    port = benchlib.free_port()
-    env = benchlib.production_env(database_url, "http://127.0.0.1:1", "bench-", secret)
+    port = bench.free_port()
+    env = bench.production_env(database_url, "http://127.0.0.1:1", "bench-", secret)
     env.update({"WEB_CONCURRENCY": "1", "NOTIFICATION_EMAIL_PROVIDER": "console",
                 "NOTIFICATION_EMAIL_FROM": "bench@example.com",
                 "NOTIFICATION_SECRET_KEYS": Fernet.generate_key().decode(), "LOG_LEVEL": "WARNING"})
-    api = stack.start("notification-api", benchlib.gunicorn_args(
+    api = stack.start("notification-api", bench.gunicorn_args(
         "services.notification.app:create_app()", port,
         ("--worker-class", "gevent", "--worker-connections", str(clients + 100))), env)
     stack.wait_http(api, f"http://127.0.0.1:{port}/health/live")
@@ -161,7 +158,7 @@ def _service_scenario(stack, database_url: str, secret: str, clients: int, rate:
     settings = notification_settings(load_settings("notification", env))
     handler = OrderEventHandler(settings)
     db = Database(database_url, "notification_svc", 1, 2)
-    tokens = benchlib.bench_tokens()
+    tokens = bench.bench_tokens()
     headers = [{"Authorization": "Bearer " + mint_dev_token(tokens, f"customer-{n}",
                                                              ["orders:read"], 3600)}
                for n in range(clients)]
@@ -197,11 +194,11 @@ def _baseline_scenario(stack, database_url: str, clients: int, rate: float, seco
         cur.execute("CREATE TABLE IF NOT EXISTS bench_sse.events (id bigserial PRIMARY KEY,"
                     " customer text NOT NULL, payload jsonb NOT NULL,"
                     " created_at timestamptz NOT NULL DEFAULT clock_timestamp())")
-    port = benchlib.free_port()
-    env = benchlib.production_env(database_url, "http://127.0.0.1:1", "bench-", "x" * 40)
+    port = bench.free_port()
+    env = bench.production_env(database_url, "http://127.0.0.1:1", "bench-", "x" * 40)
     env.update({"WEB_CONCURRENCY": "1", "BENCH_DATABASE_URL": database_url,
                 "PYTHONPATH": f"{REPO_ROOT / 'scripts'}:{REPO_ROOT}"})
-    api = stack.start("baseline-api", benchlib.gunicorn_args(
+    api = stack.start("baseline-api", bench.gunicorn_args(
         "bench_sse_baseline_app:create_app()", port,
         ("--worker-class", "gevent", "--worker-connections", str(clients + 100))), env)
     stack.wait_http(api, f"http://127.0.0.1:{port}/health")
@@ -240,15 +237,15 @@ def main(clients: int, rate: float, seconds: float, keep_data: bool) -> None:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * clients + 1024)), hard))
-    benchlib.install_sigterm_handler()
+    bench.install_sigterm_handler()
     configure_logging("bench", "WARNING", "console")  # the handler runs in this process too
     runs: list[Run] = []
-    with benchlib.Stack.create("sse", keep_data=keep_data) as stack:
+    with bench.Stack.create("sse", keep_data=keep_data) as stack:
         database_url = stack.database()
         upgrade("notification", database_url)
-        sampler = benchlib.RssSampler().start()
+        sampler = bench.RssSampler().start()
         try:
-            secret = benchlib.new_jwt_secret()
+            secret = bench.new_jwt_secret()
             print(f"notification API: {clients} clients, {rate:g} events/s, {seconds:g}s")
             runs.append(_service_scenario(stack, database_url, secret, clients, rate, seconds,
                                           sampler, print))
@@ -262,11 +259,11 @@ def main(clients: int, rate: float, seconds: float, keep_data: bool) -> None:
           f"{'lost':>5} {'dup':>5} {'RSS MiB':>8} {'late s':>7}")
     for run in runs:
         lat = run.latencies_ms()
-        print(f"{run.name:<30} {len(run.commit_at):>7} {benchlib.percentile(lat, 50):>8.1f} "
-              f"{benchlib.percentile(lat, 99):>8.1f} {max(lat) if lat else float('nan'):>8.1f} "
+        print(f"{run.name:<30} {len(run.commit_at):>7} {bench.percentile(lat, 50):>8.1f} "
+              f"{bench.percentile(lat, 99):>8.1f} {max(lat) if lat else float('nan'):>8.1f} "
               f"{run.lost:>5} {run.duplicated:>5} {run.rss_mib:>8.1f} {run.producer_late_s:>7.2f}")
     service = runs[0]
-    p99 = benchlib.percentile(service.latencies_ms(), 99)
+    p99 = bench.percentile(service.latencies_ms(), 99)
     verdict = p99 < P99_TARGET_MS and service.lost == 0 and service.duplicated == 0
     print(f"\nnotification API: p99 {p99:.1f} ms (target < {P99_TARGET_MS:.0f}), "
           f"lost {service.lost}, duplicated {service.duplicated}: {'PASS' if verdict else 'FAIL'}")

@@ -33,25 +33,22 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import click
+import requests
+from aiohttp import web
+from cryptography.fernet import Fernet
+
+from devstack import bench
+from services.notification import webhook_repository as repo
+from services.notification.domain import sign
+from services.notification.secretbox import SecretBox
+from shared.db import Database
+from shared.messaging.envelope import Envelope
+from shared.messaging.sqs import ensure_queues, sync_client
+from shared.migrations import upgrade
+from shared.queues import TOPOLOGY
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-for path in (REPO_ROOT, REPO_ROOT / "scripts"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-import benchlib  # noqa: E402
-import click  # noqa: E402
-import requests  # noqa: E402
-from aiohttp import web  # noqa: E402
-from cryptography.fernet import Fernet  # noqa: E402
-
-from services.notification import webhook_repository as repo  # noqa: E402
-from services.notification.domain import sign  # noqa: E402
-from services.notification.secretbox import SecretBox  # noqa: E402
-from shared.db import Database  # noqa: E402
-from shared.messaging.envelope import Envelope  # noqa: E402
-from shared.messaging.sqs import ensure_queues, sync_client  # noqa: E402
-from shared.migrations import upgrade  # noqa: E402
-from shared.queues import TOPOLOGY  # noqa: E402
 
 TARGET_PER_S = 200.0
 TOLERANCE_S = 300
@@ -66,7 +63,7 @@ class Receiver:
         self.arrivals: dict[str, float] = {}
         self.duplicates = 0
         self.bad_signatures = 0
-        self.port = benchlib.free_port()
+        self.port = bench.free_port()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -152,14 +149,14 @@ def _baseline(receiver: Receiver, names: list[str], total: int, concurrency: int
 @click.option("--keep-data", is_flag=True, help="Keep .data/bench/<run>/ afterwards.")
 def main(events: int, subscriptions: int, workers: int, keep_data: bool) -> None:
     """Run the dispatch benchmark and its baseline; print deliveries per second."""
-    benchlib.install_sigterm_handler()
+    bench.install_sigterm_handler()
     total = events * subscriptions
-    with benchlib.Stack.create("webhooks", keep_data=keep_data) as stack:
+    with bench.Stack.create("webhooks", keep_data=keep_data) as stack:
         database_url = stack.database()
         upgrade("notification", database_url)
         sqs_url = stack.start_fauxqs()
         prefix = f"bench{uuid.uuid4().hex[:6]}-"
-        sqs = sync_client(sqs_url, benchlib.REGION)
+        sqs = sync_client(sqs_url, bench.REGION)
         queues = ensure_queues(sqs, TOPOLOGY, prefix)
         receiver = Receiver().start()
         db = Database(database_url, "notification_svc", 1, 2)
@@ -172,14 +169,14 @@ def main(events: int, subscriptions: int, workers: int, keep_data: bool) -> None
                 receiver.secrets[f"/hooks/{name}"] = secret
                 repo.insert_subscription(cur, uuid.uuid4(), "bench-admin", True, name, "*",
                                          receiver.url(name), box.seal(secret), "active")
-        env = benchlib.production_env(database_url, sqs_url, prefix, benchlib.new_jwt_secret())
+        env = bench.production_env(database_url, sqs_url, prefix, bench.new_jwt_secret())
         env.update({"NOTIFICATION_EMAIL_ENABLED": "false", "NOTIFICATION_EMAIL_PROVIDER": "console",
                     "NOTIFICATION_EMAIL_FROM": "bench@example.com",
                 "NOTIFICATION_SECRET_KEYS": secret_key,
                     "NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING",
                     "DB_POOL_MAX": "24", "CONSUMER_POLLERS": "3", "CONSUMER_WAIT_TIME_S": "1",
                     "OUTBOX_POLL_INTERVAL_S": "0.2"})
-        sampler = benchlib.RssSampler().start()
+        sampler = bench.RssSampler().start()
         for n in range(workers):
             child = stack.start(f"notification-worker-{n}",
                                 [sys.executable, "-m", "services.notification.worker"], env)

@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a file: make `shared` importable
-    sys.path.insert(0, str(REPO_ROOT))
 
 import click  # noqa: E402
 

@@ -12,22 +12,19 @@ Only RS256 is accepted:
 ``alg: none``, HMAC (including HS256 "signed" with the public key) and any
 other algorithm are refused before a key is even looked up.
 
-Development and tests only: :class:`DevSigner` signs tokens with a key pair
-of its own whose public half the caller serves as a JWKS (the test suite and
-the benchmarks run a small JWKS server on 127.0.0.1). The services have no
+Signing is not done here: the auth service signs the tokens it issues, and
+the test suite and the benchmarks sign theirs with ``devstack.tokens`` (a key
+pair of their own, served as a JWKS on 127.0.0.1). The services have no
 development path: they verify every token against the JWKS they are pointed at.
 """
 
 from __future__ import annotations
 
 import functools
-import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import current_app, g, request
 
 from shared.errors import Problem
@@ -43,7 +40,6 @@ SCOPES = ("orders:read", "orders:write", "shipments:read", "shipments:write", "w
           "inventory:reserve", "admin")
 ALGORITHMS = ["RS256"]
 CLOCK_SKEW_S = 30
-DEFAULT_TTL_S = 3600
 MAX_SUBJECT_CHARS = 128
 MAX_CARRIER_CHARS = 64
 # RFC 9068 plus our scope claim: a token without any of these is not ours.
@@ -128,61 +124,17 @@ def verify_bearer_token(token: str, settings: TokenSettings) -> Principal:
 
 def token_settings_from(settings, breakers=None) -> TokenSettings:
     """The token settings of a :class:`shared.config.Settings`: JWKS from the auth service."""
-    from shared.config import SERVICE_PORTS
+    from shared.services import port_of
 
     auth_url = settings.peers.get("auth")
     if settings.service == "auth" and not auth_url:  # its own keys; it verifies none over HTTP
-        auth_url = f"http://127.0.0.1:{SERVICE_PORTS['auth']}"
+        auth_url = f"http://127.0.0.1:{port_of('auth')}"
     url = jwks_url_from(settings.auth_jwks_url, settings.app_env, auth_url)
     # AUTH_JWKS_MIN_REFRESH_S must stay below the auth service's AUTH_KEY_ACTIVATION_DELAY_S
     # (30 s): a key that starts signing is then always fetched on first sight.
     cache = JwksCache(url, breakers, ttl_s=settings.jwks_cache_ttl_s,
                       min_refresh_interval_s=settings.jwks_min_refresh_s)
     return TokenSettings(settings.jwt_issuer, settings.jwt_audience, cache)
-
-
-# --- development and tests only -------------------------------------------------------------------
-class DevSigner:
-    """DEVELOPMENT AND TESTS ONLY: signs RS256 tokens with its own key pair.
-
-    Serve :meth:`jwks` where the services look for keys (``AUTH_JWKS_URL``);
-    a production deployment points them at the auth service instead.
-    """
-
-    def __init__(self, issuer: str, audience: str, bits: int = 2048, kid: str | None = None):
-        self.issuer = issuer
-        self.audience = audience
-        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-        self.kid = kid or f"dev-{uuid.uuid4().hex[:12]}"
-
-    def jwks(self) -> dict:
-        """The public key as a JWKS document."""
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
-        jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
-        return {"keys": [jwk]}
-
-    def sign(self, claims: dict, headers: dict | None = None) -> str:
-        """Sign arbitrary claims (tests build broken tokens with this)."""
-        return jwt.encode(claims, self.private_key, algorithm="RS256",
-                          headers={"kid": self.kid, "typ": "at+jwt", **(headers or {})})
-
-    def claims(self, subject: str, scopes, ttl_s: int = DEFAULT_TTL_S,
-               client_id: str | None = None, carrier: str | None = None) -> dict:
-        """The claims the auth service would put in such a token (``carrier``: a carrier-bound
-        client's)."""
-        now = int(time.time())
-        claims = {"iss": self.issuer, "aud": self.audience, "sub": subject,
-                  "client_id": client_id or "dev-client", "scope": " ".join(scopes), "iat": now,
-                  "nbf": now, "exp": now + ttl_s, "jti": str(uuid.uuid4())}
-        if carrier is not None:
-            claims["carrier"] = carrier
-        return claims
-
-
-def mint_dev_token(signer: DevSigner, subject: str, scopes: list[str] | tuple[str, ...],
-                   ttl_s: int = DEFAULT_TTL_S) -> str:
-    """DEVELOPMENT AND TESTS ONLY: a token as the auth service would issue it."""
-    return signer.sign(signer.claims(subject, scopes, ttl_s))
 
 
 def _unauthorized(detail: str) -> Problem:

@@ -27,8 +27,8 @@ from shared.settings import Bool, CommaList, ConfigError, EnvSettings, Float, In
 __all__ = ["ConfigError", "Settings", "WorkerSettings", "BreakerThresholds", "BreakerOverride",
            "load_settings"]
 
+from shared.services import SERVICE_NAMES
 
-SERVICE_PORTS = {"order": 8001, "delivery": 8002, "inventory": 8003, "notification": 8004, "auth": 8005}
 SQS_EMULATOR_PORT = 9324
 
 
@@ -176,7 +176,7 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
     base = Settings.from_env(env)
     peers = {
         name: env[f"{name.upper()}_URL"]
-        for name in SERVICE_PORTS
+        for name in SERVICE_NAMES
         if env.get(f"{name.upper()}_URL")
     }
     return base.model_copy(update={"service": service, "peers": peers, "env": env})

@@ -109,7 +109,8 @@ class JwksCache:
 
 def jwks_url_from(jwks_url: str | None, app_env: str, auth_url: str | None) -> str:
     """``AUTH_JWKS_URL``, else the JWKS path of ``AUTH_URL`` (the local port outside production)."""
-    from shared.config import SERVICE_PORTS, ConfigError
+    from shared.config import ConfigError
+    from shared.services import port_of
 
     url = jwks_url
     if not url:
@@ -117,7 +118,7 @@ def jwks_url_from(jwks_url: str | None, app_env: str, auth_url: str | None) -> s
             if app_env == "production":
                 raise ConfigError("AUTH_URL", "is required (or AUTH_JWKS_URL): tokens are verified "
                                               "with the auth service's keys")
-            auth_url = f"http://127.0.0.1:{SERVICE_PORTS['auth']}"
+            auth_url = f"http://127.0.0.1:{port_of('auth')}"
         url = auth_url.rstrip("/") + JWKS_PATH
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
         raise ConfigError("AUTH_JWKS_URL", f"must be an http(s) URL, got {url!r}")

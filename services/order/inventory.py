@@ -24,10 +24,11 @@ from decimal import Decimal
 import requests
 
 from services.order.settings import OrderSettings
-from shared.config import SERVICE_PORTS, ConfigError, Settings
+from shared.config import ConfigError, Settings
 from shared.logging import get_logger
 from shared.resilience import BreakerOpen, BreakerRegistry, ResilientHttp, is_transient
 from shared.service_token import ServiceToken, ServiceTokenError
+from shared.services import port_of
 
 log = get_logger(__name__)
 
@@ -90,7 +91,7 @@ def inventory_config(settings: Settings, own: OrderSettings) -> InventoryConfig:
     if url is None:
         if settings.app_env == "production":
             raise ConfigError("INVENTORY_URL", "is required in production")
-        url = f"http://127.0.0.1:{SERVICE_PORTS['inventory']}"
+        url = f"http://127.0.0.1:{port_of('inventory')}"
     return InventoryConfig(base_url=url, timeout_s=own.inventory_timeout_s, attempts=own.inventory_attempts)
 
 

@@ -15,8 +15,8 @@ import sys
 
 import requests
 
+from devstack.paths import REPO_ROOT
 from services.auth.demo import DEMO_CUSTOMER, STOREFRONT, ensure_demo, service_client_env
-from shared.devstack import REPO_ROOT
 from tests.conftest import free_port
 from tests.support.wait import wait_until
 

@@ -18,9 +18,9 @@ import jwt
 import pytest
 from psycopg2 import sql
 
+from devstack.tokens import DevSigner, mint_dev_token
 from services.delivery.domain import choose_carrier
 from services.delivery.handlers import on_order_cancelled, on_order_created
-from shared.auth import DevSigner, mint_dev_token
 from shared.messaging.envelope import Envelope
 from tests.support.tokens import TEST_SIGNER
 

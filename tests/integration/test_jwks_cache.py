@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.auth import DevSigner, InvalidToken, TokenSettings, mint_dev_token, verify_bearer_token
+from devstack.tokens import DevSigner, mint_dev_token
+from shared.auth import InvalidToken, TokenSettings, verify_bearer_token
 from shared.jwks import JwksCache, KeysUnavailable
 from shared.resilience import BreakerRegistry
 from tests.support.tokens import AUDIENCE, ISSUER, JwksServer

@@ -16,10 +16,11 @@ import uuid
 import pytest
 import requests
 
+from devstack.paths import REPO_ROOT
+from devstack.readiness import wait_for_http
 from services.notification.consumers import OrderEventHandler
 from services.notification.settings import notification_settings
 from shared.config import load_settings
-from shared.devstack import REPO_ROOT, wait_for_http
 from shared.messaging.envelope import Envelope
 from tests.conftest import free_port
 from tests.support.sse import StreamClient, wait_connected

@@ -22,10 +22,10 @@ import jwt
 import pytest
 from psycopg2 import sql
 
+from devstack.tokens import DevSigner, mint_dev_token
 from services.order.handlers import on_delivery_event
 from services.order.idempotency import fingerprint as request_fingerprint
 from services.order.schemas import CreateOrderSchema
-from shared.auth import DevSigner, mint_dev_token
 from shared.messaging.envelope import Envelope
 from tests.support.inventory import seed_catalog
 from tests.support.tokens import TEST_SIGNER

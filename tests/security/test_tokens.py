@@ -15,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from shared.auth import DevSigner
+from devstack.tokens import DevSigner
 from tests.support.auth import make_client, make_user, password_login, token_request
 from tests.support.tokens import AUDIENCE, ISSUER, TEST_SIGNER, JwksServer
 

@@ -19,14 +19,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.devstack import (
+from devstack.emulators import (
     DEFAULT_FAUXQS_DIR,
     fauxqs_package_dir,
     install_fauxqs,
     start_fauxqs,
     start_moto_server,
-    stop_process,
 )
+from devstack.supervisor import stop_process
 
 MOTO = "moto"
 FAUXQS = "fauxqs"

@@ -12,14 +12,13 @@ import jwt
 import pytest
 from flask import Flask, jsonify
 
+from devstack.tokens import DevSigner, mint_dev_token
 from shared.auth import (
     CLOCK_SKEW_S,
-    DevSigner,
     InvalidToken,
     Principal,
     TokenSettings,
     authenticate,
-    mint_dev_token,
     require_any_scope,
     require_scopes,
     verify_bearer_token,

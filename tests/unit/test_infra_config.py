@@ -3,7 +3,7 @@
 ``elasticmq.conf`` and ``infra/sqs-queues.cfn.yaml`` are generated from
 ``shared.messaging.topology`` by ``scripts/gen_infra.py``; ``docker-compose.yml``
 is written by hand. These tests read the committed files (no network, no
-processes) and check them against the topology and ``SERVICE_PORTS``. Each
+processes) and check them against the topology and ``shared.services``. Each
 checker returns a list of problems, and is also run on a deliberately broken
 copy to show it does catch them.
 """
@@ -21,8 +21,9 @@ import pytest
 import yaml
 from pyhocon import ConfigFactory
 
-from shared.config import SERVICE_PORTS, SQS_EMULATOR_PORT
+from shared.config import SQS_EMULATOR_PORT
 from shared.queues import QUEUES, all_queue_names
+from shared.services import port_of, service
 
 ROOT = Path(__file__).resolve().parents[2]
 ELASTICMQ_CONF = ROOT / "elasticmq.conf"
@@ -258,7 +259,7 @@ def test_compose_api_ports_match_service_ports():
     services = _compose()["services"]
     for name in APP_SERVICES + API_ONLY_SERVICES:
         api = services[f"{name}-api"]
-        port = SERVICE_PORTS[name]
+        port = port_of(name)
         assert _env(api).get("PORT") == str(port), f"{name}-api must listen on {port}"
         published = [str(p).rsplit(":", 2)[-2:] for p in api.get("ports", [])]
         assert [str(port), str(port)] in published, f"{name}-api must publish {port}:{port}"
@@ -312,9 +313,9 @@ def test_compose_mounts_the_generated_elasticmq_conf():
 
 def test_bootstrap_migrates_without_redeclaring_queues():
     command = _compose()["services"]["bootstrap"]["command"]
-    assert command[:4] == ["python", "-m", "shared.devstack", "bootstrap"]
+    assert command[:3] == ["python", "-m", "shared.bootstrap"]
     assert "--skip-queues" in command
-    assert set(APP_SERVICES + API_ONLY_SERVICES) <= set(command[4:]), \
+    assert set(APP_SERVICES + API_ONLY_SERVICES) <= set(command[3:]), \
         "every service's schema is migrated"
 
 
@@ -332,7 +333,7 @@ def test_the_order_service_client_is_registered_with_the_secret_the_order_servic
 def test_every_app_process_knows_where_the_auth_service_is():
     for name, svc in _app_services(_compose()).items():
         url = urlsplit(_env(svc).get("AUTH_URL", ""))
-        assert (url.hostname, url.port) == ("auth-api", SERVICE_PORTS["auth"]), name
+        assert (url.hostname, url.port) == ("auth-api", port_of("auth")), name
 
 
 def test_inventory_is_seeded_after_bootstrap_and_reachable_by_the_order_service():
@@ -342,7 +343,7 @@ def test_inventory_is_seeded_after_bootstrap_and_reachable_by_the_order_service(
     assert seed["restart"] == "no"
     assert seed["depends_on"]["bootstrap"]["condition"] == "service_completed_successfully"
     url = urlsplit(_env(services["order-api"]).get("INVENTORY_URL", ""))
-    assert (url.hostname, url.port) == ("inventory-api", SERVICE_PORTS["inventory"])
+    assert (url.hostname, url.port) == ("inventory-api", port_of("inventory"))
 
 
 # ------------------------------------------------------------------- gunicorn
@@ -371,5 +372,7 @@ def test_notification_api_runs_gevent_workers():
     # Long-lived SSE streams: one greenlet per client, not one thread (README, Notification).
     command = _compose()["services"]["notification-api"]["command"]
     assert command[command.index("--worker-class") + 1] == "gevent"
-    run_py = (ROOT / "scripts" / "run.py").read_text()
-    assert '"notification": ("--worker-class", "gevent"' in run_py
+    # make run and the tests' process fixtures start each API with its service's gunicorn options.
+    args = service("notification").gunicorn_args
+    assert args[args.index("--worker-class") + 1] == "gevent"
+    assert "*svc.gunicorn_args" in (ROOT / "scripts" / "run.py").read_text()

@@ -1,9 +1,11 @@
-"""Shared helpers for the benchmark scripts (``bench_orders.py``, ``bench_pipeline.py``).
+"""Helpers for the benchmark scripts (``scripts/bench_*.py``).
 
 - :class:`Stack` starts what a benchmark needs (a fresh embedded Postgres under
-  ``.data/bench/<run>/``, fauxqs, gunicorn APIs, workers), sends each child's
-  output to a log file, and stops everything in reverse order, also on Ctrl-C
-  or SIGTERM.
+  ``.data/bench/<run>/``, fauxqs, gunicorn APIs, workers) through the one
+  :class:`devstack.supervisor.Supervisor`, with each child's output in a log
+  file, and stops everything newest first, also on Ctrl-C or SIGTERM.
+- :func:`bench_tokens` / :func:`bench_auth_env` — the benchmark's token signer
+  and the loopback JWKS the services verify it with (:mod:`devstack.tokens`).
 - :func:`closed_loop` / :func:`open_loop` are the HTTP load generators
   (aiohttp, one event loop): N clients back to back, or requests released on
   a fixed schedule, latency counted from the *scheduled* start so a stalled
@@ -23,8 +25,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -35,18 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a file: make `shared` importable
-    sys.path.insert(0, str(REPO_ROOT))
+import aiohttp
+import psutil
 
-import aiohttp  # noqa: E402
-import psutil  # noqa: E402
+from devstack import emulators, postgres, readiness
+from devstack.paths import DATA_DIR, GUNICORN_CONF, LOOPBACK, REPO_ROOT
+from devstack.supervisor import Child, Supervisor
 
-from shared import devstack  # noqa: E402
-
-HOST = devstack.LOOPBACK
-BENCH_DATA_DIR = devstack.DATA_DIR / "bench"
-GUNICORN_CONF = REPO_ROOT / "infra" / "gunicorn.conf.py"
+HOST = LOOPBACK
+BENCH_DATA_DIR = DATA_DIR / "bench"
 REGION = "us-east-1"
 JWT_ISSUER = "order-platform-bench"
 JWT_AUDIENCE = "order-platform"
@@ -66,9 +63,7 @@ MIB = 1024 * 1024
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    return readiness.free_port(HOST)
 
 
 def production_env(database_url: str, sqs_endpoint_url: str, queue_prefix: str,
@@ -92,6 +87,8 @@ def production_env(database_url: str, sqs_endpoint_url: str, queue_prefix: str,
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        # bench_checkout runs an older tree with gunicorn --chdir: the code it
+        # imports is the checkout's (or that tree's), never an installed copy.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     })
     return env
@@ -108,8 +105,7 @@ def bench_tokens():
     for it, started on first use and serving until the process exits.
     """
     if not _BENCH_AUTH:
-        from shared.auth import DevSigner
-        from tests.support.tokens import SERVICE_CLIENTS, JwksServer
+        from devstack.tokens import SERVICE_CLIENTS, DevSigner, JwksServer
 
         signer = DevSigner(JWT_ISSUER, JWT_AUDIENCE, kid="bench-key")
         server = JwksServer(signer.jwks, signer).start()
@@ -164,24 +160,23 @@ def install_sigterm_handler() -> None:
 
 
 @dataclass
-class Child:
-    """A process the stack started, with its log."""
-
-    name: str
-    proc: subprocess.Popen
-    log_path: Path
-
-
-@dataclass
 class Stack:
     """Everything one benchmark run starts; :meth:`close` stops it in reverse order."""
 
     run_dir: Path
     keep_data: bool = False
     say: Callable[[str], None] = print
-    children: list[Child] = field(default_factory=list)
     pg_handle: Any = None
     pg_data_dir: Path | None = None
+    supervisor: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(say=self.say)
+
+    @property
+    def children(self) -> list[Child]:
+        """What the stack runs now, oldest first."""
+        return self.supervisor.children
 
     @classmethod
     def create(cls, name: str, keep_data: bool = False, say: Callable[[str], None] = print) -> Stack:
@@ -206,68 +201,53 @@ class Stack:
             return url
         self.pg_data_dir = self.run_dir / "pg"
         self.say(f"starting embedded PostgreSQL in {self.pg_data_dir}")
-        self.pg_handle, url = devstack.start_embedded_postgres(self.pg_data_dir)
+        self.pg_handle, url = postgres.start_embedded_postgres(self.pg_data_dir)
         return url
 
     def postmaster_pid(self) -> int | None:
         """The embedded server's postmaster pid (None with an external DATABASE_URL)."""
         if self.pg_data_dir is None:
             return None
-        try:
-            return int((self.pg_data_dir / "postmaster.pid").read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return postgres.postmaster_pid(self.pg_data_dir)
 
     # -- children -------------------------------------------------------
     def start(self, name: str, args: Sequence[str], env: dict[str, str]) -> Child:
         """Start ``args`` in its own session with output in ``logs/<name>.log``."""
-        log_path = self.run_dir / "logs" / f"{name}.log"
-        with open(log_path, "ab") as log_file:
-            proc = devstack.spawn(args, env=env, cwd=REPO_ROOT, stdout=log_file,
-                                  stderr=subprocess.STDOUT)
-        child = Child(name, proc, log_path)
-        self.children.append(child)
-        return child
+        return self.supervisor.start(name, args, env, log_path=self.run_dir / "logs" / f"{name}.log")
 
     def start_fauxqs(self) -> str:
         """fauxqs (installed into .tools/ if missing) on a free loopback port; return its URL."""
-        devstack.install_fauxqs()
+        emulators.install_fauxqs()
         port = free_port()
-        self.say(f"starting fauxqs {devstack.FAUXQS_VERSION} on {HOST}:{port}")
-        proc = devstack.start_fauxqs(port, host=HOST,
-                                     log_file=self.run_dir / "logs" / "fauxqs.log")
-        self.children.append(Child("fauxqs", proc, self.run_dir / "logs" / "fauxqs.log"))
+        self.say(f"starting fauxqs {emulators.FAUXQS_VERSION} on {HOST}:{port}")
+        log_path = self.run_dir / "logs" / "fauxqs.log"
+        proc = emulators.start_fauxqs(port, host=HOST, log_file=log_path)
+        self.supervisor.adopt("fauxqs", proc, log_path)
         return f"http://{HOST}:{port}"
 
     def wait_http(self, child: Child, url: str, timeout: float = START_TIMEOUT_S) -> None:
         """Wait until ``url`` answers 200, failing at once if ``child`` exits."""
         try:
-            devstack.wait_for_http(url, timeout=timeout, statuses=(200,), proc=child.proc)
+            readiness.wait_for_http(url, timeout=timeout, statuses=(200,), proc=child.proc)
         except (TimeoutError, RuntimeError) as exc:
             raise RuntimeError(f"{child.name} did not come up: {exc}; see {child.log_path}") from None
 
     def check_alive(self) -> list[str]:
         """Names of children that exited while they should be running."""
-        return [f"{c.name} (exit {c.proc.returncode}, log {c.log_path})"
-                for c in self.children if c.proc.poll() is not None]
+        return [c.describe_exit() for c in self.supervisor.dead()]
 
     def stop(self, child: Child) -> int | None:
         """Stop one child (SIGTERM to its group, SIGKILL after a grace period)."""
-        code = devstack.stop_process(child.proc, STOP_TIMEOUT_S)
-        if child in self.children:
-            self.children.remove(child)
-        return code
+        return self.supervisor.stop(child, STOP_TIMEOUT_S, kill_wait=2.0)
 
     def close(self) -> None:
         """Stop every child (newest first), then Postgres; remove the data unless kept."""
         # Ctrl-C during cleanup must not leave processes behind.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            for child in reversed(list(self.children)):
-                devstack.stop_process(child.proc, STOP_TIMEOUT_S)
-            self.children.clear()
+            self.supervisor.stop_all(STOP_TIMEOUT_S, kill_wait_s=2.0, one_by_one=True)
             if self.pg_handle is not None:
-                devstack.stop_embedded_postgres(self.pg_handle)
+                postgres.stop_embedded_postgres(self.pg_handle)
                 self.pg_handle = None
             if self.pg_data_dir is not None and not self.keep_data:
                 shutil.rmtree(self.pg_data_dir, ignore_errors=True)

@@ -1,0 +1,141 @@
+"""SQS emulators for the local stack: moto's server and fauxqs.
+
+- :func:`start_moto_server` — moto in server mode, the default emulator
+  (``make run``, the test suite);
+- :func:`install_fauxqs` / :func:`start_fauxqs` — fauxqs (npm, needs
+  Node.js >= 20), a much faster emulator for load tests and the messaging
+  contract tests.
+
+Both bind loopback only, wait until the emulator answers before returning
+(failing at once if it exits), and are started through
+:func:`devstack.supervisor.spawn` (own session, parent-death signal). What
+the code relies on in each emulator is in docs/sqs-portability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from devstack.paths import LOOPBACK, TOOLS_DIR
+from devstack.readiness import port_is_open, wait_for_http
+from devstack.supervisor import spawn, stop_process
+from shared.config import SQS_EMULATOR_PORT
+
+# npm prefix for fauxqs (its node_modules/ lands inside); `make fauxqs` installs it.
+DEFAULT_FAUXQS_DIR = TOOLS_DIR / "fauxqs"
+FAUXQS_VERSION = "1.9.2"  # 2.x needs Node >= 22.5 (node:sqlite)
+EMULATOR_START_TIMEOUT_S = 30.0
+NPM_INSTALL_TIMEOUT_S = 300
+
+
+def _open_log(log_file: Path | None) -> int | IO[Any]:
+    if log_file is None:
+        return subprocess.DEVNULL
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    return open(log_file, "ab")  # noqa: SIM115 - handed to the child, closed by the caller
+
+
+def _start(args: list[str], ready_url: str, log_file: Path | None, timeout: float,
+           statuses: tuple[int, ...] | None = None) -> subprocess.Popen:
+    out = _open_log(log_file)
+    try:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        proc = spawn(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        if not isinstance(out, int):
+            out.close()  # the child holds its own copy
+    try:
+        wait_for_http(ready_url, timeout=timeout, statuses=statuses, proc=proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+def start_moto_server(port: int = SQS_EMULATOR_PORT, host: str = LOOPBACK,
+                      log_file: Path | None = None, timeout: float = EMULATOR_START_TIMEOUT_S,
+                      ) -> subprocess.Popen:
+    """Start ``moto.server`` on ``host:port`` and wait until it answers.
+
+    Its request log goes to ``log_file`` (or is discarded): moto logs every
+    long poll, which would drown the services' output.
+    """
+    if port_is_open(host, port):
+        raise RuntimeError(f"port {host}:{port} is already in use; stop what holds it "
+                           f"or point SQS_ENDPOINT_URL at it")
+    return _start([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+                  f"http://{host}:{port}/moto-api/", log_file, timeout)
+
+
+def fauxqs_package_dir(prefix: Path) -> Path | None:
+    """The installed fauxqs package under ``prefix`` (an npm prefix or a node_modules dir)."""
+    prefix = Path(prefix)
+    for candidate in (prefix / "node_modules" / "fauxqs", prefix / "fauxqs"):
+        if (candidate / "package.json").exists():
+            return candidate
+    return None
+
+
+def install_fauxqs(prefix: Path = DEFAULT_FAUXQS_DIR, version: str = FAUXQS_VERSION) -> Path:
+    """``npm install`` fauxqs into ``prefix`` unless present; return the package dir."""
+    found = fauxqs_package_dir(prefix)
+    if found is not None:
+        return found
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is not installed: fauxqs needs Node.js >= 20 and npm")
+    Path(prefix).mkdir(parents=True, exist_ok=True)
+    subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                    f"fauxqs@{version}"], check=True, stdin=subprocess.DEVNULL,
+                   timeout=NPM_INSTALL_TIMEOUT_S)
+    found = fauxqs_package_dir(prefix)
+    if found is None:
+        raise RuntimeError(f"npm install finished but fauxqs is not under {prefix}")
+    return found
+
+
+# fauxqs' own CLI binds 0.0.0.0 (not configurable in 1.9.2); its buildApp export
+# lets us bind loopback only.
+_FAUXQS_LAUNCHER = """\
+import { buildApp } from "fauxqs";
+const port = Number(process.argv[2]);
+const host = process.argv[3] ?? "127.0.0.1";
+const app = buildApp({ logger: false });
+for (const sig of ["SIGTERM", "SIGINT"]) {
+  process.on(sig, () => { app.close().finally(() => process.exit(0)); });
+}
+await app.listen({ port, host });
+console.log(`fauxqs listening on http://${host}:${port}`);
+"""
+
+
+def start_fauxqs(port: int = SQS_EMULATOR_PORT, node_modules_dir: Path = DEFAULT_FAUXQS_DIR,
+                 host: str = LOOPBACK, log_file: Path | None = None,
+                 timeout: float = EMULATOR_START_TIMEOUT_S) -> subprocess.Popen:
+    """Start fauxqs (already installed under ``node_modules_dir``) on ``host:port``.
+
+    ``node_modules_dir`` is the npm prefix given to ``npm install --prefix``
+    (or the ``node_modules`` directory inside it). Raises RuntimeError when
+    node or the package is missing.
+    """
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("node is not installed: fauxqs needs Node.js >= 20")
+    package = fauxqs_package_dir(Path(node_modules_dir))
+    if package is None:
+        raise RuntimeError(f"fauxqs is not installed under {node_modules_dir} (run `make fauxqs`"
+                           f" or npm install --prefix DIR fauxqs@{FAUXQS_VERSION})")
+    if port_is_open(host, port):
+        raise RuntimeError(f"port {host}:{port} is already in use")
+    # The launcher must sit beside node_modules/ so the bare "fauxqs" import resolves.
+    launcher = package.parent.parent / "fauxqs-launcher.mjs"
+    if not launcher.exists() or launcher.read_text() != _FAUXQS_LAUNCHER:
+        launcher.write_text(_FAUXQS_LAUNCHER)
+    return _start([node, str(launcher), str(port), host], f"http://{host}:{port}/health",
+                  log_file, timeout, statuses=(200,))
