@@ -3,7 +3,7 @@
 What it does (everything on 127.0.0.1, bounded in time):
 
 1. starts a fresh embedded Postgres and fauxqs (moto is too slow for load,
-   see SQS_PORTABILITY.md), migrates ``notification_svc``, creates the queues;
+   see docs/sqs-portability.md, section 4), migrates ``notification_svc``, creates the queues;
 2. starts a local receiver (aiohttp) that verifies every signature
    (HMAC-SHA256 of ``timestamp.body`` with the subscription's secret, fresh
    timestamp) and counts distinct ``Webhook-Id``s;

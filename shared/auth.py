@@ -5,7 +5,10 @@
 service: the key is looked up by ``kid`` in the auth service's JWKS
 (:class:`shared.jwks.JwksCache`: cached, refreshed on an unknown ``kid``,
 fetched through the ``auth-jwks`` breaker); issuer, audience, expiry,
-not-before and the required claims are checked. Only RS256 is accepted:
+not-before and the required claims are checked, and the optional ``carrier``
+claim (the carrier a carrier client is bound to; its holder reaches only
+that carrier's shipments) must be a short non-empty string when present.
+Only RS256 is accepted:
 ``alg: none``, HMAC (including HS256 "signed" with the public key) and any
 other algorithm are refused before a key is even looked up.
 
@@ -38,6 +41,7 @@ SCOPES = ("orders:read", "orders:write", "shipments:read", "shipments:write", "w
 ALGORITHMS = ["RS256"]
 CLOCK_SKEW_S = 30
 MAX_SUBJECT_CHARS = 128
+MAX_CARRIER_CHARS = 64
 # RFC 9068 plus our scope claim: a token without any of these is not ours.
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud", "client_id", "jti"]
 
@@ -51,6 +55,8 @@ class Principal:
     token_id: str | None = None
     expires_at: int | None = None
     client_id: str | None = None
+    # The carrier the calling client is bound to (the token's ``carrier`` claim), if any.
+    carrier: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -107,8 +113,13 @@ def verify_bearer_token(token: str, settings: TokenSettings) -> Principal:
     client_id = claims.get("client_id")
     if not isinstance(client_id, str) or not client_id:
         raise InvalidToken("client_id must be a non-empty string")
+    carrier = claims.get("carrier")
+    if carrier is not None and (not isinstance(carrier, str) or not carrier
+                                or len(carrier) > MAX_CARRIER_CHARS):
+        # A malformed binding must not widen or blur what the holder reaches: refuse the token.
+        raise InvalidToken("carrier must be a non-empty string")
     return Principal(subject=subject, scopes=frozenset(scope.split()), token_id=claims.get("jti"),
-                     expires_at=claims.get("exp"), client_id=client_id)
+                     expires_at=claims.get("exp"), client_id=client_id, carrier=carrier)
 
 
 def token_settings_from(settings, breakers=None) -> TokenSettings:

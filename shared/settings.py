@@ -25,6 +25,7 @@ reprs never show the value, so a settings object can be logged.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self, get_args, get_origin
@@ -100,6 +101,26 @@ Float = Annotated[float, BeforeValidator(parse_float)]
 Bool = Annotated[bool, BeforeValidator(parse_bool)]
 CommaList = Annotated[tuple[str, ...], BeforeValidator(split_commas)]
 Keys = Annotated[tuple[str, ...], BeforeValidator(split_commas), AfterValidator(SecretKeys)]
+
+
+FERNET_KEY_BYTES = 32  # what cryptography.fernet.Fernet accepts, url-safe base64 encoded
+
+
+def fernet_keys(how_to_make_one: str):
+    """A ``Keys`` type whose every entry must be a Fernet key; the error says how to make one."""
+
+    def check(keys: tuple[str, ...]) -> tuple[str, ...]:
+        for key in keys:
+            try:
+                decoded = base64.urlsafe_b64decode(key.encode())
+            except ValueError:
+                decoded = b""
+            if len(decoded) != FERNET_KEY_BYTES:
+                raise ValueError("each key must be a Fernet key (32 url-safe base64 bytes); "
+                                 + how_to_make_one)
+        return keys
+
+    return Annotated[Keys, AfterValidator(check)]
 
 
 def var(name: str, default: Any = ..., description: str = "", *, ge: float | None = None,

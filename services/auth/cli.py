@@ -1,8 +1,9 @@
 """Management CLI of the auth service (reads the same environment as the service).
 
     python -m services.auth.cli create-client --name "DHL" --scope shipments:write \\
-        --grant client_credentials
+        --grant client_credentials --carrier DHL
     python -m services.auth.cli rotate-client-secret CLIENT_ID [--grace-s 3600]
+    python -m services.auth.cli bind-carrier CLIENT_ID DHL  |  bind-carrier CLIENT_ID --none
     python -m services.auth.cli delete-client CLIENT_ID
     python -m services.auth.cli list-clients
     python -m services.auth.cli ensure-client --client-id order-service --name "Order service" \\
@@ -66,6 +67,11 @@ def _fail(exc: Exception):
     raise click.ClickException(str(exc)) from None
 
 
+CARRIER_HELP = ("A carrier's client: the carrier id on its shipments (e.g. DHL). Its tokens "
+                "reach only that carrier's shipments; a client holding shipments scopes "
+                "without one reaches none.")
+
+
 def _emit(as_json: bool, data: dict, text: str) -> None:
     click.echo(json.dumps(data, default=str) if as_json else text)
 
@@ -83,12 +89,14 @@ def cli():
 @click.option("--grant", "grants", multiple=True, type=click.Choice(GRANT_TYPES),
               default=("client_credentials",), show_default=True, help="Grant types (repeat).")
 @click.option("--first-party", is_flag=True, help="Our own app: may use the password grant.")
+@click.option("--carrier", help=CARRIER_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
-def create_client(ctx, name, client_id, scopes, grants, first_party, as_json):
+def create_client(ctx, name, client_id, scopes, grants, first_party, carrier, as_json):
     """Register a client and print its secret (shown only now)."""
     try:
-        creds = handlers.create_client(ctx.db, name, scopes, grants, first_party, client_id)
+        creds = handlers.create_client(ctx.db, name, scopes, grants, first_party, client_id,
+                                       carrier=handlers.check_carrier(carrier))
     except handlers.AuthError as exc:
         _fail(exc)
     _emit(as_json, {"client_id": creds.client_id, "client_secret": creds.client_secret},
@@ -104,12 +112,14 @@ def create_client(ctx, name, client_id, scopes, grants, first_party, as_json):
               default=("client_credentials",), show_default=True)
 @click.option("--secret-env", required=True, metavar="VAR",
               help="Environment variable holding the secret the client must have.")
+@click.option("--carrier", help=CARRIER_HELP)
 @pass_ctx
-def ensure_client(ctx, client_id, name, scopes, grants, secret_env):
+def ensure_client(ctx, client_id, name, scopes, grants, secret_env, carrier):
     """Create the client with the secret in $VAR, or give an existing one that secret (idempotent).
 
     For deployments whose secret store already holds a service's credentials
-    (docker compose gives the order service its own this way).
+    (docker compose gives the order service its own this way). With ``--carrier`` an
+    existing client is also bound to that carrier.
     """
     from services.auth import repository as repo
     from services.auth.crypto import secret_matches
@@ -120,13 +130,22 @@ def ensure_client(ctx, client_id, name, scopes, grants, secret_env):
     with ctx.db.transaction() as cur:
         row = repo.get_client(cur, client_id)
     try:
+        handlers.check_carrier(carrier)
         if row is None:
-            handlers.create_client(ctx.db, name, scopes, grants, False, client_id, secret)
+            handlers.create_client(ctx.db, name, scopes, grants, False, client_id, secret,
+                                   carrier=carrier)
             click.echo(f"created {client_id}")
-        elif not secret_matches(row["secret_hash"], secret):
+            return
+        changed = False
+        if not secret_matches(row["secret_hash"], secret):
             handlers.rotate_client_secret(ctx.db, client_id, 0, secret)
             click.echo(f"{client_id}: secret set from {secret_env}")
-        else:
+            changed = True
+        if carrier is not None and row["carrier"] != carrier:
+            handlers.bind_client_carrier(ctx.db, client_id, carrier)
+            click.echo(f"{client_id}: bound to carrier {carrier}")
+            changed = True
+        if not changed:
             click.echo(f"{client_id}: already there")
     except handlers.AuthError as exc:
         _fail(exc)
@@ -148,6 +167,23 @@ def rotate_client_secret(ctx, client_id, grace_s, as_json):
           f"client_id:     {creds.client_id}\nclient_secret: {creds.client_secret}\n"
           + (f"The old secret works for {grace_s} more seconds." if grace_s else
              "The old secret no longer works."))
+
+
+@cli.command("bind-carrier")
+@click.argument("client_id")
+@click.argument("carrier", required=False)
+@click.option("--none", "unbind", is_flag=True, help="Bind the client to no carrier.")
+@pass_ctx
+def bind_carrier(ctx, client_id, carrier, unbind):
+    """Bind an existing client to a carrier (its next tokens reach only that carrier's shipments)."""
+    if bool(carrier) == unbind:
+        raise click.UsageError("give a CARRIER or --none")
+    try:
+        handlers.bind_client_carrier(ctx.db, client_id, None if unbind else carrier)
+    except handlers.AuthError as exc:
+        _fail(exc)
+    click.echo(f"{client_id}: " + ("bound to no carrier" if unbind else f"bound to carrier {carrier}")
+               + ". Access tokens already issued keep their claim until they expire.")
 
 
 @cli.command("delete-client")
@@ -177,8 +213,9 @@ def list_clients(ctx, as_json):
         return
     for row in rows:
         state = "deleted" if row["deleted_at"] else "active"
+        carrier = f"carrier {row['carrier']}" if row["carrier"] else ""
         click.echo(f"{row['client_id']:<32} {state:<8} {'first-party' if row['first_party'] else '':<12}"
-                   f"{','.join(row['grant_types']):<40} {' '.join(row['allowed_scopes'])}")
+                   f"{carrier:<16}{','.join(row['grant_types']):<40} {' '.join(row['allowed_scopes'])}")
 
 
 def _create_user(ctx, username, password, role, scopes, update):

@@ -2,8 +2,9 @@
 
 Clients: ``storefront`` (first-party: customer registration and password
 login, refresh tokens), ``carrier-dhl`` (client credentials, shipment
-scopes), ``ops-console`` (first-party, for operators: admin), and
-``order-service`` (the order service's own client, ``inventory:reserve``). Accounts: a demo
+scopes, bound to the carrier ``DHL``: it reaches DHL's shipments only),
+``ops-console`` (first-party, for operators: admin), and ``order-service``
+(the order service's own client, ``inventory:reserve``). Accounts: a demo
 customer and a demo operator. Secrets and passwords are generated, never
 fixed in code, and kept in a credentials file (mode 0600) that
 ``scripts/token`` and ``scripts/demo.sh`` read. Refused when APP_ENV=production.
@@ -22,6 +23,8 @@ from shared.auth import SCOPES
 
 STOREFRONT = "storefront"
 CARRIER = "carrier-dhl"
+# The carrier id the delivery service gives DHL's shipments.
+DEMO_CARRIER_ID = "DHL"
 OPS_CONSOLE = "ops-console"
 # The order service's own client: it reserves stock at the inventory service.
 ORDER_SERVICE = "order-service"
@@ -30,13 +33,13 @@ DEMO_OPERATOR = "ops@example.com"
 
 DEMO_CLIENTS = {
     STOREFRONT: dict(name="Demo storefront", scopes=("orders:read", "orders:write"),
-                     grants=("password", "refresh_token"), first_party=True),
+                     grants=("password", "refresh_token"), first_party=True, carrier=None),
     CARRIER: dict(name="DHL (demo carrier)", scopes=("shipments:read", "shipments:write"),
-                  grants=("client_credentials",), first_party=False),
+                  grants=("client_credentials",), first_party=False, carrier=DEMO_CARRIER_ID),
     OPS_CONSOLE: dict(name="Operations console", scopes=SCOPES,
-                      grants=("password", "refresh_token"), first_party=True),
+                      grants=("password", "refresh_token"), first_party=True, carrier=None),
     ORDER_SERVICE: dict(name="Order service", scopes=("inventory:reserve",),
-                        grants=("client_credentials",), first_party=False),
+                        grants=("client_credentials",), first_party=False, carrier=None),
 }
 # Which service process runs as which client: <SERVICE>_CLIENT_ID / _CLIENT_SECRET.
 SERVICE_CLIENTS = {"order": ORDER_SERVICE}
@@ -72,9 +75,14 @@ def ensure_demo_identities(db, passwords, config, credentials_path: Path, app_en
         with db.transaction() as cur:
             row = repo.get_client(cur, client_id)
         known = clients.get(client_id)
+        if row is not None and row["carrier"] != spec["carrier"]:
+            # A database from before carriers were bound (or bound otherwise): bind it now.
+            handlers.bind_client_carrier(db, client_id, spec["carrier"])
+            changed.append(f"client {client_id} (carrier {spec['carrier']})")
         if row is None:
             creds = handlers.create_client(db, spec["name"], spec["scopes"], spec["grants"],
-                                           spec["first_party"], client_id)
+                                           spec["first_party"], client_id,
+                                           carrier=spec["carrier"])
             changed.append(f"client {client_id}")
         elif known is None or not secret_matches(row["secret_hash"], known):
             creds = handlers.rotate_client_secret(db, client_id)  # the file lost it: issue a new one

@@ -26,6 +26,9 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
+# A carrier id as the delivery service stores it on shipments (e.g. DHL); also a CHECK on
+# clients.carrier (migrations/versions/0002_client_carrier.py).
+CARRIER_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ROLES = ("customer", "operator")
 # Operators run the platform: every scope, admin included.
 OPERATOR_SCOPES = SCOPES
@@ -59,13 +62,25 @@ def _check_scopes(scopes) -> list[str]:
     return scopes
 
 
+def check_carrier(carrier: str | None) -> str | None:
+    """``carrier`` if it is a well-formed carrier id (or None); AuthError otherwise."""
+    if carrier is not None and not CARRIER_PATTERN.fullmatch(carrier):
+        raise AuthError("carrier must be 1-64 characters of letters, digits, '.', '_' or '-'"
+                        " (the carrier id on shipments, e.g. DHL)")
+    return carrier
+
+
 def create_client(db, name: str, scopes, grant_types, first_party: bool = False,
-                  client_id: str | None = None, secret: str | None = None) -> ClientCredentials:
+                  client_id: str | None = None, secret: str | None = None,
+                  carrier: str | None = None) -> ClientCredentials:
     """Register a client; return its id and its secret (shown once, stored hashed).
 
     ``secret``: use this one instead of generating one (``ensure-client`` for deployments
     whose secret store already holds it); at least MIN_GIVEN_SECRET_CHARS characters.
+    ``carrier``: bind a carrier's client to its carrier; its tokens carry it as the
+    ``carrier`` claim and reach only that carrier's shipments.
     """
+    check_carrier(carrier)
     client_id = client_id or f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')[:40]}-" \
                              f"{uuid.uuid4().hex[:8]}"
     if not CLIENT_ID_PATTERN.match(client_id):
@@ -82,11 +97,21 @@ def create_client(db, name: str, scopes, grant_types, first_party: bool = False,
     try:
         with db.transaction() as cur:
             repo.insert_client(cur, client_id, name, crypto.digest_secret(secret), _check_scopes(scopes),
-                               grant_types, first_party)
+                               grant_types, first_party, carrier)
     except psycopg2.errors.UniqueViolation:
         raise AuthError(f"client {client_id} already exists") from None
-    log.info("client_created", client_id=client_id, grant_types=grant_types, first_party=first_party)
+    log.info("client_created", client_id=client_id, grant_types=grant_types, first_party=first_party,
+             carrier=carrier)
     return ClientCredentials(client_id, secret)
+
+
+def bind_client_carrier(db, client_id: str, carrier: str | None) -> None:
+    """Bind an existing client to ``carrier`` (None: unbind); its next tokens say so."""
+    check_carrier(carrier)
+    with db.transaction() as cur:
+        if not repo.set_client_carrier(cur, client_id, carrier):
+            raise AuthError(f"no client {client_id}")
+    log.info("client_carrier_bound", client_id=client_id, carrier=carrier)
 
 
 def rotate_client_secret(db, client_id: str, grace_s: int = 0,

@@ -10,8 +10,9 @@ responses, RFC 7009); this module plugs the service into it:
   ``refresh_token`` with rotation on every use. Lock-out, rotation and reuse
   detection are the service's (:mod:`services.auth.service`);
 * :class:`AccessTokenGenerator`: RS256 JWTs (RFC 9068 ``at+jwt``) carrying
-  iss, aud, sub, client_id, scope, exp, iat, jti, and ``sid`` (the
-  refresh-token family) for user sessions. Scope = requested (default:
+  iss, aud, sub, client_id, scope, exp, iat, jti, ``sid`` (the
+  refresh-token family) for user sessions, and ``carrier`` for a client bound to a
+  carrier (the delivery API limits its holder to that carrier's shipments). Scope = requested (default:
   everything allowed) and, for a user, also within the user's scopes;
   anything else is ``invalid_scope``;
 * :class:`Revocation` (RFC 7009) for refresh tokens, and :func:`build_server`.
@@ -59,13 +60,15 @@ class Client(ClientMixin):
     allowed_scopes: tuple[str, ...]
     grant_types: tuple[str, ...]
     first_party: bool
+    carrier: str | None = None   # the carrier this client is bound to, if it is a carrier's
 
     @classmethod
     def from_row(cls, row: dict) -> Client:
         expires = row["previous_secret_expires_at"]
         return cls(row["client_id"], row["name"], row["secret_hash"], row["previous_secret_hash"],
                    expires is not None and expires.timestamp() > time.time(),
-                   tuple(row["allowed_scopes"]), tuple(row["grant_types"]), row["first_party"])
+                   tuple(row["allowed_scopes"]), tuple(row["grant_types"]), row["first_party"],
+                   row.get("carrier"))
 
     def get_client_id(self):
         return self.client_id
@@ -131,10 +134,12 @@ class RefreshToken(TokenMixin):
     client_id: str
     user_id: uuid.UUID
     scope: str
+    token_hash: str
 
     @classmethod
     def from_row(cls, row: dict) -> RefreshToken:
-        return cls(row["id"], row["family_id"], row["client_id"], row["user_id"], row["scope"])
+        return cls(row["id"], row["family_id"], row["client_id"], row["user_id"], row["scope"],
+                   row["token_hash"])
 
     def check_client(self, client):
         return self.client_id == client.get_client_id()
@@ -209,6 +214,8 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         family = g.get("refresh_family")
         if user is not None and family is not None:
             claims["sid"] = str(family)
+        if client.carrier is not None:
+            claims["carrier"] = client.carrier
         key = self.keys.active()
         return jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": key.kid}, claims, key)
 
@@ -248,7 +255,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return self.server.service.user(refresh_token.user_id)
 
     def revoke_old_credential(self, refresh_token):
-        """Already marked rotated when it was claimed; nothing left to do."""
+        """Already claimed (marked rotated) with the successor's save; nothing left to do."""
 
 
 class UnsupportedTokenType(OAuth2Error):
@@ -290,18 +297,21 @@ def _client_secret_basic(query_client, request):
 
 def _token_saver(service: AuthService):
     """Authlib's callback after issuing tokens: the refresh token, if any, is stored (hashed);
-    access tokens are not stored."""
+    access tokens are not stored. A rotation claims the old token here, with the save, and
+    raises InvalidGrantError (the response is then that error) when it may not rotate."""
 
     def save_token(token: dict, request) -> None:
         refresh = token.get("refresh_token")
         if not refresh or request.user is None:
             return
         previous: RefreshToken | None = getattr(request, "refresh_token", None)
-        family = previous.family_id if previous else g.get("refresh_family") or uuid.uuid4()
-        # A rotated token keeps the family's granted scope even if this access token is narrower.
-        scope = previous.scope if previous else token.get("scope", "")
+        if previous is not None:
+            # The successor keeps the family's granted scope even if this access token is narrower.
+            service.rotate_refresh_token(previous, refresh, request.user.id)
+            return
+        family = g.get("refresh_family") or uuid.uuid4()
         service.store_refresh_token(refresh, family, request.client.get_client_id(),
-                                    request.user.id, scope, previous.id if previous else None)
+                                    request.user.id, token.get("scope", ""))
 
     return save_token
 

@@ -11,11 +11,11 @@ from shared.backoff import backoff_delay
 
 
 def insert_client(cur, client_id: str, name: str, secret_hash: str, scopes: list[str],
-                  grant_types: list[str], first_party: bool) -> None:
+                  grant_types: list[str], first_party: bool, carrier: str | None = None) -> None:
     cur.execute(
-        "INSERT INTO clients (client_id, name, secret_hash, allowed_scopes, grant_types, first_party)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (client_id, name, secret_hash, scopes, grant_types, first_party))
+        "INSERT INTO clients (client_id, name, secret_hash, allowed_scopes, grant_types, first_party,"
+        " carrier) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (client_id, name, secret_hash, scopes, grant_types, first_party, carrier))
 
 
 def get_client(cur, client_id: str, include_deleted: bool = False) -> dict | None:
@@ -25,8 +25,8 @@ def get_client(cur, client_id: str, include_deleted: bool = False) -> dict | Non
 
 
 def list_clients(cur) -> list[dict]:
-    cur.execute("SELECT client_id, name, allowed_scopes, grant_types, first_party, created_at,"
-                " secret_rotated_at, deleted_at FROM clients ORDER BY client_id")
+    cur.execute("SELECT client_id, name, allowed_scopes, grant_types, first_party, carrier,"
+                " created_at, secret_rotated_at, deleted_at FROM clients ORDER BY client_id")
     return cur.fetchall()
 
 
@@ -47,6 +47,13 @@ def update_client(cur, client_id: str, scopes: list[str] | None, grant_types: li
         "UPDATE clients SET allowed_scopes = COALESCE(%s, allowed_scopes),"
         " grant_types = COALESCE(%s, grant_types) WHERE client_id = %s AND deleted_at IS NULL",
         (scopes, grant_types, client_id))
+    return cur.rowcount == 1
+
+
+def set_client_carrier(cur, client_id: str, carrier: str | None) -> bool:
+    """Bind the client to ``carrier`` (None: to no carrier)."""
+    cur.execute("UPDATE clients SET carrier = %s WHERE client_id = %s AND deleted_at IS NULL",
+                (carrier, client_id))
     return cur.rowcount == 1
 
 
@@ -212,8 +219,13 @@ def set_encrypted_private_key(cur, kid: str, private_key_encrypted: bytes) -> No
 
 
 def insert_refresh_token(cur, token_id: UUID, token_hash: str, family_id: UUID, client_id: str,
-                         user_id: UUID, scope: str, ttl_s: int, family_max_s: int) -> None:
-    """A refresh token; a new family starts its absolute lifetime now, a rotation inherits it."""
+                         user_id: UUID, scope: str, ttl_s: int, family_max_s: int) -> bool:
+    """A refresh token, unless its family has been revoked (False then).
+
+    A new family starts its absolute lifetime now, a rotation inherits it. Run in the
+    transaction that claimed the token it replaces; together with the re-scan in
+    :func:`_revoke` no revocation can miss it.
+    """
     cur.execute(
         """
         INSERT INTO refresh_tokens (id, token_hash, family_id, client_id, user_id, scope,
@@ -224,9 +236,12 @@ def insert_refresh_token(cur, token_id: UUID, token_hash: str, family_id: UUID, 
           FROM (SELECT COALESCE(
                   (SELECT family_expires_at FROM refresh_tokens WHERE family_id = %(family)s LIMIT 1),
                   now() + make_interval(secs => %(family_max)s)) AS family_expires_at) fam
+         WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens
+                            WHERE family_id = %(family)s AND revoked_at IS NOT NULL)
         """,
         {"id": token_id, "hash": token_hash, "family": family_id, "client": client_id,
          "user": user_id, "scope": scope, "ttl": ttl_s, "family_max": family_max_s})
+    return cur.rowcount == 1
 
 
 def get_refresh_token_by_hash(cur, token_hash: str) -> dict | None:
@@ -238,7 +253,9 @@ def claim_refresh_token(cur, token_hash: str, client_id: str) -> dict | None:
     """Mark a live token as used (rotated) in one statement; None if it was not live.
 
     Two requests racing with the same token: exactly one claims it; the other
-    sees a rotated token, which is treated as reuse.
+    sees a rotated token, which is treated as reuse. The successor is stored in the
+    same transaction (:func:`insert_refresh_token`), so the claim's row lock holds
+    off any revocation of the family until the successor is visible to it.
     """
     cur.execute(
         "UPDATE refresh_tokens SET rotated_at = now()"
@@ -252,23 +269,37 @@ def set_replaced_by(cur, token_id: UUID, replaced_by: UUID) -> None:
     cur.execute("UPDATE refresh_tokens SET replaced_by = %s WHERE id = %s", (replaced_by, token_id))
 
 
+def _revoke(cur, statement: str, params: tuple) -> int:
+    """Run a revoking UPDATE until it changes nothing; the number of tokens revoked.
+
+    A rotation claims its old token (a row lock) and stores the successor in one
+    transaction. A revocation that started before that commit waits on the claimed
+    row, and its statement's snapshot does not hold the successor. In READ COMMITTED
+    every statement takes a new snapshot, so the repeat sees each successor that was
+    committed while the revocation waited, and no rotation outlives a revocation.
+    """
+    total = 0
+    while True:
+        cur.execute(statement, params)
+        if cur.rowcount == 0:
+            return total
+        total += cur.rowcount
+
+
 def revoke_family(cur, family_id: UUID, reason: str) -> int:
-    cur.execute("UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = %s"
-                " WHERE family_id = %s AND revoked_at IS NULL", (reason, family_id))
-    return cur.rowcount
+    return _revoke(cur, "UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = %s"
+                        " WHERE family_id = %s AND revoked_at IS NULL", (reason, family_id))
 
 
 def revoke_user_tokens(cur, user_id: UUID, client_id: str | None, reason: str) -> int:
-    cur.execute("UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = %s"
-                " WHERE user_id = %s AND (%s::text IS NULL OR client_id = %s) AND revoked_at IS NULL",
-                (reason, user_id, client_id, client_id))
-    return cur.rowcount
+    return _revoke(cur, "UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = %s"
+                        " WHERE user_id = %s AND (%s::text IS NULL OR client_id = %s)"
+                        " AND revoked_at IS NULL", (reason, user_id, client_id, client_id))
 
 
 def revoke_client_tokens(cur, client_id: str, reason: str) -> int:
-    cur.execute("UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = %s"
-                " WHERE client_id = %s AND revoked_at IS NULL", (reason, client_id))
-    return cur.rowcount
+    return _revoke(cur, "UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = %s"
+                        " WHERE client_id = %s AND revoked_at IS NULL", (reason, client_id))
 
 
 def purge_expired_refresh_tokens(cur, older_than_s: int) -> int:

@@ -7,14 +7,19 @@
   (:class:`AccountLocked`).
 * Refresh tokens are stored hashed, in families (one per login). Each use
   rotates the token; presenting an already-rotated token again revokes its
-  whole family (reuse detection), as does revocation (RFC 7009).
+  whole family (reuse detection), as does revocation (RFC 7009). A rotation
+  claims the old token and stores its successor in ONE transaction, the
+  successor only while its family is unrevoked (:meth:`AuthService.rotate_refresh_token`);
+  a revocation, logout or reuse detection landing in between therefore ends the
+  successor too, and the rotation answers ``invalid_grant`` or hands out a dead token.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
-from authlib.oauth2.rfc6749.errors import InvalidScopeError
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError
 
 from services.auth import crypto
 from services.auth import repository as repo
@@ -83,37 +88,67 @@ class AuthService:
         return User.from_row(row)
 
     def store_refresh_token(self, refresh: str, family_id: uuid.UUID, client_id: str,
-                            user_id: uuid.UUID, scope: str,
-                            replaces: uuid.UUID | None = None) -> None:
-        """Store a refresh token (its hash only), the one after ``replaces`` when it rotated."""
-        token_id = uuid.uuid4()
+                            user_id: uuid.UUID, scope: str) -> None:
+        """Store the first refresh token of a new family (its hash only)."""
         with self.db.transaction() as cur:
-            repo.insert_refresh_token(cur, token_id, crypto.digest_secret(refresh), family_id,
+            repo.insert_refresh_token(cur, uuid.uuid4(), crypto.digest_secret(refresh), family_id,
                                       client_id, user_id, scope, self.config.refresh_token_ttl_s,
                                       self.config.refresh_family_max_s)
-            if replaces:
-                repo.set_replaced_by(cur, replaces, token_id)
 
     def use_refresh_token(self, token: str, client: Client, requested_scope: str | None):
-        """Claim a live refresh token for rotation; detect reuse of a rotated one."""
+        """The live refresh token ``token`` of ``client``, or None; detect reuse of a rotated one.
+
+        Only looked up here: :meth:`rotate_refresh_token` claims it when the successor is saved.
+        """
         digest = crypto.digest_secret(token)
         with self.db.transaction() as cur:
             row = repo.get_refresh_token_by_hash(cur, digest)
             if row is None or row["client_id"] != client.get_client_id():
                 return None
-            if row["rotated_at"] is None and row["revoked_at"] is None and requested_scope:
-                if not set(requested_scope.split()) <= set(row["scope"].split()):
-                    raise InvalidScopeError()
-            claimed = repo.claim_refresh_token(cur, digest, client.get_client_id())
-            if claimed is None and row["rotated_at"] is None:
-                # Lost a race with another request using the same token: that is reuse too.
-                row = repo.get_refresh_token_by_hash(cur, digest)
-            if claimed is None and row is not None and row["rotated_at"] is not None \
-                    and row["revoked_at"] is None:
-                revoked = repo.revoke_family(cur, row["family_id"], "reuse_detected")
-                log.warning("refresh_token_reuse_detected", family_id=str(row["family_id"]),
-                            client_id=client.get_client_id(), revoked=revoked)
-        return RefreshToken.from_row(claimed) if claimed else None
+            if row["rotated_at"] is not None and row["revoked_at"] is None:
+                self._reuse_detected(cur, row, client.get_client_id())
+                return None
+        if row["rotated_at"] is not None or row["revoked_at"] is not None \
+                or row["expires_at"] <= datetime.now(UTC):
+            return None
+        if requested_scope and not set(requested_scope.split()) <= set(row["scope"].split()):
+            raise InvalidScopeError()
+        return RefreshToken.from_row(row)
+
+    def rotate_refresh_token(self, previous: RefreshToken, refresh: str, user_id: uuid.UUID) -> None:
+        """Claim ``previous`` and store ``refresh`` after it, in one transaction.
+
+        Raises InvalidGrantError, storing nothing, when ``previous`` is no longer live (another
+        request rotated it: reuse, which revokes the family; or it was revoked or expired) or
+        when its family has been revoked.
+        """
+        token_id = uuid.uuid4()
+        with self.db.transaction() as cur:
+            claimed = repo.claim_refresh_token(cur, previous.token_hash, previous.client_id)
+            if claimed is None:
+                row = repo.get_refresh_token_by_hash(cur, previous.token_hash)
+                if row is not None and row["rotated_at"] is not None and row["revoked_at"] is None:
+                    # Lost a race with another request using the same token: that is reuse too.
+                    self._reuse_detected(cur, row, previous.client_id)
+                stored = False
+            else:
+                stored = repo.insert_refresh_token(
+                    cur, token_id, crypto.digest_secret(refresh), previous.family_id,
+                    previous.client_id, user_id, previous.scope, self.config.refresh_token_ttl_s,
+                    self.config.refresh_family_max_s)
+                if stored:
+                    repo.set_replaced_by(cur, previous.id, token_id)
+        # Raised after the commit: the claim and a reuse detection's revocation must stand.
+        if not stored:
+            log.info("refresh_rotation_refused", family_id=str(previous.family_id),
+                     claimed=claimed is not None)
+            raise InvalidGrantError("The refresh token is no longer valid.")
+
+    @staticmethod
+    def _reuse_detected(cur, row: dict, client_id: str) -> None:
+        revoked = repo.revoke_family(cur, row["family_id"], "reuse_detected")
+        log.warning("refresh_token_reuse_detected", family_id=str(row["family_id"]),
+                    client_id=client_id, revoked=revoked)
 
     def find_refresh_token(self, token: str) -> RefreshToken | None:
         with self.db.transaction() as cur:

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BeforeValidator
 
 from shared.auth import SCOPES
 from shared.config import ConfigError, Settings, load_settings
-from shared.settings import EnvSettings, Int, Keys, SecretKeys, var
+from shared.settings import EnvSettings, Int, SecretKeys, fernet_keys, var
 
 SERVICE = "auth"
 # Development only: a Fernet key that says what it is. Production must set
@@ -59,21 +59,10 @@ def _scopes(raw) -> tuple[str, ...]:
     return scopes
 
 
-def _fernet_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
-    for key in keys:
-        try:
-            decoded = base64.urlsafe_b64decode(key.encode())
-        except ValueError:
-            decoded = b""
-        if len(decoded) != 32:
-            raise ValueError("each key must be a Fernet key (32 url-safe base64 bytes); "
-                             "generate one with `python -m services.auth.cli new-encryption-key`")
-    return keys
-
 
 Rate = Annotated[str, AfterValidator(_rate)]
 Scopes = Annotated[tuple[str, ...], BeforeValidator(_scopes)]
-FernetKeys = Annotated[Keys, AfterValidator(_fernet_keys)]
+FernetKeys = fernet_keys("generate one with `python -m services.auth.cli new-encryption-key`")
 
 
 class AuthSettings(EnvSettings):

@@ -22,7 +22,8 @@ from shared.web import Blueprint, correlation_id, database
 blp = Blueprint("shipments", __name__, url_prefix="/v1/shipments",
                 description="Shipments, tracking and carrier status callbacks.")
 
-# Customers (orders:read) see their own shipments; carriers and admins see all.
+# Customers (orders:read) see their own shipments, carriers their carrier's, admins all
+# (services.delivery.domain.reach_of); a shipment out of reach is a 404 like a missing one.
 READ_SCOPES = ("orders:read", "shipments:read", "shipments:write", "admin")
 
 PROBLEMS = ProblemMap({InvalidTransition: (409, "Invalid status transition", "invalid-transition")})
@@ -58,7 +59,7 @@ class ShipmentById(MethodView):
 @blp.route("/<uuid:shipment_id>/events")
 class ShipmentEvents(MethodView):
     @blp.response(200, ShipmentSchema, description="Recorded (a repeated status is a no-op)")
-    @blp.alt_response(404, description="No such shipment")
+    @blp.alt_response(404, description="No such shipment (or another carrier's)")
     @blp.alt_response(409, description="Transition not allowed from the current status")
     @require_scopes("shipments:write")
     @blp.arguments(ShipmentEventInSchema)

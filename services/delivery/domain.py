@@ -1,9 +1,16 @@
-"""Shipments and their allowed transitions (pure Python, no I/O)."""
+"""Shipments, their allowed transitions, and who reaches which shipment (pure Python, no I/O).
+
+Reach (:func:`reach_of`): an operator (``admin``) reaches every shipment; a carrier
+client (``shipments:read`` or ``shipments:write``) reaches only the shipments of the
+carrier its client is bound to (the token's ``carrier`` claim), and none when it is
+bound to no carrier; anyone else (a customer, ``orders:read``) reaches their own.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from enum import StrEnum
 
 from shared.errors import DomainError
@@ -52,6 +59,32 @@ EVENT_TYPES: dict[ShipmentStatus, str] = {
 }
 
 CARRIERS = ("DHL", "UPS", "GLS")
+# The scopes of a carrier client: holding one makes the caller a carrier, bound or not.
+CARRIER_SCOPES = frozenset({"shipments:read", "shipments:write"})
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Which shipments a caller may see and report on."""
+
+    everything: bool = False
+    carrier: str | None = None    # this carrier's shipments
+    customer: str | None = None   # this customer's shipments
+
+    def covers(self, shipment: dict) -> bool:
+        return (self.everything
+                or (self.carrier is not None and shipment["carrier"] == self.carrier)
+                or (self.customer is not None and shipment["customer_id"] == self.customer))
+
+
+def reach_of(principal) -> Reach:
+    """The :class:`Reach` of a :class:`shared.auth.Principal` (see the module docstring)."""
+    if principal.is_admin:
+        return Reach(everything=True)
+    if principal.scopes & CARRIER_SCOPES:
+        # Fail closed: a carrier client without a binding is no customer and no carrier.
+        return Reach(carrier=principal.carrier)
+    return Reach(customer=principal.subject)
 
 
 def can_transition(current: ShipmentStatus, target: ShipmentStatus) -> bool:

@@ -1,7 +1,10 @@
 """Delivery commands and event handlers: one function each, dependencies as arguments.
 
 Commands return shipment rows and raise :class:`~services.delivery.domain.InvalidTransition`
-or :class:`~shared.errors.NotFound`; the views map them to problems.
+or :class:`~shared.errors.NotFound`; the views map them to problems. A shipment the caller
+does not reach (:func:`~services.delivery.domain.reach_of`: another customer's, another
+carrier's) is :class:`~shared.errors.NotFound` exactly like one that does not exist, for
+reading and for carrier events alike, so its existence is not revealed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from services.delivery.domain import (
     can_transition,
     choose_carrier,
     new_tracking_number,
+    reach_of,
 )
 from shared.auth import Principal
 from shared.contracts import event_data, load_data
@@ -103,10 +107,11 @@ def record_status(cur, shipment: dict, target: ShipmentStatus, source: str,
 
 def post_carrier_event(db, principal: Principal, shipment_id: uuid.UUID, payload: dict,
                        correlation_id: str | None) -> dict:
-    """``POST /v1/shipments/{id}/events``: a carrier reports a status."""
+    """``POST /v1/shipments/{id}/events``: a carrier reports a status on one of its shipments
+    (an operator holding ``shipments:write`` on any)."""
     with db.transaction() as cur:
         shipment = repo.lock_shipment(cur, shipment_id)
-        if shipment is None:
+        if shipment is None or not reach_of(principal).covers(shipment):
             raise NotFound("No such shipment.")
         record_status(cur, shipment, ShipmentStatus(payload["status"]),
                       f"carrier:{principal.subject}", payload["occurred_at"],
@@ -154,22 +159,15 @@ def _event_data(event_type: str, shipment: dict, occurred_at: datetime,
 
 
 # --- queries ---------------------------------------------------------------------------
-def can_read_all(principal: Principal) -> bool:
-    """Operators and carriers see every shipment; customers only their own."""
-    return principal.is_admin or bool(principal.scopes & {"shipments:read", "shipments:write"})
-
-
 def get_shipment(db, principal: Principal, shipment_id: uuid.UUID) -> dict:
     with db.transaction() as cur:
         shipment = repo.get_shipment(cur, shipment_id)
-    if shipment is None or not (can_read_all(principal)
-                                or shipment["customer_id"] == principal.subject):
+    if shipment is None or not reach_of(principal).covers(shipment):
         raise NotFound("No such shipment.")
     return shipment
 
 
 def list_shipments(db, principal: Principal, order_id, status, after, limit) -> list[dict]:
-    customer = None if can_read_all(principal) else principal.subject
     with db.transaction() as cur:
-        return repo.list_shipments(cur, customer, order_id, status, after, limit)
+        return repo.list_shipments(cur, reach_of(principal), order_id, status, after, limit)
 

@@ -6,6 +6,8 @@ import json
 from datetime import datetime
 from uuid import UUID
 
+from services.delivery.domain import Reach
+
 
 def lock_order_key(cur, order_id: UUID) -> None:
     """Serialize every handler touching one order's shipment until the transaction ends.
@@ -65,19 +67,23 @@ def get_shipment(cur, shipment_id: UUID) -> dict | None:
     return shipment
 
 
-def list_shipments(cur, customer_id: str | None, order_id: UUID | None, status: str | None,
+def list_shipments(cur, reach: Reach, order_id: UUID | None, status: str | None,
                    after: tuple[datetime, UUID] | None, limit: int) -> list[dict]:
+    """Shipments within ``reach`` (none when it names no one), newest first."""
     cur.execute(
         """
         SELECT * FROM shipments
-         WHERE (%(customer)s::text IS NULL OR customer_id = %(customer)s)
+         WHERE (%(everything)s
+                OR customer_id = %(customer)s::text
+                OR carrier = %(carrier)s::text)
            AND (%(order)s::uuid IS NULL OR order_id = %(order)s)
            AND (%(status)s::text IS NULL OR status = %(status)s)
            AND (%(after_t)s::timestamptz IS NULL OR (created_at, id) < (%(after_t)s, %(after_i)s))
          ORDER BY created_at DESC, id DESC
          LIMIT %(limit)s
         """,
-        {"customer": customer_id, "order": order_id, "status": status,
+        {"everything": reach.everything, "customer": reach.customer, "carrier": reach.carrier,
+         "order": order_id, "status": status,
          "after_t": after[0] if after else None, "after_i": after[1] if after else None,
          "limit": limit},
     )

@@ -8,6 +8,16 @@ Each send goes through a breaker with a bounded retry for transient errors
 later with backoff (``attempts``, ``next_attempt_at``, ``last_error``) and
 finally marked ``failed``. Permanent refusals (a 5xx from SMTP, SES
 ``MessageRejected``) fail at once.
+
+Leases: several dispatchers (threads and processes) share the table. A claim
+leases a batch for ``LEASE_S``; before each mail is sent its lease is taken
+afresh, and kept renewed while the provider has the mail
+(:class:`services.notification.email_leases.LeaseKeeper`), so a slow server
+never lets another sender take over a mail still being sent. A
+mail of the batch whose lease ran out while earlier ones were sent, and that
+another sender took over, is skipped; an outcome is recorded only while the
+lease is still the sender's. A sender that dies mid-send loses its lease after
+``LEASE_S`` and the mail is sent again (at least once, never twice by the living).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import asyncio
 import smtplib
 import sys
 import threading
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -31,6 +42,7 @@ from prometheus_client import Counter
 
 from services.notification import email_repository as repo
 from services.notification.domain import retry_delay
+from services.notification.email_leases import LeaseKeeper, lease_lost
 from services.notification.settings import EmailSettings
 from shared.logging import get_logger
 from shared.notify import run_on_notify
@@ -49,7 +61,8 @@ SUBJECTS = {
     "order_cancelled": "Your order {short_id} was cancelled",
     "order_delivery_failed": "We could not deliver your order {short_id}",
 }
-# A sender holds a claimed mail at most this long; then another may take it over.
+# A claimed mail's lease; renewed every LEASE_S / 3 while it is sent, and taken over by
+# another sender only when it ran out (its sender died or lost the database that long).
 LEASE_S = 120.0
 CLAIM_BATCH = 10
 SEND_ATTEMPTS = 3          # in-process tries per claim, for blips (then the backoff schedule)
@@ -233,49 +246,76 @@ class EmailDispatcher:
         self.settings = settings
         self.breaker = breakers.get(f"email-{provider.name}")
         self.renderer = renderer or Renderer()
+        self.lease_s = LEASE_S
 
     def dispatch_once(self) -> int:
         """Send every mail due now (in claim batches); return how many were handled."""
+        token = uuid.uuid4()  # names this claim's leases
         with self.db.transaction() as cur:
-            batch = repo.claim_emails(cur, CLAIM_BATCH, LEASE_S)
+            batch = repo.claim_emails(cur, CLAIM_BATCH, self.lease_s, token)
         for row in batch:
-            self._send(row)
+            self._send(row, token)
         return len(batch)
 
-    def _send(self, row: dict) -> None:
-        try:
-            mail = self.renderer.render(row["template"], row["recipient"], row["context"])
-            message_id = resilient_call(self.breaker, lambda: self.provider.send(mail),
-                                        attempts=SEND_ATTEMPTS)
-        except (PermanentSendError, KeyError, jinja2.TemplateError) as exc:
-            self._fail(row, f"{type(exc).__name__}: {exc}")
-        except BreakerOpen as exc:
+    def _send(self, row: dict, token: uuid.UUID) -> None:
+        # The batch's lease has been ticking while earlier mails were sent: take this
+        # mail's lease afresh, unless another sender took the mail over meanwhile.
+        with self.db.transaction() as cur:
+            if not repo.renew_email_lease(cur, row["id"], token, self.lease_s):
+                log.info("email_taken_over", email_id=row["id"])
+                return
+        with LeaseKeeper(self.db, row["id"], token, self.lease_s):
+            try:
+                mail = self.renderer.render(row["template"], row["recipient"], row["context"])
+                message_id = resilient_call(self.breaker, lambda: self.provider.send(mail),
+                                            attempts=SEND_ATTEMPTS)
+            except (PermanentSendError, KeyError, jinja2.TemplateError) as exc:
+                outcome = ("failed", f"{type(exc).__name__}: {exc}")
+            except BreakerOpen as exc:
+                outcome = ("breaker_open", exc)
+            except Exception as exc:  # transient (or unexpected): the backoff schedule retries it
+                outcome = ("retry", f"{type(exc).__name__}: {exc}")
+            else:
+                outcome = ("sent", message_id)
+        kind, detail = outcome
+        if kind == "sent":
+            with self.db.transaction() as cur:
+                held = repo.mark_email_sent(cur, row["id"], token, self.provider.name, detail)
+            if held:
+                EMAILS.labels(self.provider.name, "sent").inc()
+                log.info("email_sent", email_id=row["id"], template=row["template"],
+                         order_id=row["order_id"], attempts=row["attempts"])
+            else:
+                lease_lost(row, "sent")
+        elif kind == "breaker_open":
             # Not the mail's fault: try again when the breaker lets a call through.
             with self.db.transaction() as cur:
-                repo.retry_email(cur, row["id"], max(1.0, exc.retry_after_s), str(exc))
-        except Exception as exc:  # transient (or unexpected): the backoff schedule retries it
-            self._retry(row, f"{type(exc).__name__}: {exc}")
+                if not repo.retry_email(cur, row["id"], token, max(1.0, detail.retry_after_s),
+                                        str(detail)):
+                    lease_lost(row, "breaker_open")
+        elif kind == "failed":
+            self._fail(row, token, detail)
         else:
-            with self.db.transaction() as cur:
-                repo.mark_email_sent(cur, row["id"], self.provider.name, message_id)
-            EMAILS.labels(self.provider.name, "sent").inc()
-            log.info("email_sent", email_id=row["id"], template=row["template"],
-                     order_id=row["order_id"], attempts=row["attempts"])
+            self._retry(row, token, detail)
 
-    def _retry(self, row: dict, error: str) -> None:
+    def _retry(self, row: dict, token: uuid.UUID, error: str) -> None:
         if row["attempts"] >= self.settings.max_attempts:
-            self._fail(row, error)
+            self._fail(row, token, error)
             return
         delay = retry_delay(row["attempts"], self.settings.retry_base_s, self.settings.retry_cap_s)
         with self.db.transaction() as cur:
-            repo.retry_email(cur, row["id"], delay, error)
+            if not repo.retry_email(cur, row["id"], token, delay, error):
+                lease_lost(row, "retry")
+                return
         EMAILS.labels(self.provider.name, "retry").inc()
         log.warning("email_retry", email_id=row["id"], attempts=row["attempts"],
                     retry_in_s=round(delay, 1), error=error[:200])
 
-    def _fail(self, row: dict, error: str) -> None:
+    def _fail(self, row: dict, token: uuid.UUID, error: str) -> None:
         with self.db.transaction() as cur:
-            repo.fail_email(cur, row["id"], error)
+            if not repo.fail_email(cur, row["id"], token, error):
+                lease_lost(row, "failed")
+                return
         EMAILS.labels(self.provider.name, "failed").inc()
         log.error("email_failed", email_id=row["id"], attempts=row["attempts"], error=error[:300])
 
@@ -305,3 +345,4 @@ class EmailDispatcher:
         thread_stop.set()
         for thread in threads:
             await asyncio.to_thread(thread.join, self.settings.smtp_timeout_s + 5)
+

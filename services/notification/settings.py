@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, SecretStr
+from pydantic import BeforeValidator, SecretStr
 
 from shared.config import ConfigError, Settings, load_settings
-from shared.settings import Bool, EnvSettings, Float, Int, Keys, SecretKeys, split_commas, var
+from shared.settings import Bool, EnvSettings, Float, Int, SecretKeys, fernet_keys, split_commas, var
 
 SERVICE = "notification"
 EMAIL_PROVIDERS = ("console", "smtp", "ses")
@@ -41,21 +41,10 @@ def _allowed_hosts(raw) -> tuple[str, ...]:
     return entries
 
 
-def _fernet_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
-    for key in keys:
-        try:
-            decoded = base64.urlsafe_b64decode(key.encode())
-        except ValueError:
-            decoded = b""
-        if len(decoded) != 32:
-            raise ValueError("each key must be a Fernet key (32 url-safe base64 bytes), e.g. "
-                             "from: python -c 'from cryptography.fernet import Fernet; "
-                             "print(Fernet.generate_key().decode())'")
-    return keys
-
 
 AllowedHosts = Annotated[tuple[str, ...], BeforeValidator(_allowed_hosts)]
-FernetKeys = Annotated[Keys, AfterValidator(_fernet_keys)]
+FernetKeys = fernet_keys("e.g. from: python -c 'from cryptography.fernet import Fernet; "
+                          "print(Fernet.generate_key().decode())'")
 
 
 class WebhookSettings(EnvSettings):

@@ -19,6 +19,7 @@ import pytest
 from psycopg2 import sql
 
 from devstack.tokens import DevSigner, mint_dev_token
+from services.delivery.domain import choose_carrier
 from services.delivery.handlers import on_order_cancelled, on_order_created
 from shared.messaging.envelope import Envelope
 from tests.support.tokens import TEST_SIGNER
@@ -31,6 +32,9 @@ CUSTOMER = "customer-1"
 OTHER_CUSTOMER = "customer-2"
 CARRIER = "carrier-1"
 CARRIER_SCOPES = ("shipments:write",)
+# The carrier CARRIER's client is bound to (the ``carrier`` claim of its tokens), and another.
+CARRIER_ID = "DHL"
+OTHER_CARRIER_ID = "UPS"
 CUSTOMER_SCOPES = ("orders:read",)
 ADMIN_SCOPES = ("admin",)
 ADDRESS = {"name": "Ada Lovelace", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
@@ -80,14 +84,22 @@ def order_created(order_id: str, customer: str = CUSTOMER) -> Envelope:
                           "shipping_address": ADDRESS, "created_at": datetime.now(UTC).isoformat()})
 
 
-def create_shipment(db, customer: str = CUSTOMER) -> dict:
-    """Create a shipment as the worker would, and return its row."""
-    order_id = str(uuid.uuid4())
+def order_id_for(carrier: str) -> str:
+    """A new order id whose shipment goes to ``carrier`` (the worker picks it from the id)."""
+    while True:
+        order_id = str(uuid.uuid4())
+        if choose_carrier(order_id) == carrier:
+            return order_id
+
+
+def create_shipment(db, customer: str = CUSTOMER, carrier: str = CARRIER_ID) -> dict:
+    """Create a shipment (carried by ``carrier``) as the worker would, and return its row."""
+    order_id = order_id_for(carrier)
     with db.transaction() as cur:
         on_order_created(cur, order_created(order_id, customer))
         cur.execute("SELECT * FROM shipments WHERE order_id = %s", (order_id,))
         shipment = cur.fetchone()
-    assert shipment is not None
+    assert shipment is not None and shipment["carrier"] == carrier
     return shipment
 
 
@@ -108,9 +120,17 @@ def post_event(client, headers: dict, shipment_id, status: str, **fields):
                        headers=headers)
 
 
+def carrier_header(subject: str, scopes, carrier: str | None) -> dict:
+    """A carrier client's token: bound to ``carrier`` (the auth service's ``carrier`` claim)."""
+    claims = TOKENS.claims(subject, scopes, 600)
+    if carrier is not None:
+        claims["carrier"] = carrier
+    return {"Authorization": f"Bearer {TOKENS.sign(claims)}"}
+
+
 @pytest.fixture
-def carrier(auth_header) -> dict:
-    return auth_header(CARRIER, CARRIER_SCOPES)
+def carrier() -> dict:
+    return carrier_header(CARRIER, CARRIER_SCOPES, CARRIER_ID)
 
 
 # --- shipments from order events ---------------------------------------------------------
@@ -365,6 +385,46 @@ def test_customers_see_only_their_own_shipments(delivery_client, delivery_db, au
         listed_all = delivery_client.get("/v1/shipments", headers=everyone).get_json()
         assert {s["id"] for s in listed_all["items"]} == {str(mine["id"]), str(theirs["id"])}
         assert delivery_client.get(f"/v1/shipments/{theirs['id']}", headers=everyone).status_code == 200
+
+
+def test_carriers_see_and_update_only_their_own_shipments(delivery_client, delivery_db, carrier,
+                                                         auth_header):
+    ours = [create_shipment(delivery_db) for _ in range(3)]
+    theirs = create_shipment(delivery_db, OTHER_CUSTOMER, OTHER_CARRIER_ID)
+    competitor = carrier_header("carrier-2", ("shipments:read", "shipments:write"),
+                                OTHER_CARRIER_ID)
+    unbound = carrier_header("carrier-3", ("shipments:read", "shipments:write"), None)
+
+    listed = delivery_client.get("/v1/shipments", headers=carrier).get_json()
+    assert {s["id"] for s in listed["items"]} == {str(s["id"]) for s in ours}
+    # Paging and filters stay within the carrier's own shipments.
+    first = delivery_client.get("/v1/shipments?limit=2", headers=carrier).get_json()
+    rest = delivery_client.get(f"/v1/shipments?limit=2&cursor={first['next_cursor']}",
+                               headers=carrier).get_json()
+    assert {s["id"] for s in first["items"] + rest["items"]} == {str(s["id"]) for s in ours}
+    assert rest["next_cursor"] is None
+    by_order = delivery_client.get(f"/v1/shipments?order_id={theirs['order_id']}", headers=carrier)
+    assert by_order.get_json()["items"] == []
+    assert [s["id"] for s in delivery_client.get(
+        "/v1/shipments", headers=competitor).get_json()["items"]] == [str(theirs["id"])]
+    assert delivery_client.get("/v1/shipments", headers=unbound).get_json()["items"] == []
+
+    with nothing_written(delivery_db):
+        # 404, as for a shipment that does not exist: no carrier learns another's shipment ids.
+        for headers in (carrier, unbound):
+            assert_problem(delivery_client.get(f"/v1/shipments/{theirs['id']}", headers=headers),
+                           404, "not-found")
+            assert_problem(post_event(delivery_client, headers, theirs["id"], "SHIPPED"), 404,
+                           "not-found")
+        assert_problem(post_event(delivery_client, competitor, ours[0]["id"], "SHIPPED"), 404,
+                       "not-found")
+    assert shipment_status(delivery_db, theirs["id"]) == "CREATED"
+    assert post_event(delivery_client, competitor, theirs["id"], "SHIPPED").status_code == 200
+    assert post_event(delivery_client, carrier, ours[0]["id"], "SHIPPED").status_code == 200
+    # The customer still sees their own shipment whoever carries it.
+    customer = auth_header(OTHER_CUSTOMER, CUSTOMER_SCOPES)
+    assert delivery_client.get(f"/v1/shipments/{theirs['id']}",
+                               headers=customer).get_json()["status"] == "SHIPPED"
 
 
 def test_list_filters_by_order_id_and_status(delivery_client, delivery_db, carrier):

@@ -33,6 +33,7 @@ from services.order.handlers import on_delivery_event
 from shared.contracts import EVENT_DATA_SCHEMAS, event_data, load_data
 from shared.messaging.envelope import Envelope
 from tests.support.receiver import Receiver
+from tests.support.tokens import TEST_SIGNER
 
 ORDER = {
     "items": [{"sku": "SKU-1", "quantity": 1}, {"sku": "SKU-2", "quantity": 2}],
@@ -83,16 +84,22 @@ def place(order_client, headers) -> str:
     return response.get_json()["id"]
 
 
-def shipment_of(delivery_client, carrier, order_id: str) -> str:
-    page = delivery_client.get(f"/v1/shipments?order_id={order_id}", headers=carrier).get_json()
+def shipment_of(delivery_client, reader, order_id: str) -> dict:
+    page = delivery_client.get(f"/v1/shipments?order_id={order_id}", headers=reader).get_json()
     [shipment] = page["items"]
-    return shipment["id"]
+    return shipment
+
+
+def carrier_header(carrier: str) -> dict:
+    """A token of ``carrier``'s own client: a carrier reaches only its own shipments."""
+    claims = TEST_SIGNER.claims(f"carrier-{carrier.lower()}", CARRIER_SCOPES, 600, carrier=carrier)
+    return {"Authorization": f"Bearer {TEST_SIGNER.sign(claims)}"}
 
 
 def test_every_producer_emits_data_its_contract_accepts_and_every_contract_is_emitted(
         order_client, order_db, delivery_client, delivery_db, inventory_db, notification_client,
         notification_app, notification_db, auth_header, failing_receiver):
-    customer, carrier = auth_header(), auth_header("carrier-1", CARRIER_SCOPES)
+    customer, operator = auth_header(), auth_header("ops-2", ("admin",))
     admin = auth_header("ops-1", ADMIN_WEBHOOKS)
     subscribed = notification_client.post("/v1/webhooks", headers=admin, json={
         "name": "every event", "topic": "*", "delivery_url": failing_receiver.url})
@@ -123,7 +130,8 @@ def test_every_producer_emits_data_its_contract_accepts_and_every_contract_is_em
 
     # Every carrier status: delivery.shipped ... delivery.delivered / delivery.failed.
     for order_id, path in ((delivered, DELIVERED_PATH), (failed, FAILED_PATH)):
-        shipment_id = shipment_of(delivery_client, carrier, order_id)
+        shipment = shipment_of(delivery_client, operator, order_id)
+        shipment_id, carrier = shipment["id"], carrier_header(shipment["carrier"])
         for status in path:
             posted = delivery_client.post(f"/v1/shipments/{shipment_id}/events", headers=carrier,
                                           json={"status": status, "location": "Berlin hub"})

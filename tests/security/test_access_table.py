@@ -7,7 +7,10 @@ rule the suite asserts the status for:
 * no token at all (401 unless the endpoint is public),
 * another customer's token on a customer's own resource (404, so ids cannot be
   probed; for a list, 200 without the other customer's items),
-* a non-admin token holding every customer scope on an admin/service endpoint (403).
+* a non-admin token holding every customer scope on an admin/service endpoint (403),
+* on a carrier's resource (``carrier`` rule), a token of another carrier (404, so
+  shipment ids cannot be probed; for a list, 200 without the other carrier's items), a
+  carrier client bound to no carrier (the same), and the owning carrier (200).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from services.notification import webhook_repository as webhook_repo
 from tests.support.tokens import TEST_SIGNER
 
 A, B = "customer-a", "customer-b"
+# World's shipment is carried by OWN_CARRIER; OTHER_CARRIER is a competitor.
+OWN_CARRIER, OTHER_CARRIER = "DHL", "UPS"
+CARRIER_SCOPES = ("shipments:read", "shipments:write")
 # Everything a customer or a customer's integration can hold; never admin or service scopes.
 CUSTOMER_SCOPES = ("orders:read", "orders:write", "webhooks:manage")
 ADDRESS = {"name": "Ada Lovelace", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
@@ -41,6 +47,10 @@ class Rule:
     kind: str | None = None
     body: dict | None = None        # a valid body, so a refusal cannot be a 422 in disguise
     list_key: str | None = None     # the world's id that must not show up in another's list
+    # "own" or "list" as for ``kind``, for carrier clients: another carrier's token gets 404
+    # (or a list without the item) and the owning carrier's token gets 200.
+    carrier: str | None = None
+    carrier_body: dict | None = None  # a body the owning carrier may send (a 200, not a 409)
 
 
 PUBLIC = Rule(anonymous=(200,))
@@ -68,10 +78,11 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
     },
     "delivery": {
         **COMMON,
-        ("GET", "/v1/shipments"): Rule(kind="list", list_key="shipment_id"),
-        ("GET", "/v1/shipments/<uuid:shipment_id>"): Rule(kind="own"),
-        ("POST", "/v1/shipments/<uuid:shipment_id>/events"): Rule(kind="admin",
-                                                                 body={"status": "SHIPPED"}),
+        ("GET", "/v1/shipments"): Rule(kind="list", list_key="shipment_id", carrier="list"),
+        ("GET", "/v1/shipments/<uuid:shipment_id>"): Rule(kind="own", carrier="own"),
+        ("POST", "/v1/shipments/<uuid:shipment_id>/events"): Rule(
+            kind="admin", body={"status": "SHIPPED"}, carrier="own",
+            carrier_body={"status": "SHIPPED"}),
     },
     "inventory": {
         **COMMON,
@@ -115,8 +126,11 @@ FORM_ENDPOINTS = {("auth", "POST", "/oauth/token"), ("auth", "POST", "/oauth/rev
 CASES = [(service, method, rule) for service, rules in TABLE.items() for (method, rule) in rules]
 
 
-def _token(subject: str, scopes=CUSTOMER_SCOPES) -> dict:
-    return {"Authorization": f"Bearer {TEST_SIGNER.sign(TEST_SIGNER.claims(subject, scopes, 600))}"}
+def _token(subject: str, scopes=CUSTOMER_SCOPES, carrier: str | None = None) -> dict:
+    claims = TEST_SIGNER.claims(subject, scopes, 600)
+    if carrier is not None:
+        claims["carrier"] = carrier  # what the auth service adds for a carrier-bound client
+    return {"Authorization": f"Bearer {TEST_SIGNER.sign(claims)}"}
 
 
 def _discovered(app) -> set[tuple[str, str]]:
@@ -139,8 +153,8 @@ def world(apps, clean_db):
     order_id = order.json["id"]
     shipment_id = uuid.uuid4()
     with apps["delivery"].extensions["db"].transaction() as cur:
-        delivery_repo.insert_shipment(cur, shipment_id, uuid.UUID(order_id), A, "DHL", "DHL123",
-                                      ADDRESS)
+        delivery_repo.insert_shipment(cur, shipment_id, uuid.UUID(order_id), A, OWN_CARRIER,
+                                      "DHL123", ADDRESS)
     sub = apps["notification"].test_client().post("/v1/webhooks", headers=_token(A), json=SUBSCRIPTION)
     assert sub.status_code == 201, sub.get_data(as_text=True)
     sub_id = sub.json["id"]
@@ -243,3 +257,56 @@ def test_the_same_resources_are_reachable_by_their_owner_and_by_admin(apps, worl
                               ("notification", "/v1/webhooks/<uuid:sub_id>")):
             response = _call(apps[service], service, "GET", rule, world, headers)
             assert response.status_code == 200, (service, rule, response.status_code)
+
+
+def test_carriers_reach_only_their_own_shipments(apps, world):
+    """A carrier client is bound to its carrier: another carrier's shipment is not found (404,
+    not 403: whether a shipment exists is not another carrier's business), a list holds only
+    its own, an unbound carrier client reaches nothing, and nothing is changed by them."""
+    delivery = apps["delivery"]
+    other = _token("carrier-ups", CARRIER_SCOPES, carrier=OTHER_CARRIER)
+    unbound = _token("carrier-legacy", CARRIER_SCOPES)
+    wrong = []
+    for service, method, rule in CASES:
+        expected = TABLE[service][(method, rule)]
+        if expected.carrier is None:
+            continue
+        for name, headers in (("other carrier", other), ("unbound carrier", unbound)):
+            response = _call(delivery, service, method, rule, world, headers,
+                             expected.carrier_body)
+            body = response.get_data(as_text=True)
+            if expected.carrier == "own" and response.status_code != 404:
+                wrong.append(f"{name}: {method} {rule}: {response.status_code}, expected 404")
+            elif expected.carrier == "list" and (response.status_code != 200
+                                                 or world[expected.list_key] in body):
+                wrong.append(f"{name}: {method} {rule}: {response.status_code}, another "
+                             f"carrier's item listed: {world[expected.list_key] in body}")
+    assert not wrong, "\n".join(wrong)
+    mine = _token("carrier-dhl", CARRIER_SCOPES, carrier=OWN_CARRIER)
+    shipment = delivery.test_client().get(f"/v1/shipments/{world['shipment_id']}",
+                                          headers=mine)
+    assert shipment.status_code == 200 and shipment.json["status"] == "CREATED"
+    assert [e["status"] for e in shipment.json["events"]] == []
+
+
+def test_the_owning_carrier_and_admin_reach_the_shipment(apps, world):
+    delivery = apps["delivery"]
+    mine = _token("carrier-dhl", CARRIER_SCOPES, carrier=OWN_CARRIER)
+    listed = _call(delivery, "delivery", "GET", "/v1/shipments", world, mine)
+    assert listed.status_code == 200 and world["shipment_id"] in listed.get_data(as_text=True)
+    for service, method, rule in CASES:
+        expected = TABLE[service][(method, rule)]
+        if expected.carrier == "own":
+            response = _call(delivery, service, method, rule, world, mine, expected.carrier_body)
+            assert response.status_code == 200, (method, rule, response.get_data(as_text=True))
+    operator = _token("operator-1", ("admin", "shipments:read", "shipments:write"))
+    for headers in (operator, _token("operator-2", ("admin",))):
+        listed = _call(delivery, "delivery", "GET", "/v1/shipments", world, headers)
+        assert world["shipment_id"] in listed.get_data(as_text=True)
+        one = _call(delivery, "delivery", "GET", "/v1/shipments/<uuid:shipment_id>", world,
+                    headers)
+        assert one.status_code == 200 and one.json["status"] == "SHIPPED"
+    # An operator may correct any carrier's shipment.
+    moved = delivery.test_client().post(f"/v1/shipments/{world['shipment_id']}/events",
+                                        headers=operator, json={"status": "IN_TRANSIT"})
+    assert moved.status_code == 200 and moved.json["status"] == "IN_TRANSIT"

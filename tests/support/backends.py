@@ -1,4 +1,4 @@
-"""The SQS implementations the messaging contract tests run against (DESIGN.md section 8).
+"""The SQS implementations the messaging contract tests run against (docs/sqs-portability.md section 8).
 
 * ``moto`` — always: the suite's moto server, or a private one when the suite
   itself points at another endpoint;
@@ -33,7 +33,7 @@ FAUXQS = "fauxqs"
 ENDPOINT = "endpoint"
 BACKEND_NAMES = (MOTO, FAUXQS, ENDPOINT)
 
-MIN_NODE_MAJOR = 20  # fauxqs 1.9.2 needs Node >= 20 (SQS_PORTABILITY.md)
+MIN_NODE_MAJOR = 20  # fauxqs 1.9.2 needs Node >= 20 (docs/sqs-portability.md section 5)
 # Set to 0 to test fauxqs only when it is already installed (no npm run).
 INSTALL_FAUXQS_ENV = "TEST_INSTALL_FAUXQS"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -13,9 +14,11 @@ from aiosmtpd.controller import Controller
 
 @dataclass
 class SmtpServer:
-    """Listens on 127.0.0.1:``port`` until :meth:`stop`."""
+    """Listens on 127.0.0.1:``port`` until :meth:`stop`; ``delay_s``: a slow server, which
+    takes that long to accept each mail's data."""
 
     port: int
+    delay_s: float = 0.0
     messages: list[EmailMessage] = field(default_factory=list)
     _controller: Controller | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -25,6 +28,8 @@ class SmtpServer:
 
         class Handler:
             async def handle_DATA(self, _server, _session, envelope):  # noqa: N802 - aiosmtpd's
+                if server.delay_s:
+                    await asyncio.sleep(server.delay_s)
                 message = email.message_from_bytes(envelope.original_content,
                                                    policy=email.policy.default)
                 with server._lock:

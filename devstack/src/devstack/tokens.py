@@ -58,12 +58,16 @@ class DevSigner:
                           headers={"kid": self.kid, "typ": "at+jwt", **(headers or {})})
 
     def claims(self, subject: str, scopes, ttl_s: int = DEFAULT_TTL_S,
-               client_id: str | None = None) -> dict:
-        """The claims the auth service would put in such a token."""
+               client_id: str | None = None, carrier: str | None = None) -> dict:
+        """The claims the auth service would put in such a token (``carrier``: a carrier-bound
+        client's)."""
         now = int(time.time())
-        return {"iss": self.issuer, "aud": self.audience, "sub": subject,
-                "client_id": client_id or "dev-client", "scope": " ".join(scopes), "iat": now,
-                "nbf": now, "exp": now + ttl_s, "jti": str(uuid.uuid4())}
+        claims = {"iss": self.issuer, "aud": self.audience, "sub": subject,
+                  "client_id": client_id or "dev-client", "scope": " ".join(scopes), "iat": now,
+                  "nbf": now, "exp": now + ttl_s, "jti": str(uuid.uuid4())}
+        if carrier is not None:
+            claims["carrier"] = carrier
+        return claims
 
 
 def mint_dev_token(signer: DevSigner, subject: str, scopes: list[str] | tuple[str, ...],
