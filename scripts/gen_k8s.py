@@ -47,8 +47,6 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a script: import the repository's packages
-    sys.path.insert(0, str(REPO_ROOT))
 
 import click  # noqa: E402
 
