@@ -137,9 +137,16 @@ def token_settings_from(settings, breakers=None) -> TokenSettings:
     return TokenSettings(settings.jwt_issuer, settings.jwt_audience, cache)
 
 
-def _unauthorized(detail: str) -> Problem:
+def _unauthorized(detail: str, *, credentials_given: bool) -> Problem:
+    # RFC 6750 3.1: a request without credentials (no Authorization header, or
+    # another scheme) gets the bare challenge; only a bearer token that fails
+    # verification is named invalid_token. The realm is the audience tokens are
+    # issued for, the one protection space every service shares.
+    challenge = f'Bearer realm="{current_app.extensions["token_settings"].audience}"'
+    if credentials_given:
+        challenge += ', error="invalid_token"'
     return Problem(401, "Unauthorized", detail, "unauthorized",
-                   headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                   headers={"WWW-Authenticate": challenge})
 
 
 def authenticate() -> Principal:
@@ -148,13 +155,17 @@ def authenticate() -> Principal:
         return g.principal
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("A bearer token is required.")
+    if scheme.lower() != "bearer":
+        raise _unauthorized("A bearer token is required.", credentials_given=False)
+    if not token.strip():
+        # "Bearer" with nothing after it is a malformed credential, not an absent one.
+        raise _unauthorized("A bearer token is required.", credentials_given=True)
     try:
         principal = verify_bearer_token(token.strip(), current_app.extensions["token_settings"])
     except InvalidToken:
         # The reason stays in our logs' debug level only; callers learn nothing useful.
-        raise _unauthorized("The bearer token is invalid or expired.") from None
+        raise _unauthorized("The bearer token is invalid or expired.",
+                            credentials_given=True) from None
     except KeysUnavailable as exc:
         # Not the caller's fault: the auth service's keys cannot be had right now.
         raise Problem(503, "Service Unavailable", "Tokens cannot be verified right now; retry later.",

@@ -214,14 +214,20 @@ class Customers(MethodView):
 
 def _bearer() -> str:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer":
+        raise _invalid_token(credentials_given=False)
+    if not token.strip():
         raise _invalid_token()
     return token.strip()
 
 
-def _invalid_token() -> Problem:
+def _invalid_token(*, credentials_given: bool = True) -> Problem:
+    # RFC 6750 3.1, as in shared/auth.py: no credentials get the bare challenge, no error code.
+    challenge = f'Bearer realm="{_ext("settings").jwt_audience}"'
+    if credentials_given:
+        challenge += ', error="invalid_token"'
     return Problem(401, "Unauthorized", "A valid bearer token is required.", "unauthorized",
-                   headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                   headers={"WWW-Authenticate": challenge})
 
 
 def verify_own_token(token: str) -> dict:

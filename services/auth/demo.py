@@ -32,7 +32,8 @@ DEMO_CUSTOMER = "demo@example.com"
 DEMO_OPERATOR = "ops@example.com"
 
 DEMO_CLIENTS = {
-    STOREFRONT: dict(name="Demo storefront", scopes=("orders:read", "orders:write"),
+    # webhooks:manage: customers manage their own subscriptions through the storefront.
+    STOREFRONT: dict(name="Demo storefront", scopes=("orders:read", "orders:write", "webhooks:manage"),
                      grants=("password", "refresh_token"), first_party=True, carrier=None),
     CARRIER: dict(name="DHL (demo carrier)", scopes=("shipments:read", "shipments:write"),
                   grants=("client_credentials",), first_party=False, carrier=DEMO_CARRIER_ID),

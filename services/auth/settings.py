@@ -28,8 +28,9 @@ DEFAULT_ACCESS_TOKEN_TTL_S = 15 * 60
 DEFAULT_REFRESH_TOKEN_TTL_S = 30 * 24 * 3600
 DEFAULT_REFRESH_FAMILY_MAX_S = 90 * 24 * 3600
 # Customers get these scopes (those that exist in shared.auth.SCOPES) unless
-# AUTH_CUSTOMER_SCOPES says otherwise.
-CUSTOMER_SCOPE_CANDIDATES = ("orders:read", "orders:write", "notifications:read")
+# AUTH_CUSTOMER_SCOPES says otherwise. webhooks:manage is safe to hand out: a
+# subscription is its owner's, and a customer's receives only their own orders' events.
+CUSTOMER_SCOPE_CANDIDATES = ("orders:read", "orders:write", "notifications:read", "webhooks:manage")
 DEFAULT_CUSTOMER_SCOPES = tuple(s for s in CUSTOMER_SCOPE_CANDIDATES if s in SCOPES)
 # Signing keys: RSA size, and how long each auth process keeps the active key
 # before asking the database again (a rotation reaches every process within it).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pycountry
 from marshmallow import (
     Schema,
     ValidationError,
@@ -18,6 +21,22 @@ MAX_QUANTITY = 10_000
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
+COUNTRY_PATTERN = r"^[A-Z]{2}$"
+COUNTRY_ERROR = "Must be an ISO 3166-1 alpha-2 code, e.g. DE."
+
+
+def _assigned_country(code: str) -> None:
+    """Two upper-case letters that ISO 3166-1 assigns to a country (not ``ZZ``, ``XX``, ``AA``...).
+
+    Runs after the pattern (upper case only, as the API has always said: ``de``
+    is refused, not folded), which is kept so the OpenAPI document shows it; a
+    code the pattern already refused is not reported twice. The list is
+    pycountry's copy of the ISO 3166-1 table, so a new or withdrawn code follows
+    a dependency bump, not an edit here.
+    """
+    if re.match(COUNTRY_PATTERN, code) and pycountry.countries.get(alpha_2=code) is None:
+        raise ValidationError(COUNTRY_ERROR)
+
 
 class AddressSchema(StrictSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
@@ -26,8 +45,8 @@ class AddressSchema(StrictSchema):
     city = fields.String(required=True, validate=validate.Length(min=1, max=100))
     region = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     postal_code = fields.String(required=True, validate=validate.Length(min=1, max=20))
-    country = fields.String(required=True, validate=validate.Regexp(
-        r"^[A-Z]{2}$", error="Must be an ISO 3166-1 alpha-2 code, e.g. DE."))
+    country = fields.String(required=True, validate=[
+        validate.Regexp(COUNTRY_PATTERN, error=COUNTRY_ERROR), _assigned_country])
 
 
 class OrderLineInSchema(StrictSchema):

@@ -255,7 +255,8 @@ def test_registration_needs_a_first_party_client_and_hashes_the_password(auth_ap
     created = auth_client.post("/v1/customers", json=body,
                                auth=(storefront.client_id, storefront.client_secret))
     assert created.status_code == 201
-    assert created.json["scopes"] == list(CUSTOMER_SCOPES)
+    # Every customer may manage their own webhook subscriptions (README "Webhooks").
+    assert created.json["scopes"] == [*CUSTOMER_SCOPES, "webhooks:manage"]
     again = auth_client.post("/v1/customers", json=body, auth=(storefront.client_id,
                                                                storefront.client_secret))
     assert again.status_code == 409

@@ -8,6 +8,7 @@ seconds by settings; every wait polls with a deadline.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -75,6 +76,34 @@ def rows(db, sql: str, *params) -> list[dict]:
         return cur.fetchall()
 
 
+QUIET_S = 2.0
+
+
+def _count(db, table: str, where: str = "TRUE") -> int:
+    return rows(db, f"SELECT count(*) AS n FROM {table} WHERE {where}")[0]["n"]
+
+
+def _queue_drained(sqs, queue_url: str) -> bool:
+    """No message waiting and none in flight: every message sent has been handled and deleted."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages",
+                                            "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return (int(attributes["ApproximateNumberOfMessages"]) == 0
+            and int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 0)
+
+
+def _settled(snapshot, quiet_s: float = QUIET_S, timeout: float = 30.0) -> None:
+    """Wait until ``snapshot()`` has not changed for ``quiet_s``; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last, since = snapshot(), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, f"effects still arriving after {timeout}s: {last}"
+        time.sleep(0.1)
+        current = snapshot()
+        if current != last:
+            last, since = current, time.monotonic()
+
+
 @pytest.fixture
 def receivers():
     started: list[Receiver] = []
@@ -116,14 +145,26 @@ def test_order_events_reach_webhooks_and_mail_exactly_once(
         publish(sqs, queues, event)
     publish(sqs, queues, created, dedup="redelivered-" + created.event_id)  # a redelivery
 
+    # Every effect the four messages should have, down to the last one of each kind...
     wait_until(lambda: len(alice_hook.verified(alice_sub["secret"])) >= 3, 30,
                message="alice's three webhooks")
     wait_until(lambda: len(delivered_hook.verified(admin_sub["secret"])) >= 1, 30,
                message="the order.delivered webhook")
     wait_until(lambda: len(smtp.received()) >= 3, 30, message="three mails")
-    # Let a duplicate, if any were coming, arrive.
-    wait_until(lambda: rows(notification_db, "SELECT 1 FROM inbox WHERE event_id = %s",
-                            created.event_id), 10, message="inbox row")
+    wait_until(lambda: _count(notification_db, "notifications") >= 3, 30, message="three notifications")
+    wait_until(lambda: _count(notification_db, "webhook_deliveries", "status = 'delivered'") >= 4, 30,
+               message="four delivered webhook deliveries")
+    wait_until(lambda: _count(notification_db, "email_deliveries", "status = 'sent'") >= 3, 30,
+               message="three sent mails")
+    # ... and the redelivery, published last, taken off the queue: until then a duplicate it would
+    # cause may still be on its way, and counting now would miss it.
+    wait_until(lambda: _queue_drained(sqs, queues["order-status.fifo"]), 30,
+               message="order-status.fifo drained (the redelivery consumed)")
+    # Then a quiet period: nothing more may arrive for QUIET_S (polled, with a deadline).
+    _settled(lambda: (alice_hook.count(), delivered_hook.count(), bob_hook.count(),
+                      len(smtp.received()), _count(notification_db, "notifications"),
+                      _count(notification_db, "webhook_deliveries"),
+                      _count(notification_db, "email_deliveries")))
 
     notes = rows(notification_db, "SELECT id, type, payload FROM notifications ORDER BY id")
     assert [n["type"] for n in notes] == ["order.created", "order.status_changed",

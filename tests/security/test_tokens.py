@@ -78,8 +78,24 @@ FORGED = {
 def test_forged_or_invalid_tokens_get_401(order_client, case):
     response = order_client.get("/v1/orders", headers={"Authorization": f"Bearer {FORGED[case]()}"})
     assert response.status_code == 401, response.get_data(as_text=True)
-    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+    assert response.headers["WWW-Authenticate"] == f'Bearer realm="{AUDIENCE}", error="invalid_token"'
     assert response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic Y3VzdG9tZXI6cHc="}],
+                         ids=["no-authorization-header", "another-scheme"])
+def test_a_request_without_a_bearer_token_gets_the_bare_challenge(order_client, headers):
+    # RFC 6750 3.1: a request without credentials gets the challenge, but no error code.
+    response = order_client.get("/v1/orders", headers=headers)
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["WWW-Authenticate"] == f'Bearer realm="{AUDIENCE}"'
+
+
+def test_an_expired_token_keeps_the_invalid_token_error(order_client):
+    response = order_client.get("/v1/orders", headers={"Authorization": f"Bearer {FORGED['expired']()}"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == f'Bearer realm="{AUDIENCE}", error="invalid_token"'
 
 
 def test_a_valid_token_passes_and_a_missing_scope_is_403(order_client):
@@ -170,3 +186,13 @@ def test_a_deleted_client_gets_nothing_more(auth_app, auth_client, shop):
     assert password_login(auth_client, shop, "ada@example.com").status_code == 401
     assert auth_client.post("/oauth/revoke", data={"token": refresh},
                             auth=(shop.client_id, shop.client_secret)).status_code == 401
+
+
+def test_the_auth_service_challenges_like_every_resource_server(auth_client):
+    # Its logout endpoint takes a bearer token too: RFC 6750 3.1 applies there as well.
+    bare = auth_client.post("/oauth/logout")
+    assert bare.status_code == 401
+    assert bare.headers["WWW-Authenticate"] == f'Bearer realm="{AUDIENCE}"'
+    forged = auth_client.post("/oauth/logout", headers={"Authorization": "Bearer x.y.z"})
+    assert forged.status_code == 401
+    assert forged.headers["WWW-Authenticate"] == f'Bearer realm="{AUDIENCE}", error="invalid_token"'
