@@ -72,23 +72,6 @@ def problem(response, status: int, type_: str) -> dict:
     return body
 
 
-@pytest.fixture
-def make_order_app(service_env, catalog):
-    """``make_order_app(**env)``: an order API with extra settings (closed at teardown)."""
-    from services.order.app import create_app
-
-    apps = []
-
-    def make(**env):
-        app = create_app({**service_env, **env})
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["db"].close()
-
-
 # --- the happy path ----------------------------------------------------------------------------
 def test_prices_currency_and_total_come_from_the_catalog_and_the_stock_is_held(
         order_client, order_db, inventory_db, auth_header):
@@ -183,8 +166,8 @@ def test_a_crashed_attempt_is_retried_with_its_own_reservation(order_client, ord
 
 # --- inventory unusable: 503 with Retry-After, fast once the breaker is open ----------------------
 def test_unreachable_inventory_is_503_then_fails_fast_with_the_breaker_open(
-        make_order_app, order_db, inventory_db, auth_header, port):
-    app = make_order_app(INVENTORY_URL=f"http://127.0.0.1:{port}",  # nothing listens there
+        app_for, order_db, inventory_db, auth_header, port):
+    app = app_for("order", INVENTORY_URL=f"http://127.0.0.1:{port}",  # nothing listens there
                          BREAKER_INVENTORY_FAIL_MAX="2", BREAKER_INVENTORY_RESET_TIMEOUT_S="30",
                          ORDER_INVENTORY_ATTEMPTS="2")
     client = app.test_client()
@@ -206,6 +189,7 @@ def test_unreachable_inventory_is_503_then_fails_fast_with_the_breaker_open(
 
 
 # --- the issue's concurrency test --------------------------------------------------------------
+@pytest.mark.slow
 def test_50_concurrent_orders_for_the_last_10_units(order_app, order_db, inventory_db, processes,
                                                      auth_header, catalog):
     set_stock(catalog, "SKU-3", LAST_UNITS)

@@ -426,10 +426,8 @@ def test_health_live_and_ready(delivery_client):
         "database": "ok", "sqs": "ok"}
 
 
-def test_ready_is_503_when_the_database_check_fails(service_env):
-    from services.delivery.app import create_app
-
-    app = create_app(service_env)
+def test_ready_is_503_when_the_database_check_fails(app_for):
+    app = app_for("delivery")
     app.extensions["db"].close()  # a closed pool: the probe must report it, not raise or hang
     response = app.test_client().get("/health/ready")
     assert response.status_code == 503

@@ -718,14 +718,9 @@ def test_health_live_and_ready(order_client):
         "database": "ok", "sqs": "ok"}
 
 
-def test_ready_is_503_when_its_queue_is_missing(service_env):
-    from services.order.app import create_app
-
-    app = create_app({**service_env, "QUEUE_PREFIX": f"absent{uuid.uuid4().hex[:8]}-"})
-    try:
-        response = app.test_client().get("/health/ready")
-    finally:
-        app.extensions["db"].close()
+def test_ready_is_503_when_its_queue_is_missing(app_for):
+    app = app_for("order", QUEUE_PREFIX=f"absent{uuid.uuid4().hex[:8]}-")
+    response = app.test_client().get("/health/ready")
     assert response.status_code == 503
     body = response.get_json()
     assert body["status"] == "failing"

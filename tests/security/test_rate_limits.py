@@ -11,12 +11,8 @@ BODY = {"items": [{"sku": "SKU-1", "quantity": 1}], "customer_email": "ada@examp
 
 
 @pytest.fixture
-def limited_orders(service_env, catalog):
-    from services.order.app import create_app
-
-    app = create_app({**service_env, "ORDER_RATE_LIMIT_PER_CUSTOMER": "3/minute"})
-    yield app.test_client()
-    app.extensions["db"].close()
+def limited_orders(app_for):
+    return app_for("order", ORDER_RATE_LIMIT_PER_CUSTOMER="3/minute").test_client()
 
 
 def _count(order_db, customer):
