@@ -8,6 +8,7 @@ fresh queues (a unique QUEUE_PREFIX) and empty service tables.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -16,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import psycopg2
+import psycopg2.pool
 import pytest
 
 from devstack.emulators import start_moto_server
@@ -209,7 +211,9 @@ def app_for(request, service_env):
 
     yield make
     for app in apps:
-        app.extensions["db"].close()
+        # A test may have closed the pool itself (e.g. to see the readiness probe fail).
+        with contextlib.suppress(psycopg2.pool.PoolError):
+            app.extensions["db"].close()
 
 
 def _service_fixtures(name: str) -> dict[str, object]:

@@ -27,6 +27,7 @@ from shared.messaging.envelope import Envelope
 from shared.messaging.relay import OutboxRelay
 from shared.messaging.sqs import sync_client
 from shared.queues import TOPOLOGY, add_event, routes_for
+from tests.support.asserts import queue_is_empty
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.wait import wait_until
 
@@ -80,15 +81,6 @@ def assert_exactly_one_shipment_each(delivery_db, order_ids) -> None:
         assert {r["aggregate_id"]: r["n"] for r in cur.fetchall()} == per_order
         cur.execute("SELECT count(*) AS n FROM inbox WHERE consumer = %s", (DELIVERY_INBOX,))
         assert cur.fetchone()["n"] == len(order_ids)
-
-
-def queue_is_empty(sqs, url: str) -> bool:
-    """Nothing visible or in flight in the queue (moto's counts are exact)."""
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                      "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    return (attrs["ApproximateNumberOfMessages"] == "0"
-            and attrs["ApproximateNumberOfMessagesNotVisible"] == "0")
 
 
 def receive_all(sqs, url: str, expected: int, timeout: float = 30.0) -> list[dict]:
