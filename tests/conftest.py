@@ -4,6 +4,12 @@ Real components: an embedded PostgreSQL (``devstack.postgres``) unless
 DATABASE_URL is set, and moto's SQS server over HTTP (``devstack.emulators``)
 unless SQS_ENDPOINT_URL is set. Each test gets
 fresh queues (a unique QUEUE_PREFIX) and empty service tables.
+
+Every service of ``shared.services.SERVICES`` gets the same three fixtures,
+made by one factory: ``<name>_app`` (its Flask app on this test's stack),
+``<name>_client`` (a test client of it) and ``<name>_db`` (a pool on its
+schema). ``app_for(name, **env)`` makes an app with extra settings.
+Tests that start processes are marked ``slow`` (``make test-fast`` skips them).
 """
 
 from __future__ import annotations
