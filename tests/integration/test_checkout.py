@@ -159,8 +159,8 @@ def test_a_crashed_attempt_is_retried_with_its_own_reservation(order_client, ord
 def test_unreachable_inventory_is_503_then_fails_fast_with_the_breaker_open(
         app_for, order_db, inventory_db, auth_header, port):
     app = app_for("order", INVENTORY_URL=f"http://127.0.0.1:{port}",  # nothing listens there
-                         BREAKER_INVENTORY_FAIL_MAX="2", BREAKER_INVENTORY_RESET_TIMEOUT_S="30",
-                         ORDER_INVENTORY_ATTEMPTS="2")
+                  BREAKER_INVENTORY_FAIL_MAX="2", BREAKER_INVENTORY_RESET_TIMEOUT_S="30",
+                  ORDER_INVENTORY_ATTEMPTS="2")
     client = app.test_client()
     before = counts(order_db, inventory_db)
     first = client.post("/v1/orders", json=order(("SKU-1", 1)), headers=auth_header())

@@ -80,9 +80,9 @@ def test_inventory_killed_fails_fast_while_open_and_recovers_without_restart(
     inventory = processes.api("inventory", port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
     wait_until(lambda: _ready(url), timeout=60, message="inventory API ready")
     client = app_for("order", INVENTORY_URL=url, BREAKER_INVENTORY_FAIL_MAX=str(FAIL_MAX),
-                            BREAKER_INVENTORY_RESET_TIMEOUT_S=str(RESET_S),
-                            ORDER_INVENTORY_TIMEOUT_S=str(TIMEOUT_S),
-                            ORDER_INVENTORY_ATTEMPTS=str(ATTEMPTS)).test_client()
+                     BREAKER_INVENTORY_RESET_TIMEOUT_S=str(RESET_S),
+                     ORDER_INVENTORY_TIMEOUT_S=str(TIMEOUT_S),
+                     ORDER_INVENTORY_ATTEMPTS=str(ATTEMPTS)).test_client()
     headers = auth_header()
     assert timed_post(client, headers)[0] == 201
 
@@ -134,10 +134,10 @@ def test_slow_inventory_no_request_hangs_longer_than_timeout_plus_retries(
     thread.start()
     try:
         app = app_for("order", INVENTORY_URL=f"http://{LOOPBACK}:{server.server_port}",
-                             ORDER_INVENTORY_TIMEOUT_S=str(TIMEOUT_S),
-                             ORDER_INVENTORY_ATTEMPTS=str(ATTEMPTS),
-                             BREAKER_INVENTORY_FAIL_MAX=str(SLOW_REQUESTS),
-                             BREAKER_INVENTORY_RESET_TIMEOUT_S="30")
+                      ORDER_INVENTORY_TIMEOUT_S=str(TIMEOUT_S),
+                      ORDER_INVENTORY_ATTEMPTS=str(ATTEMPTS),
+                      BREAKER_INVENTORY_FAIL_MAX=str(SLOW_REQUESTS),
+                      BREAKER_INVENTORY_RESET_TIMEOUT_S="30")
         headers = auth_header()
         bound = TIMEOUT_S * ATTEMPTS + RETRY_WAIT_MAX_S * (ATTEMPTS - 1) + SLACK_S
         with ThreadPoolExecutor(SLOW_REQUESTS) as pool:
