@@ -16,7 +16,7 @@ RUN_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint bench-orders bench-pipeline bench-checkout bench-auth elasticmq-conf infra-check k8s \
+.PHONY: help venv run test test-fast lint bench-orders bench-pipeline bench-checkout bench-auth elasticmq-conf infra-check k8s \
 	config-docs fauxqs lock clean
 
 help: ## list the targets
@@ -41,6 +41,9 @@ test: venv ## run the test suite (PYTEST_ARGS="-k foo -x" to narrow it)
 		$(MAKE) --no-print-directory fauxqs || echo "fauxqs could not be installed: its tests will be skipped"; \
 	fi
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv ## the suite without the process-spawning tests (marked slow)
+	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: venv ## ruff
 	$(VENV)/bin/ruff check .

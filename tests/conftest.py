@@ -4,10 +4,18 @@ Real components: an embedded PostgreSQL (``devstack.postgres``) unless
 DATABASE_URL is set, and moto's SQS server over HTTP (``devstack.emulators``)
 unless SQS_ENDPOINT_URL is set. Each test gets
 fresh queues (a unique QUEUE_PREFIX) and empty service tables.
+
+Every service of ``shared.services.SERVICES`` gets the same three fixtures,
+made by one factory: ``<name>_app`` (its Flask app on this test's stack),
+``<name>_client`` (a test client of it) and ``<name>_db`` (a pool on its
+schema). ``app_for(name, **env)`` makes an app with extra settings.
+Tests that start processes are marked ``slow`` (``make test-fast`` skips them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import shutil
@@ -15,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import psycopg2
+import psycopg2.pool
 import pytest
 
 from devstack.emulators import start_moto_server
@@ -27,6 +36,8 @@ from shared.db import Database
 from shared.messaging.sqs import ensure_queues, sync_client
 from shared.migrations import upgrade
 from shared.queues import TOPOLOGY
+from shared.services import SERVICES as SERVICE_LIST
+from shared.services import service as known_service
 from shared.services import with_migrations
 from tests.support.inventory import InventoryServer, seed_catalog
 from tests.support.processes import ProcessManager
@@ -176,113 +187,68 @@ def service_env(clean_db, inventory_url, sqs_endpoint, queue_prefix, queues,
     }
 
 
-@pytest.fixture
-def order_app(service_env, catalog):
-    from services.order.app import create_app
-
-    app = create_app(service_env)
-    yield app
-    app.extensions["db"].close()
-
-
-@pytest.fixture
-def delivery_app(service_env):
-    from services.delivery.app import create_app
-
-    app = create_app(service_env)
-    yield app
-    app.extensions["db"].close()
+# --- one app/client/database fixture set per service, from shared.services -----------------------
+# What a service's API needs besides service_env: the order API reserves stock from the
+# test catalog; the notification service delivers webhooks to local receivers.
+APP_NEEDS: dict[str, tuple[str, ...]] = {"order": ("catalog",)}
+APP_ENV: dict[str, dict[str, str]] = {
+    "notification": {"NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "localhost,127.0.0.1,::1"},
+}
 
 
 @pytest.fixture
-def inventory_app(service_env):
-    from services.inventory.app import create_app
+def app_for(request, service_env):
+    """``app_for(name, **env)``: service ``name``'s Flask app on this test's stack.
 
-    app = create_app(service_env)
-    yield app
-    app.extensions["db"].close()
+    ``env`` overrides ``service_env`` (and the service's APP_ENV defaults);
+    the fixtures in ``APP_NEEDS[name]`` are set up first; every app made is
+    closed at teardown.
+    """
+    apps = []
 
+    def make(name: str, **env: str):
+        known_service(name)  # an unknown name fails here, naming the known ones
+        for needed in APP_NEEDS.get(name, ()):
+            request.getfixturevalue(needed)
+        create_app = importlib.import_module(f"services.{name}.app").create_app
+        app = create_app({**service_env, **APP_ENV.get(name, {}), **env})
+        apps.append(app)
+        return app
 
-@pytest.fixture
-def inventory_client(inventory_app):
-    return inventory_app.test_client()
-
-
-@pytest.fixture
-def inventory_db(clean_db):
-    db = Database(clean_db, "inventory_svc", 1, 4)
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def order_client(order_app):
-    return order_app.test_client()
-
-
-@pytest.fixture
-def delivery_client(delivery_app):
-    return delivery_app.test_client()
+    yield make
+    for app in apps:
+        # A test may have closed the pool itself (e.g. to see the readiness probe fail).
+        with contextlib.suppress(psycopg2.pool.PoolError):
+            app.extensions["db"].close()
 
 
-@pytest.fixture
-def order_db(clean_db):
-    db = Database(clean_db, "order_svc", 1, 4)
-    yield db
-    db.close()
+def _service_fixtures(name: str) -> dict[str, object]:
+    """``<name>_app``, ``<name>_client`` and ``<name>_db`` for service ``name``."""
+
+    def app(app_for):
+        """The service's app with the test defaults (closed at teardown)."""
+        return app_for(name)
+
+    def client(request):
+        """A Flask test client of the service's app."""
+        return request.getfixturevalue(f"{name}_app").test_client()
+
+    def db(clean_db):
+        """A small pool on the service's schema, tables emptied for this test."""
+        database = Database(clean_db, f"{name}_svc", 1, 4)
+        yield database
+        database.close()
+
+    made = {f"{name}_app": app, f"{name}_client": client}
+    if name in SERVICES:
+        made[f"{name}_db"] = db
+    return {fixture_name: pytest.fixture(name=fixture_name)(function)
+            for fixture_name, function in made.items()}
 
 
-@pytest.fixture
-def delivery_db(clean_db):
-    db = Database(clean_db, "delivery_svc", 1, 4)
-    yield db
-    db.close()
-
-
-# The notification service may deliver webhooks to local receivers started by the tests.
-NOTIFICATION_TEST_ENV = {"NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "localhost,127.0.0.1,::1"}
-
-
-@pytest.fixture
-def notification_app(service_env):
-    from services.notification.app import create_app
-
-    app = create_app({**service_env, **NOTIFICATION_TEST_ENV})
-    yield app
-    app.extensions["db"].close()
-
-
-@pytest.fixture
-def notification_client(notification_app):
-    return notification_app.test_client()
-
-
-@pytest.fixture
-def notification_db(clean_db):
-    db = Database(clean_db, "notification_svc", 1, 4)
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def auth_app(service_env):
-    from services.auth.app import create_app
-
-    app = create_app(service_env)
-    yield app
-    app.extensions["db"].close()
-
-
-@pytest.fixture
-def auth_client(auth_app):
-    return auth_app.test_client()
-
-
-@pytest.fixture
-def auth_db(clean_db):
-    db = Database(clean_db, "auth_svc", 1, 4)
-    yield db
-    db.close()
+# Registered under their own names, where pytest looks for this conftest's fixtures.
+for _svc in SERVICE_LIST:
+    globals().update(_service_fixtures(_svc.name))
 
 
 @pytest.fixture

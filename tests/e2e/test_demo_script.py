@@ -13,12 +13,16 @@ import re
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from devstack.paths import REPO_ROOT
 from services.auth.demo import DEMO_CUSTOMER, STOREFRONT, ensure_demo, service_client_env
 from tests.conftest import free_port
 from tests.support.wait import wait_until
+
+# Every test here starts service processes: deselect with -m "not slow".
+pytestmark = pytest.mark.slow
 
 
 def _ready(url: str) -> bool:

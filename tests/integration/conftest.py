@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.support.backends import BACKEND_NAMES, Backend, BackendPool, BackendUnavailable
+from tests.support.backends import BACKEND_NAMES, MOTO, Backend, BackendPool, BackendUnavailable
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,9 @@ def backend_pool(sqs_endpoint, tmp_path_factory):
     pool.close()
 
 
-@pytest.fixture(params=BACKEND_NAMES)
+# Every backend but the suite's own moto server is a process started for it: slow.
+@pytest.fixture(params=[name if name == MOTO else pytest.param(name, marks=pytest.mark.slow)
+                        for name in BACKEND_NAMES])
 def backend(request, backend_pool) -> Backend:
     """One SQS implementation per parameter; an absent one is skipped with the reason."""
     try:

@@ -273,25 +273,15 @@ def test_registration_needs_a_first_party_client_and_hashes_the_password(auth_ap
 # ------------------------------------------------------------- lock-out and rate limits
 
 
-def _strict_app(service_env, **overrides):
-    from services.auth.app import create_app
-
-    return create_app({**service_env, **overrides})
+@pytest.fixture
+def lockout_app(app_for):
+    return app_for("auth", AUTH_LOGIN_LOCK_THRESHOLD="2", AUTH_LOGIN_LOCK_BASE_S="1")
 
 
 @pytest.fixture
-def lockout_app(service_env):
-    app = _strict_app(service_env, AUTH_LOGIN_LOCK_THRESHOLD="2", AUTH_LOGIN_LOCK_BASE_S="1")
-    yield app
-    app.extensions["db"].close()
-
-
-@pytest.fixture
-def limited_app(service_env):
-    app = _strict_app(service_env, AUTH_TOKEN_RATE_LIMIT_PER_IP="8/minute",
-                      AUTH_TOKEN_RATE_LIMIT_PER_CLIENT="3/minute")
-    yield app
-    app.extensions["db"].close()
+def limited_app(app_for):
+    return app_for("auth", AUTH_TOKEN_RATE_LIMIT_PER_IP="8/minute",
+                   AUTH_TOKEN_RATE_LIMIT_PER_CLIENT="3/minute")
 
 
 def _assert_429(response, retry_after=None):

@@ -7,7 +7,6 @@ assertions read both schemas: orders, reservations, stock.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -18,10 +17,10 @@ from psycopg2 import sql
 
 from services.order.idempotency import fingerprint as request_fingerprint
 from services.order.schemas import CreateOrderSchema
+from tests.support.asserts import assert_problem
 from tests.support.inventory import set_stock
 from tests.support.wait import wait_until
 
-PROBLEM_TYPE = "application/problem+json"
 ADDRESS = {"name": "Ada Lovelace", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
            "country": "DE"}
 ORDER_TABLES = ("orders", "order_lines", "order_status_history", "outbox")
@@ -64,31 +63,6 @@ def reservation(inventory_db, order_id) -> dict | None:
         return cur.fetchone()
 
 
-def problem(response, status: int, type_: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM_TYPE
-    body = json.loads(response.get_data(as_text=True))
-    assert body["type"] == f"/problems/{type_}"
-    return body
-
-
-@pytest.fixture
-def make_order_app(service_env, catalog):
-    """``make_order_app(**env)``: an order API with extra settings (closed at teardown)."""
-    from services.order.app import create_app
-
-    apps = []
-
-    def make(**env):
-        app = create_app({**service_env, **env})
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["db"].close()
-
-
 # --- the happy path ----------------------------------------------------------------------------
 def test_prices_currency_and_total_come_from_the_catalog_and_the_stock_is_held(
         order_client, order_db, inventory_db, auth_header):
@@ -114,7 +88,7 @@ def test_insufficient_stock_is_409_listing_each_short_line_and_orders_nothing(
     response = order_client.post(
         "/v1/orders", json=order(("SKU-1", 1), ("SKU-2", 3), ("SKU-3", 1)),
         headers={**auth_header(), "Idempotency-Key": "short-1"})
-    body = problem(response, 409, "insufficient-stock")
+    body = assert_problem(response, 409, "insufficient-stock")
     assert body["lines"] == [{"sku": "SKU-2", "requested": 3, "available": 2},
                              {"sku": "SKU-3", "requested": 1, "available": 0}]
     assert body["errors"] == [{"field": "items.1.quantity", "message": "Only 2 available."},
@@ -127,7 +101,7 @@ def test_unknown_sku_is_422_on_the_item_and_orders_nothing(order_client, order_d
     before = counts(order_db, inventory_db)
     response = order_client.post("/v1/orders", json=order(("SKU-1", 1), ("NO-SUCH-SKU", 1)),
                                  headers=auth_header())
-    body = problem(response, 422, "unknown-sku")
+    body = assert_problem(response, 422, "unknown-sku")
     assert [e["field"] for e in body["errors"]] == ["items.1.sku"]
     assert counts(order_db, inventory_db) == before
 
@@ -144,7 +118,7 @@ def test_a_retry_after_a_refusal_reuses_the_order_id(order_client, order_db, inv
     set_stock(catalog, "SKU-2", 1)
     headers = {**auth_header(), "Idempotency-Key": "retry-after-409"}
     body = order(("SKU-2", 2))
-    problem(order_client.post("/v1/orders", json=body, headers=headers), 409, "insufficient-stock")
+    assert_problem(order_client.post("/v1/orders", json=body, headers=headers), 409, "insufficient-stock")
     first = _key_row(order_db, "retry-after-409")
     assert first["state"] == "released"
     set_stock(catalog, "SKU-2", 5)
@@ -183,14 +157,14 @@ def test_a_crashed_attempt_is_retried_with_its_own_reservation(order_client, ord
 
 # --- inventory unusable: 503 with Retry-After, fast once the breaker is open ----------------------
 def test_unreachable_inventory_is_503_then_fails_fast_with_the_breaker_open(
-        make_order_app, order_db, inventory_db, auth_header, port):
-    app = make_order_app(INVENTORY_URL=f"http://127.0.0.1:{port}",  # nothing listens there
-                         BREAKER_INVENTORY_FAIL_MAX="2", BREAKER_INVENTORY_RESET_TIMEOUT_S="30",
-                         ORDER_INVENTORY_ATTEMPTS="2")
+        app_for, order_db, inventory_db, auth_header, port):
+    app = app_for("order", INVENTORY_URL=f"http://127.0.0.1:{port}",  # nothing listens there
+                  BREAKER_INVENTORY_FAIL_MAX="2", BREAKER_INVENTORY_RESET_TIMEOUT_S="30",
+                  ORDER_INVENTORY_ATTEMPTS="2")
     client = app.test_client()
     before = counts(order_db, inventory_db)
     first = client.post("/v1/orders", json=order(("SKU-1", 1)), headers=auth_header())
-    problem(first, 503, "inventory-unavailable")
+    assert_problem(first, 503, "inventory-unavailable")
     assert int(first.headers["Retry-After"]) >= 1
     ready = client.get("/health/ready")
     assert ready.status_code == 200  # an open breaker is reported, not a reason to leave the LB
@@ -199,13 +173,14 @@ def test_unreachable_inventory_is_503_then_fails_fast_with_the_breaker_open(
         started = time.perf_counter()
         response = client.post("/v1/orders", json=order(("SKU-1", 1)), headers=auth_header())
         elapsed = time.perf_counter() - started
-        problem(response, 503, "inventory-unavailable")
+        assert_problem(response, 503, "inventory-unavailable")
         assert elapsed < FAST_FAIL_S, f"{elapsed * 1000:.1f} ms with the breaker open"
         assert 1 <= int(response.headers["Retry-After"]) <= 30
     assert counts(order_db, inventory_db) == before
 
 
 # --- the issue's concurrency test --------------------------------------------------------------
+@pytest.mark.slow
 def test_50_concurrent_orders_for_the_last_10_units(order_app, order_db, inventory_db, processes,
                                                      auth_header, catalog):
     set_stock(catalog, "SKU-3", LAST_UNITS)

@@ -66,22 +66,6 @@ def breaker(client) -> dict:
     return client.get("/health/ready").get_json()["breakers"]["inventory"]
 
 
-@pytest.fixture
-def make_order_app(service_env, catalog):
-    from services.order.app import create_app
-
-    apps = []
-
-    def make(**env):
-        app = create_app({**service_env, **env})
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["db"].close()
-
-
 def _ready(url: str) -> bool:
     try:
         return requests.get(f"{url}/health/ready", timeout=1).status_code == 200
@@ -89,15 +73,16 @@ def _ready(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_inventory_killed_fails_fast_while_open_and_recovers_without_restart(
-        make_order_app, processes, port, auth_header, order_db):
+        app_for, processes, port, auth_header, order_db):
     url = f"http://{LOOPBACK}:{port}"
     inventory = processes.api("inventory", port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
     wait_until(lambda: _ready(url), timeout=60, message="inventory API ready")
-    client = make_order_app(INVENTORY_URL=url, BREAKER_INVENTORY_FAIL_MAX=str(FAIL_MAX),
-                            BREAKER_INVENTORY_RESET_TIMEOUT_S=str(RESET_S),
-                            ORDER_INVENTORY_TIMEOUT_S=str(TIMEOUT_S),
-                            ORDER_INVENTORY_ATTEMPTS=str(ATTEMPTS)).test_client()
+    client = app_for("order", INVENTORY_URL=url, BREAKER_INVENTORY_FAIL_MAX=str(FAIL_MAX),
+                     BREAKER_INVENTORY_RESET_TIMEOUT_S=str(RESET_S),
+                     ORDER_INVENTORY_TIMEOUT_S=str(TIMEOUT_S),
+                     ORDER_INVENTORY_ATTEMPTS=str(ATTEMPTS)).test_client()
     headers = auth_header()
     assert timed_post(client, headers)[0] == 201
 
@@ -141,18 +126,18 @@ class SlowWsgi:
 
 
 def test_slow_inventory_no_request_hangs_longer_than_timeout_plus_retries(
-        make_order_app, service_env, auth_header, order_db):
+        app_for, service_env, auth_header, order_db):
     inventory = InventoryServer({**service_env, "LOG_LEVEL": "WARNING"})
     slow = SlowWsgi(inventory.app, SLOW_S)
     server = make_server(LOOPBACK, 0, slow, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        app = make_order_app(INVENTORY_URL=f"http://{LOOPBACK}:{server.server_port}",
-                             ORDER_INVENTORY_TIMEOUT_S=str(TIMEOUT_S),
-                             ORDER_INVENTORY_ATTEMPTS=str(ATTEMPTS),
-                             BREAKER_INVENTORY_FAIL_MAX=str(SLOW_REQUESTS),
-                             BREAKER_INVENTORY_RESET_TIMEOUT_S="30")
+        app = app_for("order", INVENTORY_URL=f"http://{LOOPBACK}:{server.server_port}",
+                      ORDER_INVENTORY_TIMEOUT_S=str(TIMEOUT_S),
+                      ORDER_INVENTORY_ATTEMPTS=str(ATTEMPTS),
+                      BREAKER_INVENTORY_FAIL_MAX=str(SLOW_REQUESTS),
+                      BREAKER_INVENTORY_RESET_TIMEOUT_S="30")
         headers = auth_header()
         bound = TIMEOUT_S * ATTEMPTS + RETRY_WAIT_MAX_S * (ATTEMPTS - 1) + SLACK_S
         with ThreadPoolExecutor(SLOW_REQUESTS) as pool:
@@ -197,12 +182,13 @@ def _execute(db, statements) -> None:
             cur.execute(statement)
 
 
+@pytest.mark.slow
 def test_commit_failing_after_the_reservation_is_released_by_the_sweeper(
-        make_order_app, service_env, processes, auth_header, order_db, inventory_db, catalog):
+        app_for, service_env, processes, auth_header, order_db, inventory_db, catalog):
     set_stock(catalog, SKU, STOCK)
     inventory = InventoryServer({**service_env, "LOG_LEVEL": "WARNING",
                                  "INVENTORY_RESERVATION_TTL_S": "1"})
-    client = make_order_app(INVENTORY_URL=inventory.url).test_client()
+    client = app_for("order", INVENTORY_URL=inventory.url).test_client()
     _execute(order_db, FAIL_AT_COMMIT)
     try:
         response = client.post("/v1/orders", json=order(3), headers=auth_header())
@@ -225,6 +211,7 @@ def test_commit_failing_after_the_reservation_is_released_by_the_sweeper(
     assert stock(inventory_db) == (STOCK, 0)  # ...and not any more
 
 
+@pytest.mark.slow
 def test_cancel_after_create_and_a_cancel_delivered_twice_restore_stock_once(
         order_client, processes, auth_header, order_db, inventory_db, catalog, sqs, queues):
     set_stock(catalog, SKU, STOCK)

@@ -39,6 +39,7 @@ from tests.integration.test_messaging_contract import (
     send_raw,
     wait_handled,
 )
+from tests.support.asserts import queue_depths
 from tests.support.backends import MOTO
 from tests.support.wait import wait_until
 
@@ -149,9 +150,7 @@ def test_a_body_that_breaks_the_backends_receive_costs_only_itself(
     assert sorted(r["event_id"] for r in rows) == sorted(e.event_id for e in good)
 
     def dlq_depth() -> int:
-        attrs = client.get_queue_attributes(
-            QueueUrl=q.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"])
+        return queue_depths(client, q.dlq_url)[0]
 
     # The poison reaches the DLQ through moto's own redrive (nobody can ever receive it);
     # none of the good messages received beside it went there with it.

@@ -18,7 +18,6 @@ import pytest
 
 from services.auth import demo
 from shared.messaging.envelope import Envelope
-from tests.conftest import NOTIFICATION_TEST_ENV
 from tests.support.receiver import Receiver
 from tests.support.tokens import JwksServer
 from tests.support.wait import wait_until
@@ -40,13 +39,9 @@ def storefront(auth_app, tmp_path):
 
 
 @pytest.fixture
-def notification_with_auth(service_env, auth_client):
-    from services.notification.app import create_app
-
+def notification_with_auth(app_for, auth_client):
     jwks = JwksServer(lambda: auth_client.get("/.well-known/jwks.json").json).start()
-    app = create_app({**service_env, **NOTIFICATION_TEST_ENV, "AUTH_JWKS_URL": jwks.url})
-    yield app.test_client()
-    app.extensions["db"].close()
+    yield app_for("notification", AUTH_JWKS_URL=jwks.url).test_client()
     jwks.stop()
 
 

@@ -8,7 +8,6 @@ shipments, shipment_events and outbox are counted before and after).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import uuid
@@ -16,15 +15,15 @@ from datetime import UTC, datetime
 
 import jwt
 import pytest
-from psycopg2 import sql
 
 from devstack.tokens import DevSigner, mint_dev_token
 from services.delivery.domain import choose_carrier
 from services.delivery.handlers import on_order_cancelled, on_order_created
 from shared.messaging.envelope import Envelope
+from tests.support import asserts
+from tests.support.asserts import assert_problem
 from tests.support.tokens import TEST_SIGNER
 
-PROBLEM_TYPE = "application/problem+json"
 DELIVERY_TABLES = ("shipments", "shipment_events", "cancelled_orders", "outbox")
 # What the test apps accept: the test key, whose JWKS the conftest serves to them.
 TOKENS = TEST_SIGNER
@@ -45,32 +44,13 @@ SHIPMENTS_TO_PAGE = 5
 
 # --- helpers ---------------------------------------------------------------------------
 def row_counts(db) -> dict[str, int]:
-    counts = {}
-    with db.transaction() as cur:
-        for table in DELIVERY_TABLES:
-            cur.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(sql.Identifier(table)))
-            counts[table] = cur.fetchone()["n"]
-    return counts
+    """Rows in every delivery table."""
+    return asserts.row_counts(db, DELIVERY_TABLES)
 
 
-@contextlib.contextmanager
 def nothing_written(db):
-    """Assert that the block leaves every delivery table exactly as it found it."""
-    before = row_counts(db)
-    yield
-    assert row_counts(db) == before
-
-
-def assert_problem(response, status: int, type_: str, fields: tuple[str, ...] = ()) -> dict:
-    """Check a problem document: status, media type, stable type, field paths in ``errors``."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM_TYPE
-    body = json.loads(response.get_data(as_text=True))
-    assert body["type"] == f"/problems/{type_}"
-    assert body["status"] == status
-    if fields:
-        assert set(fields) <= {error["field"] for error in body.get("errors", [])}, body
-    return body
+    """The block leaves every delivery table exactly as it found it."""
+    return asserts.nothing_written(db, DELIVERY_TABLES)
 
 
 def order_created(order_id: str, customer: str = CUSTOMER) -> Envelope:
@@ -486,10 +466,8 @@ def test_health_live_and_ready(delivery_client):
         "database": "ok", "sqs": "ok"}
 
 
-def test_ready_is_503_when_the_database_check_fails(service_env):
-    from services.delivery.app import create_app
-
-    app = create_app(service_env)
+def test_ready_is_503_when_the_database_check_fails(app_for):
+    app = app_for("delivery")
     app.extensions["db"].close()  # a closed pool: the probe must report it, not raise or hang
     response = app.test_client().get("/health/ready")
     assert response.status_code == 503

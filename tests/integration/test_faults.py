@@ -20,12 +20,14 @@ import uuid
 from contextlib import contextmanager
 
 import psycopg2
+import pytest
 
 from shared.db import Database
 from shared.messaging.envelope import Envelope
 from shared.messaging.relay import OutboxRelay
 from shared.messaging.sqs import sync_client
 from shared.queues import TOPOLOGY, add_event, routes_for
+from tests.support.asserts import queue_is_empty
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.wait import wait_until
 
@@ -79,15 +81,6 @@ def assert_exactly_one_shipment_each(delivery_db, order_ids) -> None:
         assert {r["aggregate_id"]: r["n"] for r in cur.fetchall()} == per_order
         cur.execute("SELECT count(*) AS n FROM inbox WHERE consumer = %s", (DELIVERY_INBOX,))
         assert cur.fetchone()["n"] == len(order_ids)
-
-
-def queue_is_empty(sqs, url: str) -> bool:
-    """Nothing visible or in flight in the queue (moto's counts are exact)."""
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                      "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    return (attrs["ApproximateNumberOfMessages"] == "0"
-            and attrs["ApproximateNumberOfMessagesNotVisible"] == "0")
 
 
 def receive_all(sqs, url: str, expected: int, timeout: float = 30.0) -> list[dict]:
@@ -175,6 +168,7 @@ def stalled_shipment(database_url: str, order_id: str):
 
 
 # ------------------------------------------------------------------------- tests
+@pytest.mark.slow
 def test_sigkill_mid_batch_then_restart_gives_one_shipment_per_order(
         order_client, auth_header, processes, sqs, queues, delivery_db, clean_db):
     """A worker killed mid-batch: after a restart each order has exactly one shipment."""
@@ -203,14 +197,13 @@ def test_sigkill_mid_batch_then_restart_gives_one_shipment_per_order(
     assert restarted.alive()
 
 
+@pytest.mark.slow
 def test_sqs_outage_api_keeps_accepting_and_events_flow_after(
-        service_env, sqs_endpoint, auth_header, processes, order_db, delivery_db):
+        app_for, sqs_endpoint, auth_header, processes, order_db, delivery_db):
     """SQS unreachable: orders are still accepted, events wait, then all flow once."""
-    from services.order.app import create_app
-
     with TcpProxy.to_url(sqs_endpoint) as proxy:
         # The order API and worker reach SQS only through the proxy; delivery goes direct.
-        app = create_app({**service_env, "SQS_ENDPOINT_URL": proxy.url})
+        app = app_for("order", SQS_ENDPOINT_URL=proxy.url)
         client = app.test_client()
         headers = auth_header()
         processes.worker("order", SQS_ENDPOINT_URL=proxy.url)
@@ -314,6 +307,7 @@ def test_relay_round_against_unreachable_sqs_marks_every_waiting_event_at_once(
                and r["published_at"] is None for r in rows)
 
 
+@pytest.mark.slow
 def test_same_message_delivered_twice_creates_one_shipment(processes, sqs, queues, delivery_db):
     """Two copies of one event: one shipment, one inbox row, both copies deleted."""
     url = queues[ORDER_CREATED_QUEUE]
@@ -330,6 +324,7 @@ def test_same_message_delivered_twice_creates_one_shipment(processes, sqs, queue
     assert worker.log_text().count("message_duplicate_skipped") == 1
 
 
+@pytest.mark.slow
 def test_poison_messages_are_dead_lettered_with_reasons_while_other_orders_flow(
         order_client, auth_header, processes, sqs, queues, delivery_db):
     """Poison messages go to the DLQ with their reason; every other order still ships."""
@@ -458,6 +453,7 @@ def test_two_relays_publish_each_event_once_in_commit_order(
         assert arrived == {k: v for k, v in committed.items() if k[0] == queue_name}
 
 
+@pytest.mark.slow
 def test_sigterm_under_load_drains_in_flight_handler_and_loses_nothing(
         order_app, auth_header, processes, delivery_db, clean_db):
     """SIGTERM mid-handler: the handler finishes, exit 0, and a new worker loses nothing."""

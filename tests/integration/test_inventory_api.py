@@ -9,7 +9,6 @@ all-or-nothing, idempotency by order id, and no overselling under concurrency
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import uuid
@@ -18,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from psycopg2 import sql
 
-PROBLEM_TYPE = "application/problem+json"
+from tests.support import asserts
+from tests.support.asserts import assert_problem
+
 INVENTORY_TABLES = ("products", "stock_adjustments", "reservations", "reservation_lines")
 ADMIN = ("admin",)
 CUSTOMER = ("orders:read", "orders:write")
@@ -43,12 +43,8 @@ USD_ITEM = {"sku": "USD-1", "name": "Priced in dollars", "price": "1.00", "curre
 
 # --- helpers ---------------------------------------------------------------------------
 def row_counts(db) -> dict[str, int]:
-    counts = {}
-    with db.transaction() as cur:
-        for table in INVENTORY_TABLES:
-            cur.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(sql.Identifier(table)))
-            counts[table] = cur.fetchone()["n"]
-    return counts
+    """Rows in every inventory table."""
+    return asserts.row_counts(db, INVENTORY_TABLES)
 
 
 def stock(db, sku: str) -> dict:
@@ -57,31 +53,15 @@ def stock(db, sku: str) -> dict:
         return cur.fetchone()
 
 
-@contextlib.contextmanager
 def nothing_written(db):
     """The block leaves every inventory table (and every product's stock) as it found it."""
-    def snapshot():
+    def products():
         with db.transaction() as cur:
             cur.execute("SELECT sku, name, price, on_hand, reserved, version, deleted_at"
                         " FROM products ORDER BY sku")
-            return row_counts(db), cur.fetchall()
+            return cur.fetchall()
 
-    before = snapshot()
-    yield
-    assert snapshot() == before
-
-
-def assert_problem(response, status: int, type_: str, fields: tuple[str, ...] = ()) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM_TYPE
-    body = json.loads(response.get_data(as_text=True))
-    assert body["type"] == f"/problems/{type_}"
-    assert body["status"] == status
-    assert body["detail"]
-    if fields:
-        reported = {error["field"] for error in body.get("errors", [])}
-        assert set(fields) <= reported, body
-    return body
+    return asserts.nothing_written(db, INVENTORY_TABLES, products)
 
 
 @pytest.fixture

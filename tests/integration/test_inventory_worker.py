@@ -186,6 +186,7 @@ def inbox_rows(db) -> int:
         return cur.fetchone()["n"]
 
 
+@pytest.mark.slow
 def test_worker_confirms_then_a_cancel_delivered_twice_restores_stock_once(
         processes, inventory_db, product, sqs, queues):
     worker = processes.worker("inventory")
@@ -208,6 +209,7 @@ def test_worker_confirms_then_a_cancel_delivered_twice_restores_stock_once(
     assert worker.terminate() == 0
 
 
+@pytest.mark.slow
 def test_worker_sweeps_expired_reservations(processes, inventory_db, product):
     worker = processes.worker("inventory", INVENTORY_SWEEP_INTERVAL_S="0.2")
     abandoned = held(inventory_db, 4)

@@ -29,6 +29,7 @@ from shared.messaging.schema import messaging_tables_ddl
 from shared.messaging.sqs import async_client, ensure_queues, sync_client
 from shared.messaging.topology import Topology
 from shared.queues import TOPOLOGY, add_event, queue, routes_for
+from tests.support.asserts import assert_queue_empty
 from tests.support.wait import wait_until
 
 SCHEMA = "messaging_contract"
@@ -297,21 +298,6 @@ def drain(client, url: str, expected: int, timeout: float = HANDLED_TIMEOUT_S) -
 
     wait_until(receive_some, timeout=timeout, interval=0, message=f"{expected} messages")
     return got
-
-
-def assert_queue_empty(client, url: str, timeout: float = 10.0) -> None:
-    """Nothing visible or in flight (deleted, not merely hidden)."""
-
-    def empty():
-        attrs = client.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                          "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-        return (attrs["ApproximateNumberOfMessages"] == "0"
-                and attrs["ApproximateNumberOfMessagesNotVisible"] == "0")
-
-    wait_until(empty, timeout=timeout, interval=0.2, message="queue empty")
-    response = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-    assert response.get("Messages", []) == []
 
 
 def handled_rows(db) -> list[dict]:

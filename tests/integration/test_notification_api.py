@@ -14,12 +14,12 @@ import pytest
 
 from services.notification.consumers import OrderEventHandler
 from shared.messaging.envelope import Envelope
+from tests.support.asserts import assert_problem
 from tests.support.receiver import Receiver
 
 MANAGE = ("webhooks:manage",)
 ADMIN = ("webhooks:manage", "admin", "orders:read")
 PUBLIC_URL = "https://93.184.216.34/hooks/orders"  # validated only, never contacted
-PROBLEM = "application/problem+json"
 
 
 def body(**changes) -> dict:
@@ -72,11 +72,7 @@ BAD = {
 def test_bad_subscriptions_are_422_and_write_nothing(notification_client, notification_db, manage,
                                                      changes, field):
     response = notification_client.post("/v1/webhooks", json=body(**changes), headers=manage)
-    assert response.status_code == 422, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    problem = response.get_json()
-    assert problem["type"] == "/problems/validation-error"
-    assert field in {e["field"] for e in problem["errors"]}, problem
+    assert_problem(response, 422, "validation-error", (field,))
     assert count(notification_db, "webhook_subscriptions") == 0
 
 
@@ -304,9 +300,7 @@ def test_stream_refuses_bad_requests_with_problems(notification_client, auth_hea
                                                    query, status, type_):
     response = notification_client.get(f"/v1/notifications/stream{query}",
                                        headers=headers_for(auth_header))
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    assert response.get_json()["type"] == f"/problems/{type_}"
+    assert_problem(response, status, type_)
 
 
 def test_openapi_documents_the_stream_and_webhooks(notification_client):

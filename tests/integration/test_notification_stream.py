@@ -26,6 +26,9 @@ from tests.conftest import free_port
 from tests.support.sse import StreamClient, wait_connected
 from tests.support.wait import wait_until
 
+# Every test here starts service processes: deselect with -m "not slow".
+pytestmark = pytest.mark.slow
+
 # A short keep-alive: a stopping instance waits that long for idle connections.
 STREAM_ENV = {"WEB_CONCURRENCY": "1", "NOTIFICATION_SSE_HEARTBEAT_S": "0.5",
               "GUNICORN_GRACEFUL_TIMEOUT": "5", "GUNICORN_KEEPALIVE": "1"}

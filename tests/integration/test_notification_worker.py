@@ -19,6 +19,9 @@ from tests.support.receiver import Receiver
 from tests.support.smtp import SmtpServer, parts
 from tests.support.wait import wait_until
 
+# Every test here starts service processes: deselect with -m "not slow".
+pytestmark = pytest.mark.slow
+
 ADMIN = ("webhooks:manage", "admin")
 CUSTOMER = "alice"
 FAST = {

@@ -10,7 +10,6 @@ outbox rows (one per routed queue) with a valid envelope.
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import json
 import time
@@ -20,17 +19,17 @@ from decimal import Decimal
 
 import jwt
 import pytest
-from psycopg2 import sql
 
 from devstack.tokens import DevSigner, mint_dev_token
 from services.order.handlers import on_delivery_event
 from services.order.idempotency import fingerprint as request_fingerprint
 from services.order.schemas import CreateOrderSchema
 from shared.messaging.envelope import Envelope
+from tests.support import asserts
+from tests.support.asserts import assert_problem
 from tests.support.inventory import seed_catalog
 from tests.support.tokens import TEST_SIGNER
 
-PROBLEM_TYPE = "application/problem+json"
 ORDER_TABLES = ("orders", "order_lines", "order_status_history", "outbox", "idempotency_keys")
 # What the test apps accept: the test key, whose JWKS the conftest serves to them.
 TOKENS = TEST_SIGNER
@@ -74,34 +73,12 @@ def with_line(index: int = 0, **changes) -> dict:
 
 def row_counts(db) -> dict[str, int]:
     """Rows in every order table."""
-    counts = {}
-    with db.transaction() as cur:
-        for table in ORDER_TABLES:
-            cur.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(sql.Identifier(table)))
-            counts[table] = cur.fetchone()["n"]
-    return counts
+    return asserts.row_counts(db, ORDER_TABLES)
 
 
-@contextlib.contextmanager
 def nothing_written(db):
-    """Assert that the block leaves every order table exactly as it found it."""
-    before = row_counts(db)
-    yield
-    assert row_counts(db) == before
-
-
-def assert_problem(response, status: int, type_: str, fields: tuple[str, ...] = ()) -> dict:
-    """Check a problem document: status, media type, stable type, field paths in ``errors``."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM_TYPE
-    body = json.loads(response.get_data(as_text=True))
-    assert body["type"] == f"/problems/{type_}"
-    assert body["status"] == status
-    assert body["detail"]
-    if fields:
-        reported = {error["field"] for error in body.get("errors", [])}
-        assert set(fields) <= reported, body
-    return body
+    """The block leaves every order table exactly as it found it."""
+    return asserts.nothing_written(db, ORDER_TABLES)
 
 
 def outbox_rows(db) -> list[dict]:
@@ -718,14 +695,9 @@ def test_health_live_and_ready(order_client):
         "database": "ok", "sqs": "ok"}
 
 
-def test_ready_is_503_when_its_queue_is_missing(service_env):
-    from services.order.app import create_app
-
-    app = create_app({**service_env, "QUEUE_PREFIX": f"absent{uuid.uuid4().hex[:8]}-"})
-    try:
-        response = app.test_client().get("/health/ready")
-    finally:
-        app.extensions["db"].close()
+def test_ready_is_503_when_its_queue_is_missing(app_for):
+    app = app_for("order", QUEUE_PREFIX=f"absent{uuid.uuid4().hex[:8]}-")
+    response = app.test_client().get("/health/ready")
     assert response.status_code == 503
     body = response.get_json()
     assert body["status"] == "failing"

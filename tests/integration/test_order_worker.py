@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from tests.support.wait import wait_until
+
+# Every test here starts service processes: deselect with -m "not slow".
+pytestmark = pytest.mark.slow
 
 
 def insert_key(db, expires_in: str) -> tuple[str, str]:

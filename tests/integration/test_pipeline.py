@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.wait import wait_until
+
+# Every test here starts service processes: deselect with -m "not slow".
+pytestmark = pytest.mark.slow
 
 ORDER = {
     "items": [{"sku": "SKU-1", "quantity": 2}],

@@ -32,12 +32,8 @@ def test_no_cors_unless_configured(order_client):
 
 
 @pytest.fixture
-def cors_client(service_env):
-    from services.order.app import create_app
-
-    app = create_app({**service_env, "CORS_ALLOWED_ORIGINS": f"{ORIGIN}, http://localhost:3000"})
-    yield app.test_client()
-    app.extensions["db"].close()
+def cors_client(app_for):
+    return app_for("order", CORS_ALLOWED_ORIGINS=f"{ORIGIN}, http://localhost:3000").test_client()
 
 
 def test_cors_allows_configured_origins_only(cors_client):

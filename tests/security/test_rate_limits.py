@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.asserts import assert_problem
+
 ADDRESS = {"name": "Ada Lovelace", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
            "country": "DE"}
 BODY = {"items": [{"sku": "SKU-1", "quantity": 1}], "customer_email": "ada@example.com",
@@ -11,12 +13,8 @@ BODY = {"items": [{"sku": "SKU-1", "quantity": 1}], "customer_email": "ada@examp
 
 
 @pytest.fixture
-def limited_orders(service_env, catalog):
-    from services.order.app import create_app
-
-    app = create_app({**service_env, "ORDER_RATE_LIMIT_PER_CUSTOMER": "3/minute"})
-    yield app.test_client()
-    app.extensions["db"].close()
+def limited_orders(app_for):
+    return app_for("order", ORDER_RATE_LIMIT_PER_CUSTOMER="3/minute").test_client()
 
 
 def _count(order_db, customer):
@@ -30,10 +28,8 @@ def test_order_creation_is_limited_per_customer(limited_orders, auth_header, ord
     for _ in range(3):
         assert limited_orders.post("/v1/orders", json=BODY, headers=ada).status_code == 201
     refused = limited_orders.post("/v1/orders", json=BODY, headers=ada)
-    assert refused.status_code == 429
-    assert refused.mimetype == "application/problem+json"
+    assert_problem(refused, 429, "too-many-requests")
     assert int(refused.headers["Retry-After"]) >= 1
-    assert refused.json["type"] == "/problems/too-many-requests"
     assert _count(order_db, "ada") == 3  # the refused one wrote nothing
     # Another customer has a quota of their own; reading is not limited.
     assert limited_orders.post("/v1/orders", json=BODY, headers=bob).status_code == 201

@@ -119,13 +119,9 @@ def auth_jwks(auth_client):
 
 
 @pytest.fixture
-def order_with_auth(service_env, auth_jwks):
-    from services.order.app import create_app
-
+def order_with_auth(app_for, auth_jwks):
     # Rotations below take effect at once (no activation delay), so no refresh back-off either.
-    app = create_app({**service_env, "AUTH_JWKS_URL": auth_jwks.url, "AUTH_JWKS_MIN_REFRESH_S": "0"})
-    yield app.test_client()
-    app.extensions["db"].close()
+    return app_for("order", AUTH_JWKS_URL=auth_jwks.url, AUTH_JWKS_MIN_REFRESH_S="0").test_client()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from services.inventory import reservations
 from services.inventory.domain import (
     RequestedLine,
     Shortage,
@@ -78,10 +79,14 @@ def test_line_total_is_exact():
     assert line_total(Decimal("14.50"), 2) == Decimal("29.00")
 
 
-def test_worker_handles_every_event_type_of_its_queue_and_sweeps():
+def test_worker_confirms_on_created_releases_on_cancelled_and_sweeps():
     plan = build_plan(None, *load({"DATABASE_URL": "postgresql://unused/db"}))
-    spec = queue(EVENTS_QUEUE)
-    assert set(plan.consumers) == {spec}
-    assert set(plan.consumers[spec]) == set(spec.event_types) == {"order.created", "order.cancelled"}
+    assert [spec.name for spec in plan.consumers] == ["inventory-events.fifo"]
+    # Written out, not read from the topology: a type routed here without a handler, or
+    # the two handlers swapped, fails (tests/unit/test_handlers.py runs them on fakes).
+    assert plan.consumers[queue(EVENTS_QUEUE)] == {
+        "order.created": reservations.on_order_created,
+        "order.cancelled": reservations.on_order_cancelled}
+    assert set(queue(EVENTS_QUEUE).event_types) == {"order.created", "order.cancelled"}
     assert plan.relay is False  # inventory publishes nothing
     assert len(plan.tasks) == 1

@@ -112,6 +112,7 @@ def test_source_only_packages_are_still_locked():
 
 
 @pytest.mark.parametrize("version", SUPPORTED)
+@pytest.mark.slow
 def test_every_locked_package_installs_on(version, pip_checks):
     proc, output = pip_checks[version]
     try:
