@@ -91,9 +91,13 @@ BEFORE_SECOND="$(available MUG-STONEWARE)"
 SECOND="$(curl -fsS -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" -d "$ORDER_BODY" | json 'd["id"]')"
 echo "order $SECOND placed; MUG-STONEWARE available $BEFORE_SECOND -> $(available MUG-STONEWARE)"
-curl -sS -X POST "$ORDER_URL/v1/orders/$SECOND/cancel" -H "Authorization: Bearer $TOKEN" \
-  -H "Content-Type: application/json" -d '{"reason": "changed my mind"}' \
-  | json '"  status " + d["status"] + " (" + str(d["cancel_reason"]) + ")"'
+CANCELLED="$(curl -sS -X POST "$ORDER_URL/v1/orders/$SECOND/cancel" -H "Authorization: Bearer $TOKEN" \
+  -H "Content-Type: application/json" -d '{"reason": "changed my mind"}')"
+# A refusal is a problem document (e.g. 409 once the carrier has picked the order up).
+if [ "$(echo "$CANCELLED" | json '"id" in d')" != "True" ]; then
+  echo "cancel refused: $(echo "$CANCELLED" | json 'd["title"] + ": " + d.get("detail", "")')" >&2; exit 1
+fi
+echo "$CANCELLED" | json '"  status " + d["status"] + " (" + str(d["cancel_reason"]) + ")"'
 START=$(date +%s)
 until [ "$(available MUG-STONEWARE)" = "$BEFORE_SECOND" ]; do
   if [ $(( $(date +%s) - START )) -ge "$DEADLINE_S" ]; then echo "stock not restored within ${DEADLINE_S}s" >&2; exit 1; fi

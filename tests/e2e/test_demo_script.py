@@ -59,7 +59,9 @@ def test_demo_script_runs_against_the_system(processes, service_env, tmp_path):
     processes.api("delivery", delivery_port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
     processes.worker("order")
     processes.worker("inventory")
-    processes.worker("delivery", DELIVERY_SIMULATOR_ENABLED="true", DELIVERY_SIMULATOR_STEP_S="0.3")
+    # Slow enough that the demo's cancel (a few HTTP calls after placing) lands before the
+    # carrier picks the order up, even on a loaded machine; fast enough to deliver in seconds.
+    processes.worker("delivery", DELIVERY_SIMULATOR_ENABLED="true", DELIVERY_SIMULATOR_STEP_S="1.5")
     for url in (auth_url, order_url, delivery_url, inventory_url):
         wait_until(lambda u=url: _ready(u), timeout=60, message=f"{url} ready")
 
