@@ -61,7 +61,15 @@ ADDRESS = {"name": "Ada Lovelace", "line1": "1 Main St", "line2": None, "city": 
            "country": "DE"}
 ADA = Principal("ada", frozenset({"orders:read", "orders:write"}))
 BOB = Principal("bob", frozenset({"orders:read", "orders:write"}))
-CARRIER = Principal("dhl", frozenset({"shipments:write"}))
+
+
+def carrier_of(shipment: dict) -> Principal:
+    """The client of the carrier the shipment was given to (carriers reach only their own)."""
+    return Principal(f"carrier-{shipment['carrier'].lower()}", frozenset({"shipments:write"}),
+                     carrier=shipment["carrier"])
+
+
+OTHER_CARRIER = Principal("carrier-acme", frozenset({"shipments:write"}), carrier="ACME")
 UNUSED_DB = {"DATABASE_URL": "postgresql://unused/db"}
 
 
@@ -482,7 +490,7 @@ def test_cancel_cancels_a_created_shipment_but_not_a_shipped_one(depot):
         with db.transaction() as cur:
             delivery.on_order_created(cur, created_event(uuid.UUID(int=n)))
     shipped = next(s for s in repo.shipments.values() if s["order_id"] == uuid.UUID(int=2))
-    delivery.post_carrier_event(db, CARRIER, shipped["id"], {
+    delivery.post_carrier_event(db, carrier_of(shipped), shipped["id"], {
         "status": "SHIPPED", "occurred_at": None, "location": "Hub", "note": None}, None)
     for n in (1, 2):
         with db.transaction() as cur:
@@ -501,10 +509,12 @@ def test_carrier_events_follow_the_shipment_state_machine(depot):
         delivery.on_order_created(cur, created_event(uuid.UUID(int=1)))
     [shipment_id] = repo.shipments
 
-    def report(status):
-        return delivery.post_carrier_event(db, CARRIER, shipment_id, {
+    def report(status, who=None):
+        return delivery.post_carrier_event(db, who or carrier_of(repo.shipments[shipment_id]), shipment_id, {
             "status": status, "occurred_at": None, "location": None, "note": None}, "req-9")
 
+    with pytest.raises(NotFound):  # another carrier's shipment does not exist for it
+        report("SHIPPED", who=OTHER_CARRIER)
     assert report("SHIPPED")["status"] == "SHIPPED"
     assert report("SHIPPED")["status"] == "SHIPPED"  # a carrier retry changes nothing
     with pytest.raises(InvalidTransition):
@@ -513,7 +523,7 @@ def test_carrier_events_follow_the_shipment_state_machine(depot):
     with pytest.raises(InvalidTransition):
         report("FAILED")
     with pytest.raises(NotFound):
-        delivery.post_carrier_event(db, CARRIER, uuid.uuid4(), {
+        delivery.post_carrier_event(db, carrier_of(repo.shipments[shipment_id]), uuid.uuid4(), {
             "status": "SHIPPED", "occurred_at": None, "location": None, "note": None}, None)
     assert outbox.types() == ["delivery.shipment_created", "delivery.shipped", "delivery.delivered"]
     assert [e.correlation_id for e in outbox.of_type("delivery.shipped")] == ["req-9"]
