@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 import click  # noqa: E402
 
+from devstack.generated import sync  # noqa: E402
 from shared.config import SQS_EMULATOR_PORT  # noqa: E402
 from shared.messaging.sqs import MAX_WAIT_TIME_S  # noqa: E402
 from shared.messaging.topology import QueueSpec  # noqa: E402
@@ -481,16 +482,10 @@ def main(check: bool, targets: tuple[str, ...]) -> None:
     for target in targets or tuple(TARGETS):
         path, render = TARGETS[target]
         text = render()
-        current = path.read_text() if path.exists() else None
-        if current == text:
+        if path.exists() and path.read_text() == text:
             click.echo(f"{path.relative_to(REPO_ROOT)}: up to date")
-        elif check:
+        elif sync(path, text, check, REPO_ROOT):
             stale.append(path)
-            click.echo(f"{path.relative_to(REPO_ROOT)}: out of date", err=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            click.echo(f"{path.relative_to(REPO_ROOT)}: written")
     if stale:
         sys.exit(1)
 

@@ -50,6 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 import click  # noqa: E402
 
+from devstack.generated import sync  # noqa: E402
 from services.auth.settings import AuthSettings  # noqa: E402
 from services.delivery.settings import DeliverySettings  # noqa: E402
 from services.inventory.settings import InventorySettings  # noqa: E402
@@ -566,19 +567,8 @@ def files() -> dict[Path, str]:
 @click.option("--check", is_flag=True, help="Exit 1 if a file differs instead of writing it.")
 def main(check: bool) -> None:
     """Write (or check) infra/k8s/."""
-    stale = []
     expected = files()
-    for path, text in expected.items():
-        current = path.read_text() if path.exists() else None
-        if current == text:
-            continue
-        if check:
-            stale.append(path)
-            click.echo(f"{path.relative_to(REPO_ROOT)}: out of date", err=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            click.echo(f"{path.relative_to(REPO_ROOT)}: written")
+    stale = [path for path, text in expected.items() if sync(path, text, check, REPO_ROOT)]
     generated = {p for p in K8S_DIR.rglob("*.yaml") if "schemas" not in p.parts}
     for path in sorted(generated - set(expected)):
         if check:

@@ -10,6 +10,7 @@ Edit the table here, then run ``make elasticmq-conf``.
 
 from __future__ import annotations
 
+from shared.contracts import DELIVERY_EVENT_TYPES
 from shared.messaging import outbox
 from shared.messaging.envelope import Envelope
 from shared.messaging.topology import QueueSpec, Topology
@@ -48,15 +49,7 @@ TOPOLOGY = Topology(queues=(
         name="delivery-status.fifo",
         producer="delivery",
         consumers=("order",),
-        event_types=(
-            "delivery.shipment_created",
-            "delivery.shipped",
-            "delivery.in_transit",
-            "delivery.out_for_delivery",
-            "delivery.delivered",
-            "delivery.failed",
-            "delivery.shipment_cancelled",
-        ),
+        event_types=DELIVERY_EVENT_TYPES,  # declared once, with their data contract
     ),
     QueueSpec(
         # A standard queue: webhook retries are scheduled with per-message
