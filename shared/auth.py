@@ -28,6 +28,7 @@ import jwt
 from flask import current_app, g, request
 
 from shared.errors import Problem
+from shared.openapi import scope_requirement
 from shared.jwks import (
     JwksCache,
     KeysUnavailable,
@@ -175,8 +176,12 @@ def authenticate() -> Principal:
     return principal
 
 
-def _scope_guard(scopes: tuple[str, ...], satisfied, detail: str):
-    """Decorator factory: authenticate, then 403 unless ``satisfied(principal.scopes)``."""
+def _scope_guard(scopes: tuple[str, ...], satisfied, detail: str, mode: str):
+    """Decorator factory: authenticate, then 403 unless ``satisfied(principal.scopes)``.
+
+    The view is marked with its scopes (``mode`` "all" or "any"): its OpenAPI
+    operation requires them, and documents its 401, 403 and 503 (shared/openapi.py).
+    """
     for scope in scopes:
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope}")
@@ -192,7 +197,7 @@ def _scope_guard(scopes: tuple[str, ...], satisfied, detail: str):
                               headers={"WWW-Authenticate": challenge})
             return view(*args, **kwargs)
 
-        return wrapper
+        return scope_requirement(wrapper, mode, scopes)
 
     return decorator
 
@@ -201,10 +206,10 @@ def require_scopes(*required: str):
     """Decorator: the caller must hold every scope in ``required``."""
     return _scope_guard(
         required, lambda held: all(s in held for s in required),
-        lambda held: f"Missing scope: {' '.join(s for s in required if s not in held)}.")
+        lambda held: f"Missing scope: {' '.join(s for s in required if s not in held)}.", "all")
 
 
 def require_any_scope(*accepted: str):
     """Decorator: the caller must hold at least one scope in ``accepted``."""
     return _scope_guard(accepted, lambda held: bool(held.intersection(accepted)),
-                        lambda _held: f"Requires one of: {' '.join(accepted)}.")
+                        lambda _held: f"Requires one of: {' '.join(accepted)}.", "any")

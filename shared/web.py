@@ -8,15 +8,14 @@ import time
 import uuid
 from decimal import Decimal
 
-import flask_smorest
 import structlog
 from flask import Flask, Response, current_app, g, request
-from flask_smorest import Api
 from marshmallow import fields as ma_fields
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webargs.flaskparser import FlaskParser
 
-from shared.auth import token_settings_from
+from shared import openapi
+from shared.auth import SCOPES, token_settings_from
 from shared.errors import Problem, register_problem_handlers
 from shared.logging import get_logger
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -38,12 +37,8 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
 }
-# The Swagger UI page loads its script and styles from the CDN and runs one inline script.
+# The Swagger UI page: assets from this app (shared/openapi.py), one inline script.
 DOCS_PATH = "/docs"
-DOCS_CSP = ("default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "img-src 'self' data: https://cdn.jsdelivr.net; "
-            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
 HSTS = "max-age=31536000; includeSubDomains"
 # CORS for browser clients: only the origins in CORS_ALLOWED_ORIGINS, bearer tokens (no cookies).
 CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "Last-Event-ID"]
@@ -80,13 +75,14 @@ def _has_nul(node) -> bool:
     return False
 
 
-class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest Blueprint whose request bodies are parsed by :class:`BodyParser`."""
+class Blueprint(openapi.DocumentedBlueprint):
+    """flask-smorest Blueprint whose request bodies are parsed by :class:`BodyParser` and
+    whose operations document their problems and security (:mod:`shared.openapi`)."""
 
     ARGUMENTS_PARSER = BodyParser()
 
 
-class ProblemApi(Api):
+class ProblemApi(openapi.ProblemDocsApi):
     """flask-smorest Api whose errors are problem documents like the rest."""
 
     def _register_error_handlers(self):  # smorest would register its own JSON errors
@@ -141,18 +137,18 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        # The Swagger UI page loads its assets from a CDN in the reader's browser.
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         JSON_SORT_KEYS=False,
+        **openapi.docs_config(DOCS_PATH),
     )
     app.extensions["settings"] = settings
     breakers = app.extensions.setdefault("breakers", BreakerRegistry(settings.env))
     app.extensions["token_settings"] = token_settings_from(settings, breakers)
     _enable_cors(app, settings)
-    api = ProblemApi(app, spec_kwargs={"components": {"securitySchemes": {
-        "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
-        "security": [{"bearerAuth": []}]})
+    token_endpoint = openapi.token_url(settings)
+    api = ProblemApi(app, spec_kwargs={"components": {
+        "securitySchemes": openapi.security_schemes(SCOPES, token_endpoint)}})
+    openapi.serve_docs_assets(app)
+    docs_csp = openapi.docs_csp(token_endpoint)
     api.ma_plugin.converter.add_attribute_function(_decimal_as_string)
     service = settings.service
 
@@ -186,7 +182,7 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if request.path == DOCS_PATH:
-            response.headers["Content-Security-Policy"] = DOCS_CSP
+            response.headers["Content-Security-Policy"] = docs_csp
         # Browsers ignore HSTS received over plain HTTP (RFC 6797 8.1), so local runs are unaffected.
         response.headers.setdefault("Strict-Transport-Security", HSTS)
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"

@@ -30,6 +30,7 @@ from services.auth.schemas import (
 from services.auth.service import AccountLocked
 from shared.auth import CLOCK_SKEW_S, SCOPES
 from shared.errors import Problem, ProblemMap
+from shared.openapi import response_headers
 from shared.ratelimit import client_ip, rate_limit
 from shared.web import Blueprint, database
 
@@ -123,6 +124,7 @@ def revoke():
 @oauth.arguments(LogoutSchema, required=False)
 @oauth.response(204, description="The session's refresh tokens are revoked")
 @oauth.alt_response(401, description="No valid access token")
+@oauth.doc(security=[{"bearerAuth": []}])
 def logout(payload):
     """Log out the bearer's session (its refresh-token family), or every session with ``everywhere``.
 
@@ -138,7 +140,7 @@ def logout(payload):
 
 
 @well_known.route("/jwks.json", methods=["GET"])
-@well_known.response(200, JwksSchema)
+@well_known.response(200, JwksSchema, headers=response_headers("Cache-Control"))
 @well_known.doc(security=[])
 def jwks():
     """The public signing keys: the active one, one about to activate, and retiring ones."""

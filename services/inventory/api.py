@@ -47,6 +47,7 @@ from services.inventory.schemas import (
 )
 from shared.auth import authenticate, require_any_scope, require_scopes
 from shared.errors import ProblemMap
+from shared.openapi import response_headers
 from shared.pagination import decode_cursor, keyset_page
 from shared.web import Blueprint, database
 
@@ -92,7 +93,8 @@ class Products(MethodView):
         page, next_cursor = keyset_page(rows, limit)
         return {"items": page, "next_cursor": next_cursor}
 
-    @products_blp.response(201, ProductSchema, description="Created; Location points at it.")
+    @products_blp.response(201, ProductSchema, description="Created; Location points at it.",
+                           headers=response_headers("Location"))
     @products_blp.alt_response(409, description="A product with this sku exists")
     @require_scopes("admin")
     @products_blp.arguments(ProductCreateSchema)
@@ -158,7 +160,8 @@ class Availability(MethodView):
 class ReservationByOrder(MethodView):
     @reservations_blp.response(200, ReservationSchema,
                                description="Created (201) or the same request again (200)")
-    @reservations_blp.alt_response(201, description="Stock held")
+    @reservations_blp.alt_response(201, schema=ReservationSchema, description="Stock held",
+                                   headers=response_headers("Location"), success=True)
     @reservations_blp.alt_response(409, description="Insufficient stock (the short lines with "
                                                     "their available quantity), or this order "
                                                     "already holds different lines")

@@ -33,6 +33,7 @@ from services.notification.schemas import (
 from services.notification.stream import HubUnavailable, event_stream
 from shared.auth import authenticate, require_scopes
 from shared.errors import Problem, ProblemMap
+from shared.openapi import response_headers
 from shared.pagination import decode_cursor, keyset_page
 from shared.web import Blueprint, correlation_id, database
 
@@ -125,7 +126,8 @@ class History(MethodView):
 @webhooks_blp.route("")
 class Subscriptions(MethodView):
     @webhooks_blp.response(201, SubscriptionWithSecretSchema,
-                           description="Created; the secret is shown in this response only.")
+                           description="Created; the secret is shown in this response only.",
+                           headers=response_headers("Location"))
     @webhooks_blp.alt_response(409, description="Same delivery_url and topic already subscribed")
     @webhooks_blp.alt_response(422, description="Invalid fields, or a delivery_url not allowed")
     @require_scopes("webhooks:manage")

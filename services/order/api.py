@@ -33,6 +33,7 @@ from services.order.schemas import (
 )
 from shared.auth import authenticate, require_scopes
 from shared.errors import Problem, ProblemMap
+from shared.openapi import response_headers
 from shared.pagination import decode_cursor, keyset_page
 from shared.ratelimit import client_ip, rate_limit
 from shared.web import Blueprint, correlation_id, database
@@ -103,11 +104,13 @@ class Orders(MethodView):
                           "description": "Retries with the same key and body replay the first "
                                          "response (kept 24 h)."}])
     @blp.response(201, OrderSchema, description="Order placed; Location points at it. Prices, "
-                                                 "currency and total are the catalog's.")
+                                                 "currency and total are the catalog's.",
+                  headers=response_headers("Location", sometimes=("Idempotent-Replayed",)))
     @blp.alt_response(409, description="Insufficient stock (problem type insufficient-stock: "
                                        "`lines` lists each short sku with its available quantity; "
                                        "nothing was ordered), or the same Idempotency-Key is "
-                                       "still in progress")
+                                       "still in progress",
+                      headers=response_headers(sometimes=("Retry-After",)))
     @blp.alt_response(422, description="Invalid fields (a unit_price or currency is refused: "
                                        "prices come from the catalog), unknown skus, or "
                                        "Idempotency-Key reused with another body")

@@ -1,7 +1,10 @@
 """schemathesis against each service's own OpenAPI document (in process, real Postgres).
 
 For every operation, generated requests (valid and invalid) must never get a
-5xx, and every documented response must match its documented schema.
+5xx, and every response must be documented: its status, its media type
+(problems are ``application/problem+json``), its body's schema and the
+headers declared as always present. A drift between an API and its document
+fails here.
 Bounded: SCHEMATHESIS_MAX_EXAMPLES (default 12) examples per operation.
 """
 
@@ -13,13 +16,19 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from shared.auth import SCOPES
 from tests.support.tokens import TEST_SIGNER
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "12"))
-CHECKS = [not_a_server_error, response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_headers_conformance, response_schema_conformance]
 SERVICES = ("order", "delivery", "inventory", "notification", "auth")
 # Server-sent event streams never end by themselves; their own tests drive them
 # (tests/integration/test_notification_stream.py).
