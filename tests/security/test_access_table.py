@@ -63,6 +63,7 @@ PRODUCT = {"sku": "NEW-1", "name": "New", "price": "1.00", "currency": "EUR", "o
 COMMON = {
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/assets/<path:filename>"): PUBLIC,  # Swagger UI's files (shared/openapi.py)
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/health/live"): PUBLIC,
     ("GET", "/health/ready"): READY,
@@ -165,7 +166,7 @@ def world(apps, clean_db):
         notification_repo.insert_notification(cur, str(uuid.uuid4()), order_id, A, "order.created",
                                               {"order_id": order_id}, "2026-01-01T00:00:00Z")
     return {"order_id": order_id, "shipment_id": str(shipment_id), "sub_id": sub_id,
-            "delivery_id": str(delivery_id), "sku": "SKU-1"}
+            "delivery_id": str(delivery_id), "sku": "SKU-1", "filename": "swagger-ui.css"}
 
 
 def _path(rule: str, ids: dict) -> str:
