@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test test-fast lint bench-orders bench-pipeline bench-checkout bench-auth elasticmq-conf infra-check k8s \
-	config-docs fauxqs lock clean
+	config-docs openapi fauxqs lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ k8s: venv ## regenerate infra/k8s/ (kustomize base, overlays, rendered manifests
 
 config-docs: venv ## regenerate README.md's configuration tables from the settings classes
 	$(VPY) scripts/gen_config_docs.py
+
+openapi: venv ## write every service's OpenAPI document to docs/openapi/<service>.json
+	$(VPY) scripts/gen_openapi.py
 
 fauxqs: $(FAUXQS_PKG) ## install the fauxqs SQS emulator (needs node >= 20 and npm)
 
