@@ -88,6 +88,9 @@ def child_env(database_url: str, sqs_endpoint_url: str, region: str, queue_prefi
     })
     for name in services:
         env[service(name).url_variable] = service(name).local_url(HOST)
+    # Each API's docs page (/docs) logs in at the auth service's token endpoint: a cross-origin POST.
+    env.setdefault("CORS_ALLOWED_ORIGINS", ",".join(
+        service(name).local_url(host) for name in services for host in (HOST, "localhost")))
     return env
 
 

@@ -28,12 +28,12 @@ import jwt
 from flask import current_app, g, request
 
 from shared.errors import Problem
-from shared.openapi import scope_requirement
 from shared.jwks import (
     JwksCache,
     KeysUnavailable,
     jwks_url_from,
 )
+from shared.openapi import scope_requirement
 
 # inventory:reserve: service-to-service, held by the order service's own token (see
 # services/order/inventory.py); customers never get it, so they cannot hold stock directly.
