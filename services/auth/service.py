@@ -51,7 +51,8 @@ class AuthService:
         self.passwords = passwords
 
     def client(self, client_id: str) -> Client | None:
-        if not client_id or len(client_id) > 64:
+        # No stored id holds a NUL (PostgreSQL text cannot): such an id is unknown, not a 500.
+        if not client_id or len(client_id) > 64 or "\x00" in client_id:
             return None
         with self.db.transaction() as cur:
             row = repo.get_client(cur, client_id)
@@ -65,7 +66,8 @@ class AuthService:
     def login(self, username: str, password: str) -> User | None:
         """The account for these credentials, or None; raises AccountLocked while locked."""
         cfg = self.config
-        if not username or len(username) > 254 or len(password) > cfg.password_max_length:
+        if not username or len(username) > 254 or len(password) > cfg.password_max_length \
+                or "\x00" in username:
             return None
         with self.db.transaction() as cur:
             locked_s = repo.login_lock(cur, username)
