@@ -16,6 +16,7 @@ invalid variable raises :class:`ConfigError` naming the variable.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Literal
 
@@ -66,6 +67,10 @@ class Settings(EnvSettings):
     cors_allowed_origins: CommaList = var(
         "CORS_ALLOWED_ORIGINS", (), "comma-separated browser origins, e.g. `https://shop.example` "
                                     "(`*` refused in production)", shown_default="empty (no CORS)")
+    docs_token_url: str | None = var(
+        "DOCS_TOKEN_URL", None, "the token endpoint the OpenAPI document's OAuth2 scheme names, as "
+                                "a browser on the docs page reaches it",
+        shown_default="`AUTH_URL` + `/oauth/token`")
     rate_limit_storage_uri: str | None = var(
         "RATE_LIMIT_STORAGE_URI", None, "shared rate-limit storage, e.g. `redis://redis:6379/0`",
         shown_default="`memory://` (per process)")
@@ -79,6 +84,15 @@ class Settings(EnvSettings):
     def _postgres(cls, value: str) -> str:
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("docs_token_url")
+    @classmethod
+    def _token_url(cls, value: str | None) -> str | None:
+        # It ends up in the docs page's Content-Security-Policy: a URL and nothing else.
+        if value is not None and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?",
+                                                  value):
+            raise ValueError(f"not an http(s) URL: {value!r}")
         return value
 
     @field_validator("cors_allowed_origins")

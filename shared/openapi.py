@@ -258,9 +258,15 @@ class ProblemDocsApi(flask_smorest.Api):
 
 
 def token_url(settings) -> str:
-    """The auth service's token endpoint, as a browser on the docs page reaches it."""
+    """The auth service's token endpoint, as a browser on the docs page reaches it.
+
+    ``DOCS_TOKEN_URL`` when the services reach the auth service at an address
+    browsers cannot (an internal host name); else the ``AUTH_URL`` peer.
+    """
     from shared.services import service
 
+    if settings.docs_token_url:
+        return settings.docs_token_url
     base = settings.peers.get("auth") or service("auth").local_url()
     return base.rstrip("/") + "/oauth/token"
 

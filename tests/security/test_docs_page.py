@@ -92,3 +92,21 @@ def test_the_auth_service_lets_a_docs_page_ask_for_a_token(app_for):
     refused = client.post("/oauth/token", data={"grant_type": "client_credentials"},
                           headers={"Origin": DOCS_ORIGIN})
     assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == DOCS_ORIGIN
+
+
+def test_the_token_url_can_be_the_one_browsers_reach(app_for):
+    client = app_for("order", AUTH_URL="http://auth.internal:8005",
+                     DOCS_TOKEN_URL="https://login.example/oauth/token").test_client()
+    flows = client.get("/openapi.json").json["components"]["securitySchemes"]["oauth2"]["flows"]
+    assert flows["password"]["tokenUrl"] == "https://login.example/oauth/token"
+    policy = client.get("/docs").headers["Content-Security-Policy"]
+    assert "connect-src 'self' https://login.example;" in policy
+
+
+@pytest.mark.parametrize("value", ["login.example/oauth/token", "https://x.example; script-src *",
+                                   "javascript:alert(1)"])
+def test_a_token_url_that_is_not_a_url_is_refused_at_start(value):
+    from shared.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="DOCS_TOKEN_URL"):
+        load_settings("order", {"DATABASE_URL": "postgresql://unused/db", "DOCS_TOKEN_URL": value})
