@@ -44,7 +44,7 @@ REQUIRED_SETTINGS: dict[str, dict[str, str]] = {
 def document_settings(database_url: str) -> dict[str, str]:
     """The settings every document is built with (they override the environment)."""
     return {"APP_ENV": "development", "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
-            "AUTH_URL": service("auth").local_url(), "CORS_ALLOWED_ORIGINS": ""}
+            "AUTH_URL": service("auth").local_url(), "DOCS_TOKEN_URL": "", "CORS_ALLOWED_ORIGINS": ""}
 
 
 def document(name: str, database_url: str) -> str:
