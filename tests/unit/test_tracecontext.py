@@ -126,3 +126,25 @@ def test_a_consumer_handles_an_event_in_its_trace_and_onward_events_carry_it():
     # An event from before trace context starts a trace of its own in the consumer.
     assert handling[1]["trace_id"] not in (TRACE_ID, None)
     assert parse(seen[1].traceparent).trace_id == handling[1]["trace_id"]
+
+
+def test_a_call_to_a_peer_carries_the_current_span_as_its_traceparent():
+    import pybreaker
+
+    from shared.resilience import ResilientHttp
+
+    class Recorder:
+        def __init__(self):
+            self.headers = []
+
+        def request(self, method, url, **kwargs):
+            self.headers.append(kwargs.get("headers"))
+            return type("Response", (), {"status_code": 200, "text": ""})()
+
+    session = Recorder()
+    http = ResilientHttp("http://peer", pybreaker.CircuitBreaker(), session=session)
+    http.request("GET", "/x", headers={"X-Request-ID": "r-1"})
+    with tracecontext.continued(SPEC_EXAMPLE) as span:
+        http.request("GET", "/x", headers={"X-Request-ID": "r-1"})
+    assert session.headers[0] == {"X-Request-ID": "r-1"}  # outside a trace: nothing added
+    assert session.headers[1] == {"X-Request-ID": "r-1", "traceparent": span.traceparent}
