@@ -41,6 +41,12 @@ COPY infra/gunicorn.conf.py infra/healthcheck.py infra/compose_demo.py infra/
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 
+# An API's gunicorn processes share their Prometheus metrics through files in
+# $PROMETHEUS_MULTIPROC_DIR (default: a new directory under /tmp, which gunicorn
+# empties at start; infra/gunicorn.conf.py). With a read-only root filesystem
+# mount a tmpfs or emptyDir there (infra/k8s/ does). Workers bind their metrics
+# on $WORKER_METRICS_HOST (0.0.0.0 in compose and Kubernetes, to be scraped).
+
 # APIs answer /health/ready on $PORT, workers their metrics on
 # $WORKER_METRICS_PORT; one-shot commands have nothing to probe (infra/healthcheck.py).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test test-fast lint bench-orders bench-pipeline bench-checkout bench-auth elasticmq-conf infra-check k8s \
-	config-docs openapi fauxqs lock clean
+	config-docs openapi fauxqs promtool lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,7 @@ test: venv ## run the test suite (PYTEST_ARGS="-k foo -x" to narrow it)
 	@if command -v npm >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory fauxqs || echo "fauxqs could not be installed: its tests will be skipped"; \
 	fi
+	@$(MAKE) --no-print-directory promtool || echo "promtool could not be installed: its rule tests will be skipped"
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv ## the suite without the process-spawning tests (marked slow)
@@ -78,6 +79,14 @@ openapi: venv ## write every service's OpenAPI document to docs/openapi/<service
 	$(VPY) scripts/gen_openapi.py
 
 fauxqs: $(FAUXQS_PKG) ## install the fauxqs SQS emulator (needs node >= 20 and npm)
+
+# promtool checks infra/monitoring/ (tests/unit/test_monitoring.py); Debian ships it
+# in the prometheus package. Installed only as root with apt-get, else the test skips.
+promtool: ## install promtool (Debian package prometheus) when root on a Debian-like machine
+	@command -v promtool >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus >/dev/null; }
 
 $(FAUXQS_PKG):
 	npm install --no-audit --no-fund --prefix $(FAUXQS_DIR) fauxqs@$(FAUXQS_VERSION)

@@ -7,6 +7,8 @@ options win over this file).
 """
 
 import os
+import shutil
+import tempfile
 
 from shared.settings import ConfigError, EnvSettings, Int, var
 
@@ -31,6 +33,9 @@ class GunicornSettings(EnvSettings):
                                    "proxies whose X-Forwarded-* headers are trusted")
     control_socket: str | None = var("GUNICORN_CONTROL_SOCKET", None, "per-service path of gunicorn's "
                                      "runtime control socket", shown_default="off")
+    metrics_dir: str | None = var("PROMETHEUS_MULTIPROC_DIR", None, "directory where the API's "
+                                  "processes share their Prometheus metrics (emptied at start; one per "
+                                  "API, never shared)", shown_default="a new temporary directory")
 
 
 try:
@@ -81,3 +86,43 @@ if settings.control_socket:
     control_socket = settings.control_socket
 else:
     control_socket_disable = True
+
+# Prometheus multiprocess mode (shared/metrics_export.py): /metrics must count
+# the requests of every worker process, not of whichever one answers the
+# scrape. The directory must be in the environment before prometheus_client is
+# imported: workers are forked from this master, so ``on_starting`` (in the
+# master, before the first fork) sets it and only then imports
+# shared.metrics_export. Without one configured, a new temporary directory
+# serves this master and goes when it exits. Nothing happens at import time:
+# tools read GunicornSettings from this file without starting a server.
+_own_metrics_dir = []
+
+
+def on_starting(server):
+    """Choose and empty the metrics directory: files of an earlier run would be counted again."""
+    directory = settings.metrics_dir
+    if directory is None:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # an empty value would mean the working directory
+        try:
+            directory = tempfile.mkdtemp(prefix="prometheus-multiproc-")
+        except OSError as exc:  # no writable temporary directory: per-process figures, said loudly
+            server.log.warning("no directory for Prometheus multiprocess mode (%s): each process "
+                               "reports its own metrics", exc)
+            return
+        _own_metrics_dir.append(directory)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from shared import metrics_export
+
+    metrics_export.prepare_directory(directory)
+
+
+def child_exit(server, worker):
+    """A worker process exited: drop its live gauges (its counters stay in the totals)."""
+    from shared import metrics_export
+
+    metrics_export.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    for directory in _own_metrics_dir:
+        shutil.rmtree(directory, ignore_errors=True)

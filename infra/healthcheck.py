@@ -3,8 +3,9 @@
 - an API (``PORT`` set, as docker-compose and Kubernetes set it): its
   ``GET /health/ready`` answers 200 (shared/health.py);
 - a worker (``WORKER_METRICS_PORT`` set and not 0): its Prometheus endpoint
-  answers, which it serves only while the worker runs (shared/worker.py binds
-  it on 127.0.0.1, so the check runs inside the container);
+  answers, which it serves only while the worker runs, on 127.0.0.1 (the
+  default ``WORKER_METRICS_HOST``) or every interface (``0.0.0.0``, as compose
+  and Kubernetes set it to be scraped): either way the loopback answers;
 - anything else (the one-shot bootstrap and seed commands): healthy, there is
   nothing to probe.
 

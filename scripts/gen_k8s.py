@@ -67,9 +67,15 @@ IMAGE = "order-platform"
 IMAGE_TAG = "0.1.0"  # the project's version (pyproject.toml)
 # The image's numeric non-root user (Dockerfile).
 UID = 10001
-# Workers serve their Prometheus metrics on 127.0.0.1 only (shared/worker.py), so
-# their probes run inside the container instead of from the kubelet.
+# Workers serve their Prometheus metrics on every interface of the pod
+# (WORKER_METRICS_HOST) so Prometheus can scrape them; the probes run
+# infra/healthcheck.py inside the container against the same port.
 WORKER_METRICS_PORT = 9100
+WORKER_METRICS_HOST = "0.0.0.0"
+# An API's gunicorn processes share their metrics through files here
+# (shared/metrics_export.py): a memory-backed emptyDir, the root filesystem being read-only.
+METRICS_DIR = "/run/prometheus-multiproc"
+METRICS_DIR_SIZE = "32Mi"
 # The deployment's account and region: set them here and rerun `make k8s`.
 AWS_ACCOUNT_ID = "111122223333"
 AWS_REGION = "us-east-1"
@@ -145,9 +151,10 @@ def base_values() -> dict[str, dict[str, str]]:
         "platform": {"APP_ENV": "production", "AWS_REGION": AWS_REGION, "QUEUE_PREFIX": QUEUE_PREFIX,
                      "LOG_FORMAT": "json",
                      "LOG_LEVEL": "INFO", **peers},
-        "worker": {"WORKER_METRICS_PORT": str(WORKER_METRICS_PORT)},
+        "worker": {"WORKER_METRICS_PORT": str(WORKER_METRICS_PORT),
+                   "WORKER_METRICS_HOST": WORKER_METRICS_HOST},
         # Behind the cluster's load balancer or ingress: trust its X-Forwarded-* headers.
-        "api": {"FORWARDED_ALLOW_IPS": "*"},
+        "api": {"FORWARDED_ALLOW_IPS": "*", "PROMETHEUS_MULTIPROC_DIR": METRICS_DIR},
         "order": {"ORDER_CLIENT_ID": "order-service"},
         # Required in production; mail goes through SES with the notification role.
         "notification": {"NOTIFICATION_EMAIL_PROVIDER": "ses", "NOTIFICATION_EMAIL_FROM": EMAIL_FROM},
@@ -205,7 +212,8 @@ def uses_queues(name: str) -> bool:
     return any(q.producer == name or name in q.consumers for q in TOPOLOGY)
 
 
-def _pod(svc_account: str, container: dict[str, Any], grace_s: int) -> dict[str, Any]:
+def _pod(svc_account: str, container: dict[str, Any], grace_s: int,
+         volumes: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     return {
         "serviceAccountName": svc_account,
         # IRSA's web identity token comes with it: only for the pods that call AWS.
@@ -213,28 +221,38 @@ def _pod(svc_account: str, container: dict[str, Any], grace_s: int) -> dict[str,
         "terminationGracePeriodSeconds": grace_s,
         "securityContext": _pod_security(),
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}, *volumes],
     }
 
 
 def _container(name: str, command: list[str], env: list[dict[str, Any]], env_from, resources,
-               **extra: Any) -> dict[str, Any]:
+               mounts: tuple[dict[str, Any], ...] = (), **extra: Any) -> dict[str, Any]:
     return {"name": name, "image": f"{IMAGE}:{IMAGE_TAG}", "imagePullPolicy": "IfNotPresent",
             "command": command, "env": env, "envFrom": env_from, **extra,
             "resources": resources, "securityContext": _container_security(),
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts]}
 
 
-def _deployment(name: str, component: str, svc: Service, pod: dict[str, Any]) -> dict[str, Any]:
+def _scrape_annotations(port: int) -> dict[str, str]:
+    # The annotations the common Prometheus Kubernetes pod discovery reads.
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics"}
+
+
+def _deployment(name: str, component: str, svc: Service, pod: dict[str, Any],
+                annotations: dict[str, str] | None = None) -> dict[str, Any]:
     # No replicas: the HPA (APIs) or KEDA (workers) owns the count, and a re-apply
     # must not reset it.
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": component,
               "app.kubernetes.io/instance": svc.name}
+    template_meta: dict[str, Any] = {"labels": labels}
+    if annotations:
+        template_meta["annotations"] = annotations
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, **labels),
             "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": name}},
                      "strategy": {"type": "RollingUpdate",
                                   "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                     "template": {"metadata": {"labels": labels}, "spec": pod}}}
+                     "template": {"metadata": template_meta, "spec": pod}}}
 
 
 def _pdb(name: str, **budget: Any) -> dict[str, Any]:
@@ -250,12 +268,15 @@ def api_objects(svc: Service) -> list[dict[str, Any]]:
         "api", ["gunicorn", "-c", "infra/gunicorn.conf.py", *svc.gunicorn_args, svc.app],
         [*_database_env(), {"name": "PORT", "value": str(svc.port)}], _env_from(svc, "api"),
         {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        mounts=({"name": "metrics", "mountPath": METRICS_DIR},),
         ports=[{"name": "http", "containerPort": svc.port, "protocol": "TCP"}],
         readinessProbe={"httpGet": {"path": "/health/ready", "port": "http"}, "periodSeconds": 5,
                         "timeoutSeconds": 3, "failureThreshold": 3},
         livenessProbe=probe,
         startupProbe={**probe, "periodSeconds": 2, "failureThreshold": 30})
-    deployment = _deployment(name, "api", svc, _pod(svc.name, container, 15))
+    metrics_volume = {"name": "metrics", "emptyDir": {"medium": "Memory", "sizeLimit": METRICS_DIR_SIZE}}
+    deployment = _deployment(name, "api", svc, _pod(svc.name, container, 15, (metrics_volume,)),
+                             _scrape_annotations(svc.port))
     service = {"apiVersion": "v1", "kind": "Service", "metadata": meta(name),
                "spec": {"selector": {"app.kubernetes.io/name": name},
                         "ports": [{"name": "http", "port": svc.port, "targetPort": "http"}]}}
@@ -296,10 +317,12 @@ def worker_objects(svc: Service) -> list[dict[str, Any]]:
     container = _container(
         "worker", ["python", "-m", svc.worker], _database_env(), _env_from(svc, "worker"),
         {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "500m", "memory": "384Mi"}},
+        ports=[{"name": "metrics", "containerPort": WORKER_METRICS_PORT, "protocol": "TCP"}],
         readinessProbe=probe, livenessProbe=probe,
         startupProbe={**probe, "periodSeconds": 2, "failureThreshold": 30})
     # A long poll ends within 20 s, then in-flight handlers get WORKER_SHUTDOWN_TIMEOUT_S.
-    deployment = _deployment(name, "worker", svc, _pod(svc.name, container, 45))
+    deployment = _deployment(name, "worker", svc, _pod(svc.name, container, 45),
+                             _scrape_annotations(WORKER_METRICS_PORT))
     scaled = {
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": meta(name),
         "spec": {

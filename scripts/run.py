@@ -22,6 +22,7 @@ for _sig in (signal.SIGINT, signal.SIGTERM):
 
 import logging  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -220,10 +221,14 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
             env.update(service_client_env(data_dir / DEMO_CREDENTIALS))
         for name in services:
             svc = service(name)
+            # Its gunicorn processes share their metrics here: a fresh directory per API and run.
+            metrics_dir = data_dir / "prometheus" / f"{name}-api"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
             supervisor.start(f"{name}-api", [
                 sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
                 "--bind", f"{HOST}:{svc.port}", *svc.gunicorn_args, svc.app,
-            ], env)
+            ], {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
             if svc.worker is not None:
                 supervisor.start(f"{name}-worker", [sys.executable, "-m", svc.worker], env)
 

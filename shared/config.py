@@ -151,7 +151,12 @@ class WorkerSettings(EnvSettings):
     shutdown_timeout_s: Float = var("WORKER_SHUTDOWN_TIMEOUT_S", 25.0, "drain deadline after SIGTERM",
                                     ge=0.0)
     metrics_port: Int = var("WORKER_METRICS_PORT", 0, "serve the worker's Prometheus metrics on "
-                                                      "127.0.0.1:port (0: off)", ge=0, le=65535)
+                                                      "`WORKER_METRICS_HOST`:port (0: off)", ge=0, le=65535)
+    metrics_host: str = var("WORKER_METRICS_HOST", "127.0.0.1", "address the worker's metrics "
+                            "endpoint binds (`0.0.0.0` in a container, so Prometheus can scrape it)")
+    queue_metrics_interval_s: Float = var("WORKER_QUEUE_METRICS_INTERVAL_S", 30.0,
+                                          "how often the worker exports its queues' depth and its "
+                                          "outbox's pending rows (0: off)", ge=0.0)
     # shared.messaging.retention explains the floor: two SQS retention periods and a day.
     retention_days: Int = var("MESSAGING_RETENTION_DAYS", DEFAULT_RETENTION_DAYS,
                               "days published outbox rows and inbox rows are kept "

@@ -29,6 +29,7 @@ import pybreaker
 import requests
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from shared import tracecontext
 from shared.config import BreakerOverride, BreakerThresholds
 from shared.logging import get_logger
 from shared.metrics import BREAKER_STATE
@@ -228,6 +229,10 @@ class ResilientHttp:
         Other statuses (including 4xx) are returned for the caller to interpret.
         """
         kwargs.setdefault("timeout", self.timeout_s)
+        traceparent = tracecontext.current_traceparent()
+        if traceparent:  # the peer continues our trace (W3C Trace Context)
+            kwargs["headers"] = {tracecontext.TRACEPARENT_HEADER: traceparent,
+                                 **(kwargs.get("headers") or {})}
 
         def once() -> requests.Response:
             response = self.session.request(method, f"{self.base_url}{path}", **kwargs)

@@ -11,14 +11,14 @@ from decimal import Decimal
 import structlog
 from flask import Flask, Response, current_app, g, request
 from marshmallow import fields as ma_fields
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webargs.flaskparser import FlaskParser
 
-from shared import openapi
+from shared import openapi, tracecontext
 from shared.auth import SCOPES, token_settings_from
 from shared.errors import Problem, register_problem_handlers
 from shared.logging import get_logger
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from shared.metrics_export import render as render_metrics
 from shared.resilience import BreakerRegistry
 
 log = get_logger(__name__)
@@ -160,6 +160,8 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
             else str(uuid.uuid4())
         g.request_id = request_id
         structlog.contextvars.bind_contextvars(correlation_id=request_id)
+        # The caller's trace continued (or a new one): in the logs and in every event written.
+        g.trace, g.trace_entered = tracecontext.begin(request.headers.get(tracecontext.TRACEPARENT_HEADER))
         if any("\x00" in value for value in request.args.values()):
             raise Problem(400, "Bad Request", "Query parameters must not contain NUL characters.",
                           "bad-request")
@@ -196,11 +198,16 @@ def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, Probl
 
     @app.teardown_request
     def _unbind(_exc):
+        entered = g.pop("trace_entered", None)
+        if entered is not None:
+            tracecontext.end(entered)
         structlog.contextvars.unbind_contextvars("correlation_id")
 
     @app.get("/metrics")
     def metrics():
-        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+        # Every gunicorn process' figures when PROMETHEUS_MULTIPROC_DIR is set (shared.metrics_export).
+        body, content_type = render_metrics()
+        return Response(body, content_type=content_type)
 
     return app, api
 

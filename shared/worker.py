@@ -18,8 +18,12 @@ Supervision: a consumer restarts its own crashed pollers
 signal (it gave up with ``ConsumerFailed``, or ended for any other reason), or
 a plan task that raises, stops the worker as SIGTERM would and it exits 1, so
 the process supervisor restarts it rather than leaving a queue unconsumed.
-Health: the ``consumer_alive{consumer}`` gauge (1 while every poller runs) and
-``consumer_restarts_total{consumer}`` on the ``WORKER_METRICS_PORT`` endpoint.
+Health: the ``consumer_alive{consumer}`` gauge (1 while every poller runs),
+``consumer_restarts_total{consumer}`` and
+``consumer_last_receive_timestamp_seconds{consumer, queue}`` on the
+``WORKER_METRICS_HOST:WORKER_METRICS_PORT`` endpoint; every
+``WORKER_QUEUE_METRICS_INTERVAL_S`` the depth of the queues it consumes, their
+DLQs and its outbox backlog (:mod:`shared.worker_gauges`).
 
 Consumers and the relay route by :data:`shared.queues.TOPOLOGY` and get
 :func:`default_middleware`: the Prometheus metrics of :mod:`shared.metrics`
@@ -36,8 +40,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from prometheus_client import start_http_server
-
 from shared import metrics
 from shared.config import Settings, WorkerSettings
 from shared.db import database_for
@@ -48,7 +50,9 @@ from shared.messaging.relay import OutboxRelay, RetryPolicy
 from shared.messaging.retention import RetentionSettings, retention_task
 from shared.messaging.sqs import async_client, sync_client
 from shared.messaging.topology import QueueSpec
+from shared.metrics_export import serve_worker_metrics
 from shared.queues import TOPOLOGY
+from shared.worker_gauges import WorkerGauges, worker_gauges_task
 
 log = get_logger(__name__)
 
@@ -71,7 +75,8 @@ def default_middleware() -> list[Middleware]:
         PrometheusMiddleware(handled=metrics.MESSAGES_HANDLED, retries=metrics.MESSAGE_RETRIES,
                              dlq_moves=metrics.DLQ_MOVES, published=metrics.OUTBOX_PUBLISHED,
                              send_failures=metrics.OUTBOX_SEND_FAILURES, lag=metrics.OUTBOX_LAG,
-                             alive=metrics.CONSUMER_ALIVE, restarts=metrics.CONSUMER_RESTARTS),
+                             alive=metrics.CONSUMER_ALIVE, restarts=metrics.CONSUMER_RESTARTS,
+                             received=metrics.MESSAGES_RECEIVED, duration=metrics.MESSAGE_DURATION),
         LoggingMiddleware(),
     ]
 
@@ -103,7 +108,7 @@ def run_worker(settings: Settings, db, plan: WorkerPlan) -> int:
     """Run ``plan`` until SIGTERM/SIGINT; return the exit code (0 on a clean drain)."""
     worker = WorkerSettings.from_env(settings.env, app_env=settings.app_env)
     if worker.metrics_port:
-        start_http_server(worker.metrics_port, addr="127.0.0.1")
+        serve_worker_metrics(worker.metrics_port, worker.metrics_host)
     return asyncio.run(_main(settings, worker, db, plan))
 
 
@@ -141,8 +146,15 @@ async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan
                  settings.queue_prefix, config, executor, middleware)
         for spec, handlers in plan.consumers.items()
     ]
+    for consumer in consumers:  # read at scrape time: the broker's last answer to this consumer
+        metrics.CONSUMER_LAST_RECEIVE.labels(consumer.name, consumer.spec.name).set_function(
+            lambda c=consumer: c.receiver.last_answered_at or 0)
     consumer_tasks = {asyncio.create_task(c.run(stop)): c.name for c in consumers}
     tasks = [*consumer_tasks, *(asyncio.create_task(job(stop)) for job in plan.tasks)]
+    if worker.queue_metrics_interval_s > 0:
+        gauges = WorkerGauges(db, sync_client(settings.sqs_endpoint_url, settings.aws_region),
+                              settings.service, settings.queue_prefix, plan.consumers)
+        tasks.append(asyncio.create_task(worker_gauges_task(gauges, worker.queue_metrics_interval_s)(stop)))
     # Every service's inbox and outbox, whatever its plan (shared.messaging.retention).
     tasks.append(asyncio.create_task(retention_task(db, retention)(stop)))
     log.info("worker_started", consumers=[c.name for c in consumers], relay=relay_enabled)

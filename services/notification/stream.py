@@ -37,7 +37,8 @@ from shared.notify import run_on_notify
 
 log = get_logger(__name__)
 
-SSE_CLIENTS = Gauge("sse_clients", "Connected server-sent-event clients (this process)")
+# livesum: under gunicorn every process holds its own streams; /metrics adds them up.
+SSE_CLIENTS = Gauge("sse_clients", "Connected server-sent-event clients", multiprocess_mode="livesum")
 REPLAY_PAGE = 500
 FETCH_PAGE = 1000
 HUB_READY_TIMEOUT_S = 10.0

@@ -48,6 +48,7 @@ from typing import Any
 import structlog
 from marshmallow import ValidationError
 
+from shared import tracecontext
 from shared.backoff import backoff_delay
 from shared.messaging import inbox
 from shared.messaging.batch import Batch, State
@@ -264,7 +265,8 @@ class Consumer:
             return self._decided(message, self._dead(message, INVALID_ENVELOPE, error))
         with structlog.contextvars.bound_contextvars(
                 event_id=event.event_id, event_type=event.event_type,
-                correlation_id=event.correlation_id, consumer=self.name):
+                correlation_id=event.correlation_id, consumer=self.name), \
+                tracecontext.continued(event.traceparent):
             try:
                 outcome = self._handle(message, event)
             except Exception as exc:  # outside the handler's own try: treat as transient

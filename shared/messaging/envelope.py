@@ -1,4 +1,12 @@
-"""The message envelope (see docs/architecture.md), identical for every event."""
+"""The message envelope (see docs/architecture.md), identical for every event.
+
+``traceparent`` (W3C Trace Context) is the one optional field: an envelope
+without it is valid as before, and :meth:`Envelope.to_json` leaves it out
+when there is none, so such a body is what it always was. A new envelope
+takes the current span's value (:func:`shared.tracecontext.current_traceparent`:
+the HTTP request's, or the consumed event's); a value that is not a valid
+``traceparent`` is dropped on reading, never a reason to refuse the event.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
+
+from shared.tracecontext import current_traceparent, parse
 
 
 class EnvelopeSchema(Schema):
@@ -24,6 +34,8 @@ class EnvelopeSchema(Schema):
     causation_id = fields.UUID(required=True, allow_none=True)
     aggregate_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
     data = fields.Dict(required=True)
+    # Optional, checked by from_json (an invalid one is dropped, not refused).
+    traceparent = fields.Raw(load_default=None, allow_none=True)
 
 
 class InvalidEnvelope(ValueError):
@@ -46,10 +58,14 @@ class Envelope:
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds").replace(
             "+00:00", "Z")
     )
+    traceparent: str | None = field(default_factory=current_traceparent)
 
     def to_json(self) -> str:
-        """Serialize as the SQS message body."""
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True, default=str)
+        """Serialize as the SQS message body (without ``traceparent`` when there is none)."""
+        body = asdict(self)
+        if body["traceparent"] is None:
+            del body["traceparent"]
+        return json.dumps(body, separators=(",", ":"), sort_keys=True, default=str)
 
     @classmethod
     def from_json(cls, body: str) -> Envelope:
@@ -79,6 +95,7 @@ class Envelope:
             causation_id=str(raw["causation_id"]) if raw["causation_id"] else None,
             aggregate_id=raw["aggregate_id"],
             data=raw["data"],
+            traceparent=_valid_traceparent(raw.get("traceparent")),
         )
 
     def caused(self, event_type: str, aggregate_id: str, data: dict[str, Any],
@@ -87,6 +104,11 @@ class Envelope:
         return Envelope(event_type=event_type, aggregate_id=aggregate_id, data=data,
                         producer=producer, correlation_id=self.correlation_id,
                         causation_id=self.event_id)
+
+
+def _valid_traceparent(value: object) -> str | None:
+    context = parse(value)
+    return context.traceparent if context is not None else None
 
 
 @functools.cache

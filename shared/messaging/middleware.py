@@ -32,6 +32,8 @@ Two stock middlewares: :class:`LoggingMiddleware` (structlog events) and
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,6 +42,9 @@ import structlog
 from shared.messaging.outcomes import DeadLetter, Duplicate, Handled, Outcome, Retry
 
 log = structlog.get_logger(__name__)
+
+# The metrics' event_type label of a message whose body did not parse.
+UNKNOWN_EVENT_TYPE_LABEL = "unknown"
 
 
 class Middleware:
@@ -120,35 +125,55 @@ class LoggingMiddleware(Middleware):
 class PrometheusMiddleware(Middleware):
     """Outcomes and relay results as Prometheus metrics (any of them may be None).
 
-    ``handled`` (consumer, event_type, outcome) counts ``done`` and ``duplicate``;
-    ``retries`` (consumer, event_type); ``dlq_moves`` (consumer, reason) counts
-    messages really moved; ``published`` / ``send_failures`` (service, queue);
-    ``lag`` (service) is a gauge; ``alive`` (consumer) a gauge, 1 while every
-    poller runs; ``restarts`` (consumer) counts poller restarts.
+    ``received`` (consumer, queue, event_type) counts every outcome;
+    ``handled`` (consumer, queue, event_type, outcome) counts ``done`` and
+    ``duplicate``; ``retries`` (consumer, queue, event_type); ``dlq_moves``
+    (consumer, queue, event_type, reason) counts messages really moved;
+    ``duration`` (consumer, queue, event_type, outcome) is a histogram from
+    ``before_handle`` to the outcome; ``published`` / ``send_failures``
+    (service, queue); ``lag`` (service) is a gauge; ``alive`` (consumer) a
+    gauge, 1 while every poller runs; ``restarts`` (consumer) counts poller
+    restarts. ``event_type`` is ``unknown`` when the body was no envelope.
     """
 
     def __init__(self, *, handled=None, retries=None, dlq_moves=None, published=None,
-                 send_failures=None, lag=None, alive=None, restarts=None):
+                 send_failures=None, lag=None, alive=None, restarts=None, received=None,
+                 duration=None):
         self.alive = alive
         self.restarts = restarts
+        self.received = received
         self.handled = handled
         self.retries = retries
         self.dlq_moves = dlq_moves
+        self.duration = duration
         self.published = published
         self.send_failures = send_failures
         self.lag = lag
+        # before_handle and after_handle of one message run in the same handler thread.
+        self._started = threading.local()
+
+    def before_handle(self, consumer, message) -> None:
+        self._started.at = time.perf_counter()
 
     def after_handle(self, consumer, message, outcome) -> None:
+        queue, event_type = consumer.spec.name, _event_type(outcome)
+        if self.received is not None:
+            self.received.labels(consumer.name, queue, event_type).inc()
         if self.handled is not None and isinstance(outcome, Handled | Duplicate):
-            self.handled.labels(consumer.name, outcome.event.event_type, outcome.kind).inc()
+            self.handled.labels(consumer.name, queue, event_type, outcome.kind).inc()
+        started = getattr(self._started, "at", None)
+        if self.duration is not None and started is not None:
+            self.duration.labels(consumer.name, queue, event_type, outcome.kind).observe(
+                time.perf_counter() - started)
 
     def on_retry(self, consumer, message, outcome) -> None:
         if self.retries is not None:
-            self.retries.labels(consumer.name, outcome.event.event_type).inc()
+            self.retries.labels(consumer.name, consumer.spec.name, _event_type(outcome)).inc()
 
     def after_dead_letter(self, consumer, message, outcome) -> None:
         if self.dlq_moves is not None:
-            self.dlq_moves.labels(consumer.name, outcome.reason).inc()
+            self.dlq_moves.labels(consumer.name, consumer.spec.name, _event_type(outcome),
+                                  outcome.reason).inc()
 
     def on_consumer_alive(self, consumer, alive) -> None:
         if self.alive is not None:
@@ -169,3 +194,8 @@ class PrometheusMiddleware(Middleware):
     def on_outbox_lag(self, relay, lag_s) -> None:
         if self.lag is not None:
             self.lag.labels(relay.service).set(lag_s)
+
+
+def _event_type(outcome: Outcome) -> str:
+    # A body that was no envelope has no event (and so no type) to label it with.
+    return outcome.event.event_type if outcome.event is not None else UNKNOWN_EVENT_TYPE_LABEL

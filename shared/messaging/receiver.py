@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 
@@ -41,6 +42,7 @@ class Receiver:
         self.wait_time_s = wait_time_s
         self.error_pause_s = error_pause_s
         self.clean_needed = 0  # > 0 while isolating
+        self.last_answered_at: float | None = None  # Unix time; the worker exports it
 
     @property
     def isolating(self) -> bool:
@@ -69,6 +71,7 @@ class Receiver:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.error_pause_s)
             return []
+        self.last_answered_at = time.time()
         if not isinstance(response, dict):
             self._isolate("unreadable_response")
             return []

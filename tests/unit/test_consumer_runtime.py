@@ -22,6 +22,7 @@ from shared.messaging.consumer import Consumer, ConsumerConfig, ConsumerFailed
 from shared.messaging.envelope import Envelope, InvalidEnvelope
 from shared.messaging.middleware import Middleware, PrometheusMiddleware
 from shared.messaging.outcomes import DeadLetter
+from shared.messaging.receiver import Receiver
 from shared.messaging.topology import QueueSpec
 from tests.unit.test_messaging_library import FakeCounter, FakeDb, event, message
 
@@ -286,8 +287,10 @@ def test_finished_messages_are_deleted_while_slower_groups_run():
 class DeadConsumer:
     """Stands in for :class:`Consumer` in the worker: its task dies at once."""
 
-    def __init__(self, name, *args, **kwargs):
+    def __init__(self, name, spec, *args, **kwargs):
         self.name = name
+        self.spec = spec
+        self.receiver = Receiver(name, 10, 0, 0.0)  # the worker exports its last answer
 
     async def run(self, stop):
         raise ConsumerFailed(f"{self.name}: gave up")

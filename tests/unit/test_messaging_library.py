@@ -230,10 +230,11 @@ def test_outcomes_are_typed_and_carry_what_the_consumer_acts_on():
 
 
 class FakeCounter:
-    """A Prometheus metric stand-in: ``labels(...).inc(n)`` / ``.set(v)`` recorded."""
+    """A Prometheus metric stand-in: ``labels(...).inc(n)`` / ``.set(v)`` / ``.observe(v)`` recorded."""
 
     def __init__(self):
         self.values: dict[tuple, float] = {}
+        self.observed: dict[tuple, list[float]] = {}
 
     def labels(self, *labels):
         counter = self
@@ -245,23 +246,35 @@ class FakeCounter:
             def set(self, value: float) -> None:
                 counter.values[labels] = value
 
+            def observe(self, value: float) -> None:
+                counter.observed.setdefault(labels, []).append(value)
+
         return Child()
 
 
 def test_outcomes_map_to_metrics():
     metrics = {name: FakeCounter() for name in
-               ("handled", "retries", "dlq_moves", "published", "send_failures", "lag")}
+               ("handled", "retries", "dlq_moves", "published", "send_failures", "lag", "received",
+                "duration")}
     recording = Recording()
     db = FakeDb()
     ok = event()
     run_batch([message(ok)], [PrometheusMiddleware(**metrics), recording], db)
     run_batch([message(ok), message(event(fail="transient")), message(event(fail="permanent")),
                message(None, body="[]")], [PrometheusMiddleware(**metrics), recording], db)
-    name = "billing:orders.fifo"
-    assert metrics["handled"].values == {(name, "shop.ordered", "done"): 1,
-                                         (name, "shop.ordered", "duplicate"): 1}
-    assert metrics["retries"].values == {(name, "shop.ordered"): 1}
-    assert metrics["dlq_moves"].values == {(name, "permanent_error"): 1, (name, "invalid_envelope"): 1}
+    name, queue = "billing:orders.fifo", "orders.fifo"
+    assert metrics["handled"].values == {(name, queue, "shop.ordered", "done"): 1,
+                                         (name, queue, "shop.ordered", "duplicate"): 1}
+    assert metrics["retries"].values == {(name, queue, "shop.ordered"): 1}
+    assert metrics["dlq_moves"].values == {(name, queue, "shop.ordered", "permanent_error"): 1,
+                                           (name, queue, "unknown", "invalid_envelope"): 1}
+    # Every message taken up is received once, whatever became of it.
+    assert metrics["received"].values == {(name, queue, "shop.ordered"): 4, (name, queue, "unknown"): 1}
+    assert {labels: len(times) for labels, times in metrics["duration"].observed.items()} == {
+        (name, queue, "shop.ordered", "done"): 1, (name, queue, "shop.ordered", "duplicate"): 1,
+        (name, queue, "shop.ordered", "retry"): 1, (name, queue, "shop.ordered", "dlq"): 1,
+        (name, queue, "unknown", "dlq"): 1}
+    assert all(0 <= t < 5 for times in metrics["duration"].observed.values() for t in times)
     # The metrics agree with the outcomes the recording middleware saw.
     kinds = [kind for hook, kind in recording.calls if hook == "after_handle"]
     assert sorted(kinds) == ["dlq", "dlq", "done", "duplicate", "retry"]
