@@ -64,6 +64,8 @@ def registered_metrics() -> dict[str, set[str]]:
         if svc.worker:
             importlib.import_module(svc.worker)
     out: dict[str, set[str]] = {}
+    # The registry's collector table is the one place that also lists metrics with no
+    # sample yet (labelled, never used); prometheus_client is pinned in the lock.
     for collector, names in list(REGISTRY._collector_to_names.items()):
         labels = set(getattr(collector, "_labelnames", ()))
         kind = getattr(collector, "_type", None)
