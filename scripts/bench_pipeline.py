@@ -59,6 +59,7 @@ from bench_orders import order_body, seed_bench_catalog, start_inventory_api
 
 from devstack import bench
 from devstack.bench import HOST, LoadResult, RssSampler, Stack, Verdicts, percentile, table
+from devstack.bench_profile import Profiler, summarize
 from devstack.tokens import mint_dev_token
 
 # Targets from the issue.
@@ -363,6 +364,10 @@ def wait_for_log(stack: Stack, child: bench.Child, marker: str, count: int,
 @click.option("--quiet-timeout", default=60.0, show_default=True, type=click.FloatRange(0, 600),
               help="Wait up to this long for other processes to leave the CPU alone (0: don't).")
 @click.option("--keep-data", is_flag=True, help="Keep the embedded Postgres data directory.")
+@click.option("--profile", "profile_s", default=0.0, show_default=True,
+              type=click.FloatRange(0, 120),
+              help="Seconds of py-spy sampling of every service process once placement starts "
+                   "(0: none); summaries are printed, raw stacks kept in the run's profile/.")
 def main(**options):
     """End-to-end pipeline throughput, latency, loss and memory against fauxqs."""
     bench.install_sigterm_handler()
@@ -376,7 +381,8 @@ def main(**options):
 
 def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_messages: int,
         wait_time: int, db_pool_max: int, outbox_poll_interval: float, workers: int,
-        threads: int, drain_timeout: float, quiet_timeout: float, keep_data: bool) -> int:
+        threads: int, drain_timeout: float, quiet_timeout: float, keep_data: bool,
+        profile_s: float = 0.0) -> int:
     """Start the stack, place orders, wait for the pipeline, report; return the exit code."""
     from shared.bootstrap import bootstrap
     from shared.messaging.sqs import sync_client
@@ -458,6 +464,14 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
         started = time.monotonic()
         mark = sampler.mark()
         thread.start()
+        profiler = Profiler(stack.run_dir / "profile", say=say)
+        if profile_s > 0:
+            for name, child, with_children in (
+                    ("order API", api, True), ("order worker", order_worker, False),
+                    ("delivery worker", delivery_worker, False),
+                    ("inventory API", inventory_api, True)):
+                if child is not None:
+                    profiler.start(name, child.proc.pid, profile_s, subprocesses=with_children)
         done, finished = wait_for_pipeline(
             stack, database_url, done_before, placed_event,
             lambda: placed["r"].ok if "r" in placed else 0, drain_timeout)
@@ -466,12 +480,15 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
         wall = time.monotonic() - started
         foreign = sampler.foreign_since(mark)
         sampler.stop()
+        profiles = profiler.finish()
         died = stack.check_alive()
         say(f"pipeline {'drained' if finished else 'NOT drained'} after {wall:.1f}s; analysing")
         analysis = analyse(database_url, placement.ok_ids, sync_client(sqs_url, bench.REGION),
                            prefix)
         log_dir = stack.run_dir / "logs"
 
+    for name, raw in profiles.items():
+        print(summarize(raw).render(f"py-spy, {name}") + "\n")
     return report(placement, analysis, sampler, died, finished, log_dir, foreign,
                   dict(orders=orders, rate=rate, place=place, clients=clients, pollers=pollers,
                        max_messages=max_messages, wait_time=wait_time, db_pool_max=db_pool_max,
