@@ -63,6 +63,9 @@ bench-auth: venv ## token issuance rate and token verification overhead (BENCH_A
 bench-consumer: venv fauxqs ## consumer runtime vs raw boto3 loops, sqs-workers, kombu (BENCH_ARGS=--quick ...)
 	$(VPY) scripts/bench_consumer.py $(BENCH_ARGS)
 
+bench-scaleout: venv fauxqs ## one backlog drained by 1, 2, 4 delivery and 1, 2 order workers (BENCH_ARGS=--quick ...)
+	$(VPY) scripts/bench_scaleout.py $(BENCH_ARGS)
+
 elasticmq-conf: venv ## regenerate elasticmq.conf, infra/sqs-queues.cfn.yaml and infra/k8s/ from the topology
 	$(VPY) scripts/gen_elasticmq_conf.py
 	$(VPY) scripts/gen_k8s.py

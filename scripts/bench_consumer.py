@@ -42,6 +42,7 @@ from bench_consumer_worker import EVENT_TYPE, SCHEMA, kombu_connection
 
 from devstack import bench
 from devstack.bench import RssSampler, Stack, Verdicts, table
+from devstack.bench_profile import Profiler, summarize
 
 VARIANTS = ("raw", "ours", "raw-batch", "ours-batch", "sqs-workers", "kombu")
 REFERENCES = {"sqs-workers": "sqs_workers", "kombu": "kombu.transport.SQS"}
@@ -72,6 +73,7 @@ class Result:
     wall_s: float = 0.0
     cpu_ms: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
+    profile: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -167,7 +169,8 @@ def steady_rate(timeline: list[tuple[float, int]], total: int) -> float:
 
 
 def run_one(stack: Stack, database_url: str, sqs_url: str, variant: str, processes: int,
-            messages: int, groups: int, pollers: int, timeout_s: float, env: dict) -> Result:
+            messages: int, groups: int, pollers: int, timeout_s: float, env: dict,
+            profile_s: float = 0.0) -> Result:
     result = Result(variant, processes, messages)
     module = REFERENCES.get(variant)
     if module is not None:
@@ -191,6 +194,7 @@ def run_one(stack: Stack, database_url: str, sqs_url: str, variant: str, process
             "--pollers", str(pollers)], env))
     for child in children:
         sampler.track(LABEL_WORKERS, child.proc.pid)
+    profiler = Profiler(stack.run_dir / "profile" / run, say=say)
     sampler.track("postgres", stack.postmaster_pid(), children=True)
     fauxqs = next(c for c in stack.children if c.name == "fauxqs")
     sampler.track("fauxqs", fauxqs.proc.pid)
@@ -207,6 +211,9 @@ def run_one(stack: Stack, database_url: str, sqs_url: str, variant: str, process
             if done and cpu_at_first is None:
                 cpu_at_first = sampler.cpu_by_label()  # start-up (imports) not counted
                 first_at = now
+                if profile_s > 0:  # from the first handled message: start-up is not the subject
+                    profiler.start(f"{variant} x{processes}, first process",
+                                   children[0].proc.pid, profile_s)
             if done >= messages:
                 break
             if any(c.proc.poll() is not None for c in children):
@@ -221,6 +228,8 @@ def run_one(stack: Stack, database_url: str, sqs_url: str, variant: str, process
             result.cpu_ms = {k: 1000 * (cpu_end[k] - cpu_at_first.get(k, 0.0)) / done_rows
                              for k in cpu_end}
     finally:
+        for name, raw in profiler.finish().items():
+            result.profile = summarize(raw).render(f"py-spy, {name}")
         for child in children:
             stack.stop(child)
     with conn.cursor() as cur:
@@ -250,8 +259,11 @@ def run_one(stack: Stack, database_url: str, sqs_url: str, variant: str, process
 @click.option("--quick", is_flag=True, help="3,000 messages: a smoke run, figures indicative only.")
 @click.option("--quiet-timeout", default=30.0, show_default=True, type=click.FloatRange(0, 600))
 @click.option("--keep-data", is_flag=True)
+@click.option("--profile", "profile_s", default=0.0, show_default=True,
+              type=click.FloatRange(0, 120),
+              help="py-spy sampling of the first consumer process of every run, in seconds.")
 def main(messages, groups, processes, pollers, variants, timeout_s, quick, quiet_timeout,
-         keep_data):
+         keep_data, profile_s):
     """The consumer runtime vs raw boto3 loops, sqs-workers and kombu, on fauxqs."""
     bench.install_sigterm_handler()
     if quick:
@@ -262,7 +274,8 @@ def main(messages, groups, processes, pollers, variants, timeout_s, quick, quiet
     if unknown:
         raise click.BadParameter(f"unknown variants: {sorted(unknown)}")
     try:
-        code = run(messages, groups, counts, pollers, chosen, timeout_s, quiet_timeout, keep_data)
+        code = run(messages, groups, counts, pollers, chosen, timeout_s, quiet_timeout, keep_data,
+                   profile_s)
     except (KeyboardInterrupt, bench.Interrupted):
         print("interrupted; everything stopped", file=sys.stderr)
         code = 130
@@ -270,7 +283,7 @@ def main(messages, groups, processes, pollers, variants, timeout_s, quick, quiet
 
 
 def run(messages: int, groups: int, counts: list[int], pollers: int, variants: list[str],
-        timeout_s: float, quiet_timeout: float, keep_data: bool) -> int:
+        timeout_s: float, quiet_timeout: float, keep_data: bool, profile_s: float = 0.0) -> int:
     results: list[Result] = []
     with Stack.create("consumer", keep_data=keep_data, say=say) as stack:
         try:
@@ -291,7 +304,7 @@ def run(messages: int, groups: int, counts: list[int], pollers: int, variants: l
         for variant in variants:
             for count in counts:
                 results.append(run_one(stack, database_url, sqs_url, variant, count, messages,
-                                       groups, pollers, timeout_s, env))
+                                       groups, pollers, timeout_s, env, profile_s))
         foreign = watcher.foreign_since(mark)
         watcher.stop()
         log_dir = stack.run_dir / "logs"
@@ -311,6 +324,9 @@ def report(results: list[Result], messages: int, groups: int, pollers: int,
                      r.rows - r.distinct, r.out_of_order,
                      r.cpu_ms.get(LABEL_WORKERS, float("nan")),
                      r.cpu_ms.get("postgres", float("nan")), f"fauxqs {r.cpu_ms.get('fauxqs', 0):.2f}"))
+    for r in results:
+        if r.profile:
+            print(r.profile + "\n")
     print(table(("variant", "processes", "msgs/s (p10-p90)", "rows", "duplicates",
                  "out of order", "consumer CPU ms/msg", "postgres CPU ms/msg", "other"), rows))
 

@@ -7,6 +7,8 @@ stack per line, then its sample count). :func:`summarize` turns such a file
 into what BENCHMARKS.md quotes: the functions that were on CPU themselves
 (self time) and the share of samples each library was anywhere on the stack
 (inclusive time), which is how "botocore is 40 % of a worker" is read.
+Only the thread holding the GIL is sampled (``--gil``): what is counted is
+Python burning CPU, not threads blocked in a socket read or a commit.
 
 py-spy comes from PyPI (``pip install py-spy``); when it is missing or cannot
 attach (no ptrace permission), the benchmark says so and runs unprofiled.
@@ -72,7 +74,7 @@ class Profiler:
         out = self.out_dir / f"{slug}.raw.txt"
         args = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(duration_s))),
                 "--rate", str(SAMPLE_RATE_HZ), "--format", "raw", "--output", str(out),
-                "--nonblocking"]
+                "--nonblocking", "--gil"]
         if subprocesses:
             args.append("--subprocesses")
         log = open(self.out_dir / f"{slug}.py-spy.log", "wb")  # noqa: SIM115 (closed with the run)
@@ -107,7 +109,7 @@ class Summary:
         """Plain text for a terminal and for BENCHMARKS.md."""
         if not self.samples:
             return f"{title}: no samples"
-        lines = [f"{title}: {self.samples} samples at {SAMPLE_RATE_HZ} Hz (idle threads excluded)",
+        lines = [f"{title}: {self.samples} samples at {SAMPLE_RATE_HZ} Hz (GIL holder only)",
                  "  inclusive share by library:"]
         for name, count in self.groups:
             lines.append(f"    {100 * count / self.samples:5.1f}%  {name}")
