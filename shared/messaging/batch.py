@@ -17,11 +17,14 @@ heartbeat extension already on the wire completes before a release is sent:
 the release is always the last word, and cannot be undone by an extension that
 arrives after it.
 
-Deletes are coalesced across groups: a group that finishes while another
-group's ``DeleteMessageBatch`` is on the wire does not send its own; the next
-call takes every finished message waiting by then (at most 10, one batch),
-so a batch of ten one-message groups costs one or two delete calls, not ten,
-and no group waits longer than one call in flight.
+Deletes are coalesced across groups: a finished group's delete waits
+:data:`DELETE_LINGER_S` for the groups finishing at about the same time, and a
+group that finishes while another's ``DeleteMessageBatch`` is on the wire does
+not send its own; the next call takes every finished message waiting by then
+(at most 10, one batch). A batch of ten one-message groups then costs one
+delete call instead of ten (botocore's request building and signing is most
+of a worker's CPU), and a group's messages still go as soon as it is over
+plus the linger, not at the end of the batch's slowest group.
 
 Failed deletes and visibility changes are logged and left to redelivery, which
 the inbox makes harmless (docs/sqs-portability.md, rule 10).
@@ -37,6 +40,10 @@ import structlog
 from shared.messaging.sqs import MAX_BATCH_ENTRIES
 
 log = structlog.get_logger(__name__)
+
+# How long a finished group's delete waits for other groups of its batch to join it:
+# short beside a handler's commit, long enough for groups running in parallel threads.
+DELETE_LINGER_S = 0.01
 
 
 class State(enum.Enum):
@@ -79,15 +86,20 @@ class Batch:
         if self.state(message) is State.IN_FLIGHT:
             self.states[message["ReceiptHandle"]] = State.FINISHED
 
-    async def delete(self, messages: list[dict] | None = None) -> None:
+    async def delete(self, messages: list[dict] | None = None, linger_s: float = 0.0) -> None:
         """Delete the finished ones among ``messages`` (default: every finished one).
 
-        Returns once they were deleted (or their delete failed), possibly by a call
-        another group made for them together with its own.
+        Waits ``linger_s`` first for other groups to add theirs. Returns once they
+        were deleted (or their delete failed), possibly by a call another group
+        made for them together with its own.
         """
         mine = {m["ReceiptHandle"] for m in (self.messages if messages is None else messages)
                 if self.state(m) is State.FINISHED}
+        if not mine:
+            return
         self._to_delete |= mine
+        if linger_s > 0 and len(self._to_delete) < MAX_BATCH_ENTRIES:
+            await asyncio.sleep(linger_s)
         async with self._lock:
             if not mine & self._to_delete:
                 return  # a call made while we waited for the lock took ours along

@@ -63,7 +63,7 @@ from marshmallow import ValidationError
 
 from shared.backoff import backoff_delay
 from shared.messaging import inbox
-from shared.messaging.batch import Batch, State
+from shared.messaging.batch import DELETE_LINGER_S, Batch, State
 from shared.messaging.deadletter import DLQ_ERROR_MAX_CHARS, send_to_dlq
 from shared.messaging.envelope import Envelope, InvalidEnvelope
 from shared.messaging.middleware import Hooks, LoggingMiddleware, Middleware
@@ -242,7 +242,9 @@ class Consumer:
         try:
             await self._run_group(batch, group, stop)
         finally:
-            await batch.delete(group)  # as soon as the group is over, not at the batch's end
+            # As soon as the group is over (with the groups finishing with it), not at the
+            # batch's end: a FIFO group's next messages are not delivered before.
+            await batch.delete(group, linger_s=DELETE_LINGER_S)
 
     async def _run_group(self, batch: Batch, group: list[dict], stop: asyncio.Event) -> None:
         for index, message in enumerate(group):
