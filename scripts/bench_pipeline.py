@@ -368,9 +368,13 @@ def wait_for_log(stack: Stack, child: bench.Child, marker: str, count: int,
               type=click.FloatRange(0, 120),
               help="Seconds of py-spy sampling of every service process once placement starts "
                    "(0: none); summaries are printed, raw stacks kept in the run's profile/.")
-def main(**options):
+@click.option("--quick", is_flag=True, help="1,000 orders, 30 s drain bound: a smoke run.")
+def main(quick: bool, **options):
     """End-to-end pipeline throughput, latency, loss and memory against fauxqs."""
     bench.install_sigterm_handler()
+    if quick:
+        options["orders"] = min(options["orders"], 1000)
+        options["drain_timeout"] = min(options["drain_timeout"], 30.0)
     try:
         code = run(**options)
     except (KeyboardInterrupt, bench.Interrupted):
