@@ -130,7 +130,9 @@ def test_batch_mode_a_failure_ends_only_its_group_and_the_others_commit():
     assert counting.transactions == 1
     # Savepoints around every message; the failures rolled back to theirs.
     statements = [sql for sql, _ in counting.cursors[0].statements]
-    assert statements.count("SAVEPOINT consumer_message") == 4
+    # ... each set in the same round trip as the message's inbox claim.
+    assert sum(sql.startswith("SAVEPOINT consumer_message; INSERT INTO inbox")
+               for sql in statements) == 4
     assert statements.count("ROLLBACK TO SAVEPOINT consumer_message") == 2
     assert sqs.deleted == {fine[0]["ReceiptHandle"], fine[1]["ReceiptHandle"],
                            poison["ReceiptHandle"]}

@@ -64,7 +64,7 @@ class FakeCursor:
 
     def execute(self, sql: str, params: tuple = ()) -> None:
         self.statements.append((sql, params))
-        if sql.startswith("INSERT INTO inbox"):
+        if "INSERT INTO inbox" in sql:  # alone, or after the batch mode's SAVEPOINT
             key = (params[0], params[1])
             self.rowcount = 0 if key in self.claimed or key in self.pending else 1
             self.pending.add(key)
