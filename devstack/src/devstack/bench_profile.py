@@ -7,8 +7,10 @@ stack per line, then its sample count). :func:`summarize` turns such a file
 into what BENCHMARKS.md quotes: the functions that were on CPU themselves
 (self time) and the share of samples each library was anywhere on the stack
 (inclusive time), which is how "botocore is 40 % of a worker" is read.
-Only the thread holding the GIL is sampled (``--gil``): what is counted is
-Python burning CPU, not threads blocked in a socket read or a commit.
+Two recordings per process: the thread holding the GIL only (``--gil``: Python
+burning CPU, not threads blocked in a socket read or a commit), and every
+non-idle thread (py-spy's default, which also counts threads waiting in a
+database call: the view the first profiles of this project were taken with).
 
 py-spy comes from PyPI (``pip install py-spy``); when it is missing or cannot
 attach (no ptrace permission), the benchmark says so and runs unprofiled.
@@ -64,7 +66,13 @@ class Profiler:
     runs: list[tuple[str, Path, subprocess.Popen]] = field(default_factory=list)
 
     def start(self, name: str, pid: int, duration_s: float, subprocesses: bool = False) -> None:
-        """Sample ``pid`` (and its children with ``subprocesses``) for ``duration_s``."""
+        """Sample ``pid`` (and its children with ``subprocesses``) for ``duration_s``, twice:
+        ``name`` (GIL holder only) and ``name + " (all threads)"``."""
+        self._start(name, pid, duration_s, subprocesses, gil=True)
+        self._start(f"{name} (all threads)", pid, duration_s, subprocesses, gil=False)
+
+    def _start(self, name: str, pid: int, duration_s: float, subprocesses: bool,
+               gil: bool) -> None:
         exe = available()
         if exe is None:
             self.say("py-spy is not installed (pip install py-spy): no profile taken")
@@ -74,7 +82,9 @@ class Profiler:
         out = self.out_dir / f"{slug}.raw.txt"
         args = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(duration_s))),
                 "--rate", str(SAMPLE_RATE_HZ), "--format", "raw", "--output", str(out),
-                "--nonblocking", "--gil"]
+                "--nonblocking"]
+        if gil:
+            args.append("--gil")
         if subprocesses:
             args.append("--subprocesses")
         log = open(self.out_dir / f"{slug}.py-spy.log", "wb")  # noqa: SIM115 (closed with the run)
@@ -109,7 +119,7 @@ class Summary:
         """Plain text for a terminal and for BENCHMARKS.md."""
         if not self.samples:
             return f"{title}: no samples"
-        lines = [f"{title}: {self.samples} samples at {SAMPLE_RATE_HZ} Hz (GIL holder only)",
+        lines = [f"{title}: {self.samples} samples at {SAMPLE_RATE_HZ} Hz",
                  "  inclusive share by library:"]
         for name, count in self.groups:
             lines.append(f"    {100 * count / self.samples:5.1f}%  {name}")
