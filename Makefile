@@ -16,7 +16,7 @@ RUN_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-fast lint bench-orders bench-pipeline bench-checkout bench-auth elasticmq-conf infra-check k8s \
+.PHONY: help venv run test test-fast lint bench-orders bench-pipeline bench-checkout bench-auth bench-consumer bench-scaleout elasticmq-conf infra-check k8s \
 	config-docs openapi fauxqs promtool lock clean
 
 help: ## list the targets
@@ -60,6 +60,12 @@ bench-checkout: venv ## order creation with the inventory hop vs without; breake
 
 bench-auth: venv ## token issuance rate and token verification overhead (BENCH_ARGS=...)
 	$(VPY) scripts/bench_auth.py $(BENCH_ARGS)
+
+bench-consumer: venv fauxqs ## consumer runtime vs raw boto3 loops, sqs-workers, kombu (BENCH_ARGS=--quick ...)
+	$(VPY) scripts/bench_consumer.py $(BENCH_ARGS)
+
+bench-scaleout: venv fauxqs ## one backlog drained by 1, 2, 4 delivery and 1, 2 order workers (BENCH_ARGS=--quick ...)
+	$(VPY) scripts/bench_scaleout.py $(BENCH_ARGS)
 
 elasticmq-conf: venv ## regenerate elasticmq.conf, infra/sqs-queues.cfn.yaml and infra/k8s/ from the topology
 	$(VPY) scripts/gen_elasticmq_conf.py

@@ -6,6 +6,12 @@ new id. No validation, no auth, no outbox, no logging: it measures what
 gunicorn + Flask + one Postgres round trip cost on this machine, so the order
 API's figures can be read against it.
 
+``POST /orders/two-hop`` is the minimal two-service request: it first calls
+``POST /reservations`` of a second instance of this app (``BENCH_PEER_URL``)
+over a pooled keep-alive HTTP connection (urllib3), which does ONE INSERT
+into ``bench.reservations``, then does its own INSERT. It is what checkout
+(order API -> inventory API, a transaction on each side) is measured against.
+
 Run under the same gunicorn config as the services::
 
     PYTHONPATH=scripts BENCH_DATABASE_URL=postgresql://... \\
@@ -26,6 +32,7 @@ import uuid
 import psycopg2
 import psycopg2.extras
 import psycopg2.pool
+import urllib3
 from flask import Flask, Response, request
 
 SCHEMA_DDL = (
@@ -35,7 +42,13 @@ SCHEMA_DDL = (
     " customer_id text NOT NULL,"
     " body jsonb NOT NULL,"
     " created_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    "CREATE TABLE IF NOT EXISTS bench.reservations ("
+    " id uuid PRIMARY KEY,"
+    " body jsonb NOT NULL,"
+    " created_at timestamptz NOT NULL DEFAULT clock_timestamp())",
 )
+RESERVE_SQL = "INSERT INTO bench.reservations (id, body) VALUES (%s, %s)"
+PEER_TIMEOUT_S = 5.0
 INSERT_SQL = "INSERT INTO bench.orders (id, customer_id, body) VALUES (%s, %s, %s)"
 # The order service's default DB_POOL_MAX, so both apps hold as many connections.
 DEFAULT_POOL_MAX = 10
@@ -83,6 +96,41 @@ def create_app(config: dict | None = None) -> Flask:
     dsn = env.get("BENCH_DATABASE_URL") or env["DATABASE_URL"]
     pool = _Pool(dsn, int(env.get("BENCH_DB_POOL_MAX", DEFAULT_POOL_MAX)))
     app = Flask("bench_baseline")
+    peer_url = env.get("BENCH_PEER_URL")
+    # One keep-alive connection per handler thread, like the order service's HTTP client.
+    peer = urllib3.PoolManager(maxsize=int(env.get("GUNICORN_THREADS", "8")), block=False,
+                               retries=False, timeout=PEER_TIMEOUT_S)
+
+    def insert(sql: str, params: tuple) -> None:
+        with pool.connection() as conn:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql, params)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+
+    @app.post("/reservations")
+    def reserve():
+        reservation_id = uuid.uuid4()
+        insert(RESERVE_SQL, (str(reservation_id), psycopg2.extras.Json(request.get_json())))
+        return Response(json.dumps({"id": str(reservation_id)}), status=201,
+                        mimetype="application/json")
+
+    @app.post("/orders/two-hop")
+    def create_order_two_hop():
+        payload = request.get_json()
+        answer = peer.request("POST", f"{peer_url}/reservations", body=json.dumps(payload),
+                              headers={"Content-Type": "application/json"})
+        if answer.status != 201:
+            return Response(json.dumps({"peer_status": answer.status}), status=502,
+                            mimetype="application/json")
+        order_id = uuid.uuid4()
+        insert(INSERT_SQL, (str(order_id), payload.get("customer_id", "anonymous"),
+                            psycopg2.extras.Json(payload)))
+        return Response(json.dumps({"id": str(order_id)}), status=201,
+                        mimetype="application/json")
 
     @app.post("/orders")
     def create_order():

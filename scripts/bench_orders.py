@@ -51,7 +51,8 @@ from devstack.tokens import mint_dev_token
 
 # Targets from the issue.
 TARGET_RATIO_OF_BASELINE = 0.5     # order creation throughput >= 50% of the baseline's
-TARGET_P99_HALF_LOAD_MS = 100.0    # p99 at half of the measured peak
+TARGET_P99_HALF_LOAD_MS = 50.0     # p99 at half of the measured peak (issue 9)
+TARGET_RATIO_OF_TWO_HOP = 0.6      # checkout >= 60% of the minimal two-service request
 WARMUP_S = 2.0
 TOKEN_TTL_S = 3600
 LOAD_GENERATOR = "this script (load generator)"
@@ -116,12 +117,17 @@ def request_factory(tokens: list[str], customers: list[str], idempotency_keys: b
 
 async def run_phases(order_url: str, baseline_url: str, clients: int, duration: float,
                      half_duration: float, tokens: list[str], customers: list[str],
-                     idempotency_keys: bool, say) -> dict[str, LoadResult]:
-    """Warm-up, peak and half-load phases for both apps; results by phase name."""
+                     idempotency_keys: bool, say,
+                     two_hop_url: str | None = None) -> dict[str, LoadResult]:
+    """Warm-up, peak and half-load phases for every app; results by phase name."""
     order_req = request_factory(tokens, customers, idempotency_keys, False, 1)
     base_req = request_factory(tokens, customers, False, True, 2)
+    two_req = request_factory(tokens, customers, False, True, 3)
     results: dict[str, LoadResult] = {}
-    for label, url, make in (("baseline", baseline_url, base_req), ("orders", order_url, order_req)):
+    apps = [("baseline", baseline_url, base_req), ("orders", order_url, order_req)]
+    if two_hop_url:
+        apps.insert(1, ("two-hop", two_hop_url, two_req))
+    for label, url, make in apps:
         say(f"warm-up {label}: {WARMUP_S:.0f}s")
         results[f"warmup {label}"] = await bench.closed_loop(
             f"warmup {label}", url, make, clients, WARMUP_S)
@@ -129,7 +135,7 @@ async def run_phases(order_url: str, baseline_url: str, clients: int, duration: 
         results[f"peak {label}"] = await bench.closed_loop(
             f"peak {label}", url, make, clients, duration)
         say(f"  {results[f'peak {label}'].rate:,.0f} req/s")
-    for label, url, make in (("baseline", baseline_url, base_req), ("orders", order_url, order_req)):
+    for label, url, make in apps:
         rate = results[f"peak {label}"].rate / 2
         if rate <= 0:
             say(f"half-load {label}: skipped (no successful request at peak)")
@@ -140,8 +146,8 @@ async def run_phases(order_url: str, baseline_url: str, clients: int, duration: 
     return results
 
 
-def count_rows(database_url: str) -> tuple[int, int, int]:
-    """(order rows, order.created events in the outbox, baseline rows) right now.
+def count_rows(database_url: str) -> tuple[int, int, int, int]:
+    """(order rows, order.created events in the outbox, baseline rows, reservations) right now.
 
     An event routed to several queues has one outbox row per queue: count events.
     """
@@ -151,7 +157,8 @@ def count_rows(database_url: str) -> tuple[int, int, int]:
             cur.execute("SELECT (SELECT count(*) FROM order_svc.orders),"
                         " (SELECT count(DISTINCT event_id) FROM order_svc.outbox"
                         "   WHERE event_type = 'order.created'),"
-                        " (SELECT count(*) FROM bench.orders)")
+                        " (SELECT count(*) FROM bench.orders),"
+                        " (SELECT count(*) FROM bench.reservations)")
             return tuple(cur.fetchone())
     finally:
         conn.close()
@@ -175,10 +182,13 @@ def count_rows(database_url: str) -> tuple[int, int, int]:
 @click.option("--quiet-timeout", default=60.0, show_default=True, type=click.FloatRange(0, 600),
               help="Wait up to this long for other processes to leave the CPU alone (0: don't).")
 @click.option("--keep-data", is_flag=True, help="Keep the embedded Postgres data directory.")
+@click.option("--quick", is_flag=True, help="5 s peaks, 4 s half load: a smoke run.")
 def main(clients, duration, half_duration, workers, threads, idempotency_keys, with_relay,
-         quiet_timeout, keep_data):
-    """Order creation throughput and latency beside a minimal Flask + INSERT baseline."""
+         quiet_timeout, keep_data, quick):
+    """Order creation throughput and latency beside minimal one- and two-service baselines."""
     bench.install_sigterm_handler()
+    if quick:
+        duration, half_duration = min(duration, 5.0), min(half_duration, 4.0)
     try:
         code = run(clients, duration, half_duration, workers, threads, idempotency_keys,
                    with_relay, quiet_timeout, keep_data)
@@ -225,14 +235,19 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
             stack.wait_http(inventory_api, f"{inventory_url}/health/live")
             order_api = stack.start("order-api", bench.gunicorn_args(
                 "services.order.app:create_app()", order_port), {**env, "INVENTORY_URL": inventory_url})
+            peer_port = bench.free_port()
+            scripts_dir = ("--pythonpath", str(Path(__file__).resolve().parent))
+            baseline_peer = stack.start("baseline-peer-api", bench.gunicorn_args(
+                "bench_baseline_app:create_app()", peer_port, extra=scripts_dir), env)
             baseline = stack.start("baseline-api", bench.gunicorn_args(
-                "bench_baseline_app:create_app()", base_port,
-                extra=("--pythonpath", str(Path(__file__).resolve().parent))), env)
+                "bench_baseline_app:create_app()", base_port, extra=scripts_dir),
+                {**env, "BENCH_PEER_URL": f"http://{HOST}:{peer_port}"})
             if with_relay:
                 stack.start("order-worker", [sys.executable, "-m", "services.order.worker"],
                             {**env, "CONSUMER_WAIT_TIME_S": "1"})
             stack.wait_http(order_api, f"http://{HOST}:{order_port}/health/live")
             stack.wait_http(baseline, f"http://{HOST}:{base_port}/health/live")
+            stack.wait_http(baseline_peer, f"http://{HOST}:{peer_port}/health/live")
         except (RuntimeError, TimeoutError, OSError, psycopg2.Error) as exc:
             say(f"could not start: {exc}")
             return 2
@@ -241,6 +256,7 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
         sampler.track("order API (gunicorn)", order_api.proc.pid, children=True)
         sampler.track("inventory API (gunicorn)", inventory_api.proc.pid, children=True)
         sampler.track("baseline API (gunicorn)", baseline.proc.pid, children=True)
+        sampler.track("baseline peer API (gunicorn)", baseline_peer.proc.pid, children=True)
         for child in stack.children:
             if child.name in ("order-worker", "fauxqs"):
                 sampler.track(child.name, child.proc.pid)
@@ -257,7 +273,8 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
         mark = sampler.mark()
         results = asyncio.run(run_phases(
             f"http://{HOST}:{order_port}/v1/orders", f"http://{HOST}:{base_port}/orders",
-            clients, duration, half_duration, tokens, customers, idempotency_keys, say))
+            clients, duration, half_duration, tokens, customers, idempotency_keys, say,
+            two_hop_url=f"http://{HOST}:{base_port}/orders/two-hop"))
         foreign = sampler.foreign_since(mark)
         sampler.stop()
         after = count_rows(database_url)
@@ -285,10 +302,12 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], sampl
     print(table(("phase", "ok", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"), rows))
 
     order_ok = sum(r.ok for n, r in results.items() if n.endswith("orders"))
-    base_ok = sum(r.ok for n, r in results.items() if n.endswith("baseline"))
-    rows_added = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+    two_ok = sum(r.ok for n, r in results.items() if n.endswith("two-hop"))
+    base_ok = sum(r.ok for n, r in results.items() if n.endswith("baseline")) + two_ok
+    rows_added = tuple(a - b for a, b in zip(after, before, strict=True))
     print(f"\nrows: {rows_added[0]} orders and {rows_added[1]} order.created outbox events for "
-          f"{order_ok} responses 201; {rows_added[2]} baseline rows for {base_ok}")
+          f"{order_ok} responses 201; {rows_added[2]} baseline rows for {base_ok}; "
+          f"{rows_added[3]} reservations for {two_ok} two-hop 201s")
 
     print()
     print(table(("process", "peak RSS MiB (largest process)", "peak RSS MiB (sum)", "processes",
@@ -305,13 +324,20 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], sampl
     verdicts.check("order p99 at half of peak", f"{p99:.1f} ms at {half.rate if half else 0:,.0f} req/s",
                    half is not None and p99 < TARGET_P99_HALF_LOAD_MS,
                    f"< {TARGET_P99_HALF_LOAD_MS:.0f} ms")
+    two = results.get("peak two-hop")
+    if two is not None:
+        ratio2 = peak_order.rate / two.rate if two.rate else 0.0
+        verdicts.check("checkout vs two-service baseline", f"{ratio2:.0%} ({peak_order.rate:,.0f}"
+                       f" vs {two.rate:,.0f} req/s)", ratio2 >= TARGET_RATIO_OF_TWO_HOP,
+                       f">= {TARGET_RATIO_OF_TWO_HOP:.0%}")
     order_errors = sum(r.error_count for n, r in results.items() if n.endswith("orders"))
     verdicts.check("order errors", str(order_errors), order_errors == 0, "0")
     print()
     print(verdicts.render())
 
     problems = []
-    base_errors = sum(r.error_count for n, r in results.items() if n.endswith("baseline"))
+    base_errors = sum(r.error_count for n, r in results.items()
+                      if n.endswith("baseline") or n.endswith("two-hop"))
     if base_errors:
         problems.append(f"the baseline had {base_errors} errors: its figures are not trustworthy")
     if rows_added[0] != order_ok or rows_added[1] != order_ok:
@@ -319,6 +345,8 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], sampl
                         f"{rows_added[1]} outbox events written")
     if rows_added[2] != base_ok:
         problems.append(f"{base_ok} baseline inserts acknowledged but {rows_added[2]} rows")
+    if rows_added[3] < two_ok:
+        problems.append(f"{two_ok} two-hop requests acknowledged but {rows_added[3]} reservations")
     if died:
         problems.append("processes died during the run: " + "; ".join(died))
     for problem in problems:

@@ -144,6 +144,9 @@ class WorkerSettings(EnvSettings):
                                         "longest wait before a crashed receive loop is restarted", ge=0.0)
     consumer_restart_limit: Int = var("CONSUMER_RESTART_LIMIT", 10, "crashes in a row after which a "
                                       "consumer gives up and the worker exits 1", ge=0, le=1000)
+    consumer_batch_transaction: Bool = var(
+        "CONSUMER_BATCH_TRANSACTION", False, "one database transaction per received batch, a "
+        "savepoint per message (fewer commits; locks held for the whole batch)")
     relay_enabled: Bool = var("OUTBOX_RELAY_ENABLED", True, "run the outbox relay in this worker")
     relay_poll_interval_s: Float = var("OUTBOX_POLL_INTERVAL_S", 1.0,
                                        "relay polling fallback when no NOTIFY arrives", ge=0.0)

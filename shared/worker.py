@@ -101,6 +101,7 @@ def consumer_config(worker: WorkerSettings) -> ConsumerConfig:
         pollers=worker.consumer_pollers, retry_base_s=worker.consumer_retry_base_s,
         retry_cap_s=worker.consumer_retry_cap_s,
         restart_cap_s=worker.consumer_restart_cap_s, restart_limit=worker.consumer_restart_limit,
+        transaction_per_batch=worker.consumer_batch_transaction,
     )
 
 

@@ -17,6 +17,15 @@ heartbeat extension already on the wire completes before a release is sent:
 the release is always the last word, and cannot be undone by an extension that
 arrives after it.
 
+Deletes are coalesced across groups: a finished group's delete waits
+:data:`DELETE_LINGER_S` for the groups finishing at about the same time, and a
+group that finishes while another's ``DeleteMessageBatch`` is on the wire does
+not send its own; the next call takes every finished message waiting by then
+(at most 10, one batch). A batch of ten one-message groups then costs one
+delete call instead of ten (botocore's request building and signing is most
+of a worker's CPU), and a group's messages still go as soon as it is over
+plus the linger, not at the end of the batch's slowest group.
+
 Failed deletes and visibility changes are logged and left to redelivery, which
 the inbox makes harmless (docs/sqs-portability.md, rule 10).
 """
@@ -31,6 +40,10 @@ import structlog
 from shared.messaging.sqs import MAX_BATCH_ENTRIES
 
 log = structlog.get_logger(__name__)
+
+# How long a finished group's delete waits for other groups of its batch to join it:
+# short beside a handler's commit, long enough for groups running in parallel threads.
+DELETE_LINGER_S = 0.01
 
 
 class State(enum.Enum):
@@ -58,6 +71,7 @@ class Batch:
         self.messages = list(messages)
         self.states: dict[str, State] = {m["ReceiptHandle"]: State.IN_FLIGHT for m in messages}
         self._lock = asyncio.Lock()
+        self._to_delete: set[str] = set()  # finished and waiting for a delete call
 
     def state(self, message: dict) -> State:
         """The state of ``message``."""
@@ -72,11 +86,26 @@ class Batch:
         if self.state(message) is State.IN_FLIGHT:
             self.states[message["ReceiptHandle"]] = State.FINISHED
 
-    async def delete(self, messages: list[dict] | None = None) -> None:
-        """Delete the finished ones among ``messages`` (default: every finished one)."""
+    async def delete(self, messages: list[dict] | None = None, linger_s: float = 0.0) -> None:
+        """Delete the finished ones among ``messages`` (default: every finished one).
+
+        Waits ``linger_s`` first for other groups to add theirs. Returns once they
+        were deleted (or their delete failed), possibly by a call another group
+        made for them together with its own.
+        """
+        mine = {m["ReceiptHandle"] for m in (self.messages if messages is None else messages)
+                if self.state(m) is State.FINISHED}
+        if not mine:
+            return
+        self._to_delete |= mine
+        if linger_s > 0 and len(self._to_delete) < MAX_BATCH_ENTRIES:
+            await asyncio.sleep(linger_s)
         async with self._lock:
-            targets = [m for m in (self.messages if messages is None else messages)
-                       if self.state(m) is State.FINISHED]
+            if not mine & self._to_delete:
+                return  # a call made while we waited for the lock took ours along
+            targets = [m for m in self.messages if m["ReceiptHandle"] in self._to_delete
+                       and self.state(m) is State.FINISHED]
+            self._to_delete.clear()
             failed = await delete_messages(self.client, self.queue_url, targets, self.consumer)
             for message in targets:
                 if message["ReceiptHandle"] not in failed:
@@ -89,6 +118,14 @@ class Batch:
             for message in targets:
                 self.states[message["ReceiptHandle"]] = State.RELEASED
             await change_visibility(self.client, self.queue_url, targets, seconds, self.consumer)
+
+    async def release_each(self, pairs: list[tuple[dict, int]]) -> None:
+        """Like :meth:`release`, with a visibility per message, in one call per 10 messages."""
+        async with self._lock:
+            targets = [(m, seconds) for m, seconds in pairs if self.state(m) is State.IN_FLIGHT]
+            for message, _ in targets:
+                self.states[message["ReceiptHandle"]] = State.RELEASED
+            await change_visibilities(self.client, self.queue_url, targets, self.consumer)
 
     async def extend(self) -> None:
         """Push back the visibility of every message still held by this batch."""
@@ -107,13 +144,19 @@ class Batch:
 async def change_visibility(client, queue_url: str, messages: list[dict], seconds: int,
                             consumer: str) -> None:
     """``ChangeMessageVisibilityBatch`` in chunks of 10; failures are logged."""
-    for start in range(0, len(messages), MAX_BATCH_ENTRIES):
-        chunk = messages[start:start + MAX_BATCH_ENTRIES]
+    await change_visibilities(client, queue_url, [(m, seconds) for m in messages], consumer)
+
+
+async def change_visibilities(client, queue_url: str, pairs: list[tuple[dict, int]],
+                              consumer: str) -> None:
+    """``ChangeMessageVisibilityBatch`` (a timeout per message) in chunks of 10; failures logged."""
+    for start in range(0, len(pairs), MAX_BATCH_ENTRIES):
+        chunk = pairs[start:start + MAX_BATCH_ENTRIES]
         try:
             result = await client.change_message_visibility_batch(
                 QueueUrl=queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"],
-                          "VisibilityTimeout": seconds} for i, m in enumerate(chunk)])
+                          "VisibilityTimeout": seconds} for i, (m, seconds) in enumerate(chunk)])
             if result and result.get("Failed"):
                 log.warning("change_visibility_partially_failed", consumer=consumer,
                             failed=len(result["Failed"]))

@@ -23,6 +23,19 @@ see :mod:`shared.messaging.receiver`):
 * on stop (SIGTERM) no new batch is received, in-flight handlers finish,
   unstarted messages are released (visibility 0).
 
+Batch mode (``ConsumerConfig.transaction_per_batch``, ``CONSUMER_BATCH_TRANSACTION``):
+the whole received batch is handled in ONE transaction in one handler thread,
+groups one after the other, each message inside its own ``SAVEPOINT``. A
+message that fails is rolled back to its savepoint alone (its inbox claim
+with it) and ends its group for this batch exactly as above (retry: backoff
+for it, the rest of its group released at once; dead letter: to the DLQ after
+the commit, the rest of its group released at once); the other groups'
+messages commit together. Outcomes and their hooks are emitted after the
+commit; if the commit itself fails, nothing of the batch stands and the head
+of each group is retried (the rest of the group released). The price: row
+locks taken by a handler are held until the batch commits, and one batch's
+groups run one after the other rather than in parallel threads.
+
 Supervision (:mod:`shared.messaging.supervision`): processing a message never
 raises. A poller that still meets an unexpected error is restarted after a
 capped backoff; the messages its batch left undecided are released with a
@@ -51,7 +64,7 @@ from marshmallow import ValidationError
 from shared import tracecontext
 from shared.backoff import backoff_delay
 from shared.messaging import inbox
-from shared.messaging.batch import Batch, State
+from shared.messaging.batch import DELETE_LINGER_S, Batch, State
 from shared.messaging.deadletter import DLQ_ERROR_MAX_CHARS, send_to_dlq
 from shared.messaging.envelope import Envelope, InvalidEnvelope
 from shared.messaging.middleware import Hooks, LoggingMiddleware, Middleware
@@ -81,6 +94,9 @@ log = structlog.get_logger(__name__)
 
 Handler = Callable[[Any, Envelope], None]  # (cursor of the inbox transaction, envelope)
 
+# Batch mode: one per message, around its inbox claim and handler.
+SAVEPOINT = "consumer_message"
+
 # maxReceiveCount is at most 1000, so the exponent never needs clamping below it.
 MAX_RECEIVE_EXPONENT = 1000
 
@@ -103,6 +119,7 @@ class ConsumerConfig:
     restart_base_s: float = 1.0              # a crashed poller waits base * 2^(n-1) ...
     restart_cap_s: float = 30.0              # ... at most this long before its restart
     restart_limit: int = 10                  # crashes in a row before the consumer gives up
+    transaction_per_batch: bool = False      # batch mode (module docstring)
 
     def __post_init__(self) -> None:
         if not 0 <= self.wait_time_s <= MAX_WAIT_TIME_S:
@@ -208,9 +225,14 @@ class Consumer:
         every = self.config.heartbeat_every_s or max(1.0, self.visibility_timeout / 3)
         heartbeat = asyncio.create_task(batch.heartbeat(every))
         try:
-            results = await asyncio.gather(*(self._handle_group(batch, group, stop)
-                                             for group in groups.values()),
-                                           return_exceptions=True)
+            if self.config.transaction_per_batch:
+                results = await asyncio.gather(
+                    self._run_in_one_transaction(batch, list(groups.values()), stop),
+                    return_exceptions=True)
+            else:
+                results = await asyncio.gather(*(self._handle_group(batch, group, stop)
+                                                 for group in groups.values()),
+                                               return_exceptions=True)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -224,7 +246,9 @@ class Consumer:
         try:
             await self._run_group(batch, group, stop)
         finally:
-            await batch.delete(group)  # as soon as the group is over, not at the batch's end
+            # As soon as the group is over (with the groups finishing with it), not at the
+            # batch's end: a FIFO group's next messages are not delivered before.
+            await batch.delete(group, linger_s=DELETE_LINGER_S)
 
     async def _run_group(self, batch: Batch, group: list[dict], stop: asyncio.Event) -> None:
         for index, message in enumerate(group):
@@ -247,12 +271,116 @@ class Consumer:
                     await batch.release(group[index + 1:], 0)
                     return
             else:  # retry: back off this message; it blocks the rest of its group meanwhile
-                await batch.release([message], outcome.delay_s)
-                # Visible at once but not deliverable while the failed message is in flight:
-                # SQS then redelivers the group from its head, in order. Giving them the same
-                # backoff instead lets an emulator (moto) redeliver them ahead of it.
-                await batch.release(group[index + 1:], 0)
+                # The rest: visible at once but not deliverable while the failed message is in
+                # flight: SQS then redelivers the group from its head, in order. Giving them the
+                # same backoff instead lets an emulator (moto) redeliver them ahead of it.
+                # One call for both (a visibility per entry).
+                await batch.release_each([(message, outcome.delay_s),
+                                          *((m, 0) for m in group[index + 1:])])
                 return
+
+    # -- batch mode ------------------------------------------------------------
+    async def _run_in_one_transaction(self, batch: Batch, groups: list[list[dict]],
+                                      stop: asyncio.Event) -> None:
+        if stop.is_set():
+            await batch.release(batch.in_state(State.IN_FLIGHT), 0)
+            return
+        loop = asyncio.get_running_loop()
+        decided, broken = await loop.run_in_executor(self.executor, self._process_batch,
+                                                     groups, stop)
+        for group, outcomes in zip(groups, decided, strict=True):
+            await self._settle_group(batch, group, outcomes, broken)
+
+    async def _settle_group(self, batch: Batch, group: list[dict], outcomes: list[Outcome],
+                            broken: bool) -> None:
+        # ``outcomes`` covers the head of ``group``; only its last entry can be a failure.
+        if not outcomes:
+            if broken:  # the transaction broke before this group started: back after a backoff
+                await batch.release_each([(group[0], self._backoff(_receive_count(group[0]))),
+                                          *((m, 0) for m in group[1:])])
+            else:  # stop came first: unstarted, back at once
+                await batch.release(group, 0)
+            return
+        for index, (message, outcome) in enumerate(zip(group, outcomes, strict=False)):
+            rest = group[index + 1:]
+            if isinstance(outcome, Handled | Duplicate):
+                batch.finish(message)
+            elif isinstance(outcome, DeadLetter):
+                if await send_to_dlq(batch.client, self.dlq_url, message, outcome,
+                                     source_queue=self.spec.name, consumer=self.name,
+                                     fifo=self.spec.fifo):
+                    batch.finish(message)
+                    await batch.delete([message])
+                    self.hooks.emit("after_dead_letter", self, message, outcome)
+                await batch.release(rest, 0)  # not run in this transaction: back at once
+                return
+            else:  # retry: as in per-message mode, it blocks the rest of its group
+                await batch.release_each([(message, outcome.delay_s), *((m, 0) for m in rest)])
+                return
+        await batch.release(group[len(outcomes):], 0)  # stop came before these started
+
+    def _process_batch(self, groups: list[list[dict]],
+                       stop: asyncio.Event) -> tuple[list[list[Outcome]], bool]:
+        # One transaction for every group of the batch; never raises (see the docstring).
+        # Returns the outcomes of each group's head, and whether the transaction broke.
+        decided: list[list[Outcome]] = [[] for _ in groups]
+        try:
+            with self.db.transaction() as cur:
+                for group, outcomes in zip(groups, decided, strict=True):
+                    for message in group:
+                        if stop.is_set():  # a plain flag read: safe from this thread
+                            break
+                        outcome = self._process_in(cur, message)
+                        outcomes.append(outcome)
+                        if not isinstance(outcome, Handled | Duplicate):
+                            break
+            broken = False
+        except Exception as exc:  # the commit, or the connection: nothing of the batch stands
+            broken = True
+            error = _describe(exc)
+            for group, outcomes in zip(groups, decided, strict=True):
+                if outcomes and isinstance(outcomes[0], Handled | Duplicate):
+                    outcomes[:] = [self._failed(group[0], outcomes[0].event, error)]
+                else:  # a head that failed or was dead-lettered wrote nothing
+                    del outcomes[1:]
+        for group, outcomes in zip(groups, decided, strict=True):
+            for message, outcome in zip(group, outcomes, strict=False):
+                with _bound(self.name, outcome.event):
+                    self._decided(message, outcome)
+        return decided, broken
+
+    def _process_in(self, cur, message: dict) -> Outcome:
+        # One message inside the batch's transaction; its hooks wait for the commit.
+        self.hooks.emit("before_handle", self, message)
+        try:
+            event = Envelope.from_json(message.get("Body"))
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, InvalidEnvelope) else _describe(exc)
+            return self._dead(message, INVALID_ENVELOPE, error)
+        handler = self.handlers.get(event.event_type)
+        if handler is None:
+            return self._dead(message, UNKNOWN_EVENT_TYPE, event.event_type, event)
+        with _bound(self.name, event):
+            started = time.perf_counter()
+            try:
+                # The savepoint and the claim in one round trip. A savepoint is not
+                # released after a success: the next one of the same name stacks on it
+                # (at most 10 per batch, within Postgres' cache of 64 subtransactions),
+                # which saves a round trip per message; ROLLBACK TO names the newest.
+                if not inbox.claim(cur, self.name, event, savepoint=SAVEPOINT):
+                    outcome: Outcome = Duplicate(event)
+                else:
+                    handler(cur, event)
+                    outcome = Handled(event, time.perf_counter() - started)
+            except (PermanentError, ValidationError) as exc:
+                outcome = self._dead(message, PERMANENT_ERROR, f"{type(exc).__name__}: {exc}",
+                                     event)
+            except Exception as exc:
+                outcome = self._failed(message, event, _describe(exc))
+            if not isinstance(outcome, Handled | Duplicate):
+                # If this fails the connection is gone: the whole batch fails with it.
+                cur.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+            return outcome
 
     # -- per message (runs in a worker thread) ---------------------------------
     def _process(self, message: dict) -> Outcome:
@@ -312,6 +440,14 @@ class Consumer:
         cap = min(self.config.retry_cap_s, MAX_VISIBILITY_TIMEOUT_S)
         return int(backoff_delay(receive_count - 1, self.config.retry_base_s, cap,
                                  max_exponent=MAX_RECEIVE_EXPONENT))
+
+
+def _bound(consumer: str, event: Envelope | None):
+    if event is None:
+        return contextlib.nullcontext()
+    return structlog.contextvars.bound_contextvars(
+        event_id=event.event_id, event_type=event.event_type,
+        correlation_id=event.correlation_id, consumer=consumer)
 
 
 def _receive_count(message: dict) -> int:

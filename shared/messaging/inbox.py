@@ -27,13 +27,16 @@ from __future__ import annotations
 from shared.messaging.envelope import Envelope
 
 
-def claim(cur, consumer: str, event: Envelope) -> bool:
+def claim(cur, consumer: str, event: Envelope, savepoint: str | None = None) -> bool:
     """Record ``event`` as handled by ``consumer`` in ``cur``'s transaction.
 
     True: first time, run the handler in this transaction. False: handled before.
+    ``savepoint``: establish that savepoint first, in the same round trip (the
+    consumer's batch mode opens one per message, just before its claim).
     """
     cur.execute(
-        "INSERT INTO inbox (consumer, event_id, event_type) VALUES (%s, %s, %s)"
+        (f"SAVEPOINT {savepoint}; " if savepoint else "")
+        + "INSERT INTO inbox (consumer, event_id, event_type) VALUES (%s, %s, %s)"
         " ON CONFLICT DO NOTHING",
         (consumer, event.event_id, event.event_type))
     return cur.rowcount == 1

@@ -55,13 +55,15 @@ def add_event(cur, topology: Topology, service: str, envelope: Envelope, delay_s
     if delay_s and any(spec.fifo for spec in routes):
         raise ValueError(f"{envelope.event_type} goes to a FIFO queue: no per-message delay")
     body = envelope.to_json()
-    for spec in routes:
-        cur.execute(
-            "INSERT INTO outbox (event_id, queue, aggregate_id, event_type, body, correlation_id,"
-            " delay_seconds) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (envelope.event_id, spec.name, envelope.aggregate_id, envelope.event_type, body,
-             envelope.correlation_id, int(delay_s)),
-        )
+    # One statement for every route (order.created goes to three queues): one round trip.
+    # Each row is in a queue of its own, so their relative order does not matter.
+    cur.execute(
+        "INSERT INTO outbox (event_id, queue, aggregate_id, event_type, body, correlation_id,"
+        " delay_seconds) VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(routes)),
+        tuple(value for spec in routes for value in (
+            envelope.event_id, spec.name, envelope.aggregate_id, envelope.event_type, body,
+            envelope.correlation_id, int(delay_s))),
+    )
     return len(routes)
 
 

@@ -32,6 +32,11 @@ log = structlog.get_logger(__name__)
 # Clean one-message receives in a row before batches come back.
 ISOLATION_CLEAN_RECEIVES = 10
 
+# The system attributes the runtime reads (group order, backoff and DLQ ids, lag), not
+# "All": every received message's attributes are parsed by botocore on every receive.
+SYSTEM_ATTRIBUTES = ("MessageGroupId", "ApproximateReceiveCount", "SentTimestamp",
+                     "ApproximateFirstReceiveTimestamp")
+
 
 class Receiver:
     """``ReceiveMessage`` for one consumer, with the isolation described above."""
@@ -62,7 +67,7 @@ class Receiver:
                 QueueUrl=queue_url,
                 MaxNumberOfMessages=1 if self.isolating else self.max_messages,
                 WaitTimeSeconds=self.wait_time_s,
-                MessageSystemAttributeNames=["All"],
+                MessageSystemAttributeNames=list(SYSTEM_ATTRIBUTES),
                 MessageAttributeNames=["All"],
             )
         except Exception as exc:

@@ -132,14 +132,13 @@ class OutboxRelay:
         by_queue: dict[str, OrderedDict[str, list[OutboxRow]]] = {}
         for row in rows:
             by_queue.setdefault(row.queue, OrderedDict()).setdefault(row.aggregate_id, []).append(row)
-        published = 0
+        published_ids: list[int] = []
         for queue_name, streams in by_queue.items():
             while streams:
                 heads = [stream[0] for stream in list(streams.values())[:MAX_BATCH_ENTRIES]]
                 ok_ids, failed, call_failed = self._send_batch(queue_name, heads)
                 if ok_ids:
-                    outbox.mark_published(cur, ok_ids)
-                    published += len(ok_ids)
+                    published_ids.extend(ok_ids)
                     self.hooks.emit("after_publish", self, queue_name,
                                     [row for row in heads if row.id in ok_ids])
                 for row, error in failed:
@@ -159,7 +158,11 @@ class OutboxRelay:
                         stream.pop(0)
                         if not stream:
                             del streams[row.aggregate_id]
-        return published
+        if published_ids:
+            # One UPDATE for the round, not one per batch sent: it commits with the round
+            # either way, and a round cut short rolls every mark back alike.
+            outbox.mark_published(cur, published_ids)
+        return len(published_ids)
 
     def _send_batch(self, queue_name: str, rows: list[OutboxRow]
                     ) -> tuple[list[int], list[tuple[OutboxRow, str]], bool]:

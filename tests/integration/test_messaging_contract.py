@@ -105,14 +105,20 @@ def make_queue(client):
     return make
 
 
-@pytest.fixture
-def consumers(backend, db):
-    """``consumers.start(spec, prefix, handler, config)`` -> a running :class:`ConsumerThread`."""
+@pytest.fixture(params=["transaction-per-message", "transaction-per-batch"])
+def consumers(request, backend, db):
+    """``consumers.start(spec, prefix, handler, config)`` -> a running :class:`ConsumerThread`.
+
+    Every contract test runs in both transaction modes of the consumer (batch mode:
+    one transaction per received batch, a savepoint per message).
+    """
     started: list[ConsumerThread] = []
+    batch_mode = request.param == "transaction-per-batch"
 
     class Starter:
         def start(self, spec, prefix, handler, config: ConsumerConfig = FAST) -> ConsumerThread:
             """Start a :class:`RecordingConsumer` on ``spec`` in a background thread."""
+            config = dataclasses.replace(config, transaction_per_batch=batch_mode)
             consumer = RecordingConsumer(
                 CONSUMER_NAME, spec, db, {EVENT_TYPE: handler},
                 lambda: async_client(backend.endpoint_url, REGION), prefix, config)
@@ -153,8 +159,9 @@ class RecordingConsumer(Consumer):
         self.outcomes: list[tuple[str, str, int]] = []   # (event_id or message id, kind, count)
         self._lock = threading.Lock()
 
-    def _process(self, message):
-        outcome = super()._process(message)
+    def _decided(self, message, outcome):
+        # Every outcome passes here once, in per-message and in batch mode alike.
+        outcome = super()._decided(message, outcome)
         key = outcome.event.event_id if outcome.event else message["MessageId"]
         count = int(message["Attributes"].get("ApproximateReceiveCount", "1"))
         with self._lock:

@@ -64,9 +64,9 @@ class SimSqs:
         # A heartbeat extension (long visibility) is slow to arrive; releases are quick.
         await asyncio.sleep(self.heartbeat_delay_s if seconds >= 30 else 0.005)
         now = time.monotonic()
-        for entry in entries:
+        for entry in entries:  # one call may carry a different timeout per entry
             self.visibility[entry["ReceiptHandle"]] = entry["VisibilityTimeout"]
-            self.log.append((now, "visibility", entry["ReceiptHandle"], seconds))
+            self.log.append((now, "visibility", entry["ReceiptHandle"], entry["VisibilityTimeout"]))
 
     async def delete_message_batch(self, QueueUrl, Entries):  # noqa: N803
         self._check_open()

@@ -64,7 +64,7 @@ class FakeCursor:
 
     def execute(self, sql: str, params: tuple = ()) -> None:
         self.statements.append((sql, params))
-        if sql.startswith("INSERT INTO inbox"):
+        if "INSERT INTO inbox" in sql:  # alone, or after the batch mode's SAVEPOINT
             key = (params[0], params[1])
             self.rowcount = 0 if key in self.claimed or key in self.pending else 1
             self.pending.add(key)
@@ -79,8 +79,12 @@ def test_add_event_writes_one_row_per_routed_queue():
     cur = FakeCursor()
     ordered = event()
     assert add_event(cur, TOPOLOGY, "shop", ordered) == 2
-    assert [params[1] for _, params in cur.statements] == ["orders.fifo", "audit.fifo"]
-    assert all(params[0] == ordered.event_id and params[-1] == 0 for _, params in cur.statements)
+    # One statement (one round trip), one row of seven values per routed queue.
+    [(sql, params)] = cur.statements
+    rows = [params[i:i + 7] for i in range(0, len(params), 7)]
+    assert sql.count("(%s, %s, %s, %s, %s, %s, %s)") == 2
+    assert [row[1] for row in rows] == ["orders.fifo", "audit.fifo"]
+    assert all(row[0] == ordered.event_id and row[-1] == 0 for row in rows)
 
 
 def test_add_event_refuses_what_the_topology_cannot_carry():
