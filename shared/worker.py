@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 from prometheus_client import start_http_server
 
 from shared import metrics
+from shared.admin.state import ConsumerState
 from shared.config import Settings, WorkerSettings
 from shared.db import database_for
 from shared.logging import configure_logging, get_logger
@@ -115,7 +116,9 @@ async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    middleware = default_middleware()
+    # Blocked groups and consumer heartbeats for the admin API (shared.admin).
+    consumer_state = ConsumerState()
+    middleware = [*default_middleware(), consumer_state]
     # Read before anything starts: a bad MESSAGING_RETENTION_* fails the start, not a task.
     retention = RetentionSettings(days=worker.retention_days, interval_s=worker.retention_interval_s)
     relay_stop = threading.Event()
@@ -145,6 +148,7 @@ async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan
     tasks = [*consumer_tasks, *(asyncio.create_task(job(stop)) for job in plan.tasks)]
     # Every service's inbox and outbox, whatever its plan (shared.messaging.retention).
     tasks.append(asyncio.create_task(retention_task(db, retention)(stop)))
+    tasks.append(asyncio.create_task(consumer_state.heartbeat_task(db)(stop)))
     log.info("worker_started", consumers=[c.name for c in consumers], relay=relay_enabled)
 
     exit_code = await _supervise(stop, tasks, consumer_tasks)
