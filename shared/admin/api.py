@@ -30,11 +30,16 @@ from shared.web import Blueprint, database
 
 log = get_logger(__name__)
 
+# Per caller, every admin route; app.config["ADMIN_RATE_LIMIT"] overrides it (tests).
 ADMIN_RATE_LIMIT = "120/minute"
 
 blp = Blueprint("admin", __name__, url_prefix="/v1/admin",
                 description="Operators' view of this service's outbox, consumers, blocked FIFO "
                             "groups and circuit breakers (scope admin).")
+
+
+def _admin_rate() -> str:
+    return current_app.config.get("ADMIN_RATE_LIMIT", ADMIN_RATE_LIMIT)
 
 
 def _caller() -> str:
@@ -54,7 +59,7 @@ def mount_admin(app: Flask, api) -> None:
 
 @blp.route("/outbox")
 class Outbox(MethodView):
-    @rate_limit(ADMIN_RATE_LIMIT, key=_caller)
+    @rate_limit(_admin_rate, key=_caller)
     @blp.response(200, OutboxReportSchema)
     @require_scopes("admin")
     @blp.arguments(OutboxQuerySchema, location="query")
@@ -68,7 +73,7 @@ class Outbox(MethodView):
 
 @blp.route("/outbox/retry")
 class OutboxRetry(MethodView):
-    @rate_limit(ADMIN_RATE_LIMIT, key=_caller)
+    @rate_limit(_admin_rate, key=_caller)
     @blp.response(200, OutboxRetriedSchema)
     @require_scopes("admin")
     @blp.arguments(OutboxRetrySchema)
@@ -85,7 +90,7 @@ class OutboxRetry(MethodView):
 
 @blp.route("/consumers")
 class Consumers(MethodView):
-    @rate_limit(ADMIN_RATE_LIMIT, key=_caller)
+    @rate_limit(_admin_rate, key=_caller)
     @blp.response(200, ConsumersSchema)
     @require_scopes("admin")
     def get(self):
@@ -97,7 +102,7 @@ class Consumers(MethodView):
 
 @blp.route("/groups/blocked")
 class BlockedGroups(MethodView):
-    @rate_limit(ADMIN_RATE_LIMIT, key=_caller)
+    @rate_limit(_admin_rate, key=_caller)
     @blp.response(200, BlockedGroupsSchema)
     @require_scopes("admin")
     @blp.arguments(BlockedQuerySchema, location="query")
@@ -122,7 +127,7 @@ class BlockedGroups(MethodView):
 
 @blp.route("/breakers")
 class Breakers(MethodView):
-    @rate_limit(ADMIN_RATE_LIMIT, key=_caller)
+    @rate_limit(_admin_rate, key=_caller)
     @blp.response(200, BreakersSchema)
     @require_scopes("admin")
     def get(self):
