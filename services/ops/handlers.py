@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.ops import repository as repo
-from services.ops.peers import PeerUnavailable, Peers
+from services.ops.peers import Peers, PeerUnavailable
 from shared.auth import Principal
 from shared.errors import DomainError, NotFound
 from shared.messaging import dlq

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from services.order.api import ORDER_RATE_LIMIT, PROBLEMS, blp
-from services.order.reports_api import blp as reports_blp
 from services.order.inventory import InventoryClient, inventory_config
+from services.order.reports_api import blp as reports_blp
 from services.order.settings import SERVICE, load
 from shared.admin.api import mount_admin
 from shared.db import database_for

@@ -137,6 +137,17 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
         ("POST", "/v1/customers"): Rule(anonymous=(401,)),
     },
 }
+TABLE["ops"] = {
+    **COMMON,
+    **{("GET", f"/v1/ops/{path}"): Rule(kind="admin")
+       for path in ("status", "queues", "dlq/<string:queue_name>", "outbox", "groups/blocked",
+                    "consumers", "breakers", "audit")},
+    ("POST", "/v1/ops/dlq/<string:queue_name>/replay"): Rule(kind="admin", body={"all": True}),
+    ("POST", "/v1/ops/dlq/<string:queue_name>/purge"): Rule(
+        kind="admin", body={"confirm": "order-created-dlq.fifo"}),
+    ("POST", "/v1/ops/outbox/<string:service_name>/retry"): Rule(
+        kind="admin", body={"all_failed": True}),
+}
 FORM_ENDPOINTS = {("auth", "POST", "/oauth/token"), ("auth", "POST", "/oauth/revoke")}
 CASES = [(service, method, rule) for service, rules in TABLE.items() for (method, rule) in rules]
 
@@ -180,7 +191,8 @@ def world(apps, clean_db):
         notification_repo.insert_notification(cur, str(uuid.uuid4()), order_id, A, "order.created",
                                               {"order_id": order_id}, "2026-01-01T00:00:00Z")
     return {"order_id": order_id, "shipment_id": str(shipment_id), "sub_id": sub_id,
-            "delivery_id": str(delivery_id), "sku": "SKU-1", "customer_id": A}
+            "delivery_id": str(delivery_id), "sku": "SKU-1", "customer_id": A,
+            "queue_name": "order-created.fifo", "service_name": "order"}
 
 
 def _path(rule: str, ids: dict) -> str:
