@@ -120,12 +120,18 @@ def consumers(console: Console, answers: list[dict]) -> None:
 
 def breakers(console: Console, answers: list[dict]) -> None:
     table = Table(title="Circuit breakers")
-    for column in ("service", "breaker", "state", "failures"):
+    for column in ("service", "process", "breaker", "state", "failures"):
         table.add_column(column)
     for answer in answers:
-        for name, b in ({} if answer["error"] else answer["data"]["breakers"]).items():
-            state = b["state"] if b["state"] == "closed" else f"[bold red]{b['state']}[/]"
-            table.add_row(answer["service"], name, state, f"{b['failures']}/{b['fail_max']}")
+        if answer["error"]:
+            continue
+        processes = [("api", answer["data"]["breakers"])] + [
+            (w["worker"], w["breakers"]) for w in answer["data"].get("workers", [])]
+        for process, states in processes:
+            for name, b in states.items():
+                state = b["state"] if b["state"] == "closed" else f"[bold red]{b['state']}[/]"
+                table.add_row(answer["service"], process, name, state,
+                              f"{b['failures']}/{b['fail_max']}")
     console.print(table)
     unreachable(console, answers, "breakers")
 

@@ -132,5 +132,11 @@ class Breakers(MethodView):
     @blp.response(200, BreakersSchema)
     @require_scopes("admin")
     def get(self):
-        """State of every circuit breaker of this API process."""
-        return {"service": _service(), "breakers": current_app.extensions["breakers"].snapshot()}
+        """State of every circuit breaker of this API process, and of each live worker process
+        (from its heartbeat)."""
+        with database().transaction() as cur:
+            beats = repo.list_heartbeats(cur, STALE_AFTER_BEATS * DEFAULT_HEARTBEAT_S)
+        workers = {beat["worker"]: beat["breakers"] for beat in beats if beat["alive"]}
+        return {"service": _service(), "breakers": current_app.extensions["breakers"].snapshot(),
+                "workers": [{"worker": worker, "breakers": breakers}
+                            for worker, breakers in sorted(workers.items())]}

@@ -18,6 +18,7 @@ from shared.messaging import outbox
 from shared.messaging.consumer import Consumer
 from shared.messaging.sqs import async_client
 from shared.queues import queue
+from shared.resilience import BreakerRegistry
 from tests.integration.test_messaging_contract import FAST, ConsumerThread, envelope, send
 from tests.support.asserts import assert_problem, nothing_written
 from tests.support.wait import wait_until
@@ -44,7 +45,9 @@ def failing_consumer(order_db, sqs_endpoint, queue_prefix, queues):
             raise RuntimeError("carrier API answered 502")
         handled.append(event.event_id)
 
-    state = ConsumerState()
+    breakers = BreakerRegistry()
+    breakers.get("carrier-api")  # a worker's breaker: it travels with the heartbeat
+    state = ConsumerState(breakers=[breakers])
     consumer = Consumer(CONSUMER, SPEC, order_db, {"order.created": handler},
                         lambda: async_client(sqs_endpoint, "us-east-1"), queue_prefix, FAST,
                         middleware=[state])
@@ -81,6 +84,9 @@ def test_a_failing_head_blocks_its_group_until_it_succeeds(order_client, order_d
     assert len(mine) == 1 and mine[0]["alive"] is True
     assert mine[0]["handled"] == 1 and mine[0]["failed"] >= 1 and mine[0]["dead_lettered"] == 0
     assert mine[0]["last_message_at"]
+    assert mine[0]["breakers"]["carrier-api"]["state"] == "closed"
+    workers = order_client.get("/v1/admin/breakers", headers=admin).json["workers"]
+    assert [w["breakers"]["carrier-api"]["state"] for w in workers] == ["closed"]
 
 
 def test_min_age_filters_blocked_groups(order_client, order_db, admin):
