@@ -10,7 +10,11 @@ its demo identities are created as ``make run`` creates them.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import jwt
 import pytest
@@ -256,3 +260,27 @@ def test_token_and_seed_with_the_demo_credentials(demo_stack):
     assert len(orders) == 3 and all(o["status"] == "PENDING_SHIPMENT" for o in orders)
     listed = json.loads(runner.invoke(orderctl.cli, ["orders", "list", "--json"]).output)
     assert {o["id"] for o in listed} == {o["id"] for o in orders}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, code, line", [
+    (["scripts/dlq", "depth"], UNREACHABLE, "orderctl: ops service unreachable at {down} "
+                                            "(ConnectionError)"),
+    (["scripts/token"], UNAUTHORIZED, "orderctl: no demo credentials at {creds}: start `make run` "
+                                      "first, or set ORDERCTL_TOKEN"),
+    ([str(Path(sys.executable).parent / "orderctl"), "status", "--json"], UNREACHABLE,
+     "orderctl: ops service unreachable at {down} (ConnectionError)"),
+])
+def test_the_installed_command_and_the_aliases_fail_in_one_line(command, code, line, down_url,
+                                                                 tmp_path):
+    """As an operator runs them: a real process, no traceback, the documented exit code."""
+    root = Path(__file__).resolve().parents[2]
+    creds = tmp_path / "none.json"
+    env = {**os.environ, "ORDERCTL_OPS_URL": down_url, "ORDERCTL_TOKEN": "not-checked",
+           "DEMO_CREDENTIALS": str(creds)}
+    if command[0] == "scripts/token":
+        env.pop("ORDERCTL_TOKEN")
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.strip() == line.format(down=down_url, creds=creds)
