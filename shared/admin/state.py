@@ -9,6 +9,9 @@ the consumer itself is not changed. Per message it costs:
 * success or dead letter of a group in that set: ONE delete (lazily: only
   groups known to have failed pay it). The set is read from the table when a
   consumer starts, so a group that failed before a restart is still cleared.
+  A dead letter clears its group when it is decided (``after_handle``), in the
+  handler thread: if the DLQ then cannot be reached the message stays and its
+  group is blocked again without a row until its next failure records one.
 
 Counters (handled / failed / dead-lettered), the last message time, the
 messages in progress and the worker's circuit breakers live in memory; :meth:`ConsumerState.heartbeat_task`
