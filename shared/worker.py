@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shared import metrics
+from shared.admin.state import ConsumerState
 from shared.config import Settings, WorkerSettings
 from shared.db import database_for
 from shared.logging import configure_logging, get_logger
@@ -67,6 +68,8 @@ class WorkerPlan:
     relay: bool = True
     # Extra long-running coroutines, each given the stop event (e.g. a simulator).
     tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+    # The plan's circuit breaker registries: their states go out with the heartbeats.
+    breakers: list[Any] = field(default_factory=list)
 
 
 def default_middleware() -> list[Middleware]:
@@ -121,7 +124,9 @@ async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    middleware = default_middleware()
+    # Blocked groups and consumer heartbeats for the admin API (shared.admin).
+    consumer_state = ConsumerState(breakers=plan.breakers)
+    middleware = [*default_middleware(), consumer_state]
     # Read before anything starts: a bad MESSAGING_RETENTION_* fails the start, not a task.
     retention = RetentionSettings(days=worker.retention_days, interval_s=worker.retention_interval_s)
     relay_stop = threading.Event()
@@ -158,6 +163,7 @@ async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan
         tasks.append(asyncio.create_task(worker_gauges_task(gauges, worker.queue_metrics_interval_s)(stop)))
     # Every service's inbox and outbox, whatever its plan (shared.messaging.retention).
     tasks.append(asyncio.create_task(retention_task(db, retention)(stop)))
+    tasks.append(asyncio.create_task(consumer_state.heartbeat_task(db)(stop)))
     log.info("worker_started", consumers=[c.name for c in consumers], relay=relay_enabled)
 
     exit_code = await _supervise(stop, tasks, consumer_tasks)

@@ -6,6 +6,7 @@ import os
 
 from services.delivery.api import PROBLEMS, blp
 from services.delivery.settings import SERVICE, load
+from shared.admin.api import mount_admin
 from shared.db import database_for
 from shared.health import health_blueprint, sqs_check
 from shared.logging import configure_logging
@@ -28,4 +29,5 @@ def create_app(config: dict | None = None):
     }))
     api.register_blueprint(blp)
     PROBLEMS.register(app)
+    mount_admin(app, api)
     return app

@@ -6,6 +6,7 @@ import os
 
 from services.inventory.api import BLUEPRINTS, PROBLEMS
 from services.inventory.settings import SERVICE, load
+from shared.admin.api import mount_admin
 from shared.db import database_for
 from shared.health import health_blueprint
 from shared.logging import configure_logging
@@ -26,4 +27,5 @@ def create_app(config: dict | None = None):
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     PROBLEMS.register(app)
+    mount_admin(app, api)
     return app

@@ -17,6 +17,7 @@ from services.notification.settings import SERVICE, load
 from services.notification.ssrf import UrlPolicy
 from services.notification.stream import NotificationHub
 from services.notification.webhooks import EndpointBreakers, WebhookSender
+from shared.admin.api import mount_admin
 from shared.db import database_for
 from shared.health import health_blueprint, sqs_check
 from shared.logging import configure_logging, get_logger
@@ -91,4 +92,5 @@ def create_app(config: dict | None = None):
     api.register_blueprint(notifications_blp)
     api.register_blueprint(webhooks_blp)
     PROBLEMS.register(app)
+    mount_admin(app, api)
     return app

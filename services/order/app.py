@@ -6,7 +6,9 @@ import os
 
 from services.order.api import ORDER_RATE_LIMIT, PROBLEMS, blp
 from services.order.inventory import InventoryClient, inventory_config
+from services.order.reports_api import blp as reports_blp
 from services.order.settings import SERVICE, load
+from shared.admin.api import mount_admin
 from shared.db import database_for
 from shared.health import health_blueprint, sqs_check
 from shared.logging import configure_logging
@@ -36,8 +38,10 @@ def create_app(config: dict | None = None):
         "sqs": sqs_check(sqs, physical_name(settings.queue_prefix, "order-created.fifo")),
     }, reports={"breakers": breakers.snapshot}))
     api.register_blueprint(blp)
+    api.register_blueprint(reports_blp)
     PROBLEMS.register(app)
     # api._order_rate reads it per request; validated (a parseable rate) by OrderSettings.
     app.config[ORDER_RATE_LIMIT] = own.rate_limit_per_customer
     create_limiter(app, settings.rate_limit_storage_uri)
+    mount_admin(app, api)  # after its limiter, if it has one
     return app

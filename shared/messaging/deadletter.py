@@ -2,8 +2,9 @@
 
 The consumer dead-letters a message itself (not SQS redrive) so the DLQ entry
 says why: ``dlq_reason`` (an :mod:`shared.messaging.outcomes` reason),
-``dlq_error``, ``dlq_source_queue``, ``dlq_consumer``, ``dlq_failed_at``. SQS
-allows at most 10 message attributes; these 5 come on top of the producer's 3.
+``dlq_error``, ``dlq_source_queue``, ``dlq_consumer``, ``dlq_failed_at``,
+``dlq_receive_count``. SQS allows at most 10 message attributes; these 6 come on
+top of the producer's 3.
 On a FIFO DLQ the message keeps its group, and its deduplication id is the
 message id plus its receive count.
 
@@ -62,6 +63,9 @@ def _params(dlq_url: str, message: dict, outcome: DeadLetter, source_queue: str,
         "dlq_source_queue": source_queue,
         "dlq_consumer": consumer,
         "dlq_failed_at": datetime.now(UTC).isoformat(),
+        # How often the source queue had delivered it: operators tell a poison message
+        # (dead at once) from one that failed every retry.
+        "dlq_receive_count": str((message.get("Attributes") or {}).get("ApproximateReceiveCount", "1")),
     }
     for key, value in extra.items():
         attributes[key] = {"DataType": "String", "StringValue": value}

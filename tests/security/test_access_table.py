@@ -68,17 +68,30 @@ COMMON = {
     ("GET", "/health/live"): PUBLIC,
     ("GET", "/health/ready"): READY,
 }
+# shared.admin: every message-handling service's own admin view (admin scope only).
+ADMIN = {
+    ("GET", "/v1/admin/outbox"): Rule(kind="admin"),
+    ("POST", "/v1/admin/outbox/retry"): Rule(kind="admin", body={"all_failed": True}),
+    ("GET", "/v1/admin/consumers"): Rule(kind="admin"),
+    ("GET", "/v1/admin/groups/blocked"): Rule(kind="admin"),
+    ("GET", "/v1/admin/breakers"): Rule(kind="admin"),
+}
 
 TABLE: dict[str, dict[tuple[str, str], Rule]] = {
     "order": {
         **COMMON,
+        **ADMIN,
         ("POST", "/v1/orders"): Rule(),
         ("GET", "/v1/orders"): Rule(kind="list", list_key="order_id"),
         ("GET", "/v1/orders/<uuid:order_id>"): Rule(kind="own"),
         ("POST", "/v1/orders/<uuid:order_id>/cancel"): Rule(kind="own", body={"reason": "not mine"}),
+        ("GET", "/v1/reports/orders/totals"): Rule(kind="admin"),
+        ("GET", "/v1/reports/sales"): Rule(kind="admin"),
+        ("GET", "/v1/customers/<string(maxlength=128):customer_id>/stats"): Rule(kind="own"),
     },
     "delivery": {
         **COMMON,
+        **ADMIN,
         ("GET", "/v1/shipments"): Rule(kind="list", list_key="shipment_id", carrier="list"),
         ("GET", "/v1/shipments/<uuid:shipment_id>"): Rule(kind="own", carrier="own"),
         ("POST", "/v1/shipments/<uuid:shipment_id>/events"): Rule(
@@ -87,6 +100,7 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
     },
     "inventory": {
         **COMMON,
+        **ADMIN,
         ("GET", "/v1/products"): Rule(),
         ("POST", "/v1/products"): Rule(kind="admin", body=PRODUCT),
         ("GET", "/v1/products/<string:sku>"): Rule(),
@@ -101,6 +115,7 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
     },
     "notification": {
         **COMMON,
+        **ADMIN,
         ("GET", "/v1/notifications/stream"): Rule(),
         ("GET", "/v1/notifications"): Rule(kind="list", list_key="order_id"),
         ("GET", "/v1/webhooks"): Rule(kind="list", list_key="sub_id"),
@@ -122,6 +137,17 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
         ("GET", "/.well-known/oauth-authorization-server"): PUBLIC,
         ("POST", "/v1/customers"): Rule(anonymous=(401,)),
     },
+}
+TABLE["ops"] = {
+    **COMMON,
+    **{("GET", f"/v1/ops/{path}"): Rule(kind="admin")
+       for path in ("status", "queues", "dlq/<string:queue_name>", "outbox", "groups/blocked",
+                    "consumers", "breakers", "audit")},
+    ("POST", "/v1/ops/dlq/<string:queue_name>/replay"): Rule(kind="admin", body={"all": True}),
+    ("POST", "/v1/ops/dlq/<string:queue_name>/purge"): Rule(
+        kind="admin", body={"confirm": "order-created-dlq.fifo"}),
+    ("POST", "/v1/ops/outbox/<string:service_name>/retry"): Rule(
+        kind="admin", body={"all_failed": True}),
 }
 FORM_ENDPOINTS = {("auth", "POST", "/oauth/token"), ("auth", "POST", "/oauth/revoke")}
 CASES = [(service, method, rule) for service, rules in TABLE.items() for (method, rule) in rules]
@@ -166,12 +192,13 @@ def world(apps, clean_db):
         notification_repo.insert_notification(cur, str(uuid.uuid4()), order_id, A, "order.created",
                                               {"order_id": order_id}, "2026-01-01T00:00:00Z")
     return {"order_id": order_id, "shipment_id": str(shipment_id), "sub_id": sub_id,
-            "delivery_id": str(delivery_id), "sku": "SKU-1", "filename": "swagger-ui.css"}
+            "delivery_id": str(delivery_id), "sku": "SKU-1", "filename": "swagger-ui.css", "customer_id": A,
+            "queue_name": "order-created.fifo", "service_name": "order"}
 
 
 def _path(rule: str, ids: dict) -> str:
     path = rule
-    for converter in ("uuid", "string", "path"):
+    for converter in ("uuid", "string", "path", "string(maxlength=128)"):
         for name, value in ids.items():
             path = path.replace(f"<{converter}:{name}>", str(value))
     assert "<" not in path, f"no value for a placeholder in {rule}"

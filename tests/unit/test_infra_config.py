@@ -34,7 +34,7 @@ GUNICORN_CONF = ROOT / "infra" / "gunicorn.conf.py"
 INCLUDE_LINE = 'include classpath("application.conf")'
 APP_SERVICES = ("order", "delivery", "inventory", "notification")
 # Services with an API but no worker (they neither consume nor publish messages).
-API_ONLY_SERVICES = ("auth",)
+API_ONLY_SERVICES = ("auth", "ops")
 
 
 def _load_generator():
