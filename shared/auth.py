@@ -162,6 +162,7 @@ def _not_revoked(principal: Principal, settings: TokenSettings) -> Principal:
 
 def token_settings_from(settings, breakers=None) -> TokenSettings:
     """The token settings of a :class:`shared.config.Settings`: JWKS from the auth service."""
+    from shared.config import DEV_REVOCATION_FEED_KEY, ConfigError
     from shared.services import port_of
 
     auth_url = settings.peers.get("auth")
@@ -174,8 +175,12 @@ def token_settings_from(settings, breakers=None) -> TokenSettings:
                      min_refresh_interval_s=settings.jwks_min_refresh_s)
     # The feed lives on the auth service beside its JWKS (AUTH_URL; else the JWKS URL's origin).
     parts = urlsplit(auth_url or url)
-    feed = FeedSettings(f"{parts.scheme}://{parts.netloc}",
-                        settings.revocation_feed_key.get_secret_value(),
+    feed_key = settings.revocation_feed_key.get_secret_value()
+    if settings.app_env == "production" and (not settings.was_set("revocation_feed_key")
+                                             or feed_key == DEV_REVOCATION_FEED_KEY):
+        raise ConfigError("AUTH_REVOCATION_FEED_KEY", "is required in production (and may not be "
+                                                      "the development default)")
+    feed = FeedSettings(f"{parts.scheme}://{parts.netloc}", feed_key,
                         wait_s=settings.revocation_wait_s, poll_s=settings.revocation_poll_s,
                         max_staleness_s=settings.revocation_max_staleness_s)
     cache = VerifiedTokens(settings.token_cache_size, CLOCK_SKEW_S) if settings.token_cache_size else None

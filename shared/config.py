@@ -113,11 +113,6 @@ class Settings(EnvSettings):
     def check(self, app_env: str) -> None:
         if self.db_pool_max < max(1, self.db_pool_min):
             raise ConfigError("DB_POOL_MAX", f"must be >= {max(1, self.db_pool_min)}, got {self.db_pool_max}")
-        if self.app_env == "production" and (
-                not self.was_set("revocation_feed_key")
-                or self.revocation_feed_key.get_secret_value() == DEV_REVOCATION_FEED_KEY):
-            raise ConfigError("AUTH_REVOCATION_FEED_KEY", "is required in production (and may not "
-                                                          "be the development default)")
         if self.app_env == "production" and "*" in self.cors_allowed_origins:
             raise ConfigError("CORS_ALLOWED_ORIGINS", "'*' is not allowed in production; list origins")
 
