@@ -14,9 +14,10 @@ FAUXQS_PKG := $(FAUXQS_DIR)/node_modules/fauxqs/package.json
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-fast lint bench-orders bench-pipeline bench-checkout bench-auth elasticmq-conf infra-check k8s \
+.PHONY: help venv run test test-fast lint bench-orders bench-pipeline bench-checkout bench-auth chaos elasticmq-conf infra-check k8s \
 	config-docs fauxqs lock clean
 
 help: ## list the targets
@@ -59,6 +60,10 @@ bench-checkout: venv ## order creation with the inventory hop vs without; breake
 
 bench-auth: venv ## token issuance rate and token verification overhead (BENCH_ARGS=...)
 	$(VPY) scripts/bench_auth.py $(BENCH_ARGS)
+
+chaos: venv ## the chaos run: faults + invariants, report in RELIABILITY.md (CHAOS_ARGS=...)
+	@$(MAKE) --no-print-directory fauxqs
+	$(VPY) scripts/chaos.py $(CHAOS_ARGS)
 
 elasticmq-conf: venv ## regenerate elasticmq.conf, infra/sqs-queues.cfn.yaml and infra/k8s/ from the topology
 	$(VPY) scripts/gen_elasticmq_conf.py
