@@ -7,6 +7,8 @@ missing field, an unknown field or a wrong type in each field (all
 (``unknown_event_type``) and an envelope of the queue's own event type whose
 data breaks its contract (``permanent_error``). Each body is unique on its
 queue, so a dead letter can be traced back to the entry that caused it.
+(A NUL character, in the suite's corpus, is left out: SQS refuses to accept
+such a body at all, so it can never reach a consumer of a real queue.)
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ def corpus_for(spec: QueueSpec) -> list[Entry]:
                Entry("a JSON string", json.dumps(tag), INVALID_ENVELOPE),
                Entry("deeply nested", DEEPLY_NESTED[:-1] + f'"{tag}"' + "]", INVALID_ENVELOPE),
                Entry("huge", json.dumps({"tag": tag, "blob": "x" * HUGE_BYTES}), INVALID_ENVELOPE),
-               Entry("a NUL character", f"\x00{{\"tag\": \"{tag}\"}}", INVALID_ENVELOPE),
                Entry("a missing field", _with(spec, producer=_MISSING), INVALID_ENVELOPE),
                Entry("an unknown field", _with(spec, extra="field"), INVALID_ENVELOPE)]
     entries += [Entry(f"wrong type in {name}", _with(spec, **{name: value}), INVALID_ENVELOPE)

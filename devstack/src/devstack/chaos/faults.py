@@ -90,18 +90,17 @@ def schedule(seed: int, options: Options) -> list[Fault]:
 # ------------------------------------------------------------------ message faults
 
 
-def send_poison(sqs, queue_urls: dict[str, str]) -> dict[str, list[Entry]]:
-    """The malformed corpus on every queue; queue -> the entries sent (each must be dead-lettered)."""
-    sent = {}
+def send_poison(sqs, queue_urls: dict[str, str], sent: dict[str, list[Entry]]) -> None:
+    """The malformed corpus on every queue, recorded in ``sent`` (queue -> entries) as each
+    is sent: every one of them must be dead-lettered."""
     for spec in QUEUES:
-        sent[spec.name] = corpus_for(spec)
-        for entry in sent[spec.name]:
+        for entry in corpus_for(spec):
             message = {"QueueUrl": queue_urls[spec.name], "MessageBody": entry.body}
             if spec.fifo:
                 message.update(MessageGroupId=f"chaos-corpus-{uuid.uuid4()}",
                                MessageDeduplicationId=str(uuid.uuid4()))
             sqs.send_message(**message)
-    return sent
+            sent.setdefault(spec.name, []).append(entry)
 
 
 def recent_envelopes(databases: dict, count: int) -> list[dict]:

@@ -199,8 +199,10 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
                 result.duplicates_sent += sent
                 fault_result.detail = f"{sent} envelopes sent again"
             elif fault.kind == f.POISON:
-                poison.update(f.send_poison(sqs, urls))
-                result.corpus_sent = sum(len(v) for v in poison.values())
+                try:
+                    f.send_poison(sqs, urls, poison)
+                finally:
+                    result.corpus_sent = sum(len(v) for v in poison.values())
                 fault_result.detail = f"{result.corpus_sent} malformed messages"
         except Exception as exc:  # a fault that could not be injected is reported, not hidden
             fault_result.error = f"{type(exc).__name__}: {exc}"

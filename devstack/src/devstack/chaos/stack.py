@@ -12,6 +12,7 @@ a deployment has; the devstack supervisor itself only reports deaths).
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import sys
 import threading
@@ -93,6 +94,7 @@ class ChaosStack:
         self._lock = threading.RLock()
         self._paused: set[str] = set()   # killed on purpose and not to be restarted by watch() yet
         self._stop = threading.Event()
+        self._spawns: queue.Queue = queue.Queue()
         self._emulator = None
 
     @classmethod
@@ -185,12 +187,17 @@ class ChaosStack:
                 self.supervisor.stop(process.child, 0.1)
 
     def restart(self, name: str) -> float:
-        """Start ``name`` again; seconds until it is ready (APIs) or started (workers)."""
-        with self._lock:
-            process = self.processes[name]
-            process.restarts += 1
-            self._spawn(process)
-            self._paused.discard(name)
+        """Start ``name`` again; seconds until it is ready (APIs) or started (workers).
+
+        The watch thread does the spawning: a child's parent-death signal fires when the
+        *thread* that forked it ends, so a child started from a short-lived fault thread
+        would be sent SIGTERM as soon as that thread is done.
+        """
+        process = self.processes[name]
+        done = threading.Event()
+        self._spawns.put((process, done))
+        if not done.wait(60):
+            raise TimeoutError(f"{name} was not restarted (is watch() running?)")
         return self.wait_ready(process, READY_TIMEOUT_S) if process.health_url else 0.0
 
     def signal_group(self, name: str, sig: int) -> None:
@@ -209,8 +216,23 @@ class ChaosStack:
 
     # ---------------------------------------------------------------- watch
     def watch(self) -> None:
-        """Restart, until :meth:`close`, any process that died without being killed on purpose."""
-        while not self._stop.wait(0.5):
+        """Until :meth:`close`: start what :meth:`restart` asks for, and restart any process that
+        died without being killed on purpose. Run it in one long-lived thread."""
+        checked = 0.0
+        while not self._stop.is_set():
+            try:
+                process, done = self._spawns.get(timeout=0.1)
+            except queue.Empty:
+                pass
+            else:
+                with self._lock:
+                    process.restarts += 1
+                    self._spawn(process)
+                    self._paused.discard(process.name)
+                done.set()
+            if time.monotonic() - checked < 0.5:
+                continue
+            checked = time.monotonic()
             with self._lock:
                 for process in self.processes.values():
                     if process.name in self._paused or process.child is None or process.child.alive():
