@@ -264,12 +264,25 @@ def dead_letters_are_the_poison(dead_letters: dict[str, list[dict]], poison: dic
     return _cap(out)
 
 
+CANCELLED_BUT_SHIPPED = "no cancelled order's shipment left the warehouse"
+# Invariants a run can find violated because of a defect already known and not yet fixed:
+# reported like any other violation, listed here so that the suite's short run still
+# checks everything else. Remove an entry with its fix.
+KNOWN_DEFECTS = {
+    CANCELLED_BUT_SHIPPED: (
+        "order.created and order.cancelled reach the delivery service on two queues, and the "
+        "order service accepts a cancel while it has not yet heard of the pick-up: a cancel "
+        "that reaches delivery after the carrier picked the parcel up is only logged "
+        "(cancel_rejected_already_shipped), while the order stays CANCELLED and its stock is "
+        "released"),
+}
+
 CHECKS: dict[str, Callable] = {
     "every accepted order exists, is terminal; no order without a 201":
         every_accepted_order_exists_and_is_terminal,
     "exactly one shipment per shipped order": one_shipment_per_shipped_order,
     "no status regression in any order's history": no_status_regression,
-    "no cancelled order's shipment left the warehouse": no_cancelled_order_was_shipped,
+    CANCELLED_BUT_SHIPPED: no_cancelled_order_was_shipped,
     "no reservation HELD past its TTL": no_reservation_held_past_its_ttl,
     "one notification per order event; status_changed events = status changes":
         notified_once_per_status_change,

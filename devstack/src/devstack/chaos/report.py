@@ -9,6 +9,7 @@ from pathlib import Path
 
 from devstack.chaos import faults as f
 from devstack.chaos.flow import CANCELLED
+from devstack.chaos.invariants import KNOWN_DEFECTS
 from devstack.chaos.run import RunResult, summary
 
 BEGIN = "<!-- chaos-run:begin -->"
@@ -35,7 +36,9 @@ def render(result: RunResult) -> str:
     cancels = [p for p in placed if p.cancel_status is not None]
     retried = sum(1 for p in placed if p.errors)
     lines = [BEGIN, "", f"## Latest run: {result.started_at}", ""]
-    verdict = "every invariant held" if result.ok else "VIOLATIONS FOUND"
+    failed = [name for name, v in result.violations.items() if v]
+    verdict = ("every invariant held" if not failed else
+               f"{len(failed)} invariant(s) violated: " + "; ".join(failed))
     lines += [f"**{len(accepted)} orders accepted, {verdict}.**", ""]
     lines += ["| | |", "|---|---|",
               f"| command | `make chaos CHAOS_ARGS=\"--seed {c.seed} --duration {c.duration_s:.0f} "
@@ -81,10 +84,16 @@ def render(result: RunResult) -> str:
                                                                       if fault.error else ""))
     lines += ["```", "", "### Invariants", "", "| invariant | result |", "|---|---|"]
     for name, violations in result.violations.items():
-        lines.append(f"| {name} | {'holds' if not violations else f'{len(violations)} violations'} |")
+        verdict = "holds" if not violations else f"**{_count(violations)} violations**"
+        if violations and name in KNOWN_DEFECTS:
+            verdict += " (a known defect, below)"
+        lines.append(f"| {name} | {verdict} |")
     for name, violations in result.violations.items():
         if violations:
-            lines += ["", f"**{name}**", ""] + [f"- {v}" for v in violations]
+            lines += ["", f"**{name}**", ""]
+            if name in KNOWN_DEFECTS:
+                lines += [f"Known defect: {KNOWN_DEFECTS[name]}.", ""]
+            lines += [f"- {v}" for v in violations]
     if result.unexpected_exits:
         lines += ["", "Processes that exited on their own (restarted): " + ", ".join(
             f"{k} ({', '.join(v)})" for k, v in result.unexpected_exits.items())]
@@ -94,6 +103,13 @@ def render(result: RunResult) -> str:
     lines += ["", f"Answers to order requests: {dict(sorted((str(k), v) for k, v in statuses.items()))}; "
               f"cancelled orders are `{CANCELLED}`.", "", END, ""]
     return "\n".join(lines)
+
+
+def _count(violations: list[str]) -> str:
+    """The number of violations (the list is capped with an "... and N more" line)."""
+    if violations and violations[-1].startswith("... and "):
+        return str(len(violations) - 1 + int(violations[-1].split()[2]))
+    return str(len(violations))
 
 
 def write(result: RunResult, path: Path) -> None:
