@@ -13,6 +13,7 @@ See docs/architecture.md ("The chaos run") and devstack/src/devstack/chaos/.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,10 @@ from devstack.paths import REPO_ROOT
 
 def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
 
 
 @click.command()
@@ -44,15 +49,19 @@ def say(text: str) -> None:
 @click.option("--freeze", default=10.0, show_default=True, type=click.FloatRange(1, 600),
               help="Seconds the inventory API is frozen (SIGSTOP).")
 @click.option("--kills-per-process", default=1, show_default=True, type=click.IntRange(0, 20))
+@click.option("--keep-data", is_flag=True, help="Keep the run's PostgreSQL data (the logs are always kept).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               default=REPO_ROOT / "RELIABILITY.md", show_default=True,
               help="Where the run's section is written ('-': nowhere).")
 def main(seed, duration, orders, clients, cancel_ratio, sqs, sqs_outage, freeze, kills_per_process,
-         report_path):
+         keep_data, report_path):
     """Run the system under faults, check the invariants, write the report."""
+    # SIGTERM (and SIGINT, which a background job ignores) stop the run and everything it started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     config = Config(seed=new_seed() if seed is None else seed, duration_s=duration, max_orders=orders,
                     clients=clients, cancel_ratio=cancel_ratio, sqs=sqs, sqs_outage_s=sqs_outage,
-                    freeze_s=freeze, kills_per_process=kills_per_process)
+                    freeze_s=freeze, kills_per_process=kills_per_process, keep_data=keep_data)
     try:
         result = chaos_run(config, say)
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ recovery times, violations per invariant) that :mod:`.report` writes out.
 
 from __future__ import annotations
 
+import pickle
 import random
 import statistics
 import threading
@@ -39,6 +40,7 @@ class Config:
     kills_per_process: int = 1
     duplicate_bursts: int = 4
     duplicates_per_burst: int = 25
+    keep_data: bool = False
 
 
 @dataclass
@@ -60,6 +62,7 @@ class RunResult:
     placed: list[flow.Placed] = field(default_factory=list)
     faults: list[FaultResult] = field(default_factory=list)
     violations: dict[str, list[str]] = field(default_factory=dict)
+    edges: dict[str, list[str]] = field(default_factory=dict)   # invariants.KNOWN_EDGES seen
     unexpected_exits: dict[str, list[str]] = field(default_factory=dict)
     dead_letters: int = 0
     corpus_sent: int = 0
@@ -92,7 +95,7 @@ def chaos_run(config: Config, say=print) -> RunResult:
                         freeze_s=config.freeze_s, kills_per_process=config.kills_per_process,
                         duplicate_bursts=config.duplicate_bursts,
                         duplicates_per_burst=config.duplicates_per_burst)
-    stack = ChaosStack.create(config.sqs, say)
+    stack = ChaosStack.create(config.sqs, say, config.keep_data)
     result = RunResult(config, [], started_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
@@ -111,7 +114,10 @@ def chaos_run(config: Config, say=print) -> RunResult:
                 result.unexpected_exits[name] = process.unexpected_exits
         receiver.shutdown()
         stack.close()
-        say(f"chaos: logs in {stack.run_dir / 'logs'}")
+        # The whole result, to render the report again without running again.
+        with open(stack.run_dir / "result.pickle", "wb") as out:
+            pickle.dump(result, out)
+        say(f"chaos: logs and result.pickle in {stack.run_dir}")
     return result
 
 
@@ -250,6 +256,8 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
         invariants.one_webhook_delivery_per_event(schemas, accepted, subscription)
     result.violations["every DLQ entry is an injected malformed message, with its reason"] = \
         invariants.dead_letters_are_the_poison(dead, poison)
+    for name, (check, _why) in invariants.KNOWN_EDGES.items():
+        result.edges[name] = check(schemas, accepted)
     lost = [p for p in result.placed if p.order_id is None]
     if lost:
         result.notes.append(f"{len(lost)} order requests got no 201: "

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -96,12 +98,15 @@ class ChaosStack:
         self._stop = threading.Event()
         self._spawns: queue.Queue = queue.Queue()
         self._emulator = None
+        self.keep_data = False   # the PostgreSQL data directory after close (the logs are kept)
 
     @classmethod
-    def create(cls, sqs: str, say: Callable[[str], None]) -> ChaosStack:
-        run_dir = DATA_DIR / "chaos" / time.strftime("%Y%m%d-%H%M%S")
-        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        return cls(run_dir, sqs, say)
+    def create(cls, sqs: str, say: Callable[[str], None], keep_data: bool = False) -> ChaosStack:
+        run_dir = DATA_DIR / "chaos" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        (run_dir / "logs").mkdir(parents=True)
+        stack = cls(run_dir, sqs, say)
+        stack.keep_data = keep_data
+        return stack
 
     # ---------------------------------------------------------------- start
     def start(self) -> None:
@@ -260,5 +265,7 @@ class ChaosStack:
                 stop_process(self._emulator, 3.0, kill_wait=1.0)
             if self.pg_handle is not None:
                 postgres.stop_embedded_postgres(self.pg_handle, timeout=10)
+            if not self.keep_data:
+                shutil.rmtree(self.run_dir / "pg", ignore_errors=True)
         finally:
             signal.signal(signal.SIGINT, previous)
