@@ -218,6 +218,9 @@ def test_the_feed_long_polls_and_is_only_for_services(auth_app, auth_server, aut
     url = f"{auth_server.url}/v1/revocations"
     assert requests.get(url, timeout=10).status_code == 401
     assert requests.get(url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+    operator = make_client(auth_app, "Ops", ["admin"])  # even an admin's access token is no key
+    admin_token = client_token(auth_app.test_client(), operator)
+    assert requests.get(url, headers=_bearer(admin_token), timeout=10).status_code == 401
     for bad in ({"after": "-1"}, {"wait": "100"}, {"after": "x"}, {"wait": "nan"}):
         response = requests.get(url, params=bad, headers=FEED_HEADERS, timeout=10)
         assert response.status_code == 422, (bad, response.text)
