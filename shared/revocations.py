@@ -153,8 +153,7 @@ class RevocationList:
         fresh = {str(e["jti"]): int(e["exp"]) for e in answer["revocations"]}
         # A new dict swapped in whole: readers on other threads never see one half-updated.
         base = {} if answer.get("reset") else self._denied
-        denied = {jti: exp for jti, exp in base.items() if exp + CLOCK_SKEW_S > now}
-        denied.update(fresh)
+        denied = {jti: exp for jti, exp in {**base, **fresh}.items() if exp + CLOCK_SKEW_S > now}
         self._denied = denied
         self._cursor = answer["cursor"]
         self._heard_at = time.monotonic()
