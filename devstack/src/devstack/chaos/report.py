@@ -74,8 +74,8 @@ def render(result: RunResult) -> str:
             note = ", ".join(f"{k} x{n}" for k, n in sorted(Counter(d.fault.target for d in done).items()))
         lines.append(f"| {label} | {len(done)} | {summary(recoveries)} | {note} |")
     lines += ["", "Recovery: for a kill, until the process is back (an API: `/health/ready` answers"
-              " 200); for an outage or the freeze, from its end until an order placed right after it"
-              " has its shipment.", ""]
+              " 200); for an outage, the freeze and the corpus, from its end until an order placed"
+              " right after it has its shipment.", ""]
     lines += [f"### Schedule (seed {c.seed})", "", "```"]
     for fault in result.faults:
         extra = f"  -> {fault.detail}" if fault.detail else ""

@@ -210,6 +210,7 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
                 finally:
                     result.corpus_sent = sum(len(v) for v in poison.values())
                 fault_result.detail = f"{result.corpus_sent} malformed messages"
+                probe(fault_result, time.monotonic())  # the consumers go on: a new order completes
         except Exception as exc:  # a fault that could not be injected is reported, not hidden
             fault_result.error = f"{type(exc).__name__}: {exc}"
             say(f"chaos: fault {fault.describe()} failed: {fault_result.error}")
