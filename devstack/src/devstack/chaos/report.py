@@ -43,7 +43,8 @@ def render(result: RunResult) -> str:
     lines += ["| | |", "|---|---|",
               f"| command | `make chaos CHAOS_ARGS=\"--seed {c.seed} --duration {c.duration_s:.0f} "
               f"--orders {c.max_orders} --clients {c.clients} --sqs {c.sqs} --sqs-outage "
-              f"{c.sqs_outage_s:.0f}\"` |",
+              f"{c.sqs_outage_s:.0f} --freeze {c.freeze_s:.0f} --kills-per-process "
+              f"{c.kills_per_process}\"` |",
               f"| machine | {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
               f"Python {platform.python_version()}; shared with other work during the run |",
               f"| SQS emulator | {c.sqs} |",
