@@ -103,15 +103,15 @@ def send_poison(sqs, queue_urls: dict[str, str], sent: dict[str, list[Entry]]) -
             sent.setdefault(spec.name, []).append(entry)
 
 
-def recent_envelopes(databases: dict, count: int) -> list[dict]:
-    """The ``count`` most recently published outbox rows across the services, newest first."""
+def recent_envelopes(schemas, count: int) -> list[dict]:
+    """The ``count`` most recently published outbox rows across the services, newest first
+    (``schemas``: :class:`devstack.chaos.invariants.Schemas`)."""
     rows = []
-    for service, db in databases.items():
-        with db.transaction() as cur:
-            cur.execute("SELECT queue, aggregate_id, event_type, event_id::text AS event_id, body,"
-                        " published_at FROM outbox WHERE published_at IS NOT NULL"
-                        " ORDER BY published_at DESC LIMIT %s", (count,))
-            rows += [dict(r, service=service) for r in cur.fetchall()]
+    for service in ("order", "delivery", "inventory", "notification"):
+        rows += [dict(r, service=service) for r in schemas.rows(
+            service, "SELECT queue, aggregate_id, event_type, event_id::text AS event_id, body,"
+                     " published_at FROM outbox WHERE published_at IS NOT NULL"
+                     " ORDER BY published_at DESC LIMIT %s", (count,))]
     rows.sort(key=lambda r: r["published_at"], reverse=True)
     return rows[:count]
 

@@ -198,9 +198,7 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
                 stack.signal_group(fault.target, signal.SIGCONT)
                 probe(fault_result, time.monotonic())
             elif fault.kind == f.DUPLICATE:
-                rows = f.recent_envelopes({"order": schemas.order, "delivery": schemas.delivery,
-                                           "inventory": schemas.inventory,
-                                           "notification": schemas.notification}, fault.count)
+                rows = f.recent_envelopes(schemas, fault.count)
                 sent = f.send_duplicates(sqs, urls, rows)
                 result.duplicates_sent += sent
                 fault_result.detail = f"{sent} envelopes sent again"
