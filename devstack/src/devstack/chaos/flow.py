@@ -46,8 +46,10 @@ class Placed:
 
 
 def _definitive(response: requests.Response) -> bool:
-    # 429 and 5xx (a killed or frozen peer, a breaker open) are worth a retry; the rest is final.
-    return response.status_code < 500 and response.status_code != 429
+    # 5xx (a killed or frozen peer, a breaker open) and anything that says when to come back
+    # (429; 409 idempotency-key-in-progress: the first attempt still runs, or crashed and its
+    # key goes stale) are worth a retry with the same key; the rest is final.
+    return response.status_code < 500 and "Retry-After" not in response.headers
 
 
 def _retrying(send, record: Placed, deadline: float) -> requests.Response | None:
