@@ -14,9 +14,10 @@ FAUXQS_PKG := $(FAUXQS_DIR)/node_modules/fauxqs/package.json
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-fast lint bench-orders bench-pipeline bench-checkout bench-auth bench-consumer bench-scaleout elasticmq-conf infra-check k8s \
+.PHONY: help venv run test test-fast lint bench-orders bench-pipeline bench-checkout bench-auth bench-consumer bench-scaleout chaos elasticmq-conf infra-check k8s \
 	config-docs openapi fauxqs promtool lock clean
 
 help: ## list the targets
@@ -66,6 +67,10 @@ bench-consumer: venv fauxqs ## consumer runtime vs raw boto3 loops, sqs-workers,
 
 bench-scaleout: venv fauxqs ## one backlog drained by 1, 2, 4 delivery and 1, 2 order workers (BENCH_ARGS=--quick ...)
 	$(VPY) scripts/bench_scaleout.py $(BENCH_ARGS)
+
+chaos: venv ## the chaos run: faults + invariants, report in RELIABILITY.md (CHAOS_ARGS=...)
+	@$(MAKE) --no-print-directory fauxqs
+	$(VPY) scripts/chaos.py $(CHAOS_ARGS)
 
 elasticmq-conf: venv ## regenerate elasticmq.conf, infra/sqs-queues.cfn.yaml and infra/k8s/ from the topology
 	$(VPY) scripts/gen_elasticmq_conf.py

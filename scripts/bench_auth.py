@@ -4,11 +4,15 @@
 1. Token issuance: closed-loop clients POST ``/oauth/token``
    (``client_credentials``, HTTP Basic) to the auth API under gunicorn with
    the production config. Target: >= 300 tokens/s.
-2. Verification overhead: ``GET /v1/orders/{id}`` on the order API (RS256
-   verification against the auth service's JWKS, cached) beside the same app
-   with verification replaced by an unverified claims read
-   (``bench_noverify_app.py``, a bench-only variant), both in the same run,
-   alternating phases. Target: p50 difference < 1 ms.
+2. Verification overhead: ``GET /v1/orders/{id}`` on the order API as deployed
+   (RS256 verification against the auth service's JWKS, the verified-token cache,
+   the access-token deny-list followed from the auth service and holding
+   ``--denied`` revoked entries), the same API with the cache off
+   (``AUTH_TOKEN_CACHE_SIZE=0``: RS256 and the deny-list on every request), and,
+   as the baseline, the same app with verification replaced by an unverified
+   claims read (``bench_noverify_app.py``, a bench-only variant), all in the same
+   run, alternating phases. Before measuring, a revoked token is shown refused by
+   both verifying APIs. Target: p50 difference < 1 ms for each.
 
 Everything listens on 127.0.0.1; every loop is bounded in time and count.
 Progress goes to stderr, the report to stdout.
@@ -107,20 +111,24 @@ def get_sender(url: str, token: str):
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 10),
               help="Alternating verify/no-verify phases of the overhead comparison.")
 @click.option("--skip-verification", is_flag=True, help="Only measure token issuance.")
+@click.option("--denied", default=10_000, show_default=True, type=click.IntRange(0, 1_000_000),
+              help="Revoked, unexpired access tokens on the deny-list while verifying.")
 @click.option("--quiet-timeout", default=60.0, show_default=True, type=click.FloatRange(0, 600),
               help="Wait up to this long for other processes to leave the CPU alone (0: don't).")
-def main(duration, clients, workers, threads, rounds, skip_verification, quiet_timeout):
+def main(duration, clients, workers, threads, rounds, skip_verification, denied, quiet_timeout):
     """Token issuance throughput and the latency cost of verifying tokens."""
     bench.install_sigterm_handler()
     try:
-        code = run(duration, clients, workers, threads, rounds, skip_verification, quiet_timeout)
+        code = run(duration, clients, workers, threads, rounds, skip_verification, quiet_timeout,
+                   denied)
     except (KeyboardInterrupt, bench.Interrupted):
         say("interrupted; everything stopped")
         code = 130
     sys.exit(code)
 
 
-def run(duration, clients, workers, threads, rounds, skip_verification, quiet_timeout) -> int:
+def run(duration, clients, workers, threads, rounds, skip_verification, quiet_timeout,
+        denied=10_000) -> int:
     from services.auth import handlers
     from shared import migrations
     from shared.db import Database
@@ -174,12 +182,13 @@ def run(duration, clients, workers, threads, rounds, skip_verification, quiet_ti
 
         if not skip_verification:
             overhead = _verification_phases(stack, env, database_url, token_url, creds, clients,
-                                            duration, rounds, sampler)
+                                            duration, rounds, sampler, denied)
             if overhead is None:
                 return 2
             rows += overhead["rows"]
-            verdicts.check("verification overhead (p50)", f"{overhead['delta_ms']:.3f} ms",
-                           overhead["delta_ms"] < OVERHEAD_TARGET_MS, f"< {OVERHEAD_TARGET_MS} ms")
+            for name, delta in overhead["delta_ms"].items():
+                verdicts.check(f"verification overhead (p50), {name}", f"{delta:.3f} ms",
+                               delta < OVERHEAD_TARGET_MS, f"< {OVERHEAD_TARGET_MS} ms")
         sampler.stop()
         died = stack.check_alive()
 
@@ -201,9 +210,33 @@ def _row(result: LoadResult):
             result.pct_ms(95), result.pct_ms(99), result.pct_ms(100))
 
 
+VARIANTS = {
+    "verify": ("services.order.app:create_app()", {},
+               "RS256 + JWKS, token cache, deny-list"),
+    "nocache": ("services.order.app:create_app()", {"AUTH_TOKEN_CACHE_SIZE": "0"},
+                "RS256 + JWKS + deny-list, no cache"),
+    "noverify": ("bench_noverify_app:create_app()", {}, "verification disabled"),
+}
+
+
+def _fill_deny_list(database_url: str, count: int) -> None:
+    """``count`` revoked, unexpired tokens (random jtis) on the deny-list, as after many logouts."""
+    from shared.db import Database
+
+    db = Database(database_url, "auth_svc", 1, 1)
+    try:
+        with db.transaction() as cur:
+            cur.execute("INSERT INTO revoked_access_tokens (jti, expires_at, reason)"
+                        " SELECT gen_random_uuid()::text, now() + interval '15 minutes', 'bench'"
+                        " FROM generate_series(1, %s)", (count,))
+    finally:
+        db.close()
+
+
 def _verification_phases(stack, env, database_url, token_url, creds, clients, duration, rounds,
-                         sampler):
-    """Order API with and without verification, alternating; the p50 difference."""
+                         sampler, denied):
+    """Order API verifying (with and without the token cache) and not verifying, alternating;
+    the p50 differences to the baseline."""
     import uuid
 
     import requests
@@ -222,43 +255,69 @@ def _verification_phases(stack, env, database_url, token_url, creds, clients, du
                         " line_total) VALUES (%s, 1, 'BENCH-1', 1, 10, 10)", (order_id,))
     finally:
         db.close()
-    token = requests.post(token_url, data={"grant_type": "client_credentials", "scope": "orders:read"},
-                          auth=(creds.client_id, creds.client_secret), timeout=5).json()["access_token"]
-    ports = {"verify": bench.free_port(), "noverify": bench.free_port()}
-    apps = {"verify": "services.order.app:create_app()", "noverify": "bench_noverify_app:create_app()"}
+    def new_token() -> str:
+        return requests.post(token_url, data={"grant_type": "client_credentials", "scope": "orders:read"},
+                             auth=(creds.client_id, creds.client_secret), timeout=5).json()["access_token"]
+
+    token, doomed = new_token(), new_token()
+    _fill_deny_list(database_url, denied)
+    say(f"{denied} revoked tokens on the deny-list")
+    ports = {name: bench.free_port() for name in VARIANTS}
     children = {}
     for name, port in ports.items():
-        children[name] = stack.start(f"order-api-{name}", bench.gunicorn_args(apps[name], port), env)
+        app, extra, _label = VARIANTS[name]
+        children[name] = stack.start(f"order-api-{name}", bench.gunicorn_args(app, port), {**env, **extra})
     for name, child in children.items():
         stack.wait_http(child, f"http://{HOST}:{ports[name]}/health/live")
         sampler.track(f"order API {name} (gunicorn)", child.proc.pid, children=True)
     urls = {name: f"http://{HOST}:{port}/v1/orders/{order_id}" for name, port in ports.items()}
     for name, url in urls.items():
-        check = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
-        if check.status_code != 200:
-            say(f"{name}: GET answered {check.status_code}: {check.text[:200]}")
-            return None
+        for presented in (token, doomed):
+            check = requests.get(url, headers={"Authorization": f"Bearer {presented}"}, timeout=5)
+            if check.status_code != 200:
+                say(f"{name}: GET answered {check.status_code}: {check.text[:200]}")
+                return None
         bad = requests.get(url, headers={"Authorization": "Bearer not-a-token"}, timeout=5)
         say(f"{name}: an invalid token gets {bad.status_code}")
+    # The deny-list is live in what is measured: a revoked token is refused by both verifying
+    # APIs (every gunicorn worker: several requests each) within a second or two.
+    revoked = requests.post(token_url.replace("/token", "/revoke"), data={"token": doomed},
+                            auth=(creds.client_id, creds.client_secret), timeout=5)
+    if revoked.status_code != 200:
+        say(f"revocation answered {revoked.status_code}: {revoked.text[:200]}")
+        return None
+    for name in ("verify", "nocache"):
+        deadline = time.monotonic() + 10
+        while True:
+            statuses = {requests.get(urls[name], headers={"Authorization": f"Bearer {doomed}"},
+                                     timeout=5).status_code for _ in range(8)}
+            if statuses == {401}:
+                say(f"{name}: the revoked token is refused (401) after "
+                    f"{10 - (deadline - time.monotonic()):.2f}s")
+                break
+            if time.monotonic() > deadline:
+                say(f"{name}: the revoked token is still accepted ({sorted(statuses)})")
+                return None
+            time.sleep(0.05)
     say("warming up both order APIs")
     for name in urls:
         asyncio.run(_loop("warmup", clients, min(3.0, duration), get_sender(urls[name], token)))
     merged: dict[str, LoadResult] = {name: LoadResult(f"GET /v1/orders/{{id}} ({label})", 0.0)
-                                     for name, label in (("verify", "RS256 + JWKS verification"),
-                                                         ("noverify", "verification disabled"))}
+                                     for name, (_app, _extra, label) in VARIANTS.items()}
     # One client, back to back: the p50 is then service time, not queueing behind other
     # requests, so a fraction of a millisecond of verification is not lost in the noise.
     clients = VERIFY_CLIENTS
     for round_no in range(rounds):
-        order = ("verify", "noverify") if round_no % 2 == 0 else ("noverify", "verify")
+        order = tuple(VARIANTS) if round_no % 2 == 0 else tuple(reversed(VARIANTS))
         for name in order:
             say(f"round {round_no + 1}/{rounds}: {name}")
             result = asyncio.run(_loop(name, clients, duration, get_sender(urls[name], token)))
             merged[name].latencies.extend(result.latencies)
             merged[name].errors.update(result.errors)
             merged[name].elapsed_s += result.elapsed_s
-    delta = merged["verify"].pct_ms(50) - merged["noverify"].pct_ms(50)
-    return {"rows": [_row(merged["verify"]), _row(merged["noverify"])], "delta_ms": delta}
+    baseline = merged["noverify"].pct_ms(50)
+    deltas = {VARIANTS[name][2]: merged[name].pct_ms(50) - baseline for name in ("verify", "nocache")}
+    return {"rows": [_row(merged[name]) for name in VARIANTS], "delta_ms": deltas}
 
 
 if __name__ == "__main__":

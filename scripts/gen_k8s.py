@@ -103,6 +103,8 @@ EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local-dev", "AWS_SECRET_ACCESS_KEY
 # The local overlay's development secret for the order service's client; the
 # auth-setup Job registers the client with it (as docker-compose does).
 LOCAL_ORDER_CLIENT_SECRET = "local-dev-order-service-secret-0123456789"
+# The secrets every service reads (platform scope, DATABASE_URL aside: it has its own).
+PLATFORM_SECRET = "platform-secrets"
 
 SERVICE_SETTINGS = {
     "order": (OrderSettings,),
@@ -198,6 +200,8 @@ def _env_from(svc: Service, process_scope: str) -> list[dict[str, Any]]:
             {"configMapRef": {"name": f"{svc.name}-config"}}]
     if secret_variables(svc.name):
         refs.append({"secretRef": {"name": f"{svc.name}-secrets"}})
+    if secret_variables("platform"):  # e.g. AUTH_REVOCATION_FEED_KEY: the same in every service
+        refs.append({"secretRef": {"name": PLATFORM_SECRET}})
     # Present only in the local overlay (the emulator's static credentials); on AWS
     # the pod's service account role (IRSA) is used and no such Secret exists.
     refs.append({"secretRef": {"name": SQS_EMULATOR_SECRET, "optional": True}})
@@ -443,6 +447,9 @@ def local_overlay() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[st
         _secret(DATABASE_SECRET, {"DATABASE_URL": LOCAL_DATABASE_URL}),
         _secret(SQS_EMULATOR_SECRET, dict(EMULATOR_CREDENTIALS)),
     ]
+    if secret_variables("platform"):
+        # Empty: the development default applies (APP_ENV=development below).
+        resources.append(_secret(PLATFORM_SECRET, {v: "" for v in secret_variables("platform")}))
     for svc in SERVICES:
         variables = secret_variables(svc.name)
         if variables:

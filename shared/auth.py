@@ -12,6 +12,14 @@ Only RS256 is accepted:
 ``alg: none``, HMAC (including HS256 "signed" with the public key) and any
 other algorithm are refused before a key is even looked up.
 
+After the signature and the claims, the token's ``jti`` is checked against
+the access-token deny-list (:class:`shared.revocations.RevocationList`: a
+logout or revocation refuses the token at once, everywhere). A verified token
+is kept in :class:`shared.token_cache.VerifiedTokens` until it expires, so a
+caller presenting the same token again costs a digest and two lookups, not an
+RS256 verification; the deny-list and the signing key's presence in the JWKS
+are checked on those hits too.
+
 Signing is not done here: the auth service signs the tokens it issues, and
 the test suite and the benchmarks sign theirs with ``devstack.tokens`` (a key
 pair of their own, served as a JWKS on 127.0.0.1). The services have no
@@ -23,6 +31,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import jwt
 from flask import current_app, g, request
@@ -34,6 +43,8 @@ from shared.jwks import (
     jwks_url_from,
 )
 from shared.openapi import scope_requirement
+from shared.revocations import FeedSettings, RevocationList
+from shared.token_cache import VerifiedTokens
 
 # inventory:reserve: service-to-service, held by the order service's own token (see
 # services/order/inventory.py); customers never get it, so they cannot hold stock directly.
@@ -43,6 +54,7 @@ ALGORITHMS = ["RS256"]
 CLOCK_SKEW_S = 30
 MAX_SUBJECT_CHARS = 128
 MAX_CARRIER_CHARS = 64
+MAX_JTI_CHARS = 128
 # RFC 9068 plus our scope claim: a token without any of these is not ours.
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud", "client_id", "jti"]
 
@@ -76,6 +88,10 @@ class TokenSettings:
     issuer: str
     audience: str
     keys: KeySource = field(repr=False)
+    # The deny-list followed from the auth service (None: nothing is ever revoked, unit tests).
+    revocations: RevocationList | None = field(default=None, repr=False)
+    # Verified tokens until they expire (None: every request verifies the signature).
+    cache: VerifiedTokens[Principal] | None = field(default=None, repr=False)
 
 
 class InvalidToken(Exception):
@@ -88,13 +104,21 @@ def verify_bearer_token(token: str, settings: TokenSettings) -> Principal:
     Raises :class:`InvalidToken`, or :class:`shared.jwks.KeysUnavailable` when
     no keys can be had at all (the caller answers 503, not 401).
     """
+    cache_key = None
+    if settings.cache is not None:
+        cache_key = settings.cache.key(token)
+        hit = settings.cache.get(cache_key)
+        # A key withdrawn from the JWKS (a compromise) ends its cached tokens too.
+        if hit is not None and settings.keys.key_for(hit[1]) is not None:
+            return _not_revoked(hit[0], settings)
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from None
     if header.get("alg") not in ALGORITHMS:
         raise InvalidToken(f"algorithm {header.get('alg')!r} is not accepted")
-    key = settings.keys.key_for(header.get("kid") if isinstance(header.get("kid"), str) else None)
+    kid = header.get("kid") if isinstance(header.get("kid"), str) else None
+    key = settings.keys.key_for(kid)
     if key is None:
         raise InvalidToken("unknown signing key")
     try:
@@ -119,12 +143,27 @@ def verify_bearer_token(token: str, settings: TokenSettings) -> Principal:
                                 or len(carrier) > MAX_CARRIER_CHARS):
         # A malformed binding must not widen or blur what the holder reaches: refuse the token.
         raise InvalidToken("carrier must be a non-empty string")
-    return Principal(subject=subject, scopes=frozenset(scope.split()), token_id=claims.get("jti"),
-                     expires_at=claims.get("exp"), client_id=client_id, carrier=carrier)
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+        raise InvalidToken("jti must be a non-empty string")  # the deny-list is keyed by it
+    principal = Principal(subject=subject, scopes=frozenset(scope.split()), token_id=jti,
+                          expires_at=int(claims["exp"]), client_id=client_id, carrier=carrier)
+    _not_revoked(principal, settings)
+    if cache_key is not None:
+        settings.cache.put(cache_key, principal, kid, principal.expires_at)
+    return principal
+
+
+def _not_revoked(principal: Principal, settings: TokenSettings) -> Principal:
+    """``principal``, unless its token is on the deny-list (checked after the signature)."""
+    if settings.revocations is not None and settings.revocations.is_revoked(principal.token_id):
+        raise InvalidToken("the token has been revoked")
+    return principal
 
 
 def token_settings_from(settings, breakers=None) -> TokenSettings:
     """The token settings of a :class:`shared.config.Settings`: JWKS from the auth service."""
+    from shared.config import DEV_REVOCATION_FEED_KEY, ConfigError
     from shared.services import port_of
 
     auth_url = settings.peers.get("auth")
@@ -133,9 +172,20 @@ def token_settings_from(settings, breakers=None) -> TokenSettings:
     url = jwks_url_from(settings.auth_jwks_url, settings.app_env, auth_url)
     # AUTH_JWKS_MIN_REFRESH_S must stay below the auth service's AUTH_KEY_ACTIVATION_DELAY_S
     # (30 s): a key that starts signing is then always fetched on first sight.
-    cache = JwksCache(url, breakers, ttl_s=settings.jwks_cache_ttl_s,
-                      min_refresh_interval_s=settings.jwks_min_refresh_s)
-    return TokenSettings(settings.jwt_issuer, settings.jwt_audience, cache)
+    keys = JwksCache(url, breakers, ttl_s=settings.jwks_cache_ttl_s,
+                     min_refresh_interval_s=settings.jwks_min_refresh_s)
+    # The feed lives on the auth service beside its JWKS (AUTH_URL; else the JWKS URL's origin).
+    parts = urlsplit(auth_url or url)
+    feed_key = settings.revocation_feed_key.get_secret_value()
+    if settings.app_env == "production" and (not settings.was_set("revocation_feed_key")
+                                             or feed_key == DEV_REVOCATION_FEED_KEY):
+        raise ConfigError("AUTH_REVOCATION_FEED_KEY", "is required in production (and may not be "
+                                                      "the development default)")
+    feed = FeedSettings(f"{parts.scheme}://{parts.netloc}", feed_key,
+                        wait_s=settings.revocation_wait_s, poll_s=settings.revocation_poll_s,
+                        max_staleness_s=settings.revocation_max_staleness_s)
+    cache = VerifiedTokens(settings.token_cache_size, CLOCK_SKEW_S) if settings.token_cache_size else None
+    return TokenSettings(settings.jwt_issuer, settings.jwt_audience, keys, RevocationList(feed), cache)
 
 
 def _unauthorized(detail: str, *, credentials_given: bool) -> Problem:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from shared.messaging.retention import DEFAULT_INTERVAL_S, DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS
 from shared.settings import Bool, CommaList, ConfigError, EnvSettings, Float, Int, var
@@ -31,6 +31,8 @@ __all__ = ["ConfigError", "Settings", "WorkerSettings", "BreakerThresholds", "Br
 from shared.services import SERVICE_NAMES
 
 SQS_EMULATOR_PORT = 9324
+# Development only: the revocation feed's shared key says what it is; production must set it.
+DEV_REVOCATION_FEED_KEY = "dev-only-insecure-revocation-feed-key"
 
 
 class Settings(EnvSettings):
@@ -64,6 +66,21 @@ class Settings(EnvSettings):
     jwks_min_refresh_s: Float = var(
         "AUTH_JWKS_MIN_REFRESH_S", 10.0, "least time between JWKS refreshes on an unknown `kid` "
                                          "(keep below AUTH_KEY_ACTIVATION_DELAY_S)", ge=0.0)
+    # The access-token deny-list (shared/revocations.py) and the verified-token cache.
+    revocation_feed_key: SecretStr = var(
+        "AUTH_REVOCATION_FEED_KEY", SecretStr(DEV_REVOCATION_FEED_KEY),
+        "shared key of the auth service's internal revocation feed (every service, the same)",
+        secret=True, shown_default="a marked development key", production="required")
+    revocation_wait_s: Float = var("AUTH_REVOCATION_WAIT_S", 15.0, "how long a revocation-feed "
+                                   "request waits for a new entry (long poll)", ge=0.0, le=20.0)
+    revocation_poll_s: Float = var("AUTH_REVOCATION_POLL_S", 1.0, "least time between two feed "
+                                   "requests that brought nothing (and the pause after a failure)",
+                                   ge=0.05, le=60.0)
+    revocation_max_staleness_s: Float = var(
+        "AUTH_REVOCATION_MAX_STALENESS_S", 60.0, "feed silent this long: logged and "
+        "`auth_revocations_stale` set (tokens are still accepted against the last set)", ge=1.0)
+    token_cache_size: Int = var("AUTH_TOKEN_CACHE_SIZE", 10_000, "verified tokens kept per process "
+                                "until they expire (0: verify every request)", ge=0, le=1_000_000)
     cors_allowed_origins: CommaList = var(
         "CORS_ALLOWED_ORIGINS", (), "comma-separated browser origins, e.g. `https://shop.example` "
                                     "(`*` refused in production)", shown_default="empty (no CORS)")

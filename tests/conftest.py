@@ -217,6 +217,13 @@ def app_for(request, service_env):
 
     yield make
     for app in apps:
+        # The background threads an app may have started: the deny-list feed it follows
+        # (every API) and the feed's own waiting hub (the auth API).
+        revocations = app.extensions["token_settings"].revocations
+        if revocations is not None:
+            revocations.stop()
+        if "revocation_hub" in app.extensions:
+            app.extensions["revocation_hub"].close()
         # A test may have closed the pool itself (e.g. to see the readiness probe fail).
         with contextlib.suppress(psycopg2.pool.PoolError):
             app.extensions["db"].close()

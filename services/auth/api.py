@@ -1,4 +1,5 @@
-"""HTTP: the OAuth2 endpoints, the JWKS and metadata, customer registration, logout.
+"""HTTP: the OAuth2 endpoints, the JWKS and metadata, customer registration, logout,
+and the internal revocation feed (``GET /v1/revocations``, services/auth/revocations.py).
 
 Rate limits (``AUTH_*_RATE_LIMIT_*``): the token endpoint per client and per
 IP, revocation and registration per IP. :data:`PROBLEMS` answers the
@@ -17,6 +18,8 @@ from flask.views import MethodView
 
 from services.auth import handlers
 from services.auth.handlers import AccountExists, PasswordRefused
+from services.auth.oauth import decode_own_access_token
+from services.auth.revocations import feed_key_matches, read_feed
 from services.auth.schemas import (
     REVOKE_REQUEST_DOC,
     TOKEN_REQUEST_DOC,
@@ -25,10 +28,12 @@ from services.auth.schemas import (
     LogoutSchema,
     OAuthErrorSchema,
     RegisterCustomerSchema,
+    RevocationFeedQuerySchema,
+    RevocationFeedSchema,
     TokenResponseSchema,
 )
 from services.auth.service import AccountLocked
-from shared.auth import CLOCK_SKEW_S, SCOPES
+from shared.auth import SCOPES
 from shared.errors import Problem, ProblemMap
 from shared.openapi import response_headers
 from shared.ratelimit import client_ip, rate_limit
@@ -40,6 +45,8 @@ well_known = Blueprint("well_known", __name__, url_prefix="/.well-known",
                        description="Signing keys (JWKS) and server metadata (RFC 8414).")
 customers = Blueprint("customers", __name__, url_prefix="/v1/customers",
                       description="Customer accounts (registration through a first-party client).")
+revocations = Blueprint("revocations", __name__, url_prefix="/v1/revocations",
+                        description="Internal: the access-token deny-list every service follows.")
 
 TOKEN_ENDPOINT = "oauth.token"
 REVOKE_ENDPOINT = "oauth.revoke"
@@ -128,15 +135,30 @@ def revoke():
 def logout(payload):
     """Log out the bearer's session (its refresh-token family), or every session with ``everywhere``.
 
-    The access token itself stays valid until it expires (at most
-    AUTH_ACCESS_TOKEN_TTL_S); it cannot be refreshed any more.
+    The session's refresh tokens are revoked and its access tokens, this one
+    included, put on the deny-list: every service refuses them at once.
     """
     claims = verify_own_token(_bearer())
     if claims.get("sub") == claims.get("client_id"):
         raise Problem(400, "Bad Request", "Client tokens have no session to log out.", "no-session")
     handlers.logout(database(), claims["sub"], claims["client_id"], claims.get("sid"),
-                    bool((payload or {}).get("everywhere")))
+                    bool((payload or {}).get("everywhere")), access_token=(claims["jti"], claims["exp"]))
     return "", 204
+
+
+@revocations.route("", methods=["GET"])
+@revocations.arguments(RevocationFeedQuerySchema, location="query")
+@revocations.response(200, RevocationFeedSchema)
+@revocations.alt_response(401, description="Not a service: AUTH_REVOCATION_FEED_KEY is required")
+@revocations.doc(security=[{"feedKey": []}])
+def revocation_feed(query):
+    """Revoked, unexpired access tokens after ``after``; waits up to ``wait`` s for a new one."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    expected = _ext("settings").revocation_feed_key.get_secret_value()
+    if scheme.lower() != "bearer" or not feed_key_matches(key.strip(), expected):
+        raise Problem(401, "Unauthorized", "The revocation feed's key is required.", "unauthorized",
+                      headers={"WWW-Authenticate": 'Bearer realm="revocation-feed"'})
+    return read_feed(database(), _ext("revocation_hub"), query["after"], query["wait"])
 
 
 @well_known.route("/jwks.json", methods=["GET"])
@@ -233,16 +255,14 @@ def _invalid_token(*, credentials_given: bool = True) -> Problem:
 
 
 def verify_own_token(token: str) -> dict:
-    """Claims of an access token this service signed (keys straight from the database)."""
+    """Claims of an unrevoked access token this service signed (keys and deny-list straight
+    from the database)."""
     settings = _ext("settings")
     try:
-        kid = pyjwt.get_unverified_header(token).get("kid")
-        jwk = next((k for k in _ext("signing_keys").jwks()["keys"] if k["kid"] == kid), None)
-        if jwk is None:
-            raise _invalid_token()
-        return pyjwt.decode(token, pyjwt.PyJWK(jwk).key, algorithms=["RS256"],
-                            audience=settings.jwt_audience, issuer=settings.jwt_issuer,
-                            leeway=CLOCK_SKEW_S,
-                            options={"require": ["exp", "iat", "sub", "iss", "aud", "client_id"]})
+        claims = decode_own_access_token(_ext("signing_keys"), token, settings.jwt_issuer,
+                                         settings.jwt_audience)
     except pyjwt.PyJWTError:
         raise _invalid_token() from None
+    if handlers.access_token_denied(database(), str(claims["jti"])):
+        raise _invalid_token()
+    return claims

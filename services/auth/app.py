@@ -12,6 +12,7 @@ from services.auth import api
 from services.auth.crypto import KeyCipher, PasswordHashing
 from services.auth.keys import SigningKeys
 from services.auth.oauth import build_server
+from services.auth.revocations import RevocationHub
 from services.auth.service import AuthService
 from services.auth.settings import SERVICE, AuthSettings, load
 from shared.db import database_for
@@ -40,9 +41,12 @@ def create_app(config: dict | None = None):
     logging.getLogger("authlib").setLevel(logging.INFO)
     app, api_ = base_app(settings, "Auth service")
     api_.spec.components.security_scheme("basicAuth", {"type": "http", "scheme": "basic"})
+    api_.spec.components.security_scheme("feedKey", {"type": "http", "scheme": "bearer",
+                                                     "description": "AUTH_REVOCATION_FEED_KEY"})
     db, passwords, keys = build_components(settings, auth_config)
     service = AuthService(db, auth_config, passwords)
-    app.extensions.update(db=db, passwords=passwords, signing_keys=keys, auth_config=auth_config)
+    app.extensions.update(db=db, passwords=passwords, signing_keys=keys, auth_config=auth_config,
+                          revocation_hub=RevocationHub(db, auth_config.revocation_feed_max_waiters))
     app.extensions["oauth_server"] = build_server(app, service, keys, settings.jwt_issuer,
                                                   settings.jwt_audience)
 
@@ -55,6 +59,7 @@ def create_app(config: dict | None = None):
     api_.register_blueprint(api.oauth)
     api_.register_blueprint(api.well_known)
     api_.register_blueprint(api.customers)
+    api_.register_blueprint(api.revocations)
     allow_form_body(app, api.TOKEN_ENDPOINT, api.REVOKE_ENDPOINT)
     api.PROBLEMS.register(app)
     return app

@@ -191,16 +191,27 @@ def register_customer(db, passwords, config, username: str, password: str) -> di
             "created_at": row["created_at"]}
 
 
-def logout(db, user_id: str, client_id: str, session_id: str | None, everywhere: bool) -> int:
-    """Revoke the session's refresh-token family, or every session of the user with this client."""
+def logout(db, user_id: str, client_id: str, session_id: str | None, everywhere: bool,
+           access_token: tuple[str, int] | None = None) -> int:
+    """Revoke the session's refresh-token family, or every session of the user with this client,
+    and the access tokens issued to them; ``access_token`` (jti, exp), the one presented, is
+    denied too (it may predate the recording of issued tokens)."""
     with db.transaction() as cur:
         if everywhere or session_id is None:
             count = repo.revoke_user_tokens(cur, uuid.UUID(user_id), None if everywhere else client_id,
                                             "logout")
         else:
             count = repo.revoke_family(cur, uuid.UUID(session_id), "logout")
+        if access_token is not None:
+            repo.deny_access_token(cur, str(access_token[0]), int(access_token[1]), "logout")
     log.info("logout", user_id=user_id, client_id=client_id, everywhere=everywhere, tokens=count)
     return count
+
+
+def access_token_denied(db, jti: str) -> bool:
+    """Whether the access token ``jti`` is on the deny-list."""
+    with db.transaction() as cur:
+        return repo.is_access_token_denied(cur, jti)
 
 
 def disable_user(db, username: str) -> None:

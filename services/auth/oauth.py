@@ -15,7 +15,11 @@ responses, RFC 7009); this module plugs the service into it:
   carrier (the delivery API limits its holder to that carrier's shipments). Scope = requested (default:
   everything allowed) and, for a user, also within the user's scopes;
   anything else is ``invalid_scope``;
-* :class:`Revocation` (RFC 7009) for refresh tokens, and :func:`build_server`.
+* :class:`Revocation` (RFC 7009) for refresh tokens and access tokens, and
+  :func:`build_server`. Every access token issued is recorded (jti, expiry,
+  client, user, family) by the token saver, so that revoking a refresh token,
+  logging out or deleting a client also puts the access tokens already issued
+  on the deny-list (services/auth/revocations.py).
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import jwt as pyjwt
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin, grants
 from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
-from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from flask import g
@@ -36,7 +41,7 @@ from joserfc import jwt
 
 from services.auth import crypto
 from services.auth.settings import AuthSettings
-from shared.auth import SCOPES
+from shared.auth import CLOCK_SKEW_S, SCOPES
 from shared.logging import get_logger
 
 if TYPE_CHECKING:
@@ -123,6 +128,14 @@ class User:
     def get_user_id(self):
         return str(self.id)
 
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    """The jti and expiry (epoch seconds) of an access token just signed."""
+
+    jti: str
+    expires_at: int
 
 
 @dataclass
@@ -217,6 +230,8 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         if client.carrier is not None:
             claims["carrier"] = client.carrier
         key = self.keys.active()
+        # The token saver records it (jti and lifetime only), so a revocation can deny it.
+        g.issued_access_token = IssuedAccessToken(claims["jti"], claims["exp"])
         return jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": key.kid}, claims, key)
 
 
@@ -258,31 +273,51 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         """Already claimed (marked rotated) with the successor's save; nothing left to do."""
 
 
-class UnsupportedTokenType(OAuth2Error):
-    """RFC 7009 2.2.1: a 400 (Authlib's own variant answers 401)."""
+@dataclass(frozen=True)
+class AccessTokenRef:
+    """An access token this service signed, as far as revocation needs it."""
 
-    error = "unsupported_token_type"
-    status_code = 400
-    description = "Access tokens expire on their own and cannot be revoked; revoke the refresh token."
+    jti: str
+    expires_at: int
+    client_id: str
+
+    def check_client(self, client):
+        return self.client_id == client.get_client_id()
+
+
+def decode_own_access_token(keys, token: str, issuer: str, audience: str) -> dict:
+    """The claims of an access token signed with one of our published keys; raises
+    ``jwt.PyJWTError`` (pyjwt's) when it is not one, or has expired."""
+    kid = pyjwt.get_unverified_header(token).get("kid")
+    jwk = next((k for k in keys.jwks()["keys"] if k["kid"] == kid), None)
+    if jwk is None:
+        raise pyjwt.InvalidKeyError("unknown signing key")
+    return pyjwt.decode(token, pyjwt.PyJWK(jwk).key, algorithms=["RS256"], audience=audience,
+                        issuer=issuer, leeway=CLOCK_SKEW_S,
+                        options={"require": ["exp", "iat", "sub", "iss", "aud", "client_id", "jti"]})
 
 
 class Revocation(RevocationEndpoint):
-    """RFC 7009 for refresh tokens (revoking one revokes its whole family).
-
-    Access tokens are self-contained JWTs that expire within minutes; they
-    cannot be revoked here, which RFC 7009 2.2.1 lets us say with
-    ``unsupported_token_type``.
-    """
+    """RFC 7009: a refresh token (revoking one revokes its whole family and the access
+    tokens issued from it), or one access token (put on the deny-list verifiers follow)."""
 
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
-    SUPPORTED_TOKEN_TYPES = ("refresh_token",)
+    SUPPORTED_TOKEN_TYPES = ("refresh_token", "access_token")
 
     def query_token(self, token_string, token_type_hint):
         if token_string.count(".") == 2:
-            raise UnsupportedTokenType()
+            try:
+                claims = decode_own_access_token(self.server.signing_keys, token_string,
+                                                 self.server.issuer, self.server.audience)
+            except pyjwt.PyJWTError:
+                return None  # RFC 7009 2.2: an invalid (or expired) token needs no revoking
+            return AccessTokenRef(str(claims["jti"]), int(claims["exp"]), str(claims["client_id"]))
         return self.server.service.find_refresh_token(token_string)
 
     def revoke_token(self, token, request):
+        if isinstance(token, AccessTokenRef):
+            self.server.service.deny_access_token(token.jti, token.expires_at, "revoked")
+            return
         self.server.service.revoke_family(token.family_id, "revoked")
 
 
@@ -301,17 +336,20 @@ def _token_saver(service: AuthService):
     raises InvalidGrantError (the response is then that error) when it may not rotate."""
 
     def save_token(token: dict, request) -> None:
+        access: IssuedAccessToken | None = g.pop("issued_access_token", None)
         refresh = token.get("refresh_token")
         if not refresh or request.user is None:
+            if access is not None:  # a client's own token: revoked with the client
+                service.record_access_token(access, request.client.get_client_id())
             return
         previous: RefreshToken | None = getattr(request, "refresh_token", None)
         if previous is not None:
             # The successor keeps the family's granted scope even if this access token is narrower.
-            service.rotate_refresh_token(previous, refresh, request.user.id)
+            service.rotate_refresh_token(previous, refresh, request.user.id, access)
             return
         family = g.get("refresh_family") or uuid.uuid4()
         service.store_refresh_token(refresh, family, request.client.get_client_id(),
-                                    request.user.id, token.get("scope", ""))
+                                    request.user.id, token.get("scope", ""), access)
 
     return save_token
 
@@ -321,6 +359,7 @@ def build_server(app, service: AuthService, keys, issuer: str, audience: str) ->
     server = AuthorizationServer()
     server.init_app(app, query_client=service.client, save_token=_token_saver(service))
     server.service = service
+    server.signing_keys, server.issuer, server.audience = keys, issuer, audience
     server.scopes_supported = list(SCOPES)
     server.register_token_generator("default", AccessTokenGenerator(issuer, audience, keys,
                                                                     service.config))

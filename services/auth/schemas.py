@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from services.auth.revocations import MAX_WAIT_S as MAX_FEED_WAIT_S
 from shared.auth import SCOPES
+from shared.schemas import StrictSchema
 
 MAX_USERNAME_CHARS = 254
 MAX_PASSWORD_CHARS = 1024  # the policy (AUTH_PASSWORD_MAX_LENGTH) is checked after parsing
@@ -83,3 +85,23 @@ REVOKE_REQUEST_DOC = {
             "client_secret": {"type": "string"},
         }}}},
 }
+
+
+class RevocationFeedQuerySchema(StrictSchema):
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**63 - 1), metadata={
+        "description": "The cursor of the previous answer (0: from the start)"})
+    wait = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=MAX_FEED_WAIT_S),
+                        metadata={"description": "Seconds to wait for a new entry (long poll)"})
+
+
+class RevocationSchema(Schema):
+    jti = fields.String(required=True, metadata={"description": "The revoked access token's jti"})
+    exp = fields.Integer(required=True, metadata={"description": "Its expiry (epoch seconds)"})
+
+
+class RevocationFeedSchema(Schema):
+    revocations = fields.List(fields.Nested(RevocationSchema), required=True)
+    cursor = fields.Integer(required=True, metadata={"description": "Pass as `after` next time"})
+    reset = fields.Boolean(required=True, metadata={
+        "description": "The cursor was unknown: these are all live entries; replace the set"})
+    more = fields.Boolean(required=True, metadata={"description": "A full page: ask again at once"})

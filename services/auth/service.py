@@ -23,7 +23,7 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError
 
 from services.auth import crypto
 from services.auth import repository as repo
-from services.auth.oauth import Client, RefreshToken, User
+from services.auth.oauth import Client, IssuedAccessToken, RefreshToken, User
 from services.auth.settings import AuthSettings
 from shared.errors import DomainError
 from shared.logging import get_logger
@@ -90,12 +90,22 @@ class AuthService:
         return User.from_row(row)
 
     def store_refresh_token(self, refresh: str, family_id: uuid.UUID, client_id: str,
-                            user_id: uuid.UUID, scope: str) -> None:
-        """Store the first refresh token of a new family (its hash only)."""
+                            user_id: uuid.UUID, scope: str,
+                            access: IssuedAccessToken | None = None) -> None:
+        """Store the first refresh token of a new family (its hash only), and record the
+        access token issued with it."""
         with self.db.transaction() as cur:
             repo.insert_refresh_token(cur, uuid.uuid4(), crypto.digest_secret(refresh), family_id,
                                       client_id, user_id, scope, self.config.refresh_token_ttl_s,
                                       self.config.refresh_family_max_s)
+            if access is not None:
+                repo.record_access_token(cur, access.jti, client_id, user_id, family_id,
+                                         access.expires_at)
+
+    def record_access_token(self, access: IssuedAccessToken, client_id: str) -> None:
+        """Record a client's own access token (client_credentials), revoked with the client."""
+        with self.db.transaction() as cur:
+            repo.record_access_token(cur, access.jti, client_id, None, None, access.expires_at)
 
     def use_refresh_token(self, token: str, client: Client, requested_scope: str | None):
         """The live refresh token ``token`` of ``client``, or None; detect reuse of a rotated one.
@@ -117,8 +127,10 @@ class AuthService:
             raise InvalidScopeError()
         return RefreshToken.from_row(row)
 
-    def rotate_refresh_token(self, previous: RefreshToken, refresh: str, user_id: uuid.UUID) -> None:
-        """Claim ``previous`` and store ``refresh`` after it, in one transaction.
+    def rotate_refresh_token(self, previous: RefreshToken, refresh: str, user_id: uuid.UUID,
+                             access: IssuedAccessToken | None = None) -> None:
+        """Claim ``previous`` and store ``refresh`` after it, in one transaction, recording the
+        access token issued with it (so a revocation that waited on the claim denies it too).
 
         Raises InvalidGrantError, storing nothing, when ``previous`` is no longer live (another
         request rotated it: reuse, which revokes the family; or it was revoked or expired) or
@@ -140,6 +152,9 @@ class AuthService:
                     self.config.refresh_family_max_s)
                 if stored:
                     repo.set_replaced_by(cur, previous.id, token_id)
+                    if access is not None:
+                        repo.record_access_token(cur, access.jti, previous.client_id, user_id,
+                                                 previous.family_id, access.expires_at)
         # Raised after the commit: the claim and a reuse detection's revocation must stand.
         if not stored:
             log.info("refresh_rotation_refused", family_id=str(previous.family_id),
@@ -158,6 +173,13 @@ class AuthService:
         if row is None or row["revoked_at"] is not None:
             return None
         return RefreshToken.from_row(row)
+
+    def deny_access_token(self, jti: str, expires_at: int, reason: str) -> bool:
+        """Put one access token on the deny-list (RFC 7009 for an access token, logout)."""
+        with self.db.transaction() as cur:
+            added = repo.deny_access_token(cur, jti, expires_at, reason)
+        log.info("access_token_revoked", reason=reason, added=added)
+        return added
 
     def revoke_family(self, family_id, reason: str) -> int:
         with self.db.transaction() as cur:

@@ -106,6 +106,9 @@ class AuthSettings(EnvSettings):
     customer_scopes: Scopes = var(
         "AUTH_CUSTOMER_SCOPES", DEFAULT_CUSTOMER_SCOPES, "space-separated scopes every customer account gets",
         shown_default="`" + " ".join(DEFAULT_CUSTOMER_SCOPES) + "`")
+    revocation_feed_max_waiters: Int = var(
+        "AUTH_REVOCATION_FEED_MAX_WAITERS", 4, "revocation-feed requests per API process that may "
+        "long-poll at once (each holds a thread); the others are answered at once", ge=1, le=64)
     trusted_proxy_hops: Int = var("AUTH_TRUSTED_PROXY_HOPS", 0, "reverse proxies setting "
                                   "X-Forwarded-For in front of the API (per-IP limits)", ge=0, le=5)
 

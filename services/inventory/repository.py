@@ -145,6 +145,11 @@ def move_stock(cur, changes: list[tuple[str, int, int]]) -> None:
     if not changes:
         return
     ordered = sorted(changes)
+    # Lock first, in sku order as reservations do (lock_products): an UPDATE ... FROM locks
+    # rows in the order its plan visits them, and two transactions sharing products in
+    # opposite orders deadlock.
+    cur.execute("SELECT 1 FROM products WHERE sku = ANY(%s) ORDER BY sku FOR UPDATE",
+                ([c[0] for c in ordered],))
     cur.execute(
         """
         UPDATE products AS p

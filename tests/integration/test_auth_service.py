@@ -210,9 +210,12 @@ def test_revocation_rfc7009(auth_app, auth_client, storefront, customer):
     unknown = auth_client.post("/oauth/revoke", data={"token": "never-issued"},
                                auth=(storefront.client_id, storefront.client_secret))
     assert unknown.status_code == 200  # RFC 7009 2.2: unknown tokens are not an error
-    access = auth_client.post("/oauth/revoke", data={"token": tokens["access_token"]},
-                              auth=(storefront.client_id, storefront.client_secret))
-    assert access.status_code == 400 and access.json["error"] == "unsupported_token_type"
+    foreign_access = auth_client.post("/oauth/revoke", data={"token": tokens["access_token"]},
+                                      auth=(other.client_id, other.client_secret))
+    assert foreign_access.status_code == 400  # another client's access token: refused too
+    live = auth_client.post("/oauth/logout", headers={"Authorization": f"Bearer {tokens['access_token']}"},
+                            json={"everywhere": False})
+    assert live.status_code == 204  # (the foreign revocation revoked nothing)
     revoked = auth_client.post("/oauth/revoke", data={"token": tokens["refresh_token"],
                                                       "token_type_hint": "refresh_token"},
                                auth=(storefront.client_id, storefront.client_secret))

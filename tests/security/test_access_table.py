@@ -133,6 +133,9 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
         ("POST", "/oauth/token"): Rule(anonymous=(400, 401)),
         ("POST", "/oauth/revoke"): Rule(anonymous=(401,)),
         ("POST", "/oauth/logout"): Rule(),
+        # Services only, with the shared feed key; no bearer token of any holder opens it
+        # (tests/integration/test_access_token_revocation.py).
+        ("GET", "/v1/revocations"): Rule(),
         ("GET", "/.well-known/jwks.json"): PUBLIC,
         ("GET", "/.well-known/oauth-authorization-server"): PUBLIC,
         ("POST", "/v1/customers"): Rule(anonymous=(401,)),

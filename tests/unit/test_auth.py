@@ -209,7 +209,8 @@ def test_production_needs_to_know_where_the_auth_service_is():
     from shared.auth import token_settings_from
     from shared.config import ConfigError, load_settings
 
-    env = {"DATABASE_URL": "postgresql://x@localhost/db", "APP_ENV": "production"}
+    env = {"DATABASE_URL": "postgresql://x@localhost/db", "APP_ENV": "production",
+           "AUTH_REVOCATION_FEED_KEY": "k" * 40}
     with pytest.raises(ConfigError) as info:
         token_settings_from(load_settings("order", env))
     assert info.value.variable == "AUTH_URL"
@@ -220,3 +221,19 @@ def test_production_needs_to_know_where_the_auth_service_is():
     # Outside production the local auth port is the default.
     local = token_settings_from(load_settings("order", {"DATABASE_URL": env["DATABASE_URL"]}))
     assert local.keys.url == "http://127.0.0.1:8005/.well-known/jwks.json"
+
+
+def test_production_needs_its_own_revocation_feed_key():
+    from shared.auth import token_settings_from
+    from shared.config import DEV_REVOCATION_FEED_KEY, ConfigError, load_settings
+
+    env = {"DATABASE_URL": "postgresql://x@localhost/db", "APP_ENV": "production",
+           "AUTH_URL": "https://auth.internal"}
+    for key in (None, DEV_REVOCATION_FEED_KEY):
+        with pytest.raises(ConfigError) as info:
+            token_settings_from(load_settings("order", env if key is None
+                                              else {**env, "AUTH_REVOCATION_FEED_KEY": key}))
+        assert info.value.variable == "AUTH_REVOCATION_FEED_KEY"
+    settings = load_settings("order", {**env, "AUTH_REVOCATION_FEED_KEY": "k" * 40})
+    assert "k" * 40 not in repr(settings)  # a secret: never in a repr or a log line
+    assert token_settings_from(settings).revocations.settings.base_url == "https://auth.internal"

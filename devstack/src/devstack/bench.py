@@ -120,6 +120,8 @@ def bench_auth_env() -> dict[str, str]:
     return {"AUTH_JWKS_URL": server.url, "AUTH_URL": server.base_url,
             "ORDER_CLIENT_ID": "order-service",
             "ORDER_CLIENT_SECRET": _BENCH_AUTH["clients"]["order-service"],
+            # Production refuses the development key; every process of one run shares this one.
+            "AUTH_REVOCATION_FEED_KEY": _BENCH_AUTH.setdefault("feed_key", secrets.token_urlsafe(32)),
             # Benchmarks place many orders per customer on purpose.
             "ORDER_RATE_LIMIT_PER_CUSTOMER": "100000000/minute"}
 

@@ -109,7 +109,9 @@ class JwksServer:
     ``failing`` makes it answer 503; ``hits`` counts requests. It also answers
     ``POST /oauth/token`` (client credentials) for :data:`SERVICE_CLIENTS` with
     tokens from ``signer``, so services that call peers with their own token
-    (order -> inventory) work without an auth service.
+    (order -> inventory) work without an auth service, and ``GET /v1/revocations``
+    (the access-token deny-list feed, answered at once, not counted in ``hits``) with
+    what :meth:`revoke` added.
     """
 
     def __init__(self, documents: Callable[[], dict], signer: DevSigner):
@@ -117,10 +119,18 @@ class JwksServer:
         self.signer = signer
         self.failing = False
         self.hits = 0
+        self.revoked: list[dict] = []   # deny-list entries, in order; an entry's cursor is index + 1
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
+                if self.path.startswith("/v1/revocations"):
+                    query = dict(parse_qsl(self.path.partition("?")[2]))
+                    after = int(query.get("after") or 0)
+                    entries = list(server.revoked)
+                    self._json(200, {"revocations": entries[after:], "cursor": len(entries),
+                                     "reset": False, "more": False})
+                    return
                 server.hits += 1
                 if server.failing:
                     self.send_response(503)
@@ -162,6 +172,10 @@ class JwksServer:
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="jwks-server",
                                         daemon=True)
+
+    def revoke(self, jti: str, exp: int) -> None:
+        """Put an access token on the deny-list the feed serves."""
+        self.revoked.append({"jti": jti, "exp": exp})
 
     @property
     def base_url(self) -> str:

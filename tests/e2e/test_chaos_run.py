@@ -1,0 +1,62 @@
+"""A short seeded chaos run (scripts/chaos.py's machinery) as part of the suite.
+
+The whole system as ``make run`` starts it, a few hundred orders while every
+kind of process is killed, SQS and PostgreSQL go away, the inventory API
+freezes, deliveries are duplicated and reordered and the malformed corpus is
+put on every queue; then every invariant must hold (the documented known
+edges are counted, not asserted). About two minutes on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from devstack.chaos import faults as f
+from devstack.chaos import report
+from devstack.chaos.invariants import KNOWN_EDGES
+from devstack.chaos.run import Config, chaos_run
+from devstack.emulators import DEFAULT_FAUXQS_DIR, fauxqs_package_dir
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(shutil.which("node") is None or fauxqs_package_dir(DEFAULT_FAUXQS_DIR) is None,
+                    reason="fauxqs is not installed (make fauxqs; it needs node >= 20)")
+def test_a_short_chaos_run_keeps_every_invariant(tmp_path):
+    config = Config(seed=7, duration_s=40, max_orders=300, clients=4, sqs_outage_s=5, freeze_s=3)
+    result = chaos_run(config, say=print)
+
+    kinds = {fault.fault.kind for fault in result.faults}
+    assert kinds == {f.KILL, f.SQS_OUTAGE, f.PG_RESTART, f.FREEZE, f.DUPLICATE, f.POISON}
+    assert [fr.error for fr in result.faults if fr.error] == []
+    killed = {fr.fault.target for fr in result.faults if fr.fault.kind == f.KILL}
+    assert killed == {"order-api", "order-worker", "delivery-api", "delivery-worker", "inventory-api",
+                      "inventory-worker", "notification-api", "notification-worker", "auth-api"}
+    # After each outage, and after the corpus on every queue, a new order still completes.
+    assert all(fr.recovery_s is not None for fr in result.faults
+               if fr.fault.kind in (*f.OUTAGES, f.POISON))
+    assert len(result.accepted) >= 100
+    assert result.corpus_sent > 0 and result.dead_letters == result.corpus_sent
+    assert result.duplicates_sent > 0
+    assert {name: v for name, v in result.violations.items() if v} == {}
+    assert set(result.edges) == set(KNOWN_EDGES)
+
+    path = tmp_path / "RELIABILITY.md"
+    report.write(result, path)
+    report.write(result, path)  # rewrites its section, keeps the rest
+    text = path.read_text()
+    assert text.count(report.BEGIN) == 1 and f"seed {config.seed}" in text
+    assert f"{len(result.accepted)} orders accepted" in text
+
+
+def test_the_schedule_is_reproducible_and_covers_every_fault():
+    options = f.Options(duration_s=100, processes=("order-api", "order-worker"), kills_per_process=2)
+    first, again, other = f.schedule(3, options), f.schedule(3, options), f.schedule(4, options)
+    assert first == again and first != other
+    assert [x.at_s for x in first] == sorted(x.at_s for x in first)
+    assert {x.kind for x in first} == {f.KILL, f.SQS_OUTAGE, f.PG_RESTART, f.FREEZE, f.DUPLICATE,
+                                       f.POISON}
+    assert sum(1 for x in first if x.kind == f.KILL and x.target == "order-api") == 2
+    assert all(0 < x.at_s < 100 for x in first)
