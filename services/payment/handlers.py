@@ -224,8 +224,8 @@ def capture(cur, gateway, payment: dict, cause: str) -> None:
     current = PaymentStatus(payment["status"])
     if current != PaymentStatus.AUTHORIZED:
         log.warning("capture_skipped", order_id=str(payment["order_id"]), status=current.value)
-        repo.add_history(cur, payment["order_id"], current, current, "capture",
-                         note=f"skipped: payment is {current}")
+        repo.add_history(cur, payment["order_id"], current, current, "capture_skipped",
+                         note=f"payment is {current}")
         return
     amount = payment["amount_minor"]
     gateway.capture(payment["order_id"], payment["intent_id"], amount)

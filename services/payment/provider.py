@@ -157,7 +157,7 @@ class StripeGateway:
         existing = self._call("list_refunds", order_id, lambda: self.client.v1.refunds.list(
             params={"payment_intent": intent_id, "limit": 100}))
         for item in existing.data:
-            if (item.metadata or {}).get("refund_id") == str(refund_id):
+            if (item.to_dict().get("metadata") or {}).get("refund_id") == str(refund_id):
                 return ProviderRefund(item.id, int(item.amount), item.status)
         created = self._call("refund", order_id, lambda: self.client.v1.refunds.create(
             params={"payment_intent": intent_id, "amount": amount,
