@@ -28,6 +28,7 @@ from services.delivery.settings import DeliverySettings
 from services.inventory.settings import InventorySettings
 from services.notification.settings import SETTINGS_CLASSES as NOTIFICATION_CLASSES
 from services.order.settings import OrderSettings
+from services.payment.settings import PaymentSettings
 from shared.config import BreakerOverride, BreakerThresholds, Settings, WorkerSettings
 from shared.settings import EnvSettings, bounds_text, choices_of
 
@@ -56,6 +57,7 @@ def scopes() -> list[tuple[str, str, tuple[type[EnvSettings], ...]]]:
         ("Notification", own.format("notification"), NOTIFICATION_CLASSES),
         ("Auth", "Declared in `services/auth/settings.py`; read by the auth API and its CLI.",
          (AuthSettings,)),
+        ("Payment", own.format("payment"), (PaymentSettings,)),
         ("Gunicorn", "Declared in `infra/gunicorn.conf.py`; read by gunicorn for every API.",
          (gunicorn_settings(),)),
     ]
