@@ -80,6 +80,12 @@ def ensure_demo_identities(db, passwords, config, credentials_path: Path, app_en
             # A database from before carriers were bound (or bound otherwise): bind it now.
             handlers.bind_client_carrier(db, client_id, spec["carrier"])
             changed.append(f"client {client_id} (carrier {spec['carrier']})")
+        if row is not None and not set(spec["scopes"]) <= set(row["allowed_scopes"]):
+            # A database from before a scope was added (the order client's payments:create).
+            with db.transaction() as cur:
+                repo.update_client(cur, client_id, sorted({*row["allowed_scopes"], *spec["scopes"]}),
+                                   None)
+            changed.append(f"client {client_id} (scopes {' '.join(spec['scopes'])})")
         if row is None:
             creds = handlers.create_client(db, spec["name"], spec["scopes"], spec["grants"],
                                            spec["first_party"], client_id,
