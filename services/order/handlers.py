@@ -224,6 +224,27 @@ def expire_unpaid(db, ttl_s: float, limit: int = EXPIRY_BATCH) -> int:
     return len(expired)
 
 
+STUCK_REJECTED = "stuck_auto_rejected"
+
+
+def reject_stuck(db, older_than_s: float, limit: int = EXPIRY_BATCH) -> int:
+    """The ORDER_STUCK_AUTO_REJECT policy: cancel orders paid but not shipped for too long.
+
+    A paid order nobody ships (a warehouse that never picked it) keeps money
+    held on the customer's card; cancelling it voids the authorization (the
+    payment service, on ``order.cancelled``), releases the stock and tells
+    the customer. Claimed with ``FOR UPDATE SKIP LOCKED``; returns how many.
+    """
+    with db.transaction() as cur:
+        stuck = repo.claim_stuck(cur, OrderStatus.PENDING_SHIPMENT.value, older_than_s, limit)
+        for order in stuck:
+            _cancel(cur, order, STUCK_REJECTED, None, cause="order.stuck_rejected")
+    if stuck:
+        log.warning("stuck_orders_rejected", count=len(stuck),
+                    order_ids=[str(o["id"]) for o in stuck][:20])
+    return len(stuck)
+
+
 def list_stuck(db, older_than_s: float, limit: int) -> list[dict]:
     """Orders in a non-terminal status that have not moved for ``older_than_s`` (operators)."""
     with db.transaction() as cur:

@@ -71,6 +71,14 @@ def claim_unpaid(cur, ttl_s: float, limit: int) -> list[dict]:
     return cur.fetchall()
 
 
+def claim_stuck(cur, status: str, older_than_s: float, limit: int) -> list[dict]:
+    """Orders in ``status`` unchanged for ``older_than_s``, locked (others' claims skipped)."""
+    cur.execute(
+        "SELECT * FROM orders WHERE status = %s AND updated_at < now() - make_interval(secs => %s)"
+        " ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED", (status, older_than_s, limit))
+    return cur.fetchall()
+
+
 def list_stuck(cur, statuses: list[str], older_than_s: float, limit: int) -> list[dict]:
     """Orders in one of ``statuses`` that have not changed for ``older_than_s``, oldest first."""
     cur.execute(

@@ -14,7 +14,7 @@ from limits import parse_many
 from pydantic import AfterValidator, SecretStr
 
 from shared.config import Settings, load_settings
-from shared.settings import EnvSettings, Float, Int, var
+from shared.settings import Bool, EnvSettings, Float, Int, var
 
 SERVICE = "order"
 DEFAULT_IDEMPOTENCY_PURGE_INTERVAL_S = 600.0
@@ -60,6 +60,10 @@ class OrderSettings(EnvSettings):
     stuck_after_s: Float = var("ORDER_STUCK_AFTER_S", 86400.0,
                                "an order in a non-terminal status for longer is listed as stuck "
                                "(`GET /v1/orders/stuck`)", ge=1.0)
+    stuck_auto_reject: Bool = var(
+        "ORDER_STUCK_AUTO_REJECT", False,
+        "policy: cancel orders left in PENDING_SHIPMENT longer than ORDER_STUCK_AFTER_S (authorization "
+        "voided, stock released, customer told); off: they are only listed")
     idempotency_purge_interval_s: Float = var(
         "ORDER_IDEMPOTENCY_PURGE_INTERVAL_S", DEFAULT_IDEMPOTENCY_PURGE_INTERVAL_S,
         "how often the worker deletes expired idempotency keys (expired keys are already ignored, "

@@ -5,7 +5,9 @@ outbox, cancels unpaid orders and purges expired idempotency keys.
 (and emits ``order.paid`` for delivery). An order still unpaid
 ``ORDER_PAYMENT_TTL_S`` after it was placed (default 30 minutes) is cancelled
 by a periodic job every ``ORDER_EXPIRY_INTERVAL_S``, exactly as a customer's
-cancel would: stock released, payment voided, customer notified.
+cancel would: stock released, payment voided, customer notified. With
+``ORDER_STUCK_AUTO_REJECT`` on, orders left in PENDING_SHIPMENT longer than
+``ORDER_STUCK_AFTER_S`` are cancelled the same way (``stuck_auto_rejected``).
 
 An idempotency key is kept for its time-to-live (``repository.IDEMPOTENCY_TTL``)
 so a retried POST replays its first answer; after that the row is dead weight.
@@ -21,7 +23,13 @@ from __future__ import annotations
 
 import sys
 
-from services.order.handlers import EXPIRY_BATCH, expire_unpaid, on_delivery_event, on_payment_event
+from services.order.handlers import (
+    EXPIRY_BATCH,
+    expire_unpaid,
+    on_delivery_event,
+    on_payment_event,
+    reject_stuck,
+)
 from services.order.repository import purge_expired_idempotency_keys
 from services.order.settings import OrderSettings, load
 from shared.config import Settings
@@ -47,7 +55,7 @@ def build_plan(db, settings: Settings, own: OrderSettings) -> WorkerPlan:
     delivery_status = queue("delivery-status.fifo")
     payment_events = queue("payment-events.fifo")
     interval_s = own.idempotency_purge_interval_s
-    return WorkerPlan(
+    plan = WorkerPlan(
         consumers={delivery_status: {event_type: on_delivery_event
                                      for event_type in delivery_status.event_types},
                    payment_events: dict.fromkeys(payment_events.event_types, on_payment_event)},
@@ -58,6 +66,12 @@ def build_plan(db, settings: Settings, own: OrderSettings) -> WorkerPlan:
                         full_batch=EXPIRY_BATCH, error_event="unpaid_expiry_failed",
                         started_event="unpaid_expiry_started", ttl_s=own.payment_ttl_s)],
     )
+    if own.stuck_auto_reject:
+        plan.tasks.append(periodic(lambda: reject_stuck(db, own.stuck_after_s), own.expiry_interval_s,
+                                   full_batch=EXPIRY_BATCH, error_event="stuck_reject_failed",
+                                   started_event="stuck_reject_started",
+                                   older_than_s=own.stuck_after_s))
+    return plan
 
 
 def main() -> int:

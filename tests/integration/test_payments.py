@@ -501,3 +501,34 @@ def test_confirm_and_read_are_the_customers_own(order_client, auth_header, payme
         "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price": "0.01"}]},
         headers={"Authorization": f"Bearer {make_token(CUSTOMER)}"}, timeout=30)
     assert opened.status_code == 403
+
+
+# --- stuck orders -------------------------------------------------------------------------------
+def test_stuck_orders_are_listed_for_operators_and_the_policy_rejects_and_voids_them(
+        order_client, auth_header, order_db, payment_db, payment_url, customer_token, gateway,
+        stripe_client):
+    from services.order.handlers import reject_stuck
+    paid = authorize(order_client, auth_header, order_db, payment_db, payment_url, customer_token)
+    unpaid = place(order_client, auth_header)
+    time.sleep(0.3)
+    admin = auth_header("operator", ADMIN)
+    listed = order_client.get("/v1/orders/stuck?older_than_s=1", headers=admin)
+    assert listed.status_code == 200 and listed.get_json()["items"] == []  # not old enough
+    time.sleep(1.0)
+    listed = order_client.get("/v1/orders/stuck?older_than_s=1", headers=admin).get_json()
+    assert {o["id"]: o["status"] for o in listed["items"]} == {
+        paid["id"]: "PENDING_SHIPMENT", unpaid["id"]: "PENDING_PAYMENT"}
+    assert order_client.get("/v1/orders/stuck", headers=auth_header(CUSTOMER)).status_code == 403
+    bad = order_client.get("/v1/orders/stuck?older_than_s=0", headers=admin)
+    assert_problem(bad, 422, "validation-error", ["older_than_s"])
+
+    # The policy rejects paid-but-unshipped orders only (unpaid ones expire on their own clock).
+    assert reject_stuck(order_db, older_than_s=1) == 1
+    assert order_row(order_db, paid["id"])["status"] == "CANCELLED"
+    assert order_row(order_db, paid["id"])["cancel_reason"] == "stuck_auto_rejected"
+    assert order_row(order_db, unpaid["id"])["status"] == "PENDING_PAYMENT"
+    (cancelled,) = outbox(order_db, "order.cancelled", "order-payments.fifo")
+    deliver(payment_db, order_event_handler(gateway), cancelled)
+    assert payment_row_status(payment_db, paid["id"]) == "VOIDED"
+    assert stripe_client.v1.payment_intents.retrieve(
+        paid["payment"]["payment_intent_id"]).status == "canceled"
