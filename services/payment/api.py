@@ -25,6 +25,7 @@ from flask.views import MethodView
 from services.payment import handlers
 from services.payment.domain import (
     AmountMismatch,
+    AmountRefused,
     NotRefundable,
     PaymentConflict,
     PaymentDeclined,
@@ -52,6 +53,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 SIGNATURE_HEADER = "Stripe-Signature"
 
 PROBLEMS = ProblemMap({
+    AmountRefused: (422, "Amount refused", "amount-refused"),
     PaymentConflict: (409, "Payment conflict", "payment-conflict"),
     PaymentNotPayable: (409, "Payment not payable", "payment-not-payable"),
     PaymentDeclined: (402, "Payment declined", "payment-declined"),
@@ -92,6 +94,7 @@ class PaymentByOrder(MethodView):
                                                   "when created)")
     @blp.alt_response(201, description="Payment created with its PaymentIntent")
     @blp.alt_response(409, description="This order already has a payment for other lines")
+    @blp.alt_response(422, description="Invalid fields, or prices that make no chargeable amount")
     @blp.alt_response(503, description="The payment provider is unavailable (see Retry-After); "
                                        "nothing was kept")
     @require_scopes("payments:create")

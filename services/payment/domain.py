@@ -62,10 +62,28 @@ class PaymentLine:
         return {"sku": self.sku, "quantity": self.quantity, "unit_amount": self.unit_amount}
 
 
+# Stripe's largest amount is 99,999,999 minor units (eight digits) for most currencies.
+MAX_AMOUNT_MINOR = 99_999_999
+
+
 def payment_lines(currency: str, lines: Iterable[tuple[str, int, Decimal]]) -> list[PaymentLine]:
-    """Order lines (sku, quantity, unit price) in minor units; ValueError for sub-unit prices."""
-    return [PaymentLine(sku, quantity, to_minor_units(price, currency))
-            for sku, quantity, price in lines]
+    """Order lines (sku, quantity, unit price) in minor units; AmountRefused for what cannot be paid.
+
+    A price finer than the currency's minor unit (JPY 10.50) is refused rather
+    than rounded, and so is a total of nothing or more than a provider takes.
+    """
+    made, errors = [], []
+    for index, (sku, quantity, price) in enumerate(lines):
+        try:
+            made.append(PaymentLine(sku, quantity, to_minor_units(price, currency)))
+        except ValueError as exc:
+            errors.append({"field": f"lines.{index}.unit_price", "message": str(exc)})
+    if errors:
+        raise AmountRefused("Some prices cannot be charged in this currency.", errors=errors)
+    if not 0 < amount_of(made) <= MAX_AMOUNT_MINOR:
+        raise AmountRefused(f"The amount must be between 1 and {MAX_AMOUNT_MINOR} minor units.",
+                            errors=[{"field": "lines", "message": "Total out of range."}])
+    return made
 
 
 def amount_of(lines: Iterable[PaymentLine]) -> int:
@@ -132,6 +150,10 @@ def plan_refund(payment: dict, lines: list[PaymentLine], refunded_units: dict[st
 
 
 # --- what a command can be refused with (the HTTP layer maps each to a problem) -----------------
+class AmountRefused(DomainError):
+    """The lines cannot make a chargeable amount (sub-unit prices, nothing, too much)."""
+
+
 class PaymentConflict(DomainError):
     """The order already has a payment for other lines or another currency."""
 

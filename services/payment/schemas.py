@@ -9,6 +9,7 @@ from shared.schemas import StrictSchema
 
 MAX_LINES = 100
 MAX_QUANTITY = 10_000
+MAX_UNIT_PRICE = 10_000_000  # far above any catalog price; keeps the arithmetic bounded
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # Stripe's object ids: a short prefix, an underscore, then letters and digits (pm_card_visa too).
 PAYMENT_METHOD_PATTERN = r"^pm_[A-Za-z0-9_]{1,200}$"
@@ -19,7 +20,7 @@ class PaymentLineInSchema(StrictSchema):
     quantity = fields.Integer(required=True, strict=True,
                               validate=validate.Range(min=1, max=MAX_QUANTITY))
     unit_price = fields.Decimal(required=True, as_string=True, allow_nan=False,
-                                validate=validate.Range(min=0))
+                                validate=validate.Range(min=0, max=MAX_UNIT_PRICE))
 
 
 class CreatePaymentSchema(StrictSchema):
