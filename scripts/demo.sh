@@ -120,13 +120,11 @@ until [ "$(available MUG-STONEWARE)" -gt "$MUGS_BEFORE_REFUND" ]; do
 done
 echo "restocked: MUG-STONEWARE available $MUGS_BEFORE_REFUND -> $(available MUG-STONEWARE)"
 
-step "5. Place a second order and cancel it before it ships: its stock comes back, its payment is voided"
+step "5. Place a second order and cancel it before paying: its stock comes back, its payment is voided"
 BEFORE_SECOND="$(available MUG-STONEWARE)"
 SECOND="$(curl -fsS -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" -d "$ORDER_BODY" | json 'd["id"]')"
-curl -fsS -o /dev/null -X POST "$PAYMENT_URL/v1/payments/$SECOND/confirm" -H "Authorization: Bearer $TOKEN" \
-  -H "Content-Type: application/json" -d "{\"payment_method\": \"$TEST_CARD\"}"
-echo "order $SECOND placed and paid (authorized); MUG-STONEWARE available $BEFORE_SECOND -> $(available MUG-STONEWARE)"
+echo "order $SECOND placed (awaiting payment); MUG-STONEWARE available $BEFORE_SECOND -> $(available MUG-STONEWARE)"
 CANCELLED="$(curl -sS -X POST "$ORDER_URL/v1/orders/$SECOND/cancel" -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" -d '{"reason": "changed my mind"}')"
 # A refusal is a problem document (e.g. 409 once the carrier has picked the order up).
@@ -145,7 +143,11 @@ until [ "$(curl -fsS "$PAYMENT_URL/v1/payments/$SECOND" -H "Authorization: Beare
   if [ $(( $(date +%s) - START )) -ge "$DEADLINE_S" ]; then echo "authorization not voided within ${DEADLINE_S}s" >&2; exit 1; fi
   sleep 0.5
 done
-echo "payment VOIDED: the authorization on the card was released, nothing was charged"
+echo "payment VOIDED: the PaymentIntent is cancelled at Stripe, it can no longer be paid"
+REPAY="$(curl -sS -o /dev/null -w "%{http_code}" -X POST "$PAYMENT_URL/v1/payments/$SECOND/confirm" \
+  -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" -d "{\"payment_method\": \"$TEST_CARD\"}")"
+echo "paying it now gets HTTP $REPAY (payment-not-payable)"
+[ "$REPAY" = "409" ] || { echo "a cancelled order could still be paid!" >&2; exit 1; }
 
 step "5b. More than is in stock: 409 with each short line and what is available; no order"
 SHORT="$(curl -sS -i -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \

@@ -73,7 +73,7 @@ def test_demo_script_runs_against_the_system(processes, service_env, tmp_path):
         env={**os.environ, "ORDER_URL": order_url, "DELIVERY_URL": delivery_url,
              "INVENTORY_URL": inventory_url, "AUTH_URL": auth_url, "PAYMENT_URL": payment_url,
              "DEMO_CREDENTIALS": str(credentials), "DEMO_DEADLINE_S": "60"},
-        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=240, cwd=REPO_ROOT,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -86,6 +86,7 @@ def test_demo_script_runs_against_the_system(processes, service_env, tmp_path):
     assert "stock restored" in output
     assert "payment AUTHORIZED" in output and "payment CAPTURED" in output
     assert "restocked: MUG-STONEWARE" in output and "payment VOIDED" in output
+    assert "paying it now gets HTTP 409" in output
     assert "insufficient-stock" in output and "'sku': 'GRINDER-BURR'" in output
     assert "application/problem+json" in output
     assert "items.0.quantity" in output
