@@ -42,6 +42,7 @@ def on_hand(inventory_db, sku: str) -> int:
     return rows(inventory_db, "SELECT on_hand FROM products WHERE sku = %s", sku)[0]["on_hand"]
 
 
+@pytest.mark.timeout(420)  # four workers, the carrier simulator and the waits, on a loaded machine
 def test_delivered_orders_are_captured_once_cancelled_hold_nothing_refunds_restock(
         processes, order_client, auth_header, make_token, payment_url, stripe_api, order_db,
         payment_db, inventory_db):
