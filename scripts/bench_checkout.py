@@ -339,10 +339,12 @@ def run(clients: int, duration: float, rounds: int, half_duration: float, worker
             env.update({"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)})
             inventory_api, inventory_url = start_inventory_api(stack, env)
             stack.wait_http(inventory_api, f"{inventory_url}/health/live")
+            # Checkout opens each order's payment too (payment API on localstripe).
+            _payment_api, payment_url = stack.start_payment_api(env)
             checkout_port, backbone_port = bench.free_port(), bench.free_port()
             checkout_api = stack.start("checkout-order-api", bench.gunicorn_args(
                 "services.order.app:create_app()", checkout_port),
-                {**env, "INVENTORY_URL": inventory_url})
+                {**env, "INVENTORY_URL": inventory_url, "PAYMENT_URL": payment_url})
             # gunicorn --chdir puts the extracted tree first on sys.path (only if it is not
             # on it already: so it must not be on PYTHONPATH, nor the repo before it).
             backbone_env = {**env, "PYTHONPATH": ""}

@@ -233,8 +233,11 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
             order_port, base_port = bench.free_port(), bench.free_port()
             inventory_api, inventory_url = start_inventory_api(stack, env)
             stack.wait_http(inventory_api, f"{inventory_url}/health/live")
+            # Checkout opens each order's payment too (payment API on localstripe).
+            _payment_api, payment_url = stack.start_payment_api(env)
             order_api = stack.start("order-api", bench.gunicorn_args(
-                "services.order.app:create_app()", order_port), {**env, "INVENTORY_URL": inventory_url})
+                "services.order.app:create_app()", order_port),
+                {**env, "INVENTORY_URL": inventory_url, "PAYMENT_URL": payment_url})
             peer_port = bench.free_port()
             scripts_dir = ("--pythonpath", str(Path(__file__).resolve().parent))
             baseline_peer = stack.start("baseline-peer-api", bench.gunicorn_args(

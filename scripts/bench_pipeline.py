@@ -421,6 +421,7 @@ def run(orders: int, rate: float, place: str, clients: int, pollers: int, max_me
             inventory_api, inventory_url = start_inventory_api(stack, env)
             stack.wait_http(inventory_api, f"{inventory_url}/health/ready")
             env["INVENTORY_URL"] = inventory_url
+            _payment_api, env["PAYMENT_URL"] = stack.start_payment_api(env)
             api = None
             api_port = bench.free_port()
             if place == "api":

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The README walkthrough as a script: run `make run` in another terminal first.
-#   scripts/demo.sh   (ORDER_URL / DELIVERY_URL / INVENTORY_URL override the local defaults)
+#   scripts/demo.sh   (ORDER_URL / DELIVERY_URL / INVENTORY_URL / PAYMENT_URL override the local defaults)
 set -euo pipefail
 
 ORDER_URL="${ORDER_URL:-http://127.0.0.1:8001}"
 DELIVERY_URL="${DELIVERY_URL:-http://127.0.0.1:8002}"
 INVENTORY_URL="${INVENTORY_URL:-http://127.0.0.1:8003}"
 AUTH_URL="${AUTH_URL:-http://127.0.0.1:8005}"
+PAYMENT_URL="${PAYMENT_URL:-http://127.0.0.1:8006}"
+# A Stripe test PaymentMethod id, as Stripe.js makes one in the browser: no card data here.
+TEST_CARD="${DEMO_PAYMENT_METHOD:-pm_card_visa}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 # Demo client secrets and passwords, written by `make run` (mode 0600).
 export DEMO_CREDENTIALS="${DEMO_CREDENTIALS:-$HERE/../.data/demo-credentials.json}"
@@ -20,6 +23,7 @@ step() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 curl -fsS "$ORDER_URL/health/ready" >/dev/null || { echo "order service not ready at $ORDER_URL — is 'make run' running?" >&2; exit 1; }
 curl -fsS "$AUTH_URL/health/ready" >/dev/null || { echo "auth service not ready at $AUTH_URL — is 'make run' running?" >&2; exit 1; }
 curl -fsS "$INVENTORY_URL/health/ready" >/dev/null || { echo "inventory service not ready at $INVENTORY_URL" >&2; exit 1; }
+curl -fsS "$PAYMENT_URL/health/ready" >/dev/null || { echo "payment service not ready at $PAYMENT_URL" >&2; exit 1; }
 
 step "1. Log in as the demo customer through the storefront (OAuth2 password grant, auth service)"
 TOKEN="$("$HERE/token" --as customer)"
@@ -51,6 +55,7 @@ echo "$RESPONSE" | grep -iE '^(HTTP/|location:)'
 BODY="$(echo "$RESPONSE" | sed '1,/^\r\{0,1\}$/d')"
 ORDER_ID="$(echo "$BODY" | json 'd["id"]')"
 echo "order $ORDER_ID: status $(echo "$BODY" | json 'd["status"]'), total $(echo "$BODY" | json 'd["total"]') $(echo "$BODY" | json 'd["currency"]') (catalog prices)"
+echo "payment: $(echo "$BODY" | json 'str(d["payment"]["amount_minor"]) + " minor units, intent " + d["payment"]["payment_intent_id"] + ", client secret " + d["payment"]["client_secret"][:12] + "…"')"
 echo "MUG-STONEWARE available: $MUGS_BEFORE before, $(available MUG-STONEWARE) after (held for the order)"
 
 step "3. Send the same request again (a client retry): the stored response is replayed"
@@ -61,7 +66,13 @@ echo "$REPLAY" | grep -iE '^(HTTP/|idempotent-replayed:)'
 REPLAY_ID="$(echo "$REPLAY" | sed '1,/^\r\{0,1\}$/d' | json 'd["id"]')"
 [ "$REPLAY_ID" = "$ORDER_ID" ] && echo "same order id: $REPLAY_ID (no second order)" || { echo "replay returned another order!" >&2; exit 1; }
 
-step "4. Follow the order until DELIVERED (the carrier simulator moves the shipment)"
+step "3b. Pay: the storefront confirms the PaymentIntent with a payment method id ($TEST_CARD)"
+PAID="$(curl -sS -X POST "$PAYMENT_URL/v1/payments/$ORDER_ID/confirm" -H "Authorization: Bearer $TOKEN" \
+  -H "Content-Type: application/json" -d "{\"payment_method\": \"$TEST_CARD\"}")"
+[ "$(echo "$PAID" | json 'd.get("status")')" = "AUTHORIZED" ] || { echo "payment not authorized: $PAID" >&2; exit 1; }
+echo "$PAID" | json '"  payment " + d["status"] + ": " + str(d["amount_minor"]) + " " + d["currency"] + " held on the card, charged when it ships"'
+
+step "4. Follow the order until DELIVERED (paid -> shipment -> the carrier simulator moves it)"
 SEEN=0
 START=$(date +%s)
 while :; do
@@ -86,11 +97,34 @@ echo "shipment as the delivery service sees it:"
 curl -fsS "$DELIVERY_URL/v1/shipments/$SHIPMENT_ID" -H "Authorization: Bearer $TOKEN" \
   | json '"  status " + d["status"] + ", " + str(len(d["events"])) + " events"'
 
-step "5. Place a second order and cancel it before it ships: its stock comes back"
+START=$(date +%s)
+until [ "$(curl -fsS "$PAYMENT_URL/v1/payments/$ORDER_ID" -H "Authorization: Bearer $TOKEN" | json 'd["status"]')" = "CAPTURED" ]; do
+  if [ $(( $(date +%s) - START )) -ge "$DEADLINE_S" ]; then echo "payment not captured within ${DEADLINE_S}s" >&2; exit 1; fi
+  sleep 0.5
+done
+curl -fsS "$PAYMENT_URL/v1/payments/$ORDER_ID" -H "Authorization: Bearer $TOKEN" \
+  | json '"payment " + d["status"] + ": " + str(d["amount_captured"]) + " captured when it shipped"'
+
+step "4b. An operator refunds one mug (it came back): money for that line, the unit back in stock"
+ADMIN="$("$HERE/token" --as operator)"
+MUGS_BEFORE_REFUND="$(available MUG-STONEWARE)"
+REFUND="$(curl -sS -X POST "$PAYMENT_URL/v1/payments/$ORDER_ID/refunds" -H "Authorization: Bearer $ADMIN" \
+  -H "Content-Type: application/json" -H "Idempotency-Key: refund-$KEY" \
+  -d '{"lines": [{"sku": "MUG-STONEWARE", "quantity": 1}]}')"
+[ "$(echo "$REFUND" | json 'd.get("status")')" = "SUCCEEDED" ] || { echo "refund failed: $REFUND" >&2; exit 1; }
+echo "$REFUND" | json '"  refund " + d["id"] + ": " + str(d["amount_minor"]) + " minor units for " + str(d["lines"])'
+START=$(date +%s)
+until [ "$(available MUG-STONEWARE)" -gt "$MUGS_BEFORE_REFUND" ]; do
+  if [ $(( $(date +%s) - START )) -ge "$DEADLINE_S" ]; then echo "refunded unit not restocked within ${DEADLINE_S}s" >&2; exit 1; fi
+  sleep 0.5
+done
+echo "restocked: MUG-STONEWARE available $MUGS_BEFORE_REFUND -> $(available MUG-STONEWARE)"
+
+step "5. Place a second order and cancel it before paying: its stock comes back, its payment is voided"
 BEFORE_SECOND="$(available MUG-STONEWARE)"
 SECOND="$(curl -fsS -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" -d "$ORDER_BODY" | json 'd["id"]')"
-echo "order $SECOND placed; MUG-STONEWARE available $BEFORE_SECOND -> $(available MUG-STONEWARE)"
+echo "order $SECOND placed (awaiting payment); MUG-STONEWARE available $BEFORE_SECOND -> $(available MUG-STONEWARE)"
 CANCELLED="$(curl -sS -X POST "$ORDER_URL/v1/orders/$SECOND/cancel" -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" -d '{"reason": "changed my mind"}')"
 # A refusal is a problem document (e.g. 409 once the carrier has picked the order up).
@@ -104,6 +138,16 @@ until [ "$(available MUG-STONEWARE)" = "$BEFORE_SECOND" ]; do
   sleep 0.5
 done
 echo "stock restored: MUG-STONEWARE available $(available MUG-STONEWARE) again"
+START=$(date +%s)
+until [ "$(curl -fsS "$PAYMENT_URL/v1/payments/$SECOND" -H "Authorization: Bearer $TOKEN" | json 'd["status"]')" = "VOIDED" ]; do
+  if [ $(( $(date +%s) - START )) -ge "$DEADLINE_S" ]; then echo "authorization not voided within ${DEADLINE_S}s" >&2; exit 1; fi
+  sleep 0.5
+done
+echo "payment VOIDED: the PaymentIntent is cancelled at Stripe, it can no longer be paid"
+REPAY="$(curl -sS -o /dev/null -w "%{http_code}" -X POST "$PAYMENT_URL/v1/payments/$SECOND/confirm" \
+  -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" -d "{\"payment_method\": \"$TEST_CARD\"}")"
+echo "paying it now gets HTTP $REPAY (payment-not-payable)"
+[ "$REPAY" = "409" ] || { echo "a cancelled order could still be paid!" >&2; exit 1; }
 
 step "5b. More than is in stock: 409 with each short line and what is available; no order"
 SHORT="$(curl -sS -i -X POST "$ORDER_URL/v1/orders" -H "Authorization: Bearer $TOKEN" \

@@ -29,6 +29,7 @@ from services.inventory.settings import InventorySettings
 from services.notification.settings import SETTINGS_CLASSES as NOTIFICATION_CLASSES
 from services.ops.settings import OpsSettings
 from services.order.settings import OrderSettings
+from services.payment.settings import PaymentSettings
 from shared.config import BreakerOverride, BreakerThresholds, Settings, WorkerSettings
 from shared.settings import EnvSettings, bounds_text, choices_of
 
@@ -57,6 +58,7 @@ def scopes() -> list[tuple[str, str, tuple[type[EnvSettings], ...]]]:
         ("Notification", own.format("notification"), NOTIFICATION_CLASSES),
         ("Auth", "Declared in `services/auth/settings.py`; read by the auth API and its CLI.",
          (AuthSettings,)),
+        ("Payment", own.format("payment"), (PaymentSettings,)),
         ("Ops", "Declared in `services/ops/settings.py`; read by the ops API.", (OpsSettings,)),
         ("Gunicorn", "Declared in `infra/gunicorn.conf.py`; read by gunicorn for every API.",
          (gunicorn_settings(),)),

@@ -57,6 +57,7 @@ from services.inventory.settings import InventorySettings  # noqa: E402
 from services.notification.settings import SETTINGS_CLASSES as NOTIFICATION_CLASSES  # noqa: E402
 from services.ops.settings import OpsSettings  # noqa: E402
 from services.order.settings import OrderSettings  # noqa: E402
+from services.payment.settings import PaymentSettings  # noqa: E402
 from shared.config import SQS_EMULATOR_PORT, BreakerThresholds, Settings, WorkerSettings  # noqa: E402
 from shared.messaging.sqs import physical_name  # noqa: E402
 from shared.queues import TOPOLOGY  # noqa: E402
@@ -112,6 +113,7 @@ SERVICE_SETTINGS = {
     "inventory": (InventorySettings,),
     "notification": tuple(NOTIFICATION_CLASSES),
     "auth": (AuthSettings,),
+    "payment": (PaymentSettings,),
     "ops": (OpsSettings,),
 }
 

@@ -2,9 +2,11 @@
 
 Starts an embedded PostgreSQL under ``.data/postgres`` (unless DATABASE_URL is
 set) and moto's SQS server on 127.0.0.1:9324 (unless SQS_ENDPOINT_URL is
-set), creates the queues and schemas, then runs every service's API
-(gunicorn) and worker, prefixing their output with the process name. Prints
-``ready`` once every ``/health/ready`` answers 200.
+set) and the localstripe Stripe emulator on 127.0.0.1:8420 (unless
+STRIPE_API_BASE is set), creates the queues and schemas, then runs every
+service's API (gunicorn) and worker, prefixing their output with the process
+name. Prints ``ready`` once every ``/health/ready`` answers 200, after
+registering the payment service's webhook with localstripe.
 
 Ctrl-C or SIGTERM stops everything within 10 seconds and exits 0; a child
 dying on its own stops everything and exits 1. Data in ``.data/`` is kept for
@@ -47,12 +49,15 @@ DEMO_CREDENTIALS = "demo-credentials.json"
 # Shutdown budget (the whole of it must stay under 10 s): services drain
 # first (workers still need SQS and Postgres for that), then the emulator,
 # then Postgres.
-# Worst case: 6.0 + 0.5 + 0.3 + 0.8 + 0.3 + 1.5 (pg_ctl -t 1, plus slack) = 9.4 s.
+# Worst case: 6.0 + 0.5 + 0.3 + 0.8 + 0.3 + 0.3 + 0.2 + 1.5 (pg_ctl -t 1, plus slack) = 9.9 s
+# (localstripe is sent SIGTERM before the SQS emulator is stopped, so it has had that long).
 SERVICES_STOP_S = 6.0
 KILL_WAIT_S = 0.5
 EMULATOR_STOP_S = 0.8
 EMULATOR_KILL_WAIT_S = 0.3
 PG_STOP_S = 1.0
+STRIPE_EMULATOR_STOP_S = 0.3
+STRIPE_EMULATOR_KILL_WAIT_S = 0.2
 # Children drain inside the supervisor's budget: a long poll returns within
 # CONSUMER_WAIT_TIME_S, a worker gives in-flight handlers
 # WORKER_SHUTDOWN_TIMEOUT_S, gunicorn gives requests GUNICORN_GRACEFUL_TIMEOUT.
@@ -67,6 +72,9 @@ CHILD_DEFAULTS = {
     "NOTIFICATION_EMAIL_PROVIDER": "console",
     "NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "localhost,127.0.0.1,::1",
 }
+
+
+WEBHOOK_PATH = "/v1/payments/stripe-events"
 
 
 class ShutdownRequested(BaseException):
@@ -171,6 +179,7 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
     pg_handle = None
     pg_dir: Path | None = None  # set once we start (not merely use) an embedded server
     emulator = None
+    stripe_emulator = None
     exit_code = 0
     _install_signal_handlers()
     try:
@@ -196,6 +205,16 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
             sqs_endpoint_url = f"http://{HOST}:{SQS_EMULATOR_PORT}"
         else:
             say(f"run: using SQS_ENDPOINT_URL={sqs_endpoint_url}")
+        stripe_api_base = os.environ.get("STRIPE_API_BASE") or None
+        if "payment" in services and stripe_api_base is None:
+            log_file = data_dir / "localstripe.log"
+            say(f"run: starting localstripe (Stripe API emulator) on {HOST}:"
+                f"{emulators.LOCALSTRIPE_PORT} (log: {log_file})")
+            stripe_emulator = emulators.start_localstripe(emulators.LOCALSTRIPE_PORT, HOST,
+                                                          log_file=log_file)
+            stripe_api_base = f"http://{HOST}:{emulators.LOCALSTRIPE_PORT}"
+        elif "payment" in services:
+            say(f"run: using STRIPE_API_BASE={stripe_api_base}")
         region = os.environ.get("AWS_REGION") or "us-east-1"
         queue_prefix = os.environ.get("QUEUE_PREFIX", "")
 
@@ -215,6 +234,8 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
                 f"(credentials in {data_dir / DEMO_CREDENTIALS})")
 
         env = child_env(database_url, sqs_endpoint_url, region, queue_prefix, services)
+        if stripe_api_base is not None:
+            env["STRIPE_API_BASE"] = stripe_api_base
         if "auth" in services:  # the order service reserves stock with its own client's token
             from services.auth.demo import service_client_env
 
@@ -237,6 +258,13 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
             say(f"run: {name:<12} API {base}   docs {base}/docs   "
                 f"OpenAPI {base}/openapi.json")
         wait_until_ready(supervisor, services, READY_TIMEOUT_S)
+        if stripe_emulator is not None:
+            from services.payment.settings import DEV_WEBHOOK_SECRET
+
+            webhook = f"{service('payment').local_url(HOST)}{WEBHOOK_PATH}"
+            emulators.register_localstripe_webhook(
+                stripe_api_base, webhook, env.get("STRIPE_WEBHOOK_SECRET") or DEV_WEBHOOK_SECRET)
+            say(f"run: localstripe posts its signed events to {webhook}")
         say("ready")
         say("run: try the whole flow with scripts/demo.sh; get an access token with "
             "scripts/token. Ctrl-C stops everything.")
@@ -260,19 +288,23 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
         exit_code = 1
     finally:
         _stopping.set()  # from here on signals are ignored: cleanup must finish
-        _shutdown(supervisor, emulator, pg_handle, pg_dir)
+        _shutdown(supervisor, emulator, pg_handle, pg_dir, stripe_emulator)
     say("run: stopped")
     return exit_code
 
 
 def _shutdown(supervisor: Supervisor, emulator: subprocess.Popen | None, pg_handle,
-              pg_dir: Path | None) -> None:
+              pg_dir: Path | None, stripe_emulator: subprocess.Popen | None = None) -> None:
     started = time.monotonic()
     try:
         supervisor.stop_all(SERVICES_STOP_S, KILL_WAIT_S)
     finally:
+        if stripe_emulator is not None and stripe_emulator.poll() is None:
+            stripe_emulator.terminate()  # it exits while the SQS emulator stops
         if emulator is not None:
             stop_process(emulator, EMULATOR_STOP_S, kill_wait=EMULATOR_KILL_WAIT_S)
+        if stripe_emulator is not None:
+            stop_process(stripe_emulator, STRIPE_EMULATOR_STOP_S, kill_wait=STRIPE_EMULATOR_KILL_WAIT_S)
         if pg_handle is not None:
             postgres.stop_embedded_postgres(pg_handle, timeout=PG_STOP_S)
         elif pg_dir is not None:  # interrupted while starting: it may be up anyway

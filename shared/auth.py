@@ -46,10 +46,11 @@ from shared.openapi import scope_requirement
 from shared.revocations import FeedSettings, RevocationList
 from shared.token_cache import VerifiedTokens
 
-# inventory:reserve: service-to-service, held by the order service's own token (see
-# services/order/inventory.py); customers never get it, so they cannot hold stock directly.
+# inventory:reserve and payments:create: service-to-service, held by the order service's own
+# token (services/order/inventory.py, services/order/payments.py); customers never get them,
+# so they cannot hold stock or open payments directly.
 SCOPES = ("orders:read", "orders:write", "shipments:read", "shipments:write", "webhooks:manage",
-          "inventory:reserve", "admin")
+          "inventory:reserve", "payments:create", "admin")
 ALGORITHMS = ["RS256"]
 CLOCK_SKEW_S = 30
 MAX_SUBJECT_CHARS = 128

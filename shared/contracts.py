@@ -153,6 +153,23 @@ class OrderStatusChangedData(EventData):
     tracking_number = fields.String(load_default=None, allow_none=True)
 
 
+class OrderPaidData(EventData):
+    """``order.paid``: the order's payment is authorized; it may ship now.
+
+    Produced by the order service (``services/order/handlers.py: on_payment_event``)
+    when ``payment.authorized`` moves the order from ``PENDING_PAYMENT`` to
+    ``PENDING_SHIPMENT``. Consumed by delivery (creates the shipment:
+    ``order_id``, ``customer_id``, ``shipping_address``).
+    """
+
+    order_id = fields.UUID(required=True)
+    customer_id = _customer_id()
+    currency = fields.String(required=True, validate=validate.Length(equal=3))
+    total = _money(required=True)
+    shipping_address = fields.Nested(AddressData, required=True)
+    paid_at = fields.AwareDateTime(required=True)
+
+
 # --- delivery-service ------------------------------------------------------------------------
 # The types of delivery-status.fifo, one per shipment status (services/delivery/domain.py).
 DELIVERY_EVENT_TYPES = (
@@ -185,6 +202,49 @@ class ShipmentEventData(EventData):
     occurred_at = fields.AwareDateTime(required=True)
 
 
+# --- payment-service -------------------------------------------------------------------------
+class PaymentLineData(EventData):
+    """Units of one order line that a refund gives back (what inventory restocks)."""
+
+    sku = fields.String(required=True)
+    quantity = fields.Integer(required=True)
+
+
+class PaymentAuthorizedData(EventData):
+    """``payment.authorized``: the provider holds the order's full amount (not yet captured).
+
+    Produced by the payment service (``services/payment/handlers.py: apply_intent``)
+    from the confirm answer, the ``payment_intent.amount_capturable_updated``
+    webhook or the reconciliation job, only when the intent's amount and
+    currency equal the order's. Consumed by the order service
+    (``services/order/handlers.py: on_payment_event``: ``order_id``).
+    Amounts are integer minor units of ``currency`` (JPY has none, EUR two).
+    """
+
+    order_id = fields.UUID(required=True)
+    payment_intent_id = fields.String(required=True)
+    currency = fields.String(required=True, validate=validate.Length(equal=3))
+    amount_minor = fields.Integer(required=True, strict=True)
+    authorized_at = fields.AwareDateTime(required=True)
+
+
+class PaymentRefundedData(EventData):
+    """``payment.refunded``: money went back to the customer for ``lines`` (maybe none).
+
+    Produced by the payment service (``services/payment/handlers.py: refund``).
+    Consumed by inventory (``services/inventory/restock.py: on_payment_refunded``:
+    puts exactly ``lines`` back on hand, once per ``refund_id``: ``refund_id``,
+    ``order_id``, ``lines``). A refund of an amount alone has no lines.
+    """
+
+    refund_id = fields.UUID(required=True)
+    order_id = fields.UUID(required=True)
+    currency = fields.String(required=True, validate=validate.Length(equal=3))
+    amount_minor = fields.Integer(required=True, strict=True)
+    lines = fields.List(fields.Nested(PaymentLineData), required=True)
+    refunded_at = fields.AwareDateTime(required=True)
+
+
 # --- notification-service (internal) ---------------------------------------------------------
 class DeliveryRequestedData(EventData):
     """``webhook.delivery_requested``: make the next attempt of one webhook delivery.
@@ -203,6 +263,9 @@ EVENT_DATA_SCHEMAS: Mapping[str, type[EventData]] = {
     "order.created": OrderCreatedData,
     "order.status_changed": OrderStatusChangedData,
     "order.cancelled": OrderCancelledData,
+    "order.paid": OrderPaidData,
+    "payment.authorized": PaymentAuthorizedData,
+    "payment.refunded": PaymentRefundedData,
     **dict.fromkeys(DELIVERY_EVENT_TYPES, ShipmentEventData),
     "webhook.delivery_requested": DeliveryRequestedData,
 }

@@ -17,10 +17,12 @@ from shared.messaging.topology import QueueSpec, Topology
 
 TOPOLOGY = Topology(queues=(
     QueueSpec(
-        name="order-created.fifo",
+        # Delivery ships only what is paid for: order.paid (payment authorized), not
+        # order.created (the order still awaits its payment then).
+        name="order-paid.fifo",
         producer="order",
         consumers=("delivery",),
-        event_types=("order.created",),
+        event_types=("order.paid",),
     ),
     QueueSpec(
         name="order-cancelled.fifo",
@@ -44,6 +46,29 @@ TOPOLOGY = Topology(queues=(
         producer="order",
         consumers=("inventory",),
         event_types=("order.created", "order.cancelled"),
+    ),
+    QueueSpec(
+        # What the payment service acts on, in one per-order stream so a cancel and a
+        # shipment of one order are seen in the order they happened: SHIPPED captures,
+        # order.cancelled voids the authorization (or refunds a capture).
+        name="order-payments.fifo",
+        producer="order",
+        consumers=("payment",),
+        event_types=("order.status_changed", "order.cancelled"),
+    ),
+    QueueSpec(
+        # payment.authorized moves the order from PENDING_PAYMENT to PENDING_SHIPMENT.
+        name="payment-events.fifo",
+        producer="payment",
+        consumers=("order",),
+        event_types=("payment.authorized",),
+    ),
+    QueueSpec(
+        # A refund's lines go back on hand, once per refund.
+        name="payment-refunds.fifo",
+        producer="payment",
+        consumers=("inventory",),
+        event_types=("payment.refunded",),
     ),
     QueueSpec(
         name="delivery-status.fifo",

@@ -54,6 +54,7 @@ SERVICES: tuple[Service, ...] = (
     Service("notification", 8004, "services.notification.worker",
             gunicorn_args=("--worker-class", "gevent", "--worker-connections", "2000")),
     Service("auth", 8005, None),  # no queue to consume: an API only
+    Service("payment", 8006, "services.payment.worker"),
     # The operators' API: reads the queues itself, each service's admin view over HTTP.
     Service("ops", 8007, None),
 )

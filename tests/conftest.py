@@ -26,7 +26,7 @@ import psycopg2
 import psycopg2.pool
 import pytest
 
-from devstack.emulators import start_moto_server
+from devstack.emulators import LOCALSTRIPE_SECRET_KEY, start_localstripe, start_moto_server
 from devstack.paths import DATA_DIR
 from devstack.postgres import start_embedded_postgres, stop_embedded_postgres
 from devstack.readiness import free_port as _free_port
@@ -40,6 +40,7 @@ from shared.services import SERVICES as SERVICE_LIST
 from shared.services import service as known_service
 from shared.services import with_migrations
 from tests.support.inventory import InventoryServer, seed_catalog
+from tests.support.payments import PaymentServer
 from tests.support.processes import ProcessManager
 from tests.support.tokens import SERVICE_CLIENTS, TEST_SIGNER, JwksServer
 
@@ -145,6 +146,44 @@ def inventory_url(database_url, jwks_server):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def stripe_api(tmp_path_factory):
+    """A Stripe API over HTTP: STRIPE_API_BASE if given, else a localstripe emulator."""
+    url = os.environ.get("STRIPE_API_BASE")
+    if url:
+        yield url
+        return
+    port = free_port()
+    proc = start_localstripe(port, log_file=tmp_path_factory.mktemp("localstripe") / "localstripe.log")
+    yield f"http://127.0.0.1:{port}"
+    stop_process(proc)
+
+
+# Signs the webhook events tests post (and the events localstripe posts when registered).
+STRIPE_WEBHOOK_SECRET = "whsec_test_suite"
+
+
+def stripe_env(stripe_api: str) -> dict[str, str]:
+    """The payment service's provider settings for this suite."""
+    return {"STRIPE_API_BASE": stripe_api,
+            "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY", LOCALSTRIPE_SECRET_KEY),
+            "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET}
+
+
+@pytest.fixture(scope="session")
+def payment_url(database_url, jwks_server, stripe_api):
+    """The payment API (a real HTTP server in this process) that checkout opens payments at.
+
+    One for the session, like inventory's: its rows live in the tables every
+    test empties. Tests that take the provider away start their own.
+    """
+    server = PaymentServer({"APP_ENV": "test", "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
+                            "DB_POOL_MAX": "10", "AUTH_JWKS_URL": jwks_server.url,
+                            **stripe_env(stripe_api)})
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture
 def catalog(clean_db) -> str:
     """The test catalog (tests.support.inventory.TEST_CATALOG) with plenty of stock."""
@@ -153,11 +192,14 @@ def catalog(clean_db) -> str:
 
 
 @pytest.fixture
-def service_env(clean_db, inventory_url, sqs_endpoint, queue_prefix, queues,
-                jwks_server) -> dict[str, str]:
+def service_env(clean_db, inventory_url, payment_url, stripe_api, sqs_endpoint, queue_prefix,
+                queues, jwks_server) -> dict[str, str]:
     """Environment for service processes/apps in this test (fast waits and retries)."""
     return {
         "INVENTORY_URL": inventory_url,
+        "PAYMENT_URL": payment_url,
+        **stripe_env(stripe_api),
+        "PAYMENT_RECONCILE_INTERVAL_S": "0.5",
         "APP_ENV": "test",
         "DATABASE_URL": clean_db,
         "AUTH_JWKS_URL": jwks_server.url,

@@ -4,7 +4,7 @@ Clients: ``storefront`` (first-party: customer registration and password
 login, refresh tokens), ``carrier-dhl`` (client credentials, shipment
 scopes, bound to the carrier ``DHL``: it reaches DHL's shipments only),
 ``ops-console`` (first-party, for operators: admin), and ``order-service``
-(the order service's own client, ``inventory:reserve``). Accounts: a demo
+(the order service's own client, ``inventory:reserve`` and ``payments:create``). Accounts: a demo
 customer and a demo operator. Secrets and passwords are generated, never
 fixed in code, and kept in a credentials file (mode 0600) that
 ``scripts/token`` and ``scripts/demo.sh`` read. Refused when APP_ENV=production.
@@ -39,7 +39,7 @@ DEMO_CLIENTS = {
                   grants=("client_credentials",), first_party=False, carrier=DEMO_CARRIER_ID),
     OPS_CONSOLE: dict(name="Operations console", scopes=SCOPES,
                       grants=("password", "refresh_token"), first_party=True, carrier=None),
-    ORDER_SERVICE: dict(name="Order service", scopes=("inventory:reserve",),
+    ORDER_SERVICE: dict(name="Order service", scopes=("inventory:reserve", "payments:create"),
                         grants=("client_credentials",), first_party=False, carrier=None),
 }
 # Which service process runs as which client: <SERVICE>_CLIENT_ID / _CLIENT_SECRET.
@@ -80,6 +80,12 @@ def ensure_demo_identities(db, passwords, config, credentials_path: Path, app_en
             # A database from before carriers were bound (or bound otherwise): bind it now.
             handlers.bind_client_carrier(db, client_id, spec["carrier"])
             changed.append(f"client {client_id} (carrier {spec['carrier']})")
+        if row is not None and not set(spec["scopes"]) <= set(row["allowed_scopes"]):
+            # A database from before a scope was added (the order client's payments:create).
+            with db.transaction() as cur:
+                repo.update_client(cur, client_id, sorted({*row["allowed_scopes"], *spec["scopes"]}),
+                                   None)
+            changed.append(f"client {client_id} (scopes {' '.join(spec['scopes'])})")
         if row is None:
             creds = handlers.create_client(db, spec["name"], spec["scopes"], spec["grants"],
                                            spec["first_party"], client_id,

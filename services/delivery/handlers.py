@@ -35,14 +35,14 @@ log = get_logger(__name__)
 SERVICE = "delivery"
 PRODUCER = "delivery-service"
 # What the consumers below cannot do without (shared/contracts.py: load_data).
-ORDER_CREATED_NEEDS = ("order_id", "customer_id", "shipping_address")
+ORDER_PAID_NEEDS = ("order_id", "customer_id", "shipping_address")
 ORDER_CANCELLED_NEEDS = ("order_id",)
 
 
 # --- consumed events -----------------------------------------------------------------
-def on_order_created(cur, event: Envelope) -> None:
-    """One shipment per order, unless a cancel for it arrived first."""
-    data = load_data("order.created", event.data, ORDER_CREATED_NEEDS)
+def on_order_paid(cur, event: Envelope) -> None:
+    """One shipment per paid order, unless a cancel for it arrived first."""
+    data = load_data("order.paid", event.data, ORDER_PAID_NEEDS)
     order_id = data["order_id"]
     repo.lock_order_key(cur, order_id)
     if repo.is_cancelled(cur, order_id):
@@ -55,7 +55,7 @@ def on_order_created(cur, event: Envelope) -> None:
     if not created:
         log.info("shipment_exists", order_id=str(order_id))
         return
-    repo.add_event(cur, shipment_id, ShipmentStatus.CREATED, None, "order.created")
+    repo.add_event(cur, shipment_id, ShipmentStatus.CREATED, None, "order.paid")
     shipment = repo.get_shipment(cur, shipment_id)
     event_type = EVENT_TYPES[ShipmentStatus.CREATED]
     add_event(cur, SERVICE, event.caused(event_type, str(order_id),

@@ -12,7 +12,7 @@ from services.delivery.domain import Reach
 def lock_order_key(cur, order_id: UUID) -> None:
     """Serialize every handler touching one order's shipment until the transaction ends.
 
-    order.created and order.cancelled arrive on different queues and may be
+    order.paid and order.cancelled arrive on different queues and may be
     handled at the same moment; without this lock a create could miss a
     concurrent cancel's tombstone and ship a cancelled order.
     """

@@ -1,4 +1,4 @@
-"""Delivery worker: consumes order-created / order-cancelled, relays the outbox,
+"""Delivery worker: consumes order-paid / order-cancelled, relays the outbox,
 and (in development) runs the carrier simulator.
 
 Run with ``python -m services.delivery.worker``.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from services.delivery.handlers import on_order_cancelled, on_order_created
+from services.delivery.handlers import on_order_cancelled, on_order_paid
 from services.delivery.settings import DeliverySettings, load
 from services.delivery.simulator import simulator_config, simulator_task
 from shared.config import Settings
@@ -21,7 +21,7 @@ SERVICE = "delivery"
 def build_plan(db, settings: Settings, own: DeliverySettings) -> WorkerPlan:
     """Handlers per queue, plus the simulator when enabled."""
     plan = WorkerPlan(consumers={
-        queue("order-created.fifo"): {"order.created": on_order_created},
+        queue("order-paid.fifo"): {"order.paid": on_order_paid},
         queue("order-cancelled.fifo"): {"order.cancelled": on_order_cancelled},
     })
     simulator = simulator_config(own)

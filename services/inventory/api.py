@@ -29,6 +29,7 @@ from services.inventory.domain import (
     ProductExists,
     ProductInUse,
     RequestedLine,
+    ReservationConfirmed,
     ReservationConflict,
     UnknownSku,
 )
@@ -70,6 +71,7 @@ PROBLEMS = ProblemMap({
     MixedCurrencies: (422, "Mixed currencies", "mixed-currencies"),
     InsufficientStock: (409, "Insufficient stock", "insufficient-stock"),
     ReservationConflict: (409, "Reservation conflict", "reservation-conflict"),
+    ReservationConfirmed: (409, "Reservation confirmed", "reservation-confirmed"),
 })
 
 
@@ -178,6 +180,14 @@ class ReservationByOrder(MethodView):
         if result.created:
             return body, 201, {"Location": f"/v1/reservations/{order_id}"}
         return body
+
+    @reservations_blp.response(200, ReservationSchema, description="Released (or released before)")
+    @reservations_blp.alt_response(404, description="No reservation for this order")
+    @reservations_blp.alt_response(409, description="The order was placed: cancel it instead")
+    @require_any_scope(*RESERVE_SCOPES)
+    def delete(self, order_id: UUID):
+        """Give back the stock of a checkout that did not commit its order (e.g. payment down)."""
+        return reservations.shape_reservation(reservations.abandon(database(), order_id))
 
     @reservations_blp.response(200, ReservationSchema)
     @reservations_blp.alt_response(404, description="No reservation for this order")

@@ -42,6 +42,12 @@ class ReservationStatus(StrEnum):
 class ReleaseReason(StrEnum):
     CANCELLED = "order_cancelled"
     EXPIRED = "expired"
+    # Checkout gave up before committing the order (its payment could not be opened).
+    ABANDONED = "checkout_abandoned"
+
+
+# Released reservations a retry of the same checkout may hold again (no order was committed).
+RE_HOLDABLE = frozenset({ReleaseReason.EXPIRED.value, ReleaseReason.ABANDONED.value})
 
 
 class AdjustmentReason(StrEnum):
@@ -169,6 +175,10 @@ class MixedCurrencies(DomainError):
 
 class InsufficientStock(DomainError):
     """Not every line can be held: ``lines`` lists the short ones with what is available."""
+
+
+class ReservationConfirmed(DomainError):
+    """The reservation belongs to a committed order: only a cancel gives its stock back."""
 
 
 class ReservationConflict(DomainError):

@@ -9,6 +9,7 @@ products and then inserts the reservation row, which nothing else can hold yet.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from uuid import UUID
 
@@ -160,6 +161,15 @@ def move_stock(cur, changes: list[tuple[str, int, int]]) -> None:
         """,
         ([c[0] for c in ordered], [c[1] for c in ordered], [c[2] for c in ordered]),
     )
+
+
+def claim_refund_restock(cur, refund_id: UUID, order_id: UUID, lines: list[dict]) -> bool:
+    """Record that a refund's lines are restocked now; False if they were before."""
+    cur.execute("INSERT INTO refund_restocks (refund_id, order_id, lines) VALUES (%s, %s, %s)"
+                " ON CONFLICT (refund_id) DO NOTHING",
+                (refund_id, order_id, json.dumps([{"sku": line["sku"], "quantity": line["quantity"]}
+                                                  for line in lines])))
+    return cur.rowcount == 1
 
 
 # --- reservations -----------------------------------------------------------------------

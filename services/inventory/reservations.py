@@ -17,10 +17,12 @@ from decimal import Decimal
 
 from services.inventory import repository as repo
 from services.inventory.domain import (
+    RE_HOLDABLE,
     InsufficientStock,
     MixedCurrencies,
     ReleaseReason,
     RequestedLine,
+    ReservationConfirmed,
     ReservationConflict,
     ReservationStatus,
     line_total,
@@ -116,7 +118,7 @@ def _reserve_again(db, command: Reserve, fingerprint: str) -> ReserveResult:
             raise ReservationConflict("This order already has a reservation with different lines.",
                                       order_id=str(command.order_id),
                                       status_now=existing["status"])
-        if existing["release_reason"] == ReleaseReason.EXPIRED.value \
+        if existing["release_reason"] in RE_HOLDABLE \
                 and existing["status"] == ReservationStatus.RELEASED.value:
             _take_stock(cur, command.lines)
             repo.hold_again(cur, command.order_id, command.ttl_s)
@@ -161,6 +163,23 @@ def _take_stock(cur, lines: list[RequestedLine]) -> dict[str, dict]:
     _check_stock(products, lines)
     repo.move_stock(cur, [(line.sku, 0, line.quantity) for line in lines])
     return products
+
+
+def abandon(db, order_id: uuid.UUID) -> dict:
+    """Checkout gave up before committing the order: give its HELD stock back now.
+
+    Releasing a released reservation is a no-op; a CONFIRMED one belongs to a
+    committed order (ReservationConfirmed: only ``order.cancelled`` releases it).
+    """
+    with db.transaction() as cur:
+        reservation = _locked_reservation(cur, order_id)
+        if reservation is None:
+            raise NotFound("No reservation for this order.")
+        if reservation["status"] == ReservationStatus.CONFIRMED.value:
+            raise ReservationConfirmed("This reservation belongs to a placed order; cancel the "
+                                       "order instead.", status_now=reservation["status"])
+        release(cur, reservation, ReleaseReason.ABANDONED)
+        return repo.get_reservation(cur, order_id)
 
 
 def get_reservation(db, order_id: uuid.UUID) -> dict:

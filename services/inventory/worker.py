@@ -1,9 +1,10 @@
-"""Inventory worker: consumes inventory-events.fifo and sweeps expired reservations.
+"""Inventory worker: consumes inventory-events.fifo and payment-refunds.fifo, sweeps reservations.
 
 ``order.created`` confirms an order's reservation, ``order.cancelled``
-releases it; a periodic sweeper releases HELD reservations past their
-time-to-live (orders that were never committed). The service publishes no
-events, so the worker runs no outbox relay.
+releases it, ``payment.refunded`` puts a refund's lines back on hand; a
+periodic sweeper releases HELD reservations past their time-to-live (orders
+that were never committed). The service publishes no events, so the worker
+runs no outbox relay.
 
 Run with ``python -m services.inventory.worker``.
 """
@@ -14,6 +15,7 @@ import sys
 from dataclasses import dataclass
 
 from services.inventory.reservations import SWEEP_BATCH, on_order_cancelled, on_order_created, release_expired
+from services.inventory.restock import on_payment_refunded
 from services.inventory.settings import InventorySettings, load
 from shared.config import Settings
 from shared.periodic import periodic
@@ -22,6 +24,7 @@ from shared.worker import WorkerPlan, serve_worker
 
 SERVICE = "inventory"
 EVENTS_QUEUE = "inventory-events.fifo"
+REFUNDS_QUEUE = "payment-refunds.fifo"
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,11 @@ def sweeper_task(db, config: SweeperConfig):
 
 
 def build_plan(db, settings: Settings, own: InventorySettings) -> WorkerPlan:
-    """Handlers for inventory-events.fifo, plus the sweeper."""
+    """Handlers for inventory-events.fifo and payment-refunds.fifo, plus the sweeper."""
     return WorkerPlan(
         consumers={queue(EVENTS_QUEUE): {"order.created": on_order_created,
-                                         "order.cancelled": on_order_cancelled}},
+                                         "order.cancelled": on_order_cancelled},
+                   queue(REFUNDS_QUEUE): {"payment.refunded": on_payment_refunded}},
         relay=False,
         tasks=[sweeper_task(db, sweeper_config(own))],
     )

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import json
 import math
+from datetime import timedelta
 from uuid import UUID
 
-from flask import Response, current_app, request
+from flask import Response, current_app, has_app_context, request
 from flask.views import MethodView
 
 from services.order import handlers, idempotency
@@ -20,6 +21,7 @@ from services.order.domain import (
     InsufficientStock,
     ItemsRefused,
     OrderNotCancellable,
+    PaymentUnavailable,
     ReservationReleased,
 )
 from services.order.idempotency import KeyInProgress, KeyReused, StoredResponse
@@ -30,6 +32,8 @@ from services.order.schemas import (
     ListOrdersQuerySchema,
     OrderPageSchema,
     OrderSchema,
+    StuckOrdersQuerySchema,
+    StuckOrdersSchema,
 )
 from shared.auth import authenticate, require_scopes
 from shared.errors import Problem, ProblemMap
@@ -45,6 +49,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 # app.config key: the per-customer limit on order creation (read by the app factory).
 ORDER_RATE_LIMIT = "ORDER_RATE_LIMIT_PER_CUSTOMER"
+# app.config keys: ORDER_STUCK_AFTER_S and ORDER_PAYMENT_TTL_S (read by the app factory).
+STUCK_AFTER = "ORDER_STUCK_AFTER_S"
+PAYMENT_TTL = "ORDER_PAYMENT_TTL_S"
 
 PROBLEMS = ProblemMap({
     OrderNotCancellable: (409, "Order cannot be cancelled", "order-not-cancellable"),
@@ -56,6 +63,9 @@ PROBLEMS = ProblemMap({
         503, "Inventory unavailable",
         "Stock cannot be checked right now, so nothing was ordered; retry later.",
         "inventory-unavailable",
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}),
+    PaymentUnavailable: lambda exc: Problem(
+        503, "Payments unavailable", exc.detail, "payment-unavailable",
         headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}),
     KeyReused: (422, "Idempotency key reused", "idempotency-key-mismatch"),
     KeyInProgress: lambda exc: Problem(409, "Request in progress", exc.detail,
@@ -103,8 +113,10 @@ class Orders(MethodView):
                           "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
                           "description": "Retries with the same key and body replay the first "
                                          "response (kept 24 h)."}])
-    @blp.response(201, OrderSchema, description="Order placed; Location points at it. Prices, "
-                                                 "currency and total are the catalog's.",
+    @blp.response(201, OrderSchema, description="Order placed in PENDING_PAYMENT; Location "
+                                                 "points at it. Prices, currency and total are "
+                                                 "the catalog's; `payment.client_secret` is what "
+                                                 "the storefront confirms the payment with.",
                   headers=response_headers("Location", sometimes=("Idempotent-Replayed",)))
     @blp.alt_response(409, description="Insufficient stock (problem type insufficient-stock: "
                                        "`lines` lists each short sku with its available quantity; "
@@ -114,8 +126,9 @@ class Orders(MethodView):
     @blp.alt_response(422, description="Invalid fields (a unit_price or currency is refused: "
                                        "prices come from the catalog), unknown skus, or "
                                        "Idempotency-Key reused with another body")
-    @blp.alt_response(503, description="Inventory unavailable (down, slow, or its circuit "
-                                       "breaker is open): nothing was ordered; see Retry-After")
+    @blp.alt_response(503, description="Inventory or payments unavailable (down, slow, or a "
+                                       "circuit breaker is open): nothing was ordered and no "
+                                       "stock is held; see Retry-After")
     @require_scopes("orders:write")
     @blp.arguments(CreateOrderSchema)
     def post(self, payload):
@@ -127,10 +140,11 @@ class Orders(MethodView):
             shipping_address=payload["shipping_address"],
             items=handlers.items_from(payload["items"]))
         inventory = current_app.extensions["inventory"]
+        payments = current_app.extensions["payments"]
 
         def place(attempt: idempotency.Attempt) -> StoredResponse:
             return handlers.place_order(
-                database(), inventory, command, correlation_id(), attempt.resource_id,
+                database(), inventory, payments, command, correlation_id(), attempt.resource_id,
                 within=lambda cur, order: attempt.store(cur, _created(order)))
 
         return _json(idempotency.run_once(database(), principal.subject, key,
@@ -148,6 +162,18 @@ class Orders(MethodView):
         rows = handlers.list_orders(database(), principal, query.get("status"), after, limit + 1)
         page, next_cursor = keyset_page(rows, limit)
         return {"items": [shape(o) for o in page], "next_cursor": next_cursor}
+
+
+@blp.route("/stuck")
+class StuckOrders(MethodView):
+    @blp.response(200, StuckOrdersSchema)
+    @require_scopes("admin")
+    @blp.arguments(StuckOrdersQuerySchema, location="query")
+    def get(self, query):
+        """Orders in a non-terminal status that have not changed for a while (operators)."""
+        older_than_s = query.get("older_than_s") or current_app.config[STUCK_AFTER]
+        rows = handlers.list_stuck(database(), older_than_s, query["limit"])
+        return {"older_than_s": older_than_s, "items": [shape(o) for o in rows]}
 
 
 @blp.route("/<uuid:order_id>")
@@ -192,10 +218,26 @@ def _schema(schema_class, exclude: tuple[str, ...] = ()):
     return schema_class(exclude=exclude)
 
 
+def _payment_expiry(order: dict):
+    ttl_s = current_app.config.get(PAYMENT_TTL) if has_app_context() else None
+    if order["status"] != "PENDING_PAYMENT" or ttl_s is None:
+        return None
+    return order["created_at"] + timedelta(seconds=ttl_s)
+
+
 def shape(order: dict) -> dict:
     """An order row reshaped for :class:`OrderSchema` (not yet serialized)."""
     shaped = dict(order)
     shaped["items"] = [dict(line) for line in order.get("lines", [])]
+    shaped["payment"] = {
+        "payment_intent_id": order.get("payment_intent_id"),
+        # Only while it can still be used: a paid or cancelled order needs no confirmation.
+        "client_secret": order.get("payment_client_secret")
+        if order["status"] == "PENDING_PAYMENT" else None,
+        "amount_minor": order.get("payment_amount_minor"), "currency": order["currency"],
+        "paid_at": order.get("paid_at"),
+        "expires_at": _payment_expiry(order),
+    }
     shaped["shipment"] = (
         {"shipment_id": str(order["shipment_id"]) if order.get("shipment_id") else None,
          "carrier": order.get("carrier"), "tracking_number": order.get("tracking_number")}

@@ -14,6 +14,7 @@ from shared.errors import DomainError
 
 
 class OrderStatus(StrEnum):
+    PENDING_PAYMENT = "PENDING_PAYMENT"
     PENDING_SHIPMENT = "PENDING_SHIPMENT"
     SHIPPED = "SHIPPED"
     DELIVERED = "DELIVERED"
@@ -22,6 +23,8 @@ class OrderStatus(StrEnum):
 
 
 ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    # payment.authorized, or a cancel (the customer's, or the unpaid-order expiry)
+    OrderStatus.PENDING_PAYMENT: frozenset({OrderStatus.PENDING_SHIPMENT, OrderStatus.CANCELLED}),
     OrderStatus.PENDING_SHIPMENT: frozenset({OrderStatus.SHIPPED, OrderStatus.CANCELLED,
                                              OrderStatus.DELIVERY_FAILED}),
     OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED, OrderStatus.DELIVERY_FAILED}),
@@ -30,7 +33,10 @@ ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.DELIVERY_FAILED: frozenset(),
 }
 
-CANCELLABLE = frozenset({OrderStatus.PENDING_SHIPMENT})
+CANCELLABLE = frozenset({OrderStatus.PENDING_PAYMENT, OrderStatus.PENDING_SHIPMENT})
+# Where an order can stay for good if nothing more happens: listed for operators past an age.
+NON_TERMINAL = frozenset({OrderStatus.PENDING_PAYMENT, OrderStatus.PENDING_SHIPMENT,
+                          OrderStatus.SHIPPED})
 
 # None: a milestone that is recorded in the history but changes no status.
 DELIVERY_TO_ORDER_STATUS: dict[str, OrderStatus | None] = {
@@ -110,6 +116,14 @@ def order_total(lines: list[Line]) -> Decimal:
 # --- what a command can be refused with (the HTTP layer maps each to a problem) -----------------
 class OrderNotCancellable(DomainError):
     """The order has shipped (or ended): too late to cancel."""
+
+
+class PaymentUnavailable(DomainError):
+    """The payment could not be opened (provider or payment service down): nothing was ordered."""
+
+    def __init__(self, detail: str, retry_after_s: float):
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 class ReservationReleased(DomainError):

@@ -1,5 +1,11 @@
 """Order commands and event handlers: one function each, dependencies as arguments.
 
+Checkout reserves the stock, opens the payment (a PaymentIntent the
+storefront confirms) and commits the order in PENDING_PAYMENT; only
+``payment.authorized`` makes it PENDING_SHIPMENT and emits ``order.paid``, on
+which delivery creates the shipment. Unpaid orders are cancelled after
+``ORDER_PAYMENT_TTL_S`` (:func:`expire_unpaid`).
+
 Every state change and the events it causes are written in ONE transaction
 (the outbox); nothing here talks to SQS. Commands return orders (rows) and
 raise the refusals of :mod:`services.order.domain`; turning those into HTTP
@@ -16,17 +22,20 @@ from typing import Any, TypeVar
 from services.order import repository as repo
 from services.order.domain import (
     CANCELLABLE,
+    NON_TERMINAL,
     InsufficientStock,
     Item,
     ItemsRefused,
     Line,
     OrderNotCancellable,
     OrderStatus,
+    PaymentUnavailable,
     ReservationReleased,
     decide,
     order_total,
 )
 from services.order.inventory import InventoryRefused, Reservation
+from services.order.payments import OpenedPayment, PaymentServiceUnavailable
 from shared.auth import Principal
 from shared.contracts import event_data, load_data
 from shared.errors import NotFound
@@ -42,6 +51,9 @@ PRODUCER = "order-service"
 T = TypeVar("T")
 # What on_delivery_event cannot do without; carrier and tracking number may be absent.
 DELIVERY_EVENT_NEEDS = ("shipment_id", "order_id", "status", "occurred_at")
+PAYMENT_AUTHORIZED_NEEDS = ("order_id",)
+EXPIRY_BATCH = 100
+PAYMENT_EXPIRED = "payment_expired"
 
 
 @dataclass(frozen=True)
@@ -56,16 +68,18 @@ def _the_order(_cur, order: dict) -> dict:
     return order
 
 
-def place_order(db, inventory, command: PlaceOrder, correlation_id: str | None,
+def place_order(db, inventory, payments, command: PlaceOrder, correlation_id: str | None,
                 order_id: uuid.UUID | None = None,
                 within: Callable[[Any, dict], T] = _the_order) -> T:
-    """Reserve the stock, then create the order, its history and its events in one transaction.
+    """Reserve the stock, open the payment, then create the order (PENDING_PAYMENT) in one transaction.
 
     ``order_id`` (default: a new one) exists before the reservation (it is
-    the reservation's key); the idempotency layer passes the id of an earlier
-    attempt, so a retry finds its reservation again. ``within(cur, order)``
-    runs inside the order's transaction and its result is returned (default:
-    the order); the idempotency layer stores its response there. When the
+    the reservation's and the payment's key); the idempotency layer passes the
+    id of an earlier attempt, so a retry finds both again. ``within(cur,
+    order)`` runs inside the order's transaction and its result is returned
+    (default: the order); the idempotency layer stores its response there.
+    When the payment cannot be opened the reservation is given back and
+    :class:`PaymentUnavailable` raised: no order, no stock held. When the
     commit fails after the reservation, nothing is undone here: the
     reservation stays HELD until inventory's sweeper releases it (undoing it
     from here could release stock of an order whose commit did succeed).
@@ -74,10 +88,12 @@ def place_order(db, inventory, command: PlaceOrder, correlation_id: str | None,
     reservation = reserve_stock(inventory, order_id, command.items, correlation_id)
     lines = [Line(line.sku, line.quantity, line.unit_price) for line in reservation.lines]
     total = order_total(lines)
+    payment = open_payment(inventory, payments, order_id, command.customer_id,
+                           reservation.currency, lines, correlation_id)
     with db.transaction() as cur:
         repo.insert_order(cur, order_id, command.customer_id, command.customer_email,
-                          reservation.currency, total, command.shipping_address, lines)
-        repo.add_history(cur, order_id, OrderStatus.PENDING_SHIPMENT, None, "order.created")
+                          reservation.currency, total, command.shipping_address, lines, payment)
+        repo.add_history(cur, order_id, OrderStatus.PENDING_PAYMENT, None, "order.created")
         order = repo.get_order(cur, order_id)
         add_event(cur, SERVICE, Envelope(
             event_type="order.created", aggregate_id=str(order_id), producer=PRODUCER,
@@ -86,6 +102,17 @@ def place_order(db, inventory, command: PlaceOrder, correlation_id: str | None,
     log.info("order_placed", order_id=str(order_id), lines=len(lines), total=str(total),
              currency=reservation.currency)
     return result
+
+
+def open_payment(inventory, payments, order_id: uuid.UUID, customer_id: str, currency: str,
+                 lines: list[Line], correlation_id: str | None) -> OpenedPayment:
+    """The order's PaymentIntent; if it cannot be opened the stock goes back and PaymentUnavailable."""
+    try:
+        return payments.open(order_id, customer_id, currency, lines, correlation_id)
+    except PaymentServiceUnavailable as exc:
+        inventory.release(order_id, correlation_id)
+        raise PaymentUnavailable("Payments cannot be taken right now, so nothing was ordered; "
+                                 "retry later.", exc.retry_after_s) from None
 
 
 def reserve_stock(inventory, order_id: uuid.UUID, items: list[Item],
@@ -152,21 +179,111 @@ def cancel_order(db, principal: Principal, order_id: uuid.UUID, reason: str | No
             raise OrderNotCancellable(
                 f"Orders can be cancelled only before they ship; this one is {current}.",
                 status_now=current.value)
-        repo.set_status(cur, order_id, OrderStatus.CANCELLED, cancel_reason=reason)
-        repo.add_history(cur, order_id, OrderStatus.CANCELLED, current, "order.cancelled",
-                         note=reason)
-        base = Envelope(event_type="order.cancelled", aggregate_id=str(order_id),
-                        producer=PRODUCER, correlation_id=correlation_id,
-                        data=event_data("order.cancelled", {
-                            "order_id": str(order_id), "customer_id": order["customer_id"],
-                            "reason": reason}))
-        add_event(cur, SERVICE, base)
-        add_event(cur, SERVICE, base.caused("order.status_changed", str(order_id),
-                                            _status_data(order, current, OrderStatus.CANCELLED,
-                                                         "order.cancelled"), PRODUCER))
+        _cancel(cur, order, reason, correlation_id)
         updated = repo.get_order(cur, order_id)
     log.info("order_cancelled", order_id=str(order_id))
     return updated
+
+
+def _cancel(cur, order: dict, reason: str | None, correlation_id: str | None,
+            cause: str = "order.cancelled") -> None:
+    """Cancel a locked, cancellable order: status, history, ``order.cancelled`` + status change.
+
+    ``order.cancelled`` releases the stock (inventory), cancels or tombstones
+    the shipment (delivery), voids the payment (payment) and tells the customer
+    (notification).
+    """
+    order_id = order["id"]
+    current = OrderStatus(order["status"])
+    repo.set_status(cur, order_id, OrderStatus.CANCELLED, cancel_reason=reason)
+    repo.add_history(cur, order_id, OrderStatus.CANCELLED, current, cause, note=reason)
+    base = Envelope(event_type="order.cancelled", aggregate_id=str(order_id),
+                    producer=PRODUCER, correlation_id=correlation_id,
+                    data=event_data("order.cancelled", {
+                        "order_id": str(order_id), "customer_id": order["customer_id"],
+                        "reason": reason}))
+    add_event(cur, SERVICE, base)
+    add_event(cur, SERVICE, base.caused("order.status_changed", str(order_id),
+                                        _status_data(order, current, OrderStatus.CANCELLED,
+                                                     cause), PRODUCER))
+
+
+def expire_unpaid(db, ttl_s: float, limit: int = EXPIRY_BATCH) -> int:
+    """Cancel orders still unpaid ``ttl_s`` after they were placed; returns how many.
+
+    Claimed with ``FOR UPDATE SKIP LOCKED`` (several workers may run it); each
+    is cancelled as a customer's cancel would be, with reason ``payment_expired``.
+    """
+    with db.transaction() as cur:
+        expired = repo.claim_unpaid(cur, ttl_s, limit)
+        for order in expired:
+            _cancel(cur, order, PAYMENT_EXPIRED, None, cause="order.payment_expired")
+    if expired:
+        log.info("unpaid_orders_expired", count=len(expired),
+                 order_ids=[str(o["id"]) for o in expired][:20])
+    return len(expired)
+
+
+STUCK_REJECTED = "stuck_auto_rejected"
+
+
+def reject_stuck(db, older_than_s: float, limit: int = EXPIRY_BATCH) -> int:
+    """The ORDER_STUCK_AUTO_REJECT policy: cancel orders paid but not shipped for too long.
+
+    A paid order nobody ships (a warehouse that never picked it) keeps money
+    held on the customer's card; cancelling it voids the authorization (the
+    payment service, on ``order.cancelled``), releases the stock and tells
+    the customer. Claimed with ``FOR UPDATE SKIP LOCKED``; returns how many.
+    """
+    with db.transaction() as cur:
+        stuck = repo.claim_stuck(cur, OrderStatus.PENDING_SHIPMENT.value, older_than_s, limit)
+        for order in stuck:
+            _cancel(cur, order, STUCK_REJECTED, None, cause="order.stuck_rejected")
+    if stuck:
+        log.warning("stuck_orders_rejected", count=len(stuck),
+                    order_ids=[str(o["id"]) for o in stuck][:20])
+    return len(stuck)
+
+
+def list_stuck(db, older_than_s: float, limit: int) -> list[dict]:
+    """Orders in a non-terminal status that have not moved for ``older_than_s`` (operators)."""
+    with db.transaction() as cur:
+        return repo.list_stuck(cur, sorted(s.value for s in NON_TERMINAL), older_than_s, limit)
+
+
+def on_payment_event(cur, event: Envelope) -> None:
+    """``payment.authorized``: a PENDING_PAYMENT order may ship; emits ``order.paid``.
+
+    An authorization for an order that is no longer awaiting payment (it was
+    cancelled, or this is a second copy) is recorded as ignored; for a
+    cancelled order the payment service voids the authorization itself when
+    it handles ``order.cancelled``.
+    """
+    data = load_data(event.event_type, event.data, PAYMENT_AUTHORIZED_NEEDS)
+    order_id = data["order_id"]
+    order = repo.lock_order(cur, order_id)
+    if order is None:
+        raise PermanentError(f"payment event for unknown order {order_id}")
+    current = OrderStatus(order["status"])
+    if current != OrderStatus.PENDING_PAYMENT:
+        repo.add_history(cur, order_id, current, current, event.event_type, applied=False,
+                         note=f"ignored: payment authorized while {current}",
+                         source_event_id=event.event_id)
+        log.info("payment_event_ignored", order_id=str(order_id), status=current.value)
+        return
+    repo.set_paid(cur, order_id)
+    repo.add_history(cur, order_id, OrderStatus.PENDING_SHIPMENT, current, event.event_type,
+                     source_event_id=event.event_id)
+    paid = repo.get_order(cur, order_id)
+    add_event(cur, SERVICE, event.caused("order.paid", str(order_id), event_data("order.paid", {
+        "order_id": str(order_id), "customer_id": paid["customer_id"],
+        "currency": paid["currency"].strip(), "total": str(paid["total"]),
+        "shipping_address": paid["shipping_address"], "paid_at": paid["paid_at"].isoformat()}),
+        PRODUCER))
+    add_event(cur, SERVICE, event.caused(
+        "order.status_changed", str(order_id),
+        _status_data(order, current, OrderStatus.PENDING_SHIPMENT, event.event_type), PRODUCER))
+    log.info("order_paid", order_id=str(order_id))
 
 
 def on_delivery_event(cur, event: Envelope) -> None:

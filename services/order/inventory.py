@@ -140,6 +140,24 @@ class InventoryClient:
         self._log_unavailable(order_id, f"HTTP {response.status_code}: {problem.get('type')}")
         raise InventoryUnavailable(f"HTTP {response.status_code}", UNAVAILABLE_RETRY_AFTER_S)
 
+    def release(self, order_id: uuid.UUID, correlation_id: str | None) -> bool:
+        """Give back a HELD reservation of an order that was not committed; False if it failed.
+
+        Best effort: when inventory cannot be reached the reservation's
+        time-to-live releases it anyway (``INVENTORY_RESERVATION_TTL_S``).
+        """
+        headers = {"X-Request-ID": correlation_id} if correlation_id else {}
+        try:
+            headers["Authorization"] = self.token.header()
+            response = self.http.request("DELETE", f"/v1/reservations/{order_id}", headers=headers)
+        except Exception as exc:
+            self._log_unavailable(order_id, f"release: {type(exc).__name__}: {exc}")
+            return False
+        if response.status_code not in (200, 204, 404):
+            self._log_unavailable(order_id, f"release: HTTP {response.status_code}")
+            return False
+        return True
+
     def _log_unavailable(self, order_id, error: str) -> None:
         log.warning("inventory_unavailable", order_id=str(order_id), error=error[:300],
                     breaker=self.breaker.current_state, failures=self.breaker.fail_counter)

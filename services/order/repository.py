@@ -14,11 +14,14 @@ IDEMPOTENCY_STALE_AFTER = "60 seconds"
 
 
 def insert_order(cur, order_id: UUID, customer_id: str, customer_email: str, currency: str,
-                 total, shipping_address: dict, lines) -> None:
+                 total, shipping_address: dict, lines, payment) -> None:
+    """A new order awaiting its payment (``payment``: the opened PaymentIntent's handle)."""
     cur.execute(
         "INSERT INTO orders (id, customer_id, customer_email, status, currency, total,"
-        " shipping_address) VALUES (%s, %s, %s, 'PENDING_SHIPMENT', %s, %s, %s)",
-        (order_id, customer_id, customer_email, currency, total, json.dumps(shipping_address)),
+        " shipping_address, payment_intent_id, payment_client_secret, payment_amount_minor)"
+        " VALUES (%s, %s, %s, 'PENDING_PAYMENT', %s, %s, %s, %s, %s, %s)",
+        (order_id, customer_id, customer_email, currency, total, json.dumps(shipping_address),
+         payment.intent_id, payment.client_secret, payment.amount_minor),
     )
     cur.executemany(
         "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price, line_total)"
@@ -51,6 +54,42 @@ def set_status(cur, order_id: UUID, status: str, cancel_reason: str | None = Non
         " updated_at = now(), version = version + 1 WHERE id = %s",
         (status, cancel_reason, order_id),
     )
+
+
+def set_paid(cur, order_id: UUID) -> None:
+    cur.execute(
+        "UPDATE orders SET status = 'PENDING_SHIPMENT', paid_at = now(), updated_at = now(),"
+        " version = version + 1 WHERE id = %s", (order_id,))
+
+
+def claim_unpaid(cur, ttl_s: float, limit: int) -> list[dict]:
+    """Orders unpaid for longer than ``ttl_s``, locked; ones another worker holds are skipped."""
+    cur.execute(
+        "SELECT * FROM orders WHERE status = 'PENDING_PAYMENT'"
+        " AND created_at < now() - make_interval(secs => %s)"
+        " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED", (ttl_s, limit))
+    return cur.fetchall()
+
+
+def claim_stuck(cur, status: str, older_than_s: float, limit: int) -> list[dict]:
+    """Orders in ``status`` unchanged for ``older_than_s``, locked (others' claims skipped)."""
+    cur.execute(
+        "SELECT * FROM orders WHERE status = %s AND updated_at < now() - make_interval(secs => %s)"
+        " ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED", (status, older_than_s, limit))
+    return cur.fetchall()
+
+
+def list_stuck(cur, statuses: list[str], older_than_s: float, limit: int) -> list[dict]:
+    """Orders in one of ``statuses`` that have not changed for ``older_than_s``, oldest first."""
+    cur.execute(
+        "SELECT * FROM orders WHERE status = ANY(%s)"
+        " AND updated_at < now() - make_interval(secs => %s)"
+        " ORDER BY updated_at, id LIMIT %s", (statuses, older_than_s, limit))
+    orders = cur.fetchall()
+    lines = _lines(cur, [o["id"] for o in orders])
+    for order in orders:
+        order["lines"] = lines[order["id"]]
+    return orders
 
 
 def set_shipment(cur, order_id: UUID, shipment_id, carrier, tracking_number) -> None:

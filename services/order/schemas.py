@@ -111,6 +111,20 @@ class ShipmentInfoSchema(Schema):
     tracking_number = fields.String(allow_none=True)
 
 
+class PaymentInfoSchema(Schema):
+    """What the storefront needs to confirm the payment with Stripe.js (no card data here)."""
+
+    payment_intent_id = fields.String(allow_none=True)
+    client_secret = fields.String(allow_none=True, metadata={
+        "description": "The PaymentIntent's client secret, shown while the order awaits payment"})
+    amount_minor = fields.Integer(allow_none=True, metadata={
+        "description": "The amount to pay in minor units of the currency (JPY has none)"})
+    currency = fields.String()
+    paid_at = fields.DateTime(allow_none=True)
+    expires_at = fields.DateTime(allow_none=True, metadata={
+        "description": "An unpaid order is cancelled then (ORDER_PAYMENT_TTL_S after it was placed)"})
+
+
 class OrderSchema(Schema):
     id = fields.UUID()
     customer_id = fields.String()
@@ -121,6 +135,7 @@ class OrderSchema(Schema):
     total = fields.Decimal(as_string=True)
     shipping_address = fields.Nested(AddressSchema)
     shipment = fields.Nested(ShipmentInfoSchema, allow_none=True)
+    payment = fields.Nested(PaymentInfoSchema, allow_none=True)
     cancel_reason = fields.String(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
@@ -132,6 +147,17 @@ class OrderSummarySchema(OrderSchema):
 
     class Meta:
         exclude = ("history",)
+
+
+class StuckOrdersQuerySchema(StrictSchema):
+    older_than_s = fields.Float(validate=validate.Range(min=1, max=365 * 86400), metadata={
+        "description": "Not changed for this long (default ORDER_STUCK_AFTER_S)"})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class StuckOrdersSchema(Schema):
+    older_than_s = fields.Float()
+    items = fields.List(fields.Nested(OrderSummarySchema))
 
 
 class OrderPageSchema(Schema):

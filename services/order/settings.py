@@ -14,7 +14,7 @@ from limits import parse_many
 from pydantic import AfterValidator, SecretStr
 
 from shared.config import Settings, load_settings
-from shared.settings import EnvSettings, Float, Int, var
+from shared.settings import Bool, EnvSettings, Float, Int, var
 
 SERVICE = "order"
 DEFAULT_IDEMPOTENCY_PURGE_INTERVAL_S = 600.0
@@ -46,6 +46,24 @@ class OrderSettings(EnvSettings):
                                 "(stock reservations); required by the API", shown_default="from `make run`")
     client_secret: SecretStr | None = var("ORDER_CLIENT_SECRET", None, "that client's secret; "
                                           "required by the API", secret=True, shown_default="from `make run`")
+    payment_timeout_s: Float = var("ORDER_PAYMENT_TIMEOUT_S", 8.0,
+                                   "per-attempt timeout of opening an order's payment (the payment "
+                                   "service calls Stripe within it)", ge=0.05)
+    payment_attempts: Int = var("ORDER_PAYMENT_ATTEMPTS", 2, "attempts of opening a payment "
+                                "(transient failures only)", ge=1, le=5)
+    payment_ttl_s: Float = var("ORDER_PAYMENT_TTL_S", 1800.0,
+                               "PAYMENT_TTL: an order still unpaid this long after it was placed is "
+                               "cancelled (stock released, customer told)", ge=0.05)
+    expiry_interval_s: Float = var("ORDER_EXPIRY_INTERVAL_S", 30.0,
+                                   "how often the worker cancels unpaid orders past ORDER_PAYMENT_TTL_S",
+                                   ge=0.05)
+    stuck_after_s: Float = var("ORDER_STUCK_AFTER_S", 86400.0,
+                               "an order in a non-terminal status for longer is listed as stuck "
+                               "(`GET /v1/orders/stuck`)", ge=1.0)
+    stuck_auto_reject: Bool = var(
+        "ORDER_STUCK_AUTO_REJECT", False,
+        "policy: cancel orders left in PENDING_SHIPMENT longer than ORDER_STUCK_AFTER_S (authorization "
+        "voided, stock released, customer told); off: they are only listed")
     idempotency_purge_interval_s: Float = var(
         "ORDER_IDEMPOTENCY_PURGE_INTERVAL_S", DEFAULT_IDEMPOTENCY_PURGE_INTERVAL_S,
         "how often the worker deletes expired idempotency keys (expired keys are already ignored, "

@@ -1,5 +1,13 @@
-"""Order worker: consumes delivery-status.fifo, relays the order outbox and purges
-expired idempotency keys.
+"""Order worker: consumes delivery-status.fifo and payment-events.fifo, relays the order
+outbox, cancels unpaid orders and purges expired idempotency keys.
+
+``payment.authorized`` moves an order from PENDING_PAYMENT to PENDING_SHIPMENT
+(and emits ``order.paid`` for delivery). An order still unpaid
+``ORDER_PAYMENT_TTL_S`` after it was placed (default 30 minutes) is cancelled
+by a periodic job every ``ORDER_EXPIRY_INTERVAL_S``, exactly as a customer's
+cancel would: stock released, payment voided, customer notified. With
+``ORDER_STUCK_AUTO_REJECT`` on, orders left in PENDING_SHIPMENT longer than
+``ORDER_STUCK_AFTER_S`` are cancelled the same way (``stuck_auto_rejected``).
 
 An idempotency key is kept for its time-to-live (``repository.IDEMPOTENCY_TTL``)
 so a retried POST replays its first answer; after that the row is dead weight.
@@ -15,7 +23,13 @@ from __future__ import annotations
 
 import sys
 
-from services.order.handlers import on_delivery_event
+from services.order.handlers import (
+    EXPIRY_BATCH,
+    expire_unpaid,
+    on_delivery_event,
+    on_payment_event,
+    reject_stuck,
+)
 from services.order.repository import purge_expired_idempotency_keys
 from services.order.settings import OrderSettings, load
 from shared.config import Settings
@@ -39,14 +53,25 @@ def purge_idempotency_keys(db) -> int:
 def build_plan(db, settings: Settings, own: OrderSettings) -> WorkerPlan:
     """Handlers per queue for this service, plus the idempotency-key purge."""
     delivery_status = queue("delivery-status.fifo")
+    payment_events = queue("payment-events.fifo")
     interval_s = own.idempotency_purge_interval_s
-    return WorkerPlan(
+    plan = WorkerPlan(
         consumers={delivery_status: {event_type: on_delivery_event
-                                     for event_type in delivery_status.event_types}},
+                                     for event_type in delivery_status.event_types},
+                   payment_events: dict.fromkeys(payment_events.event_types, on_payment_event)},
         tasks=[periodic(lambda: purge_idempotency_keys(db), interval_s,
                         error_event="idempotency_purge_failed",
-                        started_event="idempotency_purge_started", interval_s=interval_s)],
+                        started_event="idempotency_purge_started", interval_s=interval_s),
+               periodic(lambda: expire_unpaid(db, own.payment_ttl_s), own.expiry_interval_s,
+                        full_batch=EXPIRY_BATCH, error_event="unpaid_expiry_failed",
+                        started_event="unpaid_expiry_started", ttl_s=own.payment_ttl_s)],
     )
+    if own.stuck_auto_reject:
+        plan.tasks.append(periodic(lambda: reject_stuck(db, own.stuck_after_s), own.expiry_interval_s,
+                                   full_batch=EXPIRY_BATCH, error_event="stuck_reject_failed",
+                                   started_event="stuck_reject_started",
+                                   older_than_s=own.stuck_after_s))
+    return plan
 
 
 def main() -> int:

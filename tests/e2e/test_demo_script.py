@@ -36,9 +36,13 @@ def _ready(url: str) -> bool:
 JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{20,}")
 
 
+# Seven processes and the demo's every step (pay, deliver, capture, refund, cancel) on a shared
+# two-core machine: well past the suite's default 180 s at times.
+@pytest.mark.timeout(420)
 def test_demo_script_runs_against_the_system(processes, service_env, tmp_path):
     order_port, delivery_port, inventory_port = free_port(), free_port(), free_port()
-    auth_port = free_port()
+    auth_port, payment_port = free_port(), free_port()
+    payment_url = f"http://127.0.0.1:{payment_port}"
     auth_url = f"http://127.0.0.1:{auth_port}"
     credentials = tmp_path / "demo-credentials.json"
     ensure_demo(service_env["DATABASE_URL"], credentials, auth_url,
@@ -54,23 +58,25 @@ def test_demo_script_runs_against_the_system(processes, service_env, tmp_path):
     subprocess.run([sys.executable, "-m", "services.inventory.seed"], check=True, cwd=REPO_ROOT,
                    env={**os.environ, **service_env}, capture_output=True, timeout=60)
     processes.api("inventory", inventory_port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
+    processes.api("payment", payment_port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
     processes.api("order", order_port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4",
-                  INVENTORY_URL=inventory_url)
+                  INVENTORY_URL=inventory_url, PAYMENT_URL=payment_url)
     processes.api("delivery", delivery_port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
     processes.worker("order")
     processes.worker("inventory")
+    processes.worker("payment")
     # Slow enough that the demo's cancel (a few HTTP calls after placing) lands before the
     # carrier picks the order up, even on a loaded machine; fast enough to deliver in seconds.
     processes.worker("delivery", DELIVERY_SIMULATOR_ENABLED="true", DELIVERY_SIMULATOR_STEP_S="1.5")
-    for url in (auth_url, order_url, delivery_url, inventory_url):
+    for url in (auth_url, order_url, delivery_url, inventory_url, payment_url):
         wait_until(lambda u=url: _ready(u), timeout=60, message=f"{url} ready")
 
     result = subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / "demo.sh")],
         env={**os.environ, "ORDER_URL": order_url, "DELIVERY_URL": delivery_url,
-             "INVENTORY_URL": inventory_url, "AUTH_URL": auth_url,
+             "INVENTORY_URL": inventory_url, "AUTH_URL": auth_url, "PAYMENT_URL": payment_url,
              "DEMO_CREDENTIALS": str(credentials), "DEMO_DEADLINE_S": "60"},
-        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=240, cwd=REPO_ROOT,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -81,6 +87,9 @@ def test_demo_script_runs_against_the_system(processes, service_env, tmp_path):
     assert "status CANCELLED (changed my mind)" in output
     assert "(catalog prices)" in output and "total 38.00 EUR" in output
     assert "stock restored" in output
+    assert "payment AUTHORIZED" in output and "payment CAPTURED" in output
+    assert "restocked: MUG-STONEWARE" in output and "payment VOIDED" in output
+    assert "paying it now gets HTTP 409" in output
     assert "insufficient-stock" in output and "'sku': 'GRINDER-BURR'" in output
     assert "application/problem+json" in output
     assert "items.0.quantity" in output

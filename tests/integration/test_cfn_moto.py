@@ -108,7 +108,7 @@ def test_each_service_gets_a_policy_for_exactly_its_queues(stack):
         document = version["PolicyVersion"]["Document"]
         documents[key] = json.loads(document) if isinstance(document, str) else document
     expected = {"OrderQueuePolicyArn", "DeliveryQueuePolicyArn", "InventoryQueuePolicyArn",
-                "NotificationQueuePolicyArn", "DlqOperatorQueuePolicyArn"}
+                "NotificationQueuePolicyArn", "PaymentQueuePolicyArn", "DlqOperatorQueuePolicyArn"}
     assert set(documents) == expected  # auth touches no queue: it gets none
 
     def allowed(document, action: str) -> set[str]:
@@ -119,7 +119,7 @@ def test_each_service_gets_a_policy_for_exactly_its_queues(stack):
                 found |= set([resources] if isinstance(resources, str) else resources)
         return found
 
-    for owner in ("order", "delivery", "inventory", "notification"):
+    for owner in ("order", "delivery", "inventory", "notification", "payment"):
         document = documents[f"{owner.capitalize()}QueuePolicyArn"]
         produced = {arn_of[s.name] for s in QUEUES if s.producer == owner}
         consumed = {arn_of[s.name] for s in QUEUES if owner in s.consumers}

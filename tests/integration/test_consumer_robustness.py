@@ -182,7 +182,7 @@ def test_finished_messages_of_a_batch_are_not_redelivered_while_a_slow_group_run
     recorder = Recorder()
     # A second consumer on the same queue gets whatever reappears while the batch runs.
     competitor = consumers.start(spec, prefix, recorder)
-    first = RecordingConsumer(CONSUMER_NAME, spec, db, {"order.created": recorder},
+    first = RecordingConsumer(CONSUMER_NAME, spec, db, {contract.EVENT_TYPE: recorder},
                               lambda: async_client(backend.endpoint_url, REGION), prefix, FAST)
 
     async def handle() -> None:

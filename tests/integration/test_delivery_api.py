@@ -1,7 +1,7 @@
 """The delivery HTTP API against a real Postgres (Flask test client, no worker).
 
-Shipments are created the way the worker creates them: ``on_order_created``
-applied to an ``order.created`` envelope inside one transaction. Bad input and
+Shipments are created the way the worker creates them: ``on_order_paid``
+applied to an ``order.paid`` envelope inside one transaction. Bad input and
 forbidden transitions must be problem documents that write nothing (rows in
 shipments, shipment_events and outbox are counted before and after).
 """
@@ -18,7 +18,7 @@ import pytest
 
 from devstack.tokens import DevSigner, mint_dev_token
 from services.delivery.domain import choose_carrier
-from services.delivery.handlers import on_order_cancelled, on_order_created
+from services.delivery.handlers import on_order_cancelled, on_order_paid
 from shared.messaging.envelope import Envelope
 from tests.support import asserts
 from tests.support.asserts import assert_problem
@@ -54,14 +54,12 @@ def nothing_written(db):
 
 
 def order_created(order_id: str, customer: str = CUSTOMER) -> Envelope:
-    """An ``order.created`` envelope as the order service publishes it."""
-    return Envelope(event_type="order.created", aggregate_id=order_id, producer="order-service",
+    """An ``order.paid`` envelope as the order service publishes it (what delivery ships on)."""
+    return Envelope(event_type="order.paid", aggregate_id=order_id, producer="order-service",
                     correlation_id=f"corr-{order_id[:8]}",
-                    data={"order_id": order_id, "customer_id": customer,
-                          "customer_email": "ada@example.com", "currency": "EUR", "total": "9.99",
-                          "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price": "9.99",
-                                     "line_total": "9.99"}],
-                          "shipping_address": ADDRESS, "created_at": datetime.now(UTC).isoformat()})
+                    data={"order_id": order_id, "customer_id": customer, "currency": "EUR",
+                          "total": "9.99", "shipping_address": ADDRESS,
+                          "paid_at": datetime.now(UTC).isoformat()})
 
 
 def order_id_for(carrier: str) -> str:
@@ -76,7 +74,7 @@ def create_shipment(db, customer: str = CUSTOMER, carrier: str = CARRIER_ID) -> 
     """Create a shipment (carried by ``carrier``) as the worker would, and return its row."""
     order_id = order_id_for(carrier)
     with db.transaction() as cur:
-        on_order_created(cur, order_created(order_id, customer))
+        on_order_paid(cur, order_created(order_id, customer))
         cur.execute("SELECT * FROM shipments WHERE order_id = %s", (order_id,))
         shipment = cur.fetchone()
     assert shipment is not None and shipment["carrier"] == carrier
@@ -118,9 +116,9 @@ def test_order_created_makes_one_shipment_with_one_event(delivery_db):
     order_id = str(uuid.uuid4())
     event = order_created(order_id)
     with delivery_db.transaction() as cur:
-        on_order_created(cur, event)
+        on_order_paid(cur, event)
     with delivery_db.transaction() as cur:
-        on_order_created(cur, event)  # a redelivery creates nothing more
+        on_order_paid(cur, event)  # a redelivery creates nothing more
     assert row_counts(delivery_db) == {"shipments": 1, "shipment_events": 1, "cancelled_orders": 0,
                                        "outbox": 1}
     [row] = outbox_rows(delivery_db)

@@ -7,7 +7,7 @@ import pytest
 from shared.messaging import dlq
 from shared.queues import TOPOLOGY, queue
 
-SPEC = queue("order-created.fifo")
+SPEC = queue("order-paid.fifo")
 
 
 def _dead_letter(sqs, url, group: str, seq: int, source: str = SPEC.name) -> None:
@@ -16,7 +16,7 @@ def _dead_letter(sqs, url, group: str, seq: int, source: str = SPEC.name) -> Non
         QueueUrl=url, MessageBody=f'{{"seq": {seq}}}', MessageGroupId=group,
         MessageDeduplicationId=f"{group}-{seq}",
         MessageAttributes={
-            "event_type": {"DataType": "String", "StringValue": "order.created"},
+            "event_type": {"DataType": "String", "StringValue": "order.paid"},
             "dlq_reason": {"DataType": "String", "StringValue": "permanent_error"},
             "dlq_error": {"DataType": "String", "StringValue": "ValidationError: boom"},
             "dlq_source_queue": {"DataType": "String", "StringValue": source},
@@ -57,7 +57,7 @@ def test_replay_moves_back_in_group_order_without_dlq_attributes(sqs, queues, qu
     for message in replayed:
         by_group.setdefault(message["Attributes"]["MessageGroupId"], []).append(message["Body"])
         assert not any(k.startswith("dlq_") for k in message.get("MessageAttributes", {}))
-        assert message["MessageAttributes"]["event_type"]["StringValue"] == "order.created"
+        assert message["MessageAttributes"]["event_type"]["StringValue"] == "order.paid"
     assert by_group == {g: [f'{{"seq": {s}}}' for s in range(3)] for g in ("order-a", "order-b")}
     assert _drain(sqs, queues[SPEC.dlq_name]) == []
 

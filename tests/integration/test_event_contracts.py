@@ -2,12 +2,14 @@
 
 Every producer is driven through its real code path against a real Postgres,
 each consumer fed the events the producers really wrote (no hand-built
-data): orders placed and cancelled over the order API; each ``order.*``
-event applied by delivery, inventory and notification; every carrier status
-posted over the delivery API; each ``delivery.*`` event applied by the order
-service; webhook attempts requested by a new event, by a failed attempt's
+data): orders placed, paid (over the payment API, against localstripe) and
+cancelled over the order API; each ``order.*`` event applied by delivery,
+inventory, payment and notification; each ``payment.*`` event by the order
+service and inventory; every carrier status posted over the delivery API;
+each ``delivery.*`` event applied by the order service; a refund over the
+payment API; webhook attempts requested by a new event, by a failed attempt's
 retry and by the redeliver API. Then every outbox row of order_svc,
-delivery_svc and notification_svc is checked against the registry, and the
+delivery_svc, payment_svc and notification_svc is checked against the registry, and the
 event types written must be exactly the registry's: a producer emitting a
 type without a contract, or a contract no producer emits, fails here.
 """
@@ -17,11 +19,13 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import requests
 
 from services.delivery.handlers import on_order_cancelled as delivery_on_cancelled
-from services.delivery.handlers import on_order_created as delivery_on_created
+from services.delivery.handlers import on_order_paid as delivery_on_paid
 from services.inventory.reservations import on_order_cancelled as inventory_on_cancelled
 from services.inventory.reservations import on_order_created as inventory_on_created
+from services.inventory.restock import on_payment_refunded
 from services.notification.consumers import (
     DELIVERY_REQUESTED,
     OrderEventHandler,
@@ -29,9 +33,14 @@ from services.notification.consumers import (
 )
 from services.notification.ssrf import UrlPolicy
 from services.notification.webhooks import EndpointBreakers, WebhookSender
-from services.order.handlers import on_delivery_event
+from services.order.handlers import on_delivery_event, on_payment_event
+from services.payment.app import gateway_for
+from services.payment.handlers import order_event_handler
+from services.payment.settings import PaymentSettings
 from shared.contracts import EVENT_DATA_SCHEMAS, event_data, load_data
 from shared.messaging.envelope import Envelope
+from shared.resilience import BreakerRegistry
+from tests.support.payments import pay
 from tests.support.receiver import Receiver
 from tests.support.tokens import TEST_SIGNER
 
@@ -98,7 +107,8 @@ def carrier_header(carrier: str) -> dict:
 
 def test_every_producer_emits_data_its_contract_accepts_and_every_contract_is_emitted(
         order_client, order_db, delivery_client, delivery_db, inventory_db, notification_client,
-        notification_app, notification_db, auth_header, failing_receiver):
+        notification_app, notification_db, payment_db, payment_url, stripe_api, make_token,
+        auth_header, failing_receiver):
     customer, operator = auth_header(), auth_header("ops-2", ("admin",))
     admin = auth_header("ops-1", ADMIN_WEBHOOKS)
     subscribed = notification_client.post("/v1/webhooks", headers=admin, json={
@@ -106,25 +116,44 @@ def test_every_producer_emits_data_its_contract_accepts_and_every_contract_is_em
     assert subscribed.status_code == 201, subscribed.get_data(as_text=True)
     settings = notification_app.extensions["notification_settings"]
     notify = OrderEventHandler(settings)
-    handed_on: dict[str, set[str]] = {"order": set(), "delivery": set()}
+    handed_on: dict[str, set[str]] = {"order": set(), "delivery": set(), "payment": set()}
+    payment_consumer = order_event_handler(gateway_for(
+        PaymentSettings.from_env({"STRIPE_API_BASE": stripe_api}, app_env="test"),
+        BreakerRegistry({})))
 
     def hand_on_order_events() -> None:
         """What the order service's queues carry, to each of their consumers."""
         for event in new_events(order_db, handed_on["order"]):
             if event.event_type == "order.created":
                 apply(inventory_db, inventory_on_created, event)
-                apply(delivery_db, delivery_on_created, event)
+            elif event.event_type == "order.paid":
+                apply(delivery_db, delivery_on_paid, event)
+                continue  # not on the customer's stream
             elif event.event_type == "order.cancelled":
                 apply(inventory_db, inventory_on_cancelled, event)
                 apply(delivery_db, delivery_on_cancelled, event)
+            if event.event_type in ("order.cancelled", "order.status_changed"):
+                apply(payment_db, payment_consumer, event)
             apply(notification_db, notify, event)
+
+    def hand_on_payment_events() -> None:
+        for event in new_events(payment_db, handed_on["payment"]):
+            if event.event_type == "payment.authorized":
+                apply(order_db, on_payment_event, event)
+            else:
+                apply(inventory_db, on_payment_refunded, event)
 
     def hand_on_delivery_events() -> None:
         for event in new_events(delivery_db, handed_on["delivery"]):
             apply(order_db, on_delivery_event, event)
 
-    # order.created -> delivery.shipment_created -> order.status_changed (with the carrier)
+    # order.created -> (paid) payment.authorized -> order.paid -> delivery.shipment_created ->
+    # order.status_changed (with the carrier)
     delivered, failed, cancelled = (place(order_client, customer) for _ in range(3))
+    for order_id in (delivered, failed, cancelled):
+        assert pay(payment_url, order_id, make_token()).status_code == 200
+    hand_on_order_events()
+    hand_on_payment_events()
     hand_on_order_events()
     hand_on_delivery_events()
 
@@ -143,7 +172,14 @@ def test_every_producer_emits_data_its_contract_accepts_and_every_contract_is_em
     assert response.status_code == 200, response.get_data(as_text=True)
     hand_on_order_events()
     hand_on_delivery_events()
-    hand_on_order_events()  # the status changes the delivery events caused
+    hand_on_order_events()  # the status changes the delivery events caused (SHIPPED captures)
+
+    # payment.refunded: one unit of the delivered order comes back.
+    refunded = requests.post(f"{payment_url}/v1/payments/{delivered}/refunds",
+                             json={"lines": [{"sku": "SKU-2", "quantity": 1}]}, timeout=30,
+                             headers={"Authorization": f"Bearer {make_token('ops-1', ('admin',))}"})
+    assert refunded.status_code == 201, refunded.text
+    hand_on_payment_events()
 
     # webhook.delivery_requested: first attempts (above), a retry after a 500, a redelivery.
     with notification_db.transaction() as cur:
@@ -161,6 +197,7 @@ def test_every_producer_emits_data_its_contract_accepts_and_every_contract_is_em
     assert redeliver.status_code == 202, redeliver.get_data(as_text=True)
 
     rows = [(service, row) for service, db in (("order", order_db), ("delivery", delivery_db),
+                                               ("payment", payment_db),
                                                ("notification", notification_db))
             for row in outbox(db)]
     emitted: Counter[str] = Counter()

@@ -35,10 +35,10 @@ from tests.support.wait import wait_until
 SCHEMA = "messaging_contract"
 REGION = "us-east-1"
 CONSUMER_NAME = "contract"
-EVENT_TYPE = "order.created"        # routed by the topology to order-created.fifo
+EVENT_TYPE = "order.created"        # routed by the topology to order-status.fifo (and more)
 UNKNOWN_EVENT_TYPE = "order.exploded"
-PRODUCER = "order"                   # the topology's producer of order-created.fifo
-BASE_SPEC = queue("order-created.fifo")
+PRODUCER = "order"                   # the topology's producer of order-status.fifo
+BASE_SPEC = queue("order-status.fifo")
 DB_POOL_MAX = 14                     # one per handler thread (10) plus the test's own queries
 
 # Short waits keep the suite fast; 1 s is the smallest whole-second backoff.
@@ -342,7 +342,7 @@ def inbox_count(db) -> int:
 def test_relay_publishes_with_explicit_group_and_dedup_ids(db, client, make_queue):
     """The relay sends group = aggregate, dedup id = event id, attributes, in order."""
     spec, prefix, q = make_queue()
-    # order.created also fans out to order-status.fifo: every routed queue must exist.
+    # order.created also fans out to inventory-events.fifo: every routed queue must exist.
     routes = tuple(routes_for(PRODUCER, EVENT_TYPE))
     ensure_queues(client, Topology(tuple(r for r in routes if r.name != spec.name)), prefix)
     events = [envelope(group, seq) for seq in range(3) for group in ("agg-a", "agg-b")]

@@ -21,7 +21,7 @@ import jwt
 import pytest
 
 from devstack.tokens import DevSigner, mint_dev_token
-from services.order.handlers import on_delivery_event
+from services.order.handlers import on_delivery_event, on_payment_event
 from services.order.idempotency import fingerprint as request_fingerprint
 from services.order.schemas import CreateOrderSchema
 from shared.messaging.envelope import Envelope
@@ -283,7 +283,7 @@ def test_wrong_scope_is_403_and_writes_nothing(order_client, order_db, auth_head
         assert_problem(order_client.get("/v1/orders", headers=auth_header("ops", ["admin"])), 403,
                        "insufficient-scope")
     assert order_client.get(f"/v1/orders/{order_id}", headers=read_only).get_json()["status"] == \
-        "PENDING_SHIPMENT"
+        "PENDING_PAYMENT"
 
 
 def test_another_customers_order_is_404_not_403(order_client, order_db, auth_header):
@@ -295,7 +295,7 @@ def test_another_customers_order_is_404_not_403(order_client, order_db, auth_hea
                        404, "not-found")
     assert order_client.get("/v1/orders", headers=intruder).get_json()["items"] == []
     owner_view = order_client.get(f"/v1/orders/{order_id}", headers=auth_header(CUSTOMER))
-    assert owner_view.get_json()["status"] == "PENDING_SHIPMENT"
+    assert owner_view.get_json()["status"] == "PENDING_PAYMENT"
 
 
 def test_admin_sees_any_order(order_client, auth_header):
@@ -377,7 +377,7 @@ def test_bad_cancel_body_is_a_problem_and_cancels_nothing(order_client, order_db
         response = raw_post(order_client, headers, data, content_type, f"/v1/orders/{order_id}/cancel")
         assert_problem(response, status, type_, fields)
     assert order_client.get(f"/v1/orders/{order_id}", headers=headers).get_json()["status"] == \
-        "PENDING_SHIPMENT"
+        "PENDING_PAYMENT"
 
 
 # --- placing an order ----------------------------------------------------------------------
@@ -392,27 +392,29 @@ def test_place_order_returns_the_order_and_writes_one_outbox_event(order_client,
     assert response.headers["Location"] == f"/v1/orders/{order_id}"
     assert response.headers["X-Request-ID"] == request_id
     assert "Idempotent-Replayed" not in response.headers
-    assert order["status"] == "PENDING_SHIPMENT"
+    assert order["status"] == "PENDING_PAYMENT"  # shipped only once paid
+    assert order["payment"]["amount_minor"] == 2148 and order["payment"]["currency"] == "EUR"
+    assert order["payment"]["client_secret"].startswith(order["payment"]["payment_intent_id"])
     assert order["customer_id"] == CUSTOMER
     assert order["total"] == ORDER_TOTAL
     assert [(i["sku"], i["quantity"], i["unit_price"], i["line_total"]) for i in order["items"]] == [
         ("SKU-1", 2, "9.99", "19.98"), ("SKU-2", 3, "0.50", "1.50")]
     assert [(h["event"], h["status"], h["previous_status"]) for h in order["history"]] == [
-        ("order.created", "PENDING_SHIPMENT", None)]
+        ("order.created", "PENDING_PAYMENT", None)]
     assert order["shipment"] is None
 
     assert row_counts(order_db) == {"orders": 1, "order_lines": 2, "order_status_history": 1,
-                                    "outbox": 3, "idempotency_keys": 0}
+                                    "outbox": 2, "idempotency_keys": 0}
     with order_db.transaction() as cur:
         cur.execute("SELECT total, status, customer_id FROM orders WHERE id = %s", (order_id,))
-        assert cur.fetchone() == {"total": Decimal(ORDER_TOTAL), "status": "PENDING_SHIPMENT",
+        assert cur.fetchone() == {"total": Decimal(ORDER_TOTAL), "status": "PENDING_PAYMENT",
                                   "customer_id": CUSTOMER}
-    row, status_copy, inventory_copy = outbox_rows(order_db)
-    # The same event also goes to the notification service's status stream and to inventory.
-    assert (status_copy["queue"], status_copy["event_id"]) == ("order-status.fifo", row["event_id"])
+    row, inventory_copy = outbox_rows(order_db)
+    # The same event goes to the notification service's status stream and to inventory; not to
+    # delivery, which ships on order.paid.
+    assert row["queue"] == "order-status.fifo"
     assert (inventory_copy["queue"], inventory_copy["event_id"]) == ("inventory-events.fifo",
                                                                      row["event_id"])
-    assert row["queue"] == "order-created.fifo"
     assert row["event_type"] == "order.created"
     assert row["aggregate_id"] == order_id
     assert row["correlation_id"] == request_id
@@ -433,7 +435,7 @@ def test_place_order_returns_the_order_and_writes_one_outbox_event(order_client,
     assert [line["sku"] for line in envelope.data["lines"]] == ["SKU-1", "SKU-2"]
     assert envelope.data["shipping_address"]["city"] == "Berlin"
     # Nothing is sent to SQS from inside a request: the relay does that later.
-    received = sqs.receive_message(QueueUrl=queues["order-created.fifo"], WaitTimeSeconds=0)
+    received = sqs.receive_message(QueueUrl=queues["order-status.fifo"], WaitTimeSeconds=0)
     assert received.get("Messages", []) == []
 
     fetched = order_client.get(response.headers["Location"], headers=auth_header())
@@ -445,7 +447,7 @@ def test_request_id_is_generated_when_absent_or_unusable(order_client, order_db,
     response = place(order_client, auth_header())
     generated = response.headers["X-Request-ID"]
     uuid.UUID(generated)
-    row, _status_copy, _inventory_copy = outbox_rows(order_db)
+    row, _inventory_copy = outbox_rows(order_db)
     assert row["correlation_id"] == generated
 
     too_long = order_client.get("/health/live", headers={"X-Request-ID": "r" * 201})
@@ -484,7 +486,7 @@ def test_same_key_and_body_replays_the_first_response(order_client, order_db, au
     assert second.headers["Location"] == first.headers["Location"]
     assert second.get_json() == first.get_json()
     assert row_counts(order_db)["orders"] == 1
-    assert len(outbox_rows(order_db)) == 3  # order-created, order-status, inventory-events
+    assert len(outbox_rows(order_db)) == 2  # order-status, inventory-events
     assert _key_rows(order_db) == [{"customer_id": CUSTOMER, "key": "key-replay",
                                     "state": "completed", "response_status": 201}]
 
@@ -535,7 +537,7 @@ def test_idempotency_keys_are_per_customer(order_client, order_db, auth_header):
     assert first.get_json()["id"] != second.get_json()["id"]
     assert second.get_json()["customer_id"] == OTHER_CUSTOMER
     assert row_counts(order_db)["orders"] == 2
-    assert len(outbox_rows(order_db)) == 6  # two orders, each on three queues
+    assert len(outbox_rows(order_db)) == 4  # two orders, each on two queues
     assert [r["customer_id"] for r in _key_rows(order_db)] == [CUSTOMER, OTHER_CUSTOMER]
 
 
@@ -590,7 +592,7 @@ def test_status_filter(order_client, auth_header):
         assert order_client.post(f"/v1/orders/{order_id}/cancel", json={},
                                  headers=headers).status_code == 200
     cancelled = order_client.get("/v1/orders?status=CANCELLED", headers=headers).get_json()
-    pending = order_client.get("/v1/orders?status=PENDING_SHIPMENT", headers=headers).get_json()
+    pending = order_client.get("/v1/orders?status=PENDING_PAYMENT", headers=headers).get_json()
     shipped = order_client.get("/v1/orders?status=SHIPPED", headers=headers).get_json()
     assert sorted(o["id"] for o in cancelled["items"]) == sorted(ids[:2])
     assert sorted(o["id"] for o in pending["items"]) == sorted(ids[2:])
@@ -609,17 +611,21 @@ def test_cancel_pending_order_writes_history_and_two_events(order_client, order_
     assert order["status"] == "CANCELLED"
     assert order["cancel_reason"] == "changed my mind"
     assert [(h["event"], h["status"], h["previous_status"]) for h in order["history"]] == [
-        ("order.created", "PENDING_SHIPMENT", None),
-        ("order.cancelled", "CANCELLED", "PENDING_SHIPMENT")]
+        ("order.created", "PENDING_PAYMENT", None),
+        ("order.cancelled", "CANCELLED", "PENDING_PAYMENT")]
 
-    (created, created_status, created_inventory, cancelled, cancelled_status, cancelled_inventory,
-     status_changed) = outbox_rows(order_db)
-    assert (created_status["event_id"], cancelled_status["event_id"]) == (
-        created["event_id"], cancelled["event_id"])
+    (created, created_inventory, cancelled, cancelled_status, cancelled_inventory,
+     cancelled_payments, status_changed, status_changed_payments) = outbox_rows(order_db)
+    assert cancelled_status["event_id"] == cancelled["event_id"]
     assert (created_inventory["event_id"], cancelled_inventory["event_id"]) == (
         created["event_id"], cancelled["event_id"])
-    assert {created_status["queue"], cancelled_status["queue"]} == {"order-status.fifo"}
+    assert {created["queue"], cancelled_status["queue"]} == {"order-status.fifo"}
     assert {created_inventory["queue"], cancelled_inventory["queue"]} == {"inventory-events.fifo"}
+    # The payment service voids the payment on it, and hears of every status change.
+    assert (cancelled_payments["queue"], cancelled_payments["event_id"]) == (
+        "order-payments.fifo", cancelled["event_id"])
+    assert (status_changed_payments["queue"], status_changed_payments["event_id"]) == (
+        "order-payments.fifo", status_changed["event_id"])
     assert created["event_type"] == "order.created"
     assert (cancelled["queue"], cancelled["event_type"]) == ("order-cancelled.fifo", "order.cancelled")
     assert (status_changed["queue"], status_changed["event_type"]) == (
@@ -632,7 +638,7 @@ def test_cancel_pending_order_writes_history_and_two_events(order_client, order_
     assert cancel_event.data == {"order_id": order_id, "customer_id": CUSTOMER,
                                  "reason": "changed my mind"}
     assert change_event.causation_id == cancel_event.event_id
-    assert change_event.data["previous_status"] == "PENDING_SHIPMENT"
+    assert change_event.data["previous_status"] == "PENDING_PAYMENT"
     assert change_event.data["status"] == "CANCELLED"
 
 
@@ -651,7 +657,13 @@ def test_cancelling_twice_is_200_and_adds_nothing(order_client, order_db, auth_h
 
 
 def _ship(order_db, order_id: str) -> None:
-    """Drive the order to SHIPPED the way the worker does: a delivery.shipped event."""
+    """Drive the order to SHIPPED the way the worker does: paid, then a delivery.shipped event."""
+    paid = Envelope(event_type="payment.authorized", aggregate_id=order_id,
+                    producer="payment-service",
+                    data={"order_id": order_id, "payment_intent_id": "pi_test", "currency": "EUR",
+                          "amount_minor": 2148, "authorized_at": datetime.now(UTC).isoformat()})
+    with order_db.transaction() as cur:
+        on_payment_event(cur, paid)
     event = Envelope(event_type="delivery.shipped", aggregate_id=order_id, producer="delivery-service",
                      data={"shipment_id": str(uuid.uuid4()), "order_id": order_id,
                            "status": "SHIPPED", "carrier": "DHL", "tracking_number": "DHL0000TEST1",

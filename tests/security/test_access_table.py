@@ -88,6 +88,7 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
         ("GET", "/v1/reports/orders/totals"): Rule(kind="admin"),
         ("GET", "/v1/reports/sales"): Rule(kind="admin"),
         ("GET", "/v1/customers/<string(maxlength=128):customer_id>/stats"): Rule(kind="own"),
+        ("GET", "/v1/orders/stuck"): Rule(kind="admin"),
     },
     "delivery": {
         **COMMON,
@@ -112,6 +113,20 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
         ("GET", "/v1/reservations/<uuid:order_id>"): Rule(kind="admin"),
         ("PUT", "/v1/reservations/<uuid:order_id>"): Rule(
             kind="admin", body={"lines": [{"sku": "SKU-1", "quantity": 1}]}),
+        ("DELETE", "/v1/reservations/<uuid:order_id>"): Rule(kind="admin"),
+    },
+    "payment": {
+        **COMMON,
+        # Checkout's own call (the order service's token, payments:create).
+        ("PUT", "/v1/payments/<uuid:order_id>"): Rule(kind="admin", body={
+            "customer_id": A, "currency": "EUR",
+            "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price": "9.99"}]}),
+        ("GET", "/v1/payments/<uuid:order_id>"): Rule(kind="own"),
+        ("POST", "/v1/payments/<uuid:order_id>/confirm"): Rule(
+            kind="own", body={"payment_method": "pm_card_visa"}),
+        ("POST", "/v1/payments/<uuid:order_id>/refunds"): Rule(kind="admin", body={"full": True}),
+        # Stripe's: no token, the signature is the credential (no signature: 400, changes nothing).
+        ("POST", "/v1/payments/stripe-events"): Rule(anonymous=(400,)),
     },
     "notification": {
         **COMMON,

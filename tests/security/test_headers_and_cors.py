@@ -7,7 +7,7 @@ import pytest
 from shared.config import ConfigError, load_settings
 from shared.web import SECURITY_HEADERS
 
-SERVICES = ("order", "delivery", "inventory", "notification", "auth")
+SERVICES = ("order", "delivery", "inventory", "notification", "auth", "payment")
 ORIGIN = "https://shop.example"
 
 

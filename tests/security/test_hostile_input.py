@@ -25,7 +25,7 @@ from psycopg2 import sql
 from shared.auth import SCOPES
 from tests.support.tokens import TEST_SIGNER
 
-SERVICES = ("order", "delivery", "inventory", "notification", "auth")
+SERVICES = ("order", "delivery", "inventory", "notification", "auth", "payment")
 HOSTILE = (
     "' OR '1'='1",
     "'; DROP TABLE orders; --",
@@ -54,6 +54,12 @@ BODIES = {
                                                "delivery_url": "http://127.0.0.1:9/hook"},
     ("notification", "PUT", "/v1/webhooks/{sub_id}"): {"name": "hook", "topic": "order.created",
                                                         "delivery_url": "http://127.0.0.1:9/hook"},
+    ("payment", "PUT", "/v1/payments/{order_id}"): {
+        "customer_id": "fuzz-customer", "currency": "EUR",
+        "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price": "9.99"}]},
+    ("payment", "POST", "/v1/payments/{order_id}/confirm"): {"payment_method": "pm_card_visa"},
+    ("payment", "POST", "/v1/payments/{order_id}/refunds"): {"lines": [{"sku": "SKU-1",
+                                                                        "quantity": 1}]},
     ("auth", "POST", "/oauth/logout"): {"everywhere": False},
     # shared.admin, in every service with a worker (no text field: ids or a flag only).
     **{(name, "POST", "/v1/admin/outbox/retry"): {"ids": [1]}
@@ -77,7 +83,7 @@ UNIQUE = {("inventory", "POST", "/v1/products"): ("sku", "NEW-{}"),
           ("auth", "POST", "/v1/customers"): ("username", "new-{}@example.com")}
 COPIES = ("alembic_version", "outbox", "inbox", "idempotency_keys")
 SCHEMAS = {"order": "order_svc", "delivery": "delivery_svc", "inventory": "inventory_svc",
-           "notification": "notification_svc", "auth": "auth_svc"}
+           "notification": "notification_svc", "auth": "auth_svc", "payment": "payment_svc"}
 STREAMS = {"/v1/notifications/stream"}  # never ends by itself; its parameters are checked by its tests
 
 

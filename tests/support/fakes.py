@@ -109,12 +109,14 @@ class OrderRepository:
         self.keys: dict[tuple[str, str], dict] = {}
 
     def insert_order(self, cur, order_id, customer_id, customer_email, currency, total,
-                     shipping_address, lines) -> None:
+                     shipping_address, lines, payment) -> None:
         if order_id in self.orders:
             raise _unique_violation(f"orders_pkey ({order_id})")
         self.orders[order_id] = {
             "id": order_id, "customer_id": customer_id, "customer_email": customer_email,
-            "status": "PENDING_SHIPMENT", "currency": currency, "total": total,
+            "status": "PENDING_PAYMENT", "currency": currency, "total": total,
+            "payment_intent_id": payment.intent_id, "payment_client_secret": payment.client_secret,
+            "payment_amount_minor": payment.amount_minor, "paid_at": None,
             "shipping_address": shipping_address, "cancel_reason": None, "shipment_id": None,
             "carrier": None, "tracking_number": None, "created_at": self.clock.now, "version": 1,
             "lines": [{"sku": line.sku, "quantity": line.quantity, "unit_price": line.unit_price,
@@ -138,6 +140,11 @@ class OrderRepository:
         order = self.orders[uuid.UUID(str(order_id))]
         order["status"] = str(status)
         order["cancel_reason"] = cancel_reason if cancel_reason is not None else order["cancel_reason"]
+        order["version"] += 1
+
+    def set_paid(self, cur, order_id) -> None:
+        order = self.orders[uuid.UUID(str(order_id))]
+        order.update(status="PENDING_SHIPMENT", paid_at=self.clock.now)
         order["version"] += 1
 
     def set_shipment(self, cur, order_id, shipment_id, carrier, tracking_number) -> None:
@@ -196,6 +203,7 @@ class FakeInventory:
         self.calls: list[uuid.UUID] = []
         self.refusal: Exception | None = None
         self.status = "HELD"
+        self.released: list[uuid.UUID] = []
 
     def reserve(self, order_id, items, correlation_id):
         from services.order.inventory import Reservation, ReservedLine
@@ -207,6 +215,30 @@ class FakeInventory:
                               self.prices[item.sku][1]) for item in items]
         total = sum((line.unit_price * line.quantity for line in lines), Decimal("0.00"))
         return Reservation(order_id, self.status, self.currency, total, lines)
+
+    def release(self, order_id, correlation_id) -> bool:
+        self.released.append(order_id)
+        return True
+
+
+class FakePayments:
+    """The order service's payment client: one PaymentIntent per order id, like the API."""
+
+    def __init__(self) -> None:
+        self.opened: dict[uuid.UUID, tuple] = {}
+        self.unavailable: Exception | None = None
+
+    def open(self, order_id, customer_id, currency, lines, correlation_id):
+        from services.order.payments import OpenedPayment
+        from shared.currencies import to_minor_units
+
+        if self.unavailable is not None:
+            raise self.unavailable
+        amount = sum(to_minor_units(line.unit_price, currency) * line.quantity for line in lines)
+        intent_id = f"pi_{uuid.UUID(str(order_id)).hex[:14]}"
+        self.opened[order_id] = (customer_id, currency, amount)
+        return OpenedPayment(intent_id, f"{intent_id}_secret_test", amount, currency,
+                             "REQUIRES_PAYMENT")
 
 
 # --- inventory ------------------------------------------------------------------------------

@@ -21,9 +21,11 @@ from services.delivery import handlers as delivery
 from services.delivery.domain import EVENT_TYPES as SHIPMENT_EVENT_TYPES
 from services.delivery.domain import ShipmentStatus
 from services.inventory import reservations as inventory
+from services.inventory import restock
 from services.notification import consumers as notification
 from services.order import handlers as order
 from services.order.domain import OrderStatus
+from services.payment import handlers as payment
 from shared.contracts import (
     DELIVERY_EVENT_TYPES,
     EVENT_DATA_SCHEMAS,
@@ -56,6 +58,14 @@ EXAMPLES = {
                              "tracking_number": "DHL0123456789AB"},
     **{event_type: dict(SHIPMENT) for event_type in DELIVERY_EVENT_TYPES},
     "webhook.delivery_requested": {"delivery_id": str(uuid.uuid4()), "token": str(uuid.uuid4())},
+    "order.paid": {"order_id": ORDER_ID, "customer_id": "customer-1", "currency": "EUR",
+                   "total": "21.48", "shipping_address": ADDRESS,
+                   "paid_at": "2026-11-24T10:05:00+00:00"},
+    "payment.authorized": {"order_id": ORDER_ID, "payment_intent_id": "pi_123", "currency": "EUR",
+                           "amount_minor": 2148, "authorized_at": "2026-11-24T10:05:00+00:00"},
+    "payment.refunded": {"refund_id": str(uuid.uuid4()), "order_id": ORDER_ID, "currency": "EUR",
+                         "amount_minor": 999, "lines": [{"sku": "SKU-1", "quantity": 1}],
+                         "refunded_at": "2026-11-24T11:00:00+00:00"},
 }
 
 
@@ -204,10 +214,21 @@ def _deliver_webhook(cur, event):
 
 # (consumer, event type, a field it cannot do without): what each consumer relied on before
 # the contracts existed, written out here rather than read from the modules.
+_pay = payment.order_event_handler(gateway=None)
+
 RELIED_ON = [
-    (delivery.on_order_created, "order.created", "order_id"),
-    (delivery.on_order_created, "order.created", "customer_id"),
-    (delivery.on_order_created, "order.created", "shipping_address"),
+    (delivery.on_order_paid, "order.paid", "order_id"),
+    (delivery.on_order_paid, "order.paid", "customer_id"),
+    (delivery.on_order_paid, "order.paid", "shipping_address"),
+    (order.on_payment_event, "payment.authorized", "order_id"),
+    (restock.on_payment_refunded, "payment.refunded", "refund_id"),
+    (restock.on_payment_refunded, "payment.refunded", "order_id"),
+    (restock.on_payment_refunded, "payment.refunded", "lines"),
+    (restock.on_payment_refunded, "payment.refunded", "lines.0.sku"),
+    (restock.on_payment_refunded, "payment.refunded", "lines.0.quantity"),
+    (_pay, "order.status_changed", "order_id"),
+    (_pay, "order.status_changed", "status"),
+    (_pay, "order.cancelled", "order_id"),
     (delivery.on_order_cancelled, "order.cancelled", "order_id"),
     (inventory.on_order_created, "order.created", "order_id"),
     (inventory.on_order_created, "order.created", "lines.0.sku"),
@@ -223,7 +244,9 @@ RELIED_ON = [
 ]
 
 
-CONSUMER_NAMES = {delivery.on_order_created: "delivery", delivery.on_order_cancelled: "delivery",
+CONSUMER_NAMES = {delivery.on_order_paid: "delivery", delivery.on_order_cancelled: "delivery",
+                  order.on_payment_event: "order", restock.on_payment_refunded: "inventory",
+                  _pay: "payment",
                   inventory.on_order_created: "inventory",
                   inventory.on_order_cancelled: "inventory", order.on_delivery_event: "order",
                   _notify: "notification", _deliver_webhook: "notification"}
@@ -239,7 +262,11 @@ def test_a_consumer_rejects_a_body_missing_a_field_it_relies_on(handler, event_t
 
 # What each consumer did without before the contracts existed; the shared schema keeps that.
 TOLERATED = [
-    ("order.created", delivery.ORDER_CREATED_NEEDS, ("lines", "customer_email", "created_at")),
+    ("order.paid", delivery.ORDER_PAID_NEEDS, ("currency", "total", "paid_at")),
+    ("payment.authorized", order.PAYMENT_AUTHORIZED_NEEDS, ("payment_intent_id", "amount_minor",
+                                                            "currency", "authorized_at")),
+    ("payment.refunded", restock.REFUNDED_NEEDS, ("currency", "amount_minor", "refunded_at")),
+    ("order.cancelled", payment.ORDER_EVENT_NEEDS["order.cancelled"], ("customer_id", "reason")),
     ("order.cancelled", delivery.ORDER_CANCELLED_NEEDS, ("customer_id", "reason")),
     ("order.created", inventory.ORDER_CREATED_NEEDS, ("lines", "shipping_address", "total")),
     ("order.created", inventory.ORDER_CREATED_NEEDS, ("lines.0.unit_price",

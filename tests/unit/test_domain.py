@@ -51,7 +51,10 @@ def test_forbidden_order_transitions(current, target):
 def test_terminal_order_statuses_allow_nothing_and_only_pending_is_cancellable():
     for status in TERMINAL_ORDER_STATUSES:
         assert ALLOWED_TRANSITIONS[status] == frozenset()
-    assert CANCELLABLE == {Os.PENDING_SHIPMENT}
+    # Awaiting payment or shipment: the customer may still change their mind.
+    assert CANCELLABLE == {Os.PENDING_PAYMENT, Os.PENDING_SHIPMENT}
+    # Only a payment (or a cancel, or the unpaid expiry) moves an order out of PENDING_PAYMENT.
+    assert ALLOWED_TRANSITIONS[Os.PENDING_PAYMENT] == {Os.PENDING_SHIPMENT, Os.CANCELLED}
     assert set(ALLOWED_TRANSITIONS) == set(OrderStatus)
     for status, targets in ALLOWED_TRANSITIONS.items():
         assert status not in targets  # a self-loop would hide duplicates as transitions

@@ -21,7 +21,8 @@ from shared.queues import QUEUES, all_queue_names, consumed_by, queue, routes_fo
 # Every event each producer emits today, written out here rather than read from the code
 # (order: handlers.py; delivery: one per shipment status, domain.EVENT_TYPES).
 EMITTED = {
-    "order": ("order.created", "order.cancelled", "order.status_changed"),
+    "order": ("order.created", "order.cancelled", "order.status_changed", "order.paid"),
+    "payment": ("payment.authorized", "payment.refunded"),
     "delivery": ("delivery.shipment_created", "delivery.shipped", "delivery.in_transit",
                  "delivery.out_for_delivery", "delivery.delivered", "delivery.failed",
                  "delivery.shipment_cancelled"),
@@ -117,7 +118,7 @@ def test_queue_names_are_unique_and_fifo_queues_end_in_fifo():
 
 
 def test_dead_letter_queue_names():
-    assert queue("order-created.fifo").dlq_name == "order-created-dlq.fifo"
+    assert queue("order-paid.fifo").dlq_name == "order-paid-dlq.fifo"
     assert queue("delivery-status.fifo").dlq_name == "delivery-status-dlq.fifo"
     standard = QueueSpec(name="webhook-delivery", producer="notification", consumers=("notification",),
                          event_types=("webhook.requested",), fifo=False)
@@ -157,11 +158,16 @@ def test_every_emitted_event_type_is_routed_to_a_consumed_queue(producer, event_
 
 
 def test_order_events_fan_out_to_their_own_queue_and_the_status_stream():
+    # order.created no longer reaches delivery: an order ships once it is paid (order.paid).
     assert [s.name for s in routes_for("order", "order.created")] == [
-        "order-created.fifo", "order-status.fifo", "inventory-events.fifo"]
+        "order-status.fifo", "inventory-events.fifo"]
+    assert [s.name for s in routes_for("order", "order.paid")] == ["order-paid.fifo"]
     assert [s.name for s in routes_for("order", "order.cancelled")] == [
-        "order-cancelled.fifo", "order-status.fifo", "inventory-events.fifo"]
-    assert [s.name for s in routes_for("order", "order.status_changed")] == ["order-status.fifo"]
+        "order-cancelled.fifo", "order-status.fifo", "inventory-events.fifo", "order-payments.fifo"]
+    assert [s.name for s in routes_for("order", "order.status_changed")] == [
+        "order-status.fifo", "order-payments.fifo"]
+    assert [s.name for s in routes_for("payment", "payment.authorized")] == ["payment-events.fifo"]
+    assert [s.name for s in routes_for("payment", "payment.refunded")] == ["payment-refunds.fifo"]
 
 
 def test_routes_for_unknown_event_or_wrong_producer_is_empty():
@@ -180,12 +186,15 @@ def test_spec_defaults():
 def test_queue_lookup_and_consumers():
     with pytest.raises(KeyError):
         queue("no-such-queue.fifo")
-    assert {spec.name for spec in consumed_by("delivery")} == {"order-created.fifo",
+    assert {spec.name for spec in consumed_by("delivery")} == {"order-paid.fifo",
                                                                 "order-cancelled.fifo"}
-    assert {spec.name for spec in consumed_by("order")} == {"delivery-status.fifo"}
+    assert {spec.name for spec in consumed_by("order")} == {"delivery-status.fifo",
+                                                             "payment-events.fifo"}
+    assert {spec.name for spec in consumed_by("payment")} == {"order-payments.fifo"}
     assert {spec.name for spec in consumed_by("notification")} == {"order-status.fifo",
                                                                     "webhook-delivery"}
-    assert {spec.name for spec in consumed_by("inventory")} == {"inventory-events.fifo"}
+    assert {spec.name for spec in consumed_by("inventory")} == {"inventory-events.fifo",
+                                                                 "payment-refunds.fifo"}
 
 
 def test_each_event_type_has_one_producer():
@@ -207,7 +216,9 @@ def test_delivery_emits_one_event_type_per_shipment_status():
 
 def test_order_worker_handles_every_delivery_event_with_on_delivery_event():
     plan = order_plan(None, *load_order({"DATABASE_URL": "postgresql://unused/db"}))
-    assert [spec.name for spec in plan.consumers] == ["delivery-status.fifo"]
+    assert [spec.name for spec in plan.consumers] == ["delivery-status.fifo", "payment-events.fifo"]
+    assert plan.consumers[queue("payment-events.fifo")] == {
+        "payment.authorized": order_handlers.on_payment_event}
     handlers = plan.consumers[queue("delivery-status.fifo")]
     # Literal expectations: a type the topology routes here but the plan forgets, or a
     # handler swapped for another, fails (tests/unit/test_handlers.py runs them).
@@ -217,5 +228,5 @@ def test_order_worker_handles_every_delivery_event_with_on_delivery_event():
 
 
 def test_physical_names_carry_the_environment_prefix():
-    assert physical_name("", "order-created.fifo") == "order-created.fifo"
-    assert physical_name("staging-", "order-created.fifo") == "staging-order-created.fifo"
+    assert physical_name("", "order-paid.fifo") == "order-paid.fifo"
+    assert physical_name("staging-", "order-paid.fifo") == "staging-order-paid.fifo"

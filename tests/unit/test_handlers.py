@@ -50,6 +50,7 @@ from tests.support.fakes import (
     DeliveryRepository,
     FakeDb,
     FakeInventory,
+    FakePayments,
     InventoryRepository,
     OrderRepository,
     Outbox,
@@ -76,31 +77,42 @@ UNUSED_DB = {"DATABASE_URL": "postgresql://unused/db"}
 # --- order ----------------------------------------------------------------------------------
 @pytest.fixture
 def shop(monkeypatch):
-    """The order service on fakes: ``(db, repo, outbox, inventory, clock)``."""
+    """The order service on fakes: ``(db, repo, outbox, inventory, clock, payments)``."""
     clock, outbox = Clock(), Outbox()
     repo = OrderRepository(clock)
     install(monkeypatch, order, repo, outbox)
     install(monkeypatch, idempotency, repo)
     inventory = FakeInventory({"SKU-1": ("Widget", Decimal("9.99")),
                                "COFFEE-1KG": ("Coffee", Decimal("14.50"))})
-    return FakeDb(repo, outbox), repo, outbox, inventory, clock
+    return FakeDb(repo, outbox), repo, outbox, inventory, clock, FakePayments()
 
 
 def place(shop, *items, customer="ada", **kwargs):
-    db, _, _, inventory, _ = shop
+    db, _, _, inventory, _, payments = shop
     command = order.PlaceOrder(customer, f"{customer}@example.com", ADDRESS,
                                [Item(sku, quantity) for sku, quantity in items])
-    return order.place_order(db, inventory, command, "req-1", **kwargs)
+    return order.place_order(db, inventory, payments, command, "req-1", **kwargs)
+
+
+def authorized(order_id) -> Envelope:
+    return Envelope(event_type="payment.authorized", aggregate_id=str(order_id),
+                    producer="payment-service", data=event_data("payment.authorized", {
+                        "order_id": str(order_id), "payment_intent_id": "pi_test",
+                        "currency": "EUR", "amount_minor": 999,
+                        "authorized_at": datetime.now(UTC).isoformat()}))
 
 
 def test_placing_writes_the_order_its_history_and_one_order_created_by_contract(shop):
-    _, repo, outbox, _, _ = shop
+    _, repo, outbox, _, _, _ = shop
     placed = place(shop, ("SKU-1", 2), ("COFFEE-1KG", 1))
     assert list(repo.orders) == [placed["id"]]
     assert (placed["status"], placed["currency"], placed["total"]) == (
-        "PENDING_SHIPMENT", "EUR", Decimal("34.48"))  # 2 x 9.99 + 14.50, the catalog's prices
+        "PENDING_PAYMENT", "EUR", Decimal("34.48"))  # 2 x 9.99 + 14.50, the catalog's prices
+    # The payment is opened for the same amount, in cents, with what the storefront needs.
+    assert (placed["payment_amount_minor"], placed["payment_client_secret"]) == (
+        3448, f"{placed['payment_intent_id']}_secret_test")
     assert [(h["status"], h["previous_status"], h["event"]) for h in repo.history] == [
-        ("PENDING_SHIPMENT", None, "order.created")]
+        ("PENDING_PAYMENT", None, "order.created")]
     assert outbox.types() == ["order.created"]
     service, created, delay = outbox.events[0]
     assert (service, created.aggregate_id, created.correlation_id, delay) == (
@@ -111,7 +123,7 @@ def test_placing_writes_the_order_its_history_and_one_order_created_by_contract(
 
 
 def test_a_stock_refusal_names_the_items_fields_and_writes_nothing(shop):
-    _, repo, outbox, inventory, _ = shop
+    _, repo, outbox, inventory, _, _ = shop
     inventory.refusal = InventoryRefused(409, {
         "type": "/problems/insufficient-stock", "detail": "Not enough stock.",
         "lines": [{"sku": "COFFEE-1KG", "requested": 5, "available": 2}]})
@@ -122,7 +134,7 @@ def test_a_stock_refusal_names_the_items_fields_and_writes_nothing(shop):
 
 
 def test_a_released_reservation_is_refused_and_writes_nothing(shop):
-    _, repo, outbox, inventory, _ = shop
+    _, repo, outbox, inventory, _, _ = shop
     inventory.status = "RELEASED"
     with pytest.raises(ReservationReleased):
         place(shop, ("SKU-1", 1))
@@ -130,7 +142,7 @@ def test_a_released_reservation_is_refused_and_writes_nothing(shop):
 
 
 def test_a_failure_inside_the_transaction_rolls_back_the_order_and_its_event(shop):
-    _, repo, outbox, _, _ = shop
+    _, repo, outbox, _, _, _ = shop
 
     def failing(cur, placed):
         raise RuntimeError("the response could not be stored")
@@ -141,7 +153,7 @@ def test_a_failure_inside_the_transaction_rolls_back_the_order_and_its_event(sho
 
 
 def test_cancelling_emits_cancelled_then_status_changed_and_twice_is_harmless(shop):
-    db, repo, outbox, _, _ = shop
+    db, repo, outbox, _, _, _ = shop
     placed = place(shop, ("SKU-1", 1))
     cancelled = order.cancel_order(db, ADA, placed["id"], "changed my mind", "req-2")
     assert (cancelled["status"], cancelled["cancel_reason"]) == ("CANCELLED", "changed my mind")
@@ -149,14 +161,14 @@ def test_cancelling_emits_cancelled_then_status_changed_and_twice_is_harmless(sh
     cancel, changed = outbox.of_type("order.cancelled")[0], outbox.of_type("order.status_changed")[0]
     assert changed.causation_id == cancel.event_id
     assert (changed.data["previous_status"], changed.data["status"], changed.data["cause"]) == (
-        "PENDING_SHIPMENT", "CANCELLED", "order.cancelled")
+        "PENDING_PAYMENT", "CANCELLED", "order.cancelled")
     again = order.cancel_order(db, ADA, placed["id"], None, "req-3")
     assert again["status"] == "CANCELLED"
     assert len(outbox.events) == 3 and len(repo.history) == 2
 
 
 def test_a_shipped_order_cannot_be_cancelled_and_stays_as_it_was(shop):
-    db, repo, outbox, _, _ = shop
+    db, repo, outbox, _, _, _ = shop
     placed = place(shop, ("SKU-1", 1))
     repo.orders[placed["id"]]["status"] = "SHIPPED"
     with pytest.raises(OrderNotCancellable) as refused:
@@ -167,13 +179,13 @@ def test_a_shipped_order_cannot_be_cancelled_and_stays_as_it_was(shop):
 
 
 def test_another_customers_order_is_not_found_for_reading_and_cancelling(shop):
-    db, repo, _, _, _ = shop
+    db, repo, _, _, _, _ = shop
     placed = place(shop, ("SKU-1", 1))
     with pytest.raises(NotFound):
         order.get_order(db, BOB, placed["id"])
     with pytest.raises(NotFound):
         order.cancel_order(db, BOB, placed["id"], None, None)
-    assert repo.orders[placed["id"]]["status"] == "PENDING_SHIPMENT"
+    assert repo.orders[placed["id"]]["status"] == "PENDING_PAYMENT"
 
 
 def delivery_event(event_type: str, order_id, status: str, shipment_id=None) -> Envelope:
@@ -186,9 +198,12 @@ def delivery_event(event_type: str, order_id, status: str, shipment_id=None) -> 
 
 
 def test_delivery_events_through_the_workers_handler_table_move_the_order_along(shop):
-    db, repo, outbox, _, _ = shop
-    handlers = order_plan(None, *load_order(UNUSED_DB)).consumers[queue("delivery-status.fifo")]
+    db, repo, outbox, _, _, _ = shop
+    plan = order_plan(None, *load_order(UNUSED_DB))
+    handlers = plan.consumers[queue("delivery-status.fifo")]
     placed = place(shop, ("SKU-1", 1))
+    with db.transaction() as cur:  # paid: only now is there a shipment to hear about
+        plan.consumers[queue("payment-events.fifo")]["payment.authorized"](cur, authorized(placed["id"]))
     shipment_id = uuid.uuid4()
     for event_type, status in [("delivery.shipment_created", "CREATED"),
                                ("delivery.shipped", "SHIPPED"),
@@ -201,17 +216,20 @@ def test_delivery_events_through_the_workers_handler_table_move_the_order_along(
     assert (stored["status"], stored["shipment_id"], stored["tracking_number"]) == (
         "DELIVERED", shipment_id, "DHL123")
     assert [(h["event"], h["status"], h["applied"]) for h in repo.history[1:]] == [
+        ("payment.authorized", "PENDING_SHIPMENT", True),
         ("delivery.shipment_created", "PENDING_SHIPMENT", True),
         ("delivery.shipped", "SHIPPED", True),
         ("delivery.in_transit", "SHIPPED", True),
         ("delivery.delivered", "DELIVERED", True),
         ("delivery.shipped", "DELIVERED", False)]
     changes = [(e.data["previous_status"], e.data["status"]) for e in outbox.of_type("order.status_changed")]
-    assert changes == [("PENDING_SHIPMENT", "SHIPPED"), ("SHIPPED", "DELIVERED")]
+    assert changes == [("PENDING_PAYMENT", "PENDING_SHIPMENT"), ("PENDING_SHIPMENT", "SHIPPED"),
+                       ("SHIPPED", "DELIVERED")]
+    assert len(outbox.of_type("order.paid")) == 1
 
 
 def test_a_delivery_event_after_cancelling_is_recorded_but_not_applied(shop):
-    db, repo, outbox, _, _ = shop
+    db, repo, outbox, _, _, _ = shop
     placed = place(shop, ("SKU-1", 1))
     order.cancel_order(db, ADA, placed["id"], None, None)
     with db.transaction() as cur:
@@ -222,7 +240,7 @@ def test_a_delivery_event_after_cancelling_is_recorded_but_not_applied(shop):
 
 
 def test_a_delivery_event_for_an_unknown_order_is_permanent(shop):
-    db, _, outbox, _, _ = shop
+    db, _, outbox, _, _, _ = shop
     with pytest.raises(PermanentError), db.transaction() as cur:
         order.on_delivery_event(cur, delivery_event("delivery.shipped", uuid.uuid4(), "SHIPPED"))
     assert outbox.events == []
@@ -231,7 +249,7 @@ def test_a_delivery_event_for_an_unknown_order_is_permanent(shop):
 # --- the order service's idempotency keys ---------------------------------------------------
 def created_response(shop, **kwargs):
     """The view's command: place an order under the attempt's id and store the response."""
-    db, _, _, inventory, _ = shop
+    db, _, _, inventory, _, _ = shop
 
     def command(attempt):
         def respond(cur, placed):
@@ -242,7 +260,7 @@ def created_response(shop, **kwargs):
 
 
 def test_a_key_runs_the_command_once_and_replays_its_stored_response(shop):
-    db, repo, outbox, inventory, _ = shop
+    db, repo, outbox, inventory, _, _ = shop
     first = idempotency.run_once(db, "ada", "k-1", "hash-a", created_response(shop))
     again = idempotency.run_once(db, "ada", "k-1", "hash-a", created_response(shop))
     assert (again.status, again.body) == (first.status, first.body)
@@ -252,7 +270,7 @@ def test_a_key_runs_the_command_once_and_replays_its_stored_response(shop):
 
 
 def test_the_same_key_with_another_body_is_refused(shop):
-    db, repo, _, _, _ = shop
+    db, repo, _, _, _, _ = shop
     idempotency.run_once(db, "ada", "k-1", "hash-a", created_response(shop))
     with pytest.raises(idempotency.KeyReused):
         idempotency.run_once(db, "ada", "k-1", "hash-b", created_response(shop))
@@ -262,7 +280,7 @@ def test_the_same_key_with_another_body_is_refused(shop):
 
 
 def test_a_key_whose_first_attempt_still_runs_is_in_progress_until_it_is_stale(shop):
-    db, repo, _, _, clock = shop
+    db, repo, _, _, clock, _ = shop
     seen = []
 
     def slow_first(attempt):
@@ -278,7 +296,7 @@ def test_a_key_whose_first_attempt_still_runs_is_in_progress_until_it_is_stale(s
 
 
 def test_a_failed_attempt_releases_the_key_and_the_retry_keeps_its_order_id(shop):
-    db, repo, _, inventory, _ = shop
+    db, repo, _, inventory, _, _ = shop
     inventory.refusal = RuntimeError("inventory timed out")
     with pytest.raises(RuntimeError):
         idempotency.run_once(db, "ada", "k-1", "hash-a", created_response(shop))
@@ -291,7 +309,7 @@ def test_a_failed_attempt_releases_the_key_and_the_retry_keeps_its_order_id(shop
 
 
 def test_an_expired_key_is_a_new_request_with_a_new_order_id(shop):
-    db, repo, _, _, clock = shop
+    db, repo, _, _, clock, _ = shop
     first = idempotency.run_once(db, "ada", "k-1", "hash-a", created_response(shop))
     clock.advance(hours=25)
     second = idempotency.run_once(db, "ada", "k-1", "hash-a", created_response(shop))
@@ -300,7 +318,7 @@ def test_an_expired_key_is_a_new_request_with_a_new_order_id(shop):
 
 
 def test_a_takeover_racing_a_commit_is_in_progress_and_frees_the_key(shop):
-    db, repo, _, _, _ = shop
+    db, repo, _, _, _, _ = shop
     placed = place(shop, ("SKU-1", 1))
 
     def duplicate(attempt):  # the first attempt committed this id meanwhile
@@ -453,7 +471,8 @@ def depot(monkeypatch):
 
 
 def created_event(order_id) -> Envelope:
-    return Envelope(event_type="order.created", aggregate_id=str(order_id), producer="order-service",
+    """What delivery ships on: the order was paid."""
+    return Envelope(event_type="order.paid", aggregate_id=str(order_id), producer="order-service",
                     data={"order_id": str(order_id), "customer_id": "ada",
                           "shipping_address": ADDRESS})
 
@@ -463,7 +482,7 @@ def test_one_shipment_per_order_with_one_shipment_created_event(depot):
     cause = created_event(uuid.UUID(int=1))
     for _ in range(2):
         with db.transaction() as cur:
-            delivery.on_order_created(cur, cause)
+            delivery.on_order_paid(cur, cause)
     [shipment] = repo.shipments.values()
     assert (shipment["order_id"], shipment["status"]) == (uuid.UUID(int=1), "CREATED")
     assert outbox.types() == ["delivery.shipment_created"]
@@ -479,7 +498,7 @@ def test_a_cancel_arriving_first_leaves_a_tombstone_and_no_shipment_is_made(depo
     with db.transaction() as cur:
         delivery.on_order_cancelled(cur, cancel)
     with db.transaction() as cur:
-        delivery.on_order_created(cur, created_event(uuid.UUID(int=1)))
+        delivery.on_order_paid(cur, created_event(uuid.UUID(int=1)))
     assert repo.tombstones == {uuid.UUID(int=1): "oops"}
     assert (repo.shipments, outbox.events) == ({}, [])
 
@@ -488,7 +507,7 @@ def test_cancel_cancels_a_created_shipment_but_not_a_shipped_one(depot):
     db, repo, outbox = depot
     for n in (1, 2):
         with db.transaction() as cur:
-            delivery.on_order_created(cur, created_event(uuid.UUID(int=n)))
+            delivery.on_order_paid(cur, created_event(uuid.UUID(int=n)))
     shipped = next(s for s in repo.shipments.values() if s["order_id"] == uuid.UUID(int=2))
     delivery.post_carrier_event(db, carrier_of(shipped), shipped["id"], {
         "status": "SHIPPED", "occurred_at": None, "location": "Hub", "note": None}, None)
@@ -506,7 +525,7 @@ def test_cancel_cancels_a_created_shipment_but_not_a_shipped_one(depot):
 def test_carrier_events_follow_the_shipment_state_machine(depot):
     db, repo, outbox = depot
     with db.transaction() as cur:
-        delivery.on_order_created(cur, created_event(uuid.UUID(int=1)))
+        delivery.on_order_paid(cur, created_event(uuid.UUID(int=1)))
     [shipment_id] = repo.shipments
 
     def report(status, who=None):

@@ -32,7 +32,7 @@ CFN_TEMPLATE = ROOT / "infra" / "sqs-queues.cfn.yaml"
 COMPOSE = ROOT / "docker-compose.yml"
 GUNICORN_CONF = ROOT / "infra" / "gunicorn.conf.py"
 INCLUDE_LINE = 'include classpath("application.conf")'
-APP_SERVICES = ("order", "delivery", "inventory", "notification")
+APP_SERVICES = ("order", "delivery", "inventory", "notification", "payment")
 # Services with an API but no worker (they neither consume nor publish messages).
 API_ONLY_SERVICES = ("auth", "ops")
 

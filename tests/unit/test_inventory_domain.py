@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.inventory import reservations
+from services.inventory import reservations, restock
 from services.inventory.domain import (
     RequestedLine,
     Shortage,
@@ -81,7 +81,9 @@ def test_line_total_is_exact():
 
 def test_worker_confirms_on_created_releases_on_cancelled_and_sweeps():
     plan = build_plan(None, *load({"DATABASE_URL": "postgresql://unused/db"}))
-    assert [spec.name for spec in plan.consumers] == ["inventory-events.fifo"]
+    assert [spec.name for spec in plan.consumers] == ["inventory-events.fifo", "payment-refunds.fifo"]
+    assert plan.consumers[queue("payment-refunds.fifo")] == {
+        "payment.refunded": restock.on_payment_refunded}
     # Written out, not read from the topology: a type routed here without a handler, or
     # the two handlers swapped, fails (tests/unit/test_handlers.py runs them on fakes).
     assert plan.consumers[queue(EVENTS_QUEUE)] == {

@@ -39,6 +39,7 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x8
 SOURCE_ONLY = {
     "psycogreen": "1.0.2: a few lines making psycopg2 cooperative under gevent",
     "pyhocon": "0.3.63: the HOCON parser the tests read elasticmq.conf with",
+    "localstripe": "1.15.10: the Stripe API emulator of `make run` and the tests (devstack)",
 }
 PIP_TIMEOUT_S = 300
 

@@ -227,6 +227,35 @@ class Stack:
         self.supervisor.adopt("fauxqs", proc, log_path)
         return f"http://{HOST}:{port}"
 
+    def start_localstripe(self) -> str:
+        """localstripe (the Stripe API emulator) on a free loopback port; return its URL."""
+        port = free_port()
+        self.say(f"starting localstripe on {HOST}:{port}")
+        log_path = self.run_dir / "logs" / "localstripe.log"
+        proc = emulators.start_localstripe(port, host=HOST, log_file=log_path)
+        self.supervisor.adopt("localstripe", proc, log_path)
+        return f"http://{HOST}:{port}"
+
+    def start_payment_api(self, env: dict[str, str]) -> tuple[Child, str]:
+        """The payment API under gunicorn (on localstripe), ready; (child, base URL).
+
+        Checkout opens a payment for every order, so every benchmark that places
+        orders runs it. The production settings refuse the development Stripe
+        secrets; the emulator takes any ``sk_`` key, so bench-only values are set.
+        """
+        from shared.migrations import upgrade
+
+        upgrade("payment", env["DATABASE_URL"])
+        stripe_env = {"STRIPE_API_BASE": self.start_localstripe(),
+                      "STRIPE_SECRET_KEY": "sk_test_bench_only_" + uuid.uuid4().hex,
+                      "STRIPE_WEBHOOK_SECRET": "whsec_bench_only_" + uuid.uuid4().hex}
+        port = free_port()
+        child = self.start("payment-api", gunicorn_args("services.payment.app:create_app()", port),
+                           {**env, **stripe_env})
+        url = f"http://{HOST}:{port}"
+        self.wait_http(child, f"{url}/health/live")
+        return child, url
+
     def wait_http(self, child: Child, url: str, timeout: float = START_TIMEOUT_S) -> None:
         """Wait until ``url`` answers 200, failing at once if ``child`` exits."""
         try:

@@ -4,12 +4,16 @@
   (``make run``, the test suite);
 - :func:`install_fauxqs` / :func:`start_fauxqs` — fauxqs (npm, needs
   Node.js >= 20), a much faster emulator for load tests and the messaging
-  contract tests.
+  contract tests;
+- :func:`start_localstripe` — localstripe (PyPI), a stateful Stripe API
+  emulator for the payment service (``make run``, the test suite), and
+  :func:`register_localstripe_webhook` to have it sign and post its events.
 
 Both bind loopback only, wait until the emulator answers before returning
 (failing at once if it exits), and are started through
 :func:`devstack.supervisor.spawn` (own session, parent-death signal). What
-the code relies on in each emulator is in docs/sqs-portability.md.
+the code relies on in each SQS emulator is in docs/sqs-portability.md; what was
+verified against localstripe only is in the README's payment section.
 """
 
 from __future__ import annotations
@@ -139,3 +143,46 @@ def start_fauxqs(port: int = SQS_EMULATOR_PORT, node_modules_dir: Path = DEFAULT
         launcher.write_text(_FAUXQS_LAUNCHER)
     return _start([node, str(launcher), str(port), host], f"http://{host}:{port}/health",
                   log_file, timeout, statuses=(200,))
+
+
+# localstripe's own command binds every interface ("::") and keeps its state in
+# /tmp/localstripe.pickle, shared by every instance on the machine. This launcher
+# serves the same aiohttp app on loopback only, with no state file (each
+# instance starts empty and keeps its objects in memory).
+_LOCALSTRIPE_LAUNCHER = """\
+import sys
+from aiohttp import web
+from localstripe import server
+from localstripe.resources import store
+store.dump_to_disk = lambda: None
+web.run_app(server.app, host=sys.argv[2], port=int(sys.argv[1]), print=None)
+"""
+LOCALSTRIPE_PORT = 8420  # localstripe's own default
+# Any key that starts with sk_ is accepted by the emulator; this one says what it is.
+LOCALSTRIPE_SECRET_KEY = "sk_test_local_development_only"
+
+
+def start_localstripe(port: int = LOCALSTRIPE_PORT, host: str = LOOPBACK,
+                      log_file: Path | None = None, timeout: float = EMULATOR_START_TIMEOUT_S,
+                      ) -> subprocess.Popen:
+    """Start localstripe on ``host:port`` (loopback) and wait until its API answers."""
+    if port_is_open(host, port):
+        raise RuntimeError(f"port {host}:{port} is already in use; stop what holds it "
+                           f"or point STRIPE_API_BASE at it")
+    # The readiness probe is an unauthenticated API call: localstripe answers 401.
+    return _start([sys.executable, "-c", _LOCALSTRIPE_LAUNCHER, str(port), host],
+                  f"http://{host}:{port}/v1/payment_intents", log_file, timeout, statuses=(401,))
+
+
+def register_localstripe_webhook(api_base: str, url: str, secret: str,
+                                 webhook_id: str = "order-platform") -> None:
+    """Have localstripe sign its events with ``secret`` and POST them to ``url``.
+
+    Its own endpoint (``/_config/webhooks/{id}``), not Stripe's WebhookEndpoint
+    API, which the emulator does not have.
+    """
+    import requests
+
+    response = requests.post(f"{api_base.rstrip('/')}/_config/webhooks/{webhook_id}",
+                             data={"url": url, "secret": secret}, timeout=5)
+    response.raise_for_status()

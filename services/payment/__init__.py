@@ -1,0 +1,1 @@
+"""The payment service: Stripe PaymentIntents for orders (authorize, capture, void, refund)."""

@@ -1,0 +1,82 @@
+"""The payment API as a real HTTP server for tests that place orders, and how tests pay.
+
+Checkout opens a payment over HTTP (order -> payment -> Stripe), so every test
+that places an order needs a payment API listening, and that API needs a
+Stripe: the session's localstripe (``devstack.emulators.start_localstripe``).
+:class:`PaymentServer` serves ``services.payment.app``'s ``create_app()`` with
+werkzeug's threaded server on a free loopback port, in this process.
+
+:func:`pay` is what a storefront does after checkout: it confirms the order's
+PaymentIntent with a Stripe test PaymentMethod id (``pm_card_visa``; no card
+data), here through the payment API's confirm endpoint.
+:func:`signed_event` builds a webhook delivery signed as Stripe signs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+
+import requests
+from werkzeug.serving import make_server
+
+from shared.db import Database
+
+LOOPBACK = "127.0.0.1"
+TEST_CARD = "pm_card_visa"
+# localstripe declines this one when the intent is confirmed (card_declined, 402).
+DECLINED_CARD = "pm_card_chargeCustomerFail"
+
+
+class PaymentServer:
+    """``create_app(config)`` of the payment service, listening until :meth:`stop`."""
+
+    def __init__(self, config: dict[str, str]):
+        from services.payment.app import create_app
+
+        self.app = create_app(config)
+        self._server = make_server(LOOPBACK, 0, self.app, threaded=True)
+        self.url = f"http://{LOOPBACK}:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="payment-api",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+        self.app.extensions["db"].close()
+
+
+def pay(payment_url: str, order_id, token: str, payment_method: str = TEST_CARD) -> requests.Response:
+    """Confirm the order's payment as its customer (``token``) would from the storefront."""
+    return requests.post(f"{payment_url}/v1/payments/{order_id}/confirm",
+                         json={"payment_method": payment_method},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def signed_event(secret: str, event_type: str, obj: dict, event_id: str | None = None,
+                 at: float | None = None) -> tuple[bytes, dict[str, str]]:
+    """A Stripe event delivery: (body, headers) with a ``Stripe-Signature`` for ``secret``."""
+    created = int(at if at is not None else time.time())
+    body = json.dumps({"id": event_id or f"evt_{uuid.uuid4().hex[:24]}", "object": "event",
+                       "type": event_type, "created": created, "api_version": "2017-08-15",
+                       "livemode": False, "data": {"object": obj}}).encode()
+    signature = hmac.new(secret.encode(), f"{created}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, {"Content-Type": "application/json",
+                  "Stripe-Signature": f"t={created},v1={signature}"}
+
+
+def payment_row(database_url: str, order_id) -> dict | None:
+    """The payment service's row for an order (what the black-box checks read)."""
+    db = Database(database_url, "payment_svc", 1, 1)
+    try:
+        with db.transaction() as cur:
+            cur.execute("SELECT * FROM payments WHERE order_id = %s", (str(order_id),))
+            return cur.fetchone()
+    finally:
+        db.close()
