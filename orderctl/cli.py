@@ -28,10 +28,12 @@ from orderctl import render
 from orderctl.client import OK, Api, CtlError, demo_token
 from orderctl.config import IDENTITIES, Endpoints
 from shared.auth import SCOPES
+from shared.services import SERVICES
 
 # A replay is sent in chunks of this many, so the progress bar moves and a chunk fails alone.
 REPLAY_CHUNK = 50
-OUTBOX_SERVICES = ("order", "delivery", "inventory", "notification")
+# Every service with a worker has an outbox and serves its admin view.
+OUTBOX_SERVICES = tuple(s.name for s in SERVICES if s.worker is not None)
 SEED_ADDRESS = {"name": "Seed Customer", "line1": "1 Main St", "city": "Berlin",
                 "postal_code": "10115", "country": "DE"}
 

@@ -7,6 +7,7 @@ import os
 from services.payment.api import PROBLEMS, blp
 from services.payment.provider import BREAKER, StripeGateway
 from services.payment.settings import SERVICE, PaymentSettings, load
+from shared.admin.api import mount_admin
 from shared.db import database_for
 from shared.health import health_blueprint, sqs_check
 from shared.logging import configure_logging
@@ -36,5 +37,6 @@ def create_app(config: dict | None = None):
         "sqs": sqs_check(sqs, physical_name(settings.queue_prefix, "order-payments.fifo")),
     }, reports={"breakers": breakers.snapshot}))
     api.register_blueprint(blp)
+    mount_admin(app, api)
     PROBLEMS.register(app)
     return app

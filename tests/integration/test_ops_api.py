@@ -254,7 +254,7 @@ def test_consumers_and_blocked_groups_are_gathered(ops_client, admin, order_db):
     assert [g["group_id"] for g in order["data"]["groups"]] == ["order-9"]
     breakers = ops_client.get("/v1/ops/breakers", headers=admin).json["services"]
     assert {a["service"] for a in breakers} == {"order", "delivery", "inventory", "notification",
-                                                "ops"}
+                                                "payment", "ops"}
     ops_breakers = next(a for a in breakers if a["service"] == "ops")["data"]["breakers"]
     assert ops_breakers["ops-notification"]["failures"] >= 1
 

@@ -1,15 +1,15 @@
 """Admin view of the consumers: ``consumer_heartbeats`` and ``blocked_groups`` (shared.admin).
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-03
 """
 from alembic import op
 
 from shared.admin.schema import admin_tables_ddl, drop_admin_tables_ddl
 
-revision = "0003"
-down_revision = "0002"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
