@@ -24,7 +24,7 @@ from tests.support.asserts import assert_problem, nothing_written
 from tests.support.wait import wait_until
 
 ADMIN = ("admin",)
-SPEC = queue("order-created.fifo")
+SPEC = queue("inventory-events.fifo")
 CONSUMER = "order:test-admin"
 
 
@@ -35,7 +35,7 @@ def admin(auth_header):
 
 @pytest.fixture
 def failing_consumer(order_db, sqs_endpoint, queue_prefix, queues):
-    """A real consumer on order-created.fifo whose handler fails while ``failing`` is set."""
+    """A real consumer on inventory-events.fifo whose handler fails while ``failing`` is set."""
     failing = threading.Event()
     failing.set()
     handled: list[str] = []
@@ -192,4 +192,4 @@ def test_a_running_worker_reports_its_consumers(processes, delivery_app, admin):
         return sorted(r["consumer"] for r in rows if r["alive"])
 
     names = wait_until(alive, timeout=60, message="the delivery worker's heartbeats")
-    assert names == ["delivery:order-cancelled.fifo", "delivery:order-created.fifo"]
+    assert names == ["delivery:order-cancelled.fifo", "delivery:order-paid.fifo"]

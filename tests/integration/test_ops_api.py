@@ -25,7 +25,7 @@ from tests.support.asserts import assert_problem, queue_depths
 from tests.support.servers import AppServer
 from tests.support.wait import wait_until
 
-SPEC = queue("order-created.fifo")
+SPEC = queue("inventory-events.fifo")
 ADMIN = ("admin",)
 CONSUMER = "order:ops-test"
 
@@ -60,7 +60,7 @@ def admin(auth_header):
 
 @pytest.fixture
 def consumer(order_db, sqs_endpoint, queue_prefix, queues):
-    """A real consumer on order-created.fifo: events with ``refuse`` go to the DLQ at once;
+    """A real consumer on inventory-events.fifo: events with ``refuse`` go to the DLQ at once;
     ``handled`` lists the event ids its handler committed."""
     handled: list[str] = []
     lock = threading.Lock()

@@ -30,7 +30,7 @@ from tests.support.asserts import queue_depths
 from tests.support.servers import AppServer
 from tests.support.wait import wait_until
 
-SPEC = queue("order-created.fifo")
+SPEC = queue("inventory-events.fifo")
 ADDRESS = {"name": "Ada Lovelace", "line1": "1 Main St", "city": "Berlin",
            "postal_code": "10115", "country": "DE"}
 
@@ -75,7 +75,7 @@ def _dead_letter(sqs, queues, event) -> None:
         MessageGroupId=event.aggregate_id, MessageDeduplicationId=uuid.uuid4().hex,
         MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in {
             "dlq_reason": "max_receives_exceeded", "dlq_source_queue": SPEC.name,
-            "dlq_consumer": "delivery:order-created.fifo", "dlq_receive_count": "5",
+            "dlq_consumer": "inventory:inventory-events.fifo", "dlq_receive_count": "5",
             "dlq_error": "RuntimeError: carrier down"}.items()})
 
 
@@ -113,7 +113,7 @@ def test_dlq_list_peek_and_a_filtered_replay(run, sqs, queues):
     assert table.exit_code == 0 and "max_receives_exceeded" in table.output
     replayed = run("dlq", "replay", SPEC.name, "--order-id", "order-1", "--yes")
     assert replayed.exit_code == 0, replayed.output
-    assert "moved 1 dead letter(s) back to order-created.fifo" in replayed.output
+    assert "moved 1 dead letter(s) back to inventory-events.fifo" in replayed.output
     wait_until(lambda: queue_depths(sqs, queues[SPEC.name])[0] == 1, timeout=10,
                message="one message back in the source queue")
 

@@ -12,7 +12,7 @@ from shared.queues import TOPOLOGY, add_event
 from shared.worker_gauges import WorkerGauges
 from tests.conftest import REGION, free_port
 
-CREATED = TOPOLOGY.queue("order-created.fifo")
+CREATED = TOPOLOGY.queue("order-paid.fifo")
 CANCELLED = TOPOLOGY.queue("order-cancelled.fifo")
 
 
