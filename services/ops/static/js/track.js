@@ -22,6 +22,9 @@ function addToTimeline(note) {
   // Kept in id order even if an event were ever handed over late.
   const after = [...list.children].find((li) => Number(li.dataset.eventId) > note.id);
   list.insertBefore(item, after || null);
+  const status = note.data && note.data.status;
+  const cell = document.querySelector(`[data-order-status="${CSS.escape(note.order_id)}"]`);
+  if (status && cell && !after) cell.textContent = status;  // the list shows the latest too
 }
 
 function track(order) {
