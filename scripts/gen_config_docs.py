@@ -28,6 +28,7 @@ from services.delivery.settings import DeliverySettings
 from services.inventory.settings import InventorySettings
 from services.notification.settings import SETTINGS_CLASSES as NOTIFICATION_CLASSES
 from services.ops.settings import OpsSettings
+from services.ops.web_settings import WebSettings
 from services.order.settings import OrderSettings
 from shared.config import BreakerOverride, BreakerThresholds, Settings, WorkerSettings
 from shared.settings import EnvSettings, bounds_text, choices_of
@@ -57,7 +58,8 @@ def scopes() -> list[tuple[str, str, tuple[type[EnvSettings], ...]]]:
         ("Notification", own.format("notification"), NOTIFICATION_CLASSES),
         ("Auth", "Declared in `services/auth/settings.py`; read by the auth API and its CLI.",
          (AuthSettings,)),
-        ("Ops", "Declared in `services/ops/settings.py`; read by the ops API.", (OpsSettings,)),
+        ("Ops", "Declared in `services/ops/settings.py` and `services/ops/web_settings.py` (its web "
+                "pages); read by the ops API.", (OpsSettings, WebSettings)),
         ("Gunicorn", "Declared in `infra/gunicorn.conf.py`; read by gunicorn for every API.",
          (gunicorn_settings(),)),
     ]
