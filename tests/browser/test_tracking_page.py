@@ -75,6 +75,7 @@ def test_tracking_page_is_live_and_resumes_without_gap_or_duplicate(browser, sta
     page.locator("#timeline li").nth(before).wait_for(timeout=15_000)
     elapsed = time.monotonic() - started
     assert page.locator("#timeline li .what").last.inner_text() == placed_status_after(stack, order_id)
+    print(f"tracking page: the carrier event shown {elapsed:.2f} s after it was posted")
     assert elapsed < SHOWN_WITHIN_S, f"shown {elapsed:.2f}s after the carrier event"
     screenshot(page, "tracking-live")
 
