@@ -220,11 +220,11 @@ DEFAULT_AGE_THRESHOLD_S = 300
 SEND_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes")
 CONSUME_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                    "sqs:GetQueueAttributes", "sqs:GetQueueUrl")
-# The DLQ tool (scripts/dlq, shared.messaging.dlq): peek (receive, then make
-# visible again), purge one, replay by move task or by receive/send/delete.
+# The ops service (services/ops, shared.messaging.dlq): peek (receive, then make
+# visible again), purge (with confirmation), replay by move task or by receive/send/delete.
 DLQ_OPERATOR_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                         "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:StartMessageMoveTask",
-                        "sqs:ListMessageMoveTasks")
+                        "sqs:ListMessageMoveTasks", "sqs:PurgeQueue")
 DLQ_OPERATOR = "dlq-operator"
 KMS_POLICY_ID = "QueueKeyPolicy"
 

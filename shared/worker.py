@@ -64,6 +64,8 @@ class WorkerPlan:
     relay: bool = True
     # Extra long-running coroutines, each given the stop event (e.g. a simulator).
     tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+    # The plan's circuit breaker registries: their states go out with the heartbeats.
+    breakers: list[Any] = field(default_factory=list)
 
 
 def default_middleware() -> list[Middleware]:
@@ -117,7 +119,7 @@ async def _main(settings: Settings, worker: WorkerSettings, db, plan: WorkerPlan
         loop.add_signal_handler(sig, stop.set)
 
     # Blocked groups and consumer heartbeats for the admin API (shared.admin).
-    consumer_state = ConsumerState()
+    consumer_state = ConsumerState(breakers=plan.breakers)
     middleware = [*default_middleware(), consumer_state]
     # Read before anything starts: a bad MESSAGING_RETENTION_* fails the start, not a task.
     retention = RetentionSettings(days=worker.retention_days, interval_s=worker.retention_interval_s)

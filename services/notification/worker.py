@@ -32,17 +32,21 @@ def build_plan(db, settings: Settings, own: NotificationSettings | None = None,
     """Handlers per queue, plus the email dispatcher (the one wiring point of the worker)."""
     own = own or notification_settings(settings)
     policy = UrlPolicy(own.webhooks.allowed_hosts)
-    sender = WebhookSender(policy, EndpointBreakers(settings.env), own.webhooks.timeout_s)
+    endpoint_breakers = EndpointBreakers(settings.env)
+    sender = WebhookSender(policy, endpoint_breakers, own.webhooks.timeout_s)
     on_order_event = OrderEventHandler(own)
     plan = WorkerPlan(consumers={
         queue("order-status.fifo"): {event_type: on_order_event for event_type in ORDER_EVENT_TYPES},
         queue("webhook-delivery"): {DELIVERY_REQUESTED: WebhookDeliverer(own, sender)},
     })
+    plan.breakers.append(endpoint_breakers)
     plan.tasks.append(retention_task(db, own.retention))
     if own.email.enabled:
+        mail_breakers = BreakerRegistry(settings.env)
         dispatcher = EmailDispatcher(db, email_provider or build_provider(own.email), own.email,
-                                     BreakerRegistry(settings.env))
+                                     mail_breakers)
         plan.tasks.append(dispatcher.run_async)
+        plan.breakers.append(mail_breakers)
     return plan
 
 

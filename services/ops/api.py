@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import current_app, request
 from flask.views import MethodView
+from marshmallow import RAISE
 
 from services.ops import handlers
 from services.ops.handlers import (
@@ -114,7 +115,7 @@ class DeadLetters(MethodView):
     @blp.alt_response(404, description="No such queue in the topology")
     @blp.alt_response(503, description="The queue broker cannot be reached")
     @require_scopes("admin")
-    @blp.arguments(DeadLetterQuerySchema, location="query")
+    @blp.arguments(DeadLetterQuerySchema, location="query", unknown=RAISE)
     def get(self, query, queue_name: str):
         """Peek at a queue's dead letters (they stay): reason, source queue, consumer,
         receive count, event type and id, order id."""
@@ -190,7 +191,7 @@ class BlockedGroups(MethodView):
     @rate_limit(_rate, key=_operator)
     @blp.response(200, ServiceAnswersSchema)
     @require_scopes("admin")
-    @blp.arguments(BlockedQuerySchema, location="query")
+    @blp.arguments(BlockedQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """FIFO groups (orders) stuck behind a failing or long in-flight head, per service."""
         return _gathered("groups/blocked", {"min_age_s": query["min_age_s"]})
@@ -224,7 +225,7 @@ class Audit(MethodView):
     @rate_limit(_rate, key=_operator)
     @blp.response(200, AuditLogSchema)
     @require_scopes("admin")
-    @blp.arguments(AuditQuerySchema, location="query")
+    @blp.arguments(AuditQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """The newest audit entries: who did what, when, with which parameters and outcome."""
         return {"entries": handlers.audit_log(database(), query["limit"], query["action"])}

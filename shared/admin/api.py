@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 from flask.views import MethodView
+from marshmallow import RAISE
 
 from shared.admin import repository as repo
 from shared.admin.schemas import (
@@ -62,7 +63,7 @@ class Outbox(MethodView):
     @rate_limit(_admin_rate, key=_caller)
     @blp.response(200, OutboxReportSchema)
     @require_scopes("admin")
-    @blp.arguments(OutboxQuerySchema, location="query")
+    @blp.arguments(OutboxQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """Unpublished rows per queue (count, oldest age, failed sends), and the failed rows."""
         with database().transaction() as cur:
@@ -105,7 +106,7 @@ class BlockedGroups(MethodView):
     @rate_limit(_admin_rate, key=_caller)
     @blp.response(200, BlockedGroupsSchema)
     @require_scopes("admin")
-    @blp.arguments(BlockedQuerySchema, location="query")
+    @blp.arguments(BlockedQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """FIFO groups stuck behind a failing head (since when, its last error) or a head
         in flight for long."""
@@ -131,5 +132,11 @@ class Breakers(MethodView):
     @blp.response(200, BreakersSchema)
     @require_scopes("admin")
     def get(self):
-        """State of every circuit breaker of this API process."""
-        return {"service": _service(), "breakers": current_app.extensions["breakers"].snapshot()}
+        """State of every circuit breaker of this API process, and of each live worker process
+        (from its heartbeat)."""
+        with database().transaction() as cur:
+            beats = repo.list_heartbeats(cur, STALE_AFTER_BEATS * DEFAULT_HEARTBEAT_S)
+        workers = {beat["worker"]: beat["breakers"] for beat in beats if beat["alive"]}
+        return {"service": _service(), "breakers": current_app.extensions["breakers"].snapshot(),
+                "workers": [{"worker": worker, "breakers": breakers}
+                            for worker, breakers in sorted(workers.items())]}

@@ -67,17 +67,18 @@ def beat(cur, rows: list[dict]) -> None:
             """
             INSERT INTO consumer_heartbeats (consumer, worker, alive, started_at, beat_at,
                                              last_message_at, handled, failed, dead_lettered,
-                                             slow_heads)
+                                             slow_heads, breakers)
             VALUES (%(consumer)s, %(worker)s, %(alive)s, %(started_at)s, now(),
                     %(last_message_at)s, %(handled)s, %(failed)s, %(dead_lettered)s,
-                    %(slow_heads)s)
+                    %(slow_heads)s, %(breakers)s)
             ON CONFLICT (consumer, worker) DO UPDATE
                SET alive = EXCLUDED.alive, beat_at = now(),
                    last_message_at = EXCLUDED.last_message_at, handled = EXCLUDED.handled,
                    failed = EXCLUDED.failed, dead_lettered = EXCLUDED.dead_lettered,
-                   slow_heads = EXCLUDED.slow_heads
+                   slow_heads = EXCLUDED.slow_heads, breakers = EXCLUDED.breakers
             """,
-            {**row, "slow_heads": json.dumps(row["slow_heads"])},
+            {**row, "slow_heads": json.dumps(row["slow_heads"]),
+             "breakers": json.dumps(row["breakers"], default=str)},
         )
 
 
@@ -86,7 +87,7 @@ def list_heartbeats(cur, stale_after_s: float) -> list[dict]:
     cur.execute(
         """
         SELECT consumer, worker, started_at, beat_at, last_message_at, handled, failed,
-               dead_lettered, slow_heads,
+               dead_lettered, slow_heads, breakers,
                alive AND beat_at > now() - make_interval(secs => %s) AS alive
           FROM consumer_heartbeats
          ORDER BY consumer, worker

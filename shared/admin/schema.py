@@ -19,6 +19,8 @@ def admin_tables_ddl() -> list[str]:
             failed           bigint      NOT NULL DEFAULT 0,
             dead_lettered    bigint      NOT NULL DEFAULT 0,
             slow_heads       jsonb       NOT NULL DEFAULT '[]',
+            -- The worker process's circuit breakers (same for each of its consumers' rows).
+            breakers         jsonb       NOT NULL DEFAULT '{}',
             PRIMARY KEY (consumer, worker)
         )
         """,

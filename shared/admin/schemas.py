@@ -70,6 +70,13 @@ class SlowHeadSchema(Schema):
     in_flight_s = fields.Float()
 
 
+class BreakerSchema(Schema):
+    state = fields.String()
+    failures = fields.Integer()
+    fail_max = fields.Integer()
+    reset_timeout_s = fields.Float()
+
+
 class ConsumerSchema(Schema):
     consumer = fields.String()
     worker = fields.String()
@@ -81,6 +88,7 @@ class ConsumerSchema(Schema):
     failed = fields.Integer()
     dead_lettered = fields.Integer()
     slow_heads = fields.List(fields.Nested(SlowHeadSchema))
+    breakers = fields.Dict(keys=fields.String(), values=fields.Nested(BreakerSchema))
 
 
 class ConsumersSchema(Schema):
@@ -109,13 +117,14 @@ class BlockedGroupsSchema(Schema):
     groups = fields.List(fields.Nested(BlockedGroupSchema))
 
 
-class BreakerSchema(Schema):
-    state = fields.String()
-    failures = fields.Integer()
-    fail_max = fields.Integer()
-    reset_timeout_s = fields.Float()
+class WorkerBreakersSchema(Schema):
+    worker = fields.String()
+    breakers = fields.Dict(keys=fields.String(), values=fields.Nested(BreakerSchema))
 
 
 class BreakersSchema(Schema):
     service = fields.String()
-    breakers = fields.Dict(keys=fields.String(), values=fields.Nested(BreakerSchema))
+    breakers = fields.Dict(keys=fields.String(), values=fields.Nested(BreakerSchema),
+                           metadata={"description": "This API process's breakers."})
+    workers = fields.List(fields.Nested(WorkerBreakersSchema),
+                          metadata={"description": "Each live worker process's breakers."})

@@ -9,9 +9,12 @@ the consumer itself is not changed. Per message it costs:
 * success or dead letter of a group in that set: ONE delete (lazily: only
   groups known to have failed pay it). The set is read from the table when a
   consumer starts, so a group that failed before a restart is still cleared.
+  A dead letter clears its group when it is decided (``after_handle``), in the
+  handler thread: if the DLQ then cannot be reached the message stays and its
+  group is blocked again without a row until its next failure records one.
 
-Counters (handled / failed / dead-lettered), the last message time and the
-messages in progress live in memory; :meth:`ConsumerState.heartbeat_task`
+Counters (handled / failed / dead-lettered), the last message time, the
+messages in progress and the worker's circuit breakers live in memory; :meth:`ConsumerState.heartbeat_task`
 upserts them every ``interval_s`` into ``consumer_heartbeats``, one row per
 consumer and worker process, so the service's API can serve them (workers
 have no API of their own). A message in progress longer than ``slow_after_s``
@@ -25,6 +28,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -69,8 +73,10 @@ def _group(message: dict) -> str | None:
 class ConsumerState(Middleware):
     """Blocked groups and per-consumer counts, for :mod:`shared.admin.api`."""
 
-    def __init__(self, slow_after_s: float = DEFAULT_SLOW_AFTER_S):
+    def __init__(self, slow_after_s: float = DEFAULT_SLOW_AFTER_S, breakers: Iterable = ()):
         self.slow_after_s = slow_after_s
+        # The worker's BreakerRegistry objects: their states travel with the heartbeat.
+        self.breakers = tuple(breakers)
         self._lock = threading.Lock()
         self._consumers: dict[str, _Counts] = {}
 
@@ -132,6 +138,8 @@ class ConsumerState(Middleware):
         """One heartbeat row per consumer this process runs."""
         now = time.monotonic()
         worker = worker_id()
+        breakers = {name: state for registry in self.breakers
+                    for name, state in registry.snapshot().items()}
         rows = []
         with self._lock:
             for name, counts in self._consumers.items():
@@ -143,7 +151,8 @@ class ConsumerState(Middleware):
                              "started_at": counts.started_at,
                              "last_message_at": counts.last_message_at,
                              "handled": counts.handled, "failed": counts.failed,
-                             "dead_lettered": counts.dead_lettered, "slow_heads": slow})
+                             "dead_lettered": counts.dead_lettered, "slow_heads": slow,
+                             "breakers": breakers})
         return rows
 
     def beat(self, db) -> None:

@@ -18,6 +18,7 @@ from shared.messaging import outbox
 from shared.messaging.consumer import Consumer
 from shared.messaging.sqs import async_client
 from shared.queues import queue
+from shared.resilience import BreakerRegistry
 from tests.integration.test_messaging_contract import FAST, ConsumerThread, envelope, send
 from tests.support.asserts import assert_problem, nothing_written
 from tests.support.wait import wait_until
@@ -44,7 +45,9 @@ def failing_consumer(order_db, sqs_endpoint, queue_prefix, queues):
             raise RuntimeError("carrier API answered 502")
         handled.append(event.event_id)
 
-    state = ConsumerState()
+    breakers = BreakerRegistry()
+    breakers.get("carrier-api")  # a worker's breaker: it travels with the heartbeat
+    state = ConsumerState(breakers=[breakers])
     consumer = Consumer(CONSUMER, SPEC, order_db, {"order.created": handler},
                         lambda: async_client(sqs_endpoint, "us-east-1"), queue_prefix, FAST,
                         middleware=[state])
@@ -65,7 +68,7 @@ def test_a_failing_head_blocks_its_group_until_it_succeeds(order_client, order_d
         groups = order_client.get("/v1/admin/groups/blocked", headers=admin).json["groups"]
         return [g for g in groups if g["group_id"] == order_id]
 
-    found = wait_until(blocked, timeout=20, message="the group shows up as blocked")
+    found = wait_until(blocked, timeout=20, interval=0.5, message="the group shows up as blocked")
     assert found[0]["kind"] == "failing" and found[0]["consumer"] == CONSUMER
     assert found[0]["event_id"] == event.event_id and found[0]["event_type"] == "order.created"
     assert "carrier API answered 502" in found[0]["last_error"]
@@ -73,7 +76,7 @@ def test_a_failing_head_blocks_its_group_until_it_succeeds(order_client, order_d
 
     failing.clear()
     wait_until(lambda: handled == [event.event_id], timeout=20, message="handled after the fix")
-    wait_until(lambda: not blocked(), timeout=10, message="the group is no longer blocked")
+    wait_until(lambda: not blocked(), timeout=10, interval=0.5, message="the group is no longer blocked")
 
     state.beat(order_db)
     consumers = order_client.get("/v1/admin/consumers", headers=admin).json["consumers"]
@@ -81,6 +84,9 @@ def test_a_failing_head_blocks_its_group_until_it_succeeds(order_client, order_d
     assert len(mine) == 1 and mine[0]["alive"] is True
     assert mine[0]["handled"] == 1 and mine[0]["failed"] >= 1 and mine[0]["dead_lettered"] == 0
     assert mine[0]["last_message_at"]
+    assert mine[0]["breakers"]["carrier-api"]["state"] == "closed"
+    workers = order_client.get("/v1/admin/breakers", headers=admin).json["workers"]
+    assert [w["breakers"]["carrier-api"]["state"] for w in workers] == ["closed"]
 
 
 def test_min_age_filters_blocked_groups(order_client, order_db, admin):
@@ -171,3 +177,18 @@ def test_admin_routes_are_rate_limited_per_caller(app_for, auth_header):
     assert statuses == [200, 200, 429]
     assert_problem(client.get("/v1/admin/breakers", headers=first), 429, "too-many-requests")
     assert client.get("/v1/admin/breakers", headers=other).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_running_worker_reports_its_consumers(processes, delivery_app, admin):
+    """The worker process installs the admin middleware and beats: its consumers show up alive."""
+    delivery_app.config["ADMIN_RATE_LIMIT"] = "10000/minute"  # this test polls it
+    delivery_client = delivery_app.test_client()
+    processes.worker("delivery")
+
+    def alive():
+        rows = delivery_client.get("/v1/admin/consumers", headers=admin).json["consumers"]
+        return sorted(r["consumer"] for r in rows if r["alive"])
+
+    names = wait_until(alive, timeout=60, message="the delivery worker's heartbeats")
+    assert names == ["delivery:order-cancelled.fifo", "delivery:order-created.fifo"]

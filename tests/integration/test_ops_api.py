@@ -280,6 +280,7 @@ def test_bad_actions_are_problems_and_not_audited(ops_client, ops, admin, path, 
     (f"/v1/ops/dlq/{SPEC.name}?limit=0", 422, "validation-error"),
     ("/v1/ops/audit?action=drop", 422, "validation-error"),
     ("/v1/ops/groups/blocked?min_age_s=-1", 422, "validation-error"),
+    (f"/v1/ops/dlq/{SPEC.name}?order=x", 422, "validation-error"),
 ])
 def test_bad_reads_are_problems(ops_client, admin, path, status, type_):
     assert_problem(ops_client.get(path, headers=admin), status, type_)

@@ -94,6 +94,7 @@ def test_sales_by_month_over_a_window_split_currencies(order_client, auth_header
     ({"from": "yesterday"}, "from"),
     ({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "from"),
     ({"from": "2000-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "from"),
+    ({"perod": "day"}, "perod"),  # a misspelt parameter is refused, not ignored
 ])
 def test_bad_sales_queries_are_problems(order_client, auth_header, query, field):
     response = order_client.get("/v1/reports/sales", query_string=query,

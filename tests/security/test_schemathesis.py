@@ -20,7 +20,7 @@ from tests.support.tokens import TEST_SIGNER
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "12"))
 CHECKS = [not_a_server_error, response_schema_conformance]
-SERVICES = ("order", "delivery", "inventory", "notification", "auth")
+SERVICES = ("order", "delivery", "inventory", "notification", "auth", "ops")
 # Server-sent event streams never end by themselves; their own tests drive them
 # (tests/integration/test_notification_stream.py).
 STREAMING = {("notification", "GET /v1/notifications/stream")}
