@@ -14,6 +14,7 @@ import pytest
 from services.auth.demo import DEMO_CARRIER_ID
 from services.delivery.domain import choose_carrier
 from tests.browser.conftest import DEMO_CUSTOMER, screenshot, sign_in
+from tests.e2e.test_demo_script import JWT_PATTERN
 from tests.integration.test_order_api import ORDER
 from tests.support.wait import wait_until
 
@@ -101,6 +102,11 @@ def test_tracking_page_is_live_and_resumes_without_gap_or_duplicate(browser, sta
     assert page.locator("#timeline li .what").last.inner_text() == "DELIVERED"
     screenshot(page, "tracking-resumed")
     context.close()
+    # The page opened streams with tickets: none of them, and no token, is in any log.
+    for process in stack.processes.started:
+        text = process.log_text()
+        assert "ticket=" not in text, f"a stream ticket is in {process.log_path.name}"
+        assert not JWT_PATTERN.search(text), f"an access token is in {process.log_path.name}"
 
 
 def placed_status_after(stack, order_id: str) -> str:
