@@ -54,6 +54,9 @@ PROBLEMS = ProblemMap({
     DuplicateSubscription: (409, "Duplicate subscription", "duplicate-subscription"),
     RedeliverPing: (409, "Cannot redeliver a ping", "redeliver-ping"),
     SubscriptionNotActive: (409, "Subscription not active", "subscription-not-active"),
+    tickets.TooManyTickets: lambda exc: Problem(
+        429, "Too many stream tickets", f"At most {tickets.MAX_LIVE_TICKETS} unused tickets at a "
+        "time; use one or let them expire.", "too-many-tickets", headers={"Retry-After": "30"}),
 })
 
 
@@ -128,6 +131,7 @@ class Stream(MethodView):
 class StreamTickets(MethodView):
     @notifications_blp.response(201, TicketSchema, description="A ticket for one stream, "
                                 "valid NOTIFICATION_STREAM_TICKET_TTL_S seconds")
+    @notifications_blp.alt_response(429, description="Too many unused tickets held")
     @require_scopes("orders:read")
     @notifications_blp.arguments(TicketRequestSchema, required=False)
     def post(self, payload):

@@ -140,6 +140,12 @@ def redeem_ticket(cur, ticket_hash: bytes) -> dict | None:
     return cur.fetchone()
 
 
+def live_tickets(cur, subject: str) -> int:
+    cur.execute("SELECT count(*) AS n FROM stream_tickets WHERE subject = %s AND used_at IS NULL"
+                " AND expires_at > now()", (subject,))
+    return cur.fetchone()["n"]
+
+
 def delete_expired_tickets(cur) -> None:
     # Done when issuing: the table holds at most a TTL's worth of tickets.
     cur.execute("DELETE FROM stream_tickets WHERE expires_at < now()")

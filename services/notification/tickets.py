@@ -32,10 +32,17 @@ TICKET_BYTES = 32
 # URL-safe base64 of 32 bytes, without padding.
 TICKET_CHARS = 43
 TICKET_PATTERN = r"^[A-Za-z0-9_-]{43}$"
+# Unused, unexpired tickets one principal may hold: a page needs one per connection attempt;
+# more means a loop, and each is a row until it expires.
+MAX_LIVE_TICKETS = 20
 
 
 class TicketRefused(Exception):
     """The ticket is unknown, used, expired, or not for this principal or order."""
+
+
+class TooManyTickets(Exception):
+    """The principal holds MAX_LIVE_TICKETS unused tickets already."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ def issue(db, principal: Principal, order_id: str | None, ttl_s: int) -> IssuedT
                      if principal.expires_at is not None else None)
     with db.transaction() as cur:
         repo.delete_expired_tickets(cur)
+        if repo.live_tickets(cur, principal.subject) >= MAX_LIVE_TICKETS:
+            raise TooManyTickets(principal.subject)
         repo.insert_ticket(cur, _digest(ticket), principal.subject, principal.is_admin, order_id,
                            token_expires, ttl_s)
     return IssuedTicket(ticket, ttl_s)

@@ -15,6 +15,7 @@ import pytest
 import structlog.testing
 
 from services.notification.consumers import OrderEventHandler
+from services.notification.tickets import MAX_LIVE_TICKETS
 from shared.messaging.envelope import Envelope
 from tests.support.asserts import assert_problem
 
@@ -156,3 +157,13 @@ def test_the_ticket_never_reaches_the_logs(client, auth_header, caplog):
     access = [e for e in events if e["event"] == "http_request"]
     assert [e["status"] for e in access] == [200, 401]  # the access log lines were written ...
     assert ticket not in repr(events) + caplog.text  # ... without the query string
+
+
+def test_unused_tickets_are_capped_per_principal(client, auth_header):
+    headers = auth_header("alice", READ)
+    for _ in range(MAX_LIVE_TICKETS):
+        ticket_for(client, headers)
+    refused = client.post(TICKETS, json={}, headers=headers)
+    assert_problem(refused, 429, "too-many-tickets")
+    assert refused.headers["Retry-After"] == "30"
+    ticket_for(client, auth_header("bob", READ))  # another principal is not affected
