@@ -27,11 +27,15 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from marshmallow import ValidationError, fields, validate
 
 from shared.errors import Problem, flatten_field_errors
+from shared.logging import get_logger
 from shared.queues import queue
 from shared.ratelimit import rate_limit
 from shared.resilience import BreakerOpen, ResilientHttp, TransientHttpError
 from shared.schemas import StrictSchema
+from shared.services import service
 from shared.settings import secret_value
+
+log = get_logger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGES = {"console": "console.html", "track": "track.html"}
@@ -65,7 +69,6 @@ def _origin(url: str) -> str:
 def api_urls() -> dict[str, str]:
     """The API base URLs the browser uses (public ones if configured, else the peers')."""
     settings, peers = _settings(), current_app.extensions["settings"].peers
-    from shared.services import service
 
     def url(name: str, configured: str | None) -> str:
         return (configured or peers.get(name) or service(name).local_url()).rstrip("/")
@@ -164,13 +167,12 @@ def _revoke(client: tuple[str, str], refresh_token: str | None) -> None:
         _auth_client().request("POST", "/oauth/revoke", auth=client,
                                data={"token": refresh_token, "token_type_hint": "refresh_token"})
     except (BreakerOpen, TransientHttpError, requests.RequestException):
-        current_app.logger.warning("web_sign_in_revoke_failed")
+        # It expires on its own (AUTH_REFRESH_TOKEN_TTL_S); the sign-in still stands.
+        log.warning("web_sign_in_revoke_failed")
 
 
 def mount_web(app, web_settings) -> None:
     """Serve the pages and sign-in on ``app`` (the ops service)."""
-    from shared.services import service
-
     settings = app.extensions["settings"]
     auth_url = settings.peers.get("auth") or service("auth").local_url()
     app.extensions["web_settings"] = web_settings

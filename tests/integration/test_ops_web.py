@@ -126,3 +126,12 @@ def test_sign_in_without_a_configured_client_is_503(ops_client):
     response = ops_client.post("/web/session", json={"app": "console", "username": "a",
                                                      "password": "b"})
     assert_problem(response, 503, "sign-in-unavailable")
+
+
+def test_sign_in_attempts_are_rate_limited(app_for):
+    client = app_for("ops", OPS_WEB_SIGN_IN_RATE_LIMIT="2/minute").test_client()
+    attempt = {"app": "tracking", "username": "a", "password": "b"}
+    assert [client.post("/web/session", json=attempt).status_code for _ in range(2)] == [503, 503]
+    refused = client.post("/web/session", json=attempt)
+    assert_problem(refused, 429, "too-many-requests")
+    assert int(refused.headers["Retry-After"]) > 0
