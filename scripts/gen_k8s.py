@@ -56,6 +56,7 @@ from services.delivery.settings import DeliverySettings  # noqa: E402
 from services.inventory.settings import InventorySettings  # noqa: E402
 from services.notification.settings import SETTINGS_CLASSES as NOTIFICATION_CLASSES  # noqa: E402
 from services.ops.settings import OpsSettings  # noqa: E402
+from services.ops.web_settings import WebSettings  # noqa: E402
 from services.order.settings import OrderSettings  # noqa: E402
 from shared.config import SQS_EMULATOR_PORT, BreakerThresholds, Settings, WorkerSettings  # noqa: E402
 from shared.messaging.sqs import physical_name  # noqa: E402
@@ -104,7 +105,7 @@ SERVICE_SETTINGS = {
     "inventory": (InventorySettings,),
     "notification": tuple(NOTIFICATION_CLASSES),
     "auth": (AuthSettings,),
-    "ops": (OpsSettings,),
+    "ops": (OpsSettings, WebSettings),
 }
 
 

@@ -269,7 +269,9 @@ def test_every_aws_process_starts_with_production_settings():
                      "ORDER_CLIENT_SECRET": "s" * 40,
                      "AUTH_KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
                      "NOTIFICATION_SECRET_KEYS": Fernet.generate_key().decode(),
-                     "NOTIFICATION_SMTP_PASSWORD": ""}
+                     "NOTIFICATION_SMTP_PASSWORD": "",
+                     "OPS_WEB_CONSOLE_CLIENT_SECRET": "c" * 40,
+                     "OPS_WEB_TRACKING_CLIENT_SECRET": "t" * 40}
     docs = _rendered("aws")
     gunicorn = gen.gunicorn_settings()
     for svc in SERVICES:
