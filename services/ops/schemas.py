@@ -6,6 +6,9 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from shared.schemas import StrictSchema
 
+# outbox.id is a bigserial: a larger id is no row, and PostgreSQL would refuse it.
+MAX_ROW_ID = 2**63 - 1
+
 MAX_PEEK = 100
 MAX_REPLAY_IDS = 1000
 MAX_REPLAY_LIMIT = 100_000
@@ -45,7 +48,7 @@ class PurgeSchema(StrictSchema):
 
 
 class OutboxRetrySchema(StrictSchema):
-    ids = fields.List(fields.Integer(validate=validate.Range(1)), load_default=None,
+    ids = fields.List(fields.Integer(validate=validate.Range(1, MAX_ROW_ID)), load_default=None,
                       validate=validate.Length(1, 1000))
     all_failed = fields.Boolean(load_default=False)
 

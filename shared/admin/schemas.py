@@ -6,6 +6,9 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from shared.schemas import StrictSchema
 
+# outbox.id is a bigserial: a larger id is no row, and PostgreSQL would refuse it.
+MAX_ROW_ID = 2**63 - 1
+
 MAX_LIST = 500
 MAX_RETRY_IDS = 1000
 
@@ -16,7 +19,7 @@ class OutboxQuerySchema(StrictSchema):
 
 
 class OutboxRetrySchema(StrictSchema):
-    ids = fields.List(fields.Integer(validate=validate.Range(1)), load_default=None,
+    ids = fields.List(fields.Integer(validate=validate.Range(1, MAX_ROW_ID)), load_default=None,
                       validate=validate.Length(1, MAX_RETRY_IDS),
                       metadata={"description": "Failed rows to retry now."})
     all_failed = fields.Boolean(load_default=False,

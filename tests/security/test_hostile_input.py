@@ -57,6 +57,9 @@ BODIES = {
     ("notification", "PUT", "/v1/webhooks/{sub_id}"): {"name": "hook", "topic": "order.created",
                                                         "delivery_url": "http://127.0.0.1:9/hook"},
     ("auth", "POST", "/oauth/logout"): {"everywhere": False},
+    # shared.admin, in every service with a worker (no text field: ids or a flag only).
+    **{(name, "POST", "/v1/admin/outbox/retry"): {"ids": [1]}
+       for name in ("order", "delivery", "inventory", "notification")},
     ("auth", "POST", "/v1/customers"): {"username": "new@example.com", "password": "long enough pw 1"},
 }
 # Fields whose text is not kept as given, by design: the password is stored as its argon2 hash,
