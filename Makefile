@@ -18,7 +18,7 @@ CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test test-fast lint bench-orders bench-pipeline bench-checkout bench-auth bench-consumer bench-scaleout chaos elasticmq-conf infra-check k8s \
-	config-docs openapi fauxqs promtool lock clean
+	config-docs openapi fauxqs promtool chromium lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,7 @@ test: venv ## run the test suite (PYTEST_ARGS="-k foo -x" to narrow it)
 		$(MAKE) --no-print-directory fauxqs || echo "fauxqs could not be installed: its tests will be skipped"; \
 	fi
 	@$(MAKE) --no-print-directory promtool || echo "promtool could not be installed: its rule tests will be skipped"
+	@$(MAKE) --no-print-directory chromium
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv ## the suite without the process-spawning tests (marked slow)
@@ -101,6 +102,18 @@ promtool: ## install promtool (Debian package prometheus) when root on a Debian-
 
 $(FAUXQS_PKG):
 	npm install --no-audit --no-fund --prefix $(FAUXQS_DIR) fauxqs@$(FAUXQS_VERSION)
+
+# The browser tests (tests/browser) drive the system's Chromium: installed here where the
+# machine allows it (root with apt-get), quietly; never an error (the tests then skip, saying why).
+chromium: ## install Debian's chromium for the browser tests if missing (root + apt-get only)
+	@if [ -n "$$CHROMIUM_PATH" ] || command -v chromium >/dev/null 2>&1 || \
+		command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the browser tests (apt-get)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium; } >/dev/null 2>&1 || \
+			echo "chromium could not be installed: the browser tests will be skipped"; \
+	else echo "no chromium (and no root apt-get to install it): the browser tests will be skipped"; fi
 
 lock: venv ## re-pin requirements.lock from the current .venv
 	@{ echo "# Every installed package pinned: pip constraints for"; \

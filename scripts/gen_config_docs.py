@@ -28,6 +28,7 @@ from services.delivery.settings import DeliverySettings
 from services.inventory.settings import InventorySettings
 from services.notification.settings import SETTINGS_CLASSES as NOTIFICATION_CLASSES
 from services.ops.settings import OpsSettings
+from services.ops.web_settings import WebSettings
 from services.order.settings import OrderSettings
 from services.payment.settings import PaymentSettings
 from shared.config import BreakerOverride, BreakerThresholds, Settings, WorkerSettings
@@ -59,7 +60,8 @@ def scopes() -> list[tuple[str, str, tuple[type[EnvSettings], ...]]]:
         ("Auth", "Declared in `services/auth/settings.py`; read by the auth API and its CLI.",
          (AuthSettings,)),
         ("Payment", own.format("payment"), (PaymentSettings,)),
-        ("Ops", "Declared in `services/ops/settings.py`; read by the ops API.", (OpsSettings,)),
+        ("Ops", "Declared in `services/ops/settings.py` and `services/ops/web_settings.py` (its web "
+                "pages); read by the ops API.", (OpsSettings, WebSettings)),
         ("Gunicorn", "Declared in `infra/gunicorn.conf.py`; read by gunicorn for every API.",
          (gunicorn_settings(),)),
     ]

@@ -56,6 +56,7 @@ from services.delivery.settings import DeliverySettings  # noqa: E402
 from services.inventory.settings import InventorySettings  # noqa: E402
 from services.notification.settings import SETTINGS_CLASSES as NOTIFICATION_CLASSES  # noqa: E402
 from services.ops.settings import OpsSettings  # noqa: E402
+from services.ops.web_settings import WebSettings  # noqa: E402
 from services.order.settings import OrderSettings  # noqa: E402
 from services.payment.settings import PaymentSettings  # noqa: E402
 from shared.config import SQS_EMULATOR_PORT, BreakerThresholds, Settings, WorkerSettings  # noqa: E402
@@ -114,7 +115,7 @@ SERVICE_SETTINGS = {
     "notification": tuple(NOTIFICATION_CLASSES),
     "auth": (AuthSettings,),
     "payment": (PaymentSettings,),
-    "ops": (OpsSettings,),
+    "ops": (OpsSettings, WebSettings),
 }
 
 

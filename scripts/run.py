@@ -71,6 +71,8 @@ CHILD_DEFAULTS = {
     # Mails are printed, not sent; webhooks may go to a receiver on this machine.
     "NOTIFICATION_EMAIL_PROVIDER": "console",
     "NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "localhost,127.0.0.1,::1",
+    # The web pages (served by the ops service) call the order and notification APIs.
+    "CORS_ALLOWED_ORIGINS": f"http://{LOOPBACK}:{port_of('ops')},http://localhost:{port_of('ops')}",
 }
 
 
@@ -237,9 +239,11 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
         if stripe_api_base is not None:
             env["STRIPE_API_BASE"] = stripe_api_base
         if "auth" in services:  # the order service reserves stock with its own client's token
-            from services.auth.demo import service_client_env
+            from services.auth.demo import service_client_env, web_client_env
 
             env.update(service_client_env(data_dir / DEMO_CREDENTIALS))
+            # The ops service signs the web pages' users in with the demo first-party clients.
+            env.update(web_client_env(data_dir / DEMO_CREDENTIALS))
         for name in services:
             svc = service(name)
             # Its gunicorn processes share their metrics here: a fresh directory per API and run.
@@ -257,6 +261,9 @@ def run(services: tuple[str, ...], sqs_emulator: str, data_dir: Path) -> int:
             base = service(name).local_url(HOST)
             say(f"run: {name:<12} API {base}   docs {base}/docs   "
                 f"OpenAPI {base}/openapi.json")
+        if "ops" in services:
+            ops_url = service("ops").local_url(HOST)
+            say(f"run: web pages: console {ops_url}/console   order tracking {ops_url}/track")
         wait_until_ready(supervisor, services, READY_TIMEOUT_S)
         if stripe_emulator is not None:
             from services.payment.settings import DEV_WEBHOOK_SECRET

@@ -123,6 +123,18 @@ def service_client_env(credentials_path: Path) -> dict[str, str]:
     return env
 
 
+# The ops service's web pages sign in with these first-party clients (OPS_WEB_*).
+WEB_CLIENTS = {"CONSOLE": OPS_CONSOLE, "TRACKING": STOREFRONT}
+
+
+def web_client_env(credentials_path: Path) -> dict[str, str]:
+    """``OPS_WEB_<PAGE>_CLIENT_ID`` / ``_CLIENT_SECRET`` for the ops service, from the file."""
+    clients = _load(credentials_path).get("clients", {})
+    return {name: value for page, client_id in WEB_CLIENTS.items() if client_id in clients
+            for name, value in ((f"OPS_WEB_{page}_CLIENT_ID", client_id),
+                                (f"OPS_WEB_{page}_CLIENT_SECRET", clients[client_id]))}
+
+
 def ensure_demo(database_url: str, credentials_path: Path, auth_url: str,
                 env: dict[str, str] | None = None) -> list[str]:
     """:func:`ensure_demo_identities` with components built from the environment (``make run``)."""

@@ -10,7 +10,7 @@ from uuid import UUID
 from flask import Response, current_app, request
 from flask.views import MethodView
 
-from services.notification import subscriptions
+from services.notification import subscriptions, tickets
 from services.notification.domain import (
     DuplicateSubscription,
     RedeliverPing,
@@ -29,6 +29,8 @@ from services.notification.schemas import (
     SubscriptionPageSchema,
     SubscriptionSchema,
     SubscriptionWithSecretSchema,
+    TicketRequestSchema,
+    TicketSchema,
 )
 from services.notification.stream import HubUnavailable, event_stream
 from shared.auth import authenticate, require_scopes
@@ -53,6 +55,9 @@ PROBLEMS = ProblemMap({
     DuplicateSubscription: (409, "Duplicate subscription", "duplicate-subscription"),
     RedeliverPing: (409, "Cannot redeliver a ping", "redeliver-ping"),
     SubscriptionNotActive: (409, "Subscription not active", "subscription-not-active"),
+    tickets.TooManyTickets: lambda exc: Problem(
+        429, "Too many stream tickets", f"At most {tickets.MAX_LIVE_TICKETS} unused tickets at a "
+        "time; use one or let them expire.", "too-many-tickets", headers={"Retry-After": "30"}),
 })
 
 
@@ -72,6 +77,22 @@ def _last_event_id(query: dict) -> int | None:
     return query.get("last_event_id")
 
 
+def _stream_reader(query: dict):
+    """Who opens the stream, and for which order: a ticket's principal, or the bearer's."""
+    order_id = str(query["order_id"]) if query.get("order_id") else None
+    ticket = query.get("ticket")
+    if ticket is None:
+        return require_scopes("orders:read")(authenticate)(), order_id
+    bearer = authenticate() if request.headers.get("Authorization") else None
+    try:
+        return tickets.redeem(database(), ticket, order_id, bearer)
+    except tickets.TicketRefused:
+        # One answer for every refusal; the ticket (now used, if it existed) is never echoed.
+        raise Problem(401, "Unauthorized", "The stream ticket is invalid, used, expired, or not "
+                      "for this caller or order; ask for a new one.", "invalid-ticket",
+                      errors=[{"field": "ticket", "message": "Not accepted."}]) from None
+
+
 @notifications_blp.route("/stream")
 class Stream(MethodView):
     @notifications_blp.doc(
@@ -83,14 +104,14 @@ class Stream(MethodView):
                                           "`event:` = type, `data:` = JSON. A comment every "
                                           "15 s; `event: stream.closed` when the token expires.",
                            "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+    @notifications_blp.alt_response(401, description="No bearer token and no valid ticket")
     @notifications_blp.alt_response(503, description="The stream cannot listen right now")
-    @require_scopes("orders:read")
     @notifications_blp.arguments(StreamQuerySchema, location="query")
     def get(self, query):
-        """Stream order notifications (a customer's own orders; admin: any or all)."""
-        principal = authenticate()
+        """Stream order notifications (a customer's own orders; admin: any or all). Send a
+        bearer token with scope orders:read, or a single-use ``ticket`` (EventSource)."""
+        principal, order_id = _stream_reader(query)
         last_event_id = _last_event_id(query)
-        order_id = str(query["order_id"]) if query.get("order_id") else None
         customer = None if principal.is_admin else principal.subject
         hub = current_app.extensions["notification_hub"]
         try:
@@ -105,6 +126,22 @@ class Stream(MethodView):
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"  # proxies (nginx) must not buffer it
         return response
+
+
+@notifications_blp.route("/stream/tickets")
+class StreamTickets(MethodView):
+    @notifications_blp.response(201, TicketSchema, description="A ticket for one stream, "
+                                "valid NOTIFICATION_STREAM_TICKET_TTL_S seconds")
+    @notifications_blp.alt_response(429, description="Too many unused tickets held")
+    @require_scopes("orders:read")
+    @notifications_blp.arguments(TicketRequestSchema, required=False)
+    def post(self, payload):
+        """A single-use ticket to open the stream without an Authorization header (browsers'
+        EventSource): ``GET /v1/notifications/stream?ticket=...``, bound to you (and the order)."""
+        order_id = (payload or {}).get("order_id")
+        issued = tickets.issue(database(), authenticate(), str(order_id) if order_id else None,
+                               _settings().stream.ticket_ttl_s)
+        return {"ticket": issued.ticket, "expires_in": issued.expires_in}, 201
 
 
 @notifications_blp.route("")

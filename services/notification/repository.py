@@ -119,3 +119,33 @@ def purge_older_than(cur, days: int, limit: int) -> dict[str, int]:
         cur.execute(statement, (days, limit))
         deleted[table] = cur.rowcount
     return deleted
+
+
+# --- stream tickets --------------------------------------------------------------------------
+def insert_ticket(cur, ticket_hash: bytes, subject: str, is_admin: bool, order_id: str | None,
+                  token_expires_at, ttl_s: int) -> None:
+    cur.execute(
+        "INSERT INTO stream_tickets (ticket_hash, subject, is_admin, order_id, token_expires_at,"
+        " expires_at) VALUES (%s, %s, %s, %s, %s, now() + make_interval(secs => %s))",
+        (ticket_hash, subject, is_admin, order_id, token_expires_at, ttl_s))
+
+
+def redeem_ticket(cur, ticket_hash: bytes) -> dict | None:
+    """Mark an unused, unexpired ticket used and return it; None otherwise (atomic)."""
+    cur.execute(
+        "UPDATE stream_tickets SET used_at = now()"
+        " WHERE ticket_hash = %s AND used_at IS NULL AND expires_at > now()"
+        " RETURNING subject, is_admin, order_id, token_expires_at",
+        (ticket_hash,))
+    return cur.fetchone()
+
+
+def live_tickets(cur, subject: str) -> int:
+    cur.execute("SELECT count(*) AS n FROM stream_tickets WHERE subject = %s AND used_at IS NULL"
+                " AND expires_at > now()", (subject,))
+    return cur.fetchone()["n"]
+
+
+def delete_expired_tickets(cur) -> None:
+    # Done when issuing: the table holds at most a TTL's worth of tickets.
+    cur.execute("DELETE FROM stream_tickets WHERE expires_at < now()")

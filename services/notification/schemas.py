@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from services.notification.domain import TOPICS
+from services.notification.tickets import TICKET_PATTERN
 from shared.schemas import StrictSchema
 
 MAX_NAME_CHARS = 100
@@ -104,6 +105,20 @@ class StreamQuerySchema(StrictSchema):
     order_id = fields.UUID(metadata={"description": "Only this order's events"})
     last_event_id = fields.Integer(validate=validate.Range(min=0, max=MAX_NOTIFICATION_ID), metadata={
         "description": "Resume after this event id (same as the Last-Event-ID header)"})
+    ticket = fields.String(validate=validate.Regexp(TICKET_PATTERN, error="Not a stream ticket."),
+                           metadata={"description": "A single-use stream ticket (POST "
+                                     "/v1/notifications/stream/tickets), for clients that cannot "
+                                     "send Authorization (EventSource). Instead of a bearer token."})
+
+
+class TicketRequestSchema(StrictSchema):
+    order_id = fields.UUID(load_default=None, allow_none=True,
+                           metadata={"description": "Bind the ticket to this order's stream"})
+
+
+class TicketSchema(Schema):
+    ticket = fields.String(metadata={"description": "Use once, as ?ticket= on the stream"})
+    expires_in = fields.Integer(metadata={"description": "Seconds it stays valid"})
 
 
 class HistoryQuerySchema(StrictSchema):

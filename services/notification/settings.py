@@ -137,6 +137,9 @@ class StreamSettings(EnvSettings):
                              "events buffered for one slow client before its stream is reset", ge=10)
     poll_interval_s: Float = var("NOTIFICATION_SSE_POLL_S", 5.0,
                                  "the hub re-reads the table this often even without a NOTIFY", ge=0.1)
+    # Long enough to open the stream right after asking; short enough that a leaked one is stale.
+    ticket_ttl_s: Int = var("NOTIFICATION_STREAM_TICKET_TTL_S", 30,
+                            "lifetime of a single-use stream ticket (EventSource clients)", ge=5, le=300)
 
 
 class RetentionSettings(EnvSettings):

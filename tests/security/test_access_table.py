@@ -132,6 +132,7 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
         **COMMON,
         **ADMIN,
         ("GET", "/v1/notifications/stream"): Rule(),
+        ("POST", "/v1/notifications/stream/tickets"): Rule(),
         ("GET", "/v1/notifications"): Rule(kind="list", list_key="order_id"),
         ("GET", "/v1/webhooks"): Rule(kind="list", list_key="sub_id"),
         ("POST", "/v1/webhooks"): Rule(),
@@ -166,6 +167,15 @@ TABLE["ops"] = {
         kind="admin", body={"confirm": "order-created-dlq.fifo"}),
     ("POST", "/v1/ops/outbox/<string:service_name>/retry"): Rule(
         kind="admin", body={"all_failed": True}),
+    ("GET", "/v1/ops/orders"): Rule(kind="admin"),
+    ("GET", "/v1/ops/orders/<uuid:order_id>"): Rule(kind="admin"),
+    # The web pages and their assets are public; what they show comes from the APIs.
+    **{("GET", path): PUBLIC for path in ("/console", "/track", "/web/config",
+                                          "/web/static/<path:name>")},
+    # Sign-in takes the user's name and password (no bearer): a wrong one is 401; with
+    # no page client configured (as in this test app), 503.
+    ("POST", "/web/session"): Rule(anonymous=(401, 503),
+                                   body={"app": "console", "username": "x", "password": "y"}),
 }
 FORM_ENDPOINTS = {("auth", "POST", "/oauth/token"), ("auth", "POST", "/oauth/revoke")}
 CASES = [(service, method, rule) for service, rules in TABLE.items() for (method, rule) in rules]
@@ -211,7 +221,7 @@ def world(apps, clean_db):
                                               {"order_id": order_id}, "2026-01-01T00:00:00Z")
     return {"order_id": order_id, "shipment_id": str(shipment_id), "sub_id": sub_id,
             "delivery_id": str(delivery_id), "sku": "SKU-1", "filename": "swagger-ui.css", "customer_id": A,
-            "queue_name": "order-created.fifo", "service_name": "order"}
+            "queue_name": "order-paid.fifo", "service_name": "order", "name": "app.css"}
 
 
 def _path(rule: str, ids: dict) -> str:

@@ -38,6 +38,8 @@ HOSTILE = (
 ADDRESS = {"name": "Ada", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}
 # A valid body per JSON operation: each string in it is replaced by each hostile value in turn.
 BODIES = {
+    ("notification", "POST", "/v1/notifications/stream/tickets"): {
+        "order_id": "7d0c2b4e-1f0a-4c56-9a43-0c3a7f1b2d9e"},
     ("order", "POST", "/v1/orders"): {"items": [{"sku": "SKU-1", "quantity": 1}],
                                       "customer_email": "a@example.com", "shipping_address": ADDRESS},
     ("order", "POST", "/v1/orders/{order_id}/cancel"): {"reason": "changed my mind"},

@@ -25,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from shared.auth import SCOPES
+from tests.support.servers import AppServer
 from tests.support.tokens import TEST_SIGNER
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "12"))
@@ -36,7 +37,18 @@ SERVICES = ("order", "delivery", "inventory", "notification", "auth", "payment",
 STREAMING = {("notification", "GET /v1/notifications/stream")}
 
 
+@pytest.fixture
+def ops_with_peers(app_for, catalog):
+    """The ops app with the services its order look-up asks over HTTP (else each is a 503)."""
+    servers = {name: AppServer(app_for(name), name) for name in ("order", "delivery", "notification")}
+    yield app_for("ops", **{f"{name.upper()}_URL": server.url for name, server in servers.items()})
+    for server in servers.values():
+        server.stop()
+
+
 def _app(request, service):
+    if service == "ops":
+        return request.getfixturevalue("ops_with_peers")
     return request.getfixturevalue(f"{service}_app")
 
 

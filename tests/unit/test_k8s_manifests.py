@@ -271,7 +271,9 @@ def test_every_aws_process_starts_with_production_settings():
                      "NOTIFICATION_SECRET_KEYS": Fernet.generate_key().decode(),
                      "NOTIFICATION_SMTP_PASSWORD": "",
                      "STRIPE_SECRET_KEY": "sk_live_" + "k" * 24,
-                     "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 24}
+                     "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 24,
+                     "OPS_WEB_CONSOLE_CLIENT_SECRET": "c" * 40,
+                     "OPS_WEB_TRACKING_CLIENT_SECRET": "t" * 40}
     docs = _rendered("aws")
     gunicorn = gen.gunicorn_settings()
     for svc in SERVICES:
