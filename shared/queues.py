@@ -55,6 +55,12 @@ TOPOLOGY = Topology(queues=(
         producer="order",
         consumers=("payment",),
         event_types=("order.status_changed", "order.cancelled"),
+        # Captures and voids must outlive a payment-provider outage: with the default
+        # 5 receives (about 30 s of backoff) a Stripe outage dead-lettered them and left
+        # shipped orders uncharged (found by the chaos run). 30 receives with the default
+        # backoff (2 s doubling, capped at 900 s) keep retrying for about 5 hours; bad
+        # data is still dead-lettered at once (PermanentError).
+        max_receive_count=30,
     ),
     QueueSpec(
         # payment.authorized moves the order from PENDING_PAYMENT to PENDING_SHIPMENT.
