@@ -25,7 +25,8 @@ from devstack.emulators import DEFAULT_FAUXQS_DIR, fauxqs_package_dir
 @pytest.mark.skipif(shutil.which("node") is None or fauxqs_package_dir(DEFAULT_FAUXQS_DIR) is None,
                     reason="fauxqs is not installed (make fauxqs; it needs node >= 20)")
 def test_a_short_chaos_run_keeps_every_invariant(tmp_path):
-    config = Config(seed=7, duration_s=40, max_orders=300, clients=4, sqs_outage_s=5, freeze_s=3)
+    config = Config(seed=7, duration_s=40, max_orders=300, clients=4, sqs_outage_s=5, freeze_s=3,
+                    provider_freeze_s=4)
     result = chaos_run(config, say=print)
 
     kinds = {fault.fault.kind for fault in result.faults}

@@ -66,6 +66,12 @@ CHILD_ENV = {
     "CONSUMER_RETRY_BASE_S": "0.5",
     "CONSUMER_RETRY_CAP_S": "5",
     "OUTBOX_RETRY_MAX_S": "2",
+    # A mail or webhook whose send was cut by a kill or an outage is tried again within seconds
+    # (the defaults wait 10 s and 30 s, doubling), so quiescence measures recovery, not backoff.
+    "NOTIFICATION_EMAIL_RETRY_BASE_S": "1",
+    "NOTIFICATION_EMAIL_RETRY_CAP_S": "5",
+    "NOTIFICATION_WEBHOOK_RETRY_BASE_S": "1",
+    "NOTIFICATION_WEBHOOK_RETRY_CAP_S": "5",
     # Unpaid orders expire within the run (the flow leaves a share unpaid on purpose), and
     # the expiry job looks often so "no order PENDING_PAYMENT past the TTL" has a tight bound.
     "ORDER_PAYMENT_TTL_S": "20",
