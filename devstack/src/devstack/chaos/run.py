@@ -213,14 +213,24 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
         """One checkout (no retry) while the provider is frozen: it must answer 503, not hang, and
         leave nothing behind (no order: the invariants see any order without a 201)."""
         began = time.monotonic()
-        try:
-            response = requests.post(
-                f"{stack.urls['order']}/v1/orders", timeout=FROZEN_CHECKOUT_TIMEOUT_S,
-                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"chaos-{uuid.uuid4()}"},
-                json={"items": [{"sku": "CHAOS-2", "quantity": 1}], "customer_email": "probe@example.com",
-                      "shipping_address": flow.SHIPPING_ADDRESS})
-        except requests.RequestException as exc:
-            raise RuntimeError(f"checkout with the provider down got no answer: {exc}") from None
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"chaos-{uuid.uuid4()}"}
+        body = {"items": [{"sku": "CHAOS-2", "quantity": 1}], "customer_email": "probe@example.com",
+                "shipping_address": flow.SHIPPING_ADDRESS}
+        response, last_error = None, ""
+        # Retried (same key) only when there is no answer at all or the first attempt still runs:
+        # another fault may kill the order API meanwhile. The provider stays frozen until then.
+        while time.monotonic() - began < FROZEN_CHECKOUT_TIMEOUT_S:
+            try:
+                response = requests.post(f"{stack.urls['order']}/v1/orders", json=body,
+                                         headers=headers, timeout=FROZEN_CHECKOUT_TIMEOUT_S)
+            except requests.RequestException as exc:
+                last_error, response = type(exc).__name__, None
+            else:
+                if not (response.status_code == 409 and "Retry-After" in response.headers):
+                    break
+            time.sleep(flow.RETRY_PAUSE_S)
+        if response is None:
+            raise RuntimeError(f"checkout with the provider down got no answer: {last_error}")
         took = time.monotonic() - began
         if response.status_code != 503:
             if response.status_code == 201:  # it is a real order now: the invariants must know it
