@@ -64,3 +64,51 @@ def test_the_schedule_is_reproducible_and_covers_every_fault():
     assert {x.kind for x in first} == f.KINDS
     assert sum(1 for x in first if x.kind == f.KILL and x.target == "order-api") == 2
     assert all(0 < x.at_s < 100 for x in first)
+
+
+class _Tables:
+    """Rows for the payment invariants' queries, picked by the table each one reads."""
+
+    def __init__(self, orders, payments, captures=()):
+        self.orders, self.payments, self.captures = orders, payments, captures
+
+    def rows(self, service, sql, params=()):
+        if "FROM payment_history" in sql:
+            return [{"order_id": o} for o in self.captures]
+        return self.payments if "FROM payments" in sql else self.orders
+
+
+def _order(order_id, status, total="12.50"):
+    from decimal import Decimal
+
+    return {"id": order_id, "status": status, "total": Decimal(total), "currency": "EUR"}
+
+
+def _payment(order_id, status, captured=0, refunded=0):
+    return {"order_id": order_id, "status": status, "amount_minor": 1250, "amount_captured": captured,
+            "amount_refunded": refunded, "currency": "EUR"}
+
+
+def test_the_payment_invariants_see_what_they_promise_to_see():
+    from devstack.chaos import invariants as inv
+
+    held = _Tables([_order("a", "DELIVERED"), _order("b", "CANCELLED"), _order("c", "CANCELLED")],
+                   [_payment("a", "CAPTURED", 1250), _payment("b", "VOIDED"),
+                    _payment("c", "REFUNDED", 1250, 1250), _payment("orphan", "REQUIRES_PAYMENT")],
+                   captures=["a"])
+    assert inv.delivered_orders_captured_once(held, set()) == []
+    assert inv.cancelled_orders_hold_no_authorization(held, set()) == []
+
+    broken = _Tables([_order("a", "DELIVERED"), _order("d", "DELIVERED"), _order("b", "CANCELLED"),
+                      _order("c", "CANCELLED")],
+                     [_payment("a", "CAPTURED", 1200), _payment("d", "AUTHORIZED"),
+                      _payment("b", "AUTHORIZED"), _payment("c", "REFUNDED", 1250, 250),
+                      _payment("orphan", "AUTHORIZED")],
+                     captures=["a", "a"])
+    captured = inv.delivered_orders_captured_once(broken, set())
+    assert any("captured 1200 EUR, order total 1250" in v for v in captured)
+    assert any("captured 2 times" in v for v in captured)
+    assert any("payment AUTHORIZED, not CAPTURED" in v for v in captured)
+    held_money = inv.cancelled_orders_hold_no_authorization(broken, set())
+    assert sorted(v.split(":")[0] for v in held_money) == [
+        "cancelled order b", "cancelled order c", "payment orphan without an order is AUTHORIZED"]

@@ -24,8 +24,9 @@ kills every kind of process, takes SQS and PostgreSQL away, freezes the
 inventory API and the payment provider, duplicates and reorders deliveries and
 puts the malformed corpus on every queue, while customers check out, pay,
 cancel before and after paying, or leave orders unpaid to expire; then, once
-it is quiet, invariants are checked against every service's schema. The section below is rewritten by each run
-(`--report RELIABILITY.md`); reproduce it with the seed and options it names.
+it is quiet, invariants are checked against every service's schema. The
+section below is rewritten by each run (`--report RELIABILITY.md`); reproduce
+it with the seed and options it names.
 
 """
 
