@@ -79,6 +79,11 @@ CHILD_ENV = {
     # A webhook lost while the payment API was killed is looked up at the provider soon.
     "PAYMENT_RECONCILE_INTERVAL_S": "2",
     "PAYMENT_RECONCILE_AFTER_S": "5",
+    # A frozen provider is given up on within seconds, so the "provider down" freeze (as long as
+    # the checkout made meanwhile takes to be refused) stays short: longer than the payment
+    # consumer's redelivery budget, it dead-letters captures and voids (RELIABILITY.md).
+    "PAYMENT_STRIPE_TIMEOUT_S": "2",
+    "PAYMENT_STRIPE_ATTEMPTS": "2",
 }
 PAYMENT_TTL_S = float(CHILD_ENV["ORDER_PAYMENT_TTL_S"])
 EXPIRY_INTERVAL_S = float(CHILD_ENV["ORDER_EXPIRY_INTERVAL_S"])
