@@ -213,8 +213,9 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
         fault_result.error = "probe order got no shipment within the timeout"
 
     def checkout_while_provider_down() -> str:
-        """One checkout (no retry) while the provider is frozen: it must answer 503, not hang, and
-        leave nothing behind (no order: the invariants see any order without a 201)."""
+        """One checkout while the provider is frozen: it must answer 503, not hang, and leave
+        nothing behind (the invariants see any order without a 201, any confirmed reservation
+        and any authorized payment without an order)."""
         began = time.monotonic()
         headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"chaos-{uuid.uuid4()}"}
         body = {"items": [{"sku": "CHAOS-2", "quantity": 1}], "customer_email": "probe@example.com",
