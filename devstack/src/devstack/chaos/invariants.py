@@ -177,8 +177,11 @@ def _orders_and_payments(db: Schemas) -> tuple[dict[str, dict], dict[str, dict]]
 def delivered_orders_captured_once(db: Schemas, accepted: set[str]) -> list[str]:
     """Every DELIVERED order's payment is CAPTURED, once, for exactly the order's total."""
     orders, payments = _orders_and_payments(db)
+    # Moves into CAPTURED, whoever made them: the worker's capture, or the provider's news of it
+    # (webhook, reconciliation) when the worker was killed between Stripe's answer and its commit.
     captures = Counter(str(r["order_id"]) for r in db.rows(
-        "payment", "SELECT order_id FROM payment_history WHERE action = 'capture'"))
+        "payment", "SELECT order_id FROM payment_history WHERE status = 'CAPTURED'"
+                   " AND previous_status IS DISTINCT FROM 'CAPTURED'"))
     out = []
     for order_id, order in sorted(orders.items()):
         if order["status"] != DELIVERED:
