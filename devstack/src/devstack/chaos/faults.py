@@ -12,6 +12,8 @@ Kinds:
   in front of the emulator refuses connections and cuts the open ones);
 * ``postgres_restart`` — PostgreSQL stopped (connections cut) and started;
 * ``inventory_freeze`` — the inventory API stopped with SIGSTOP, then SIGCONT;
+* ``provider_freeze`` — the payment provider (localstripe) stopped with SIGSTOP:
+  a checkout made meanwhile must answer 503 and leave nothing behind; then SIGCONT;
 * ``duplicate`` — copies of real envelopes (published outbox rows, with a new
   deduplication id so SQS FIFO does not drop them) sent again, newest first:
   duplicated and reordered deliveries;
@@ -31,7 +33,9 @@ from shared.queues import QUEUES
 
 KILL, SQS_OUTAGE, PG_RESTART, FREEZE, DUPLICATE, POISON = (
     "kill", "sqs_outage", "postgres_restart", "inventory_freeze", "duplicate", "poison")
-OUTAGES = (SQS_OUTAGE, PG_RESTART, FREEZE)
+PROVIDER_FREEZE = "provider_freeze"
+OUTAGES = (SQS_OUTAGE, PG_RESTART, FREEZE, PROVIDER_FREEZE)
+KINDS = frozenset({KILL, *OUTAGES, DUPLICATE, POISON})
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Fault:
                 SQS_OUTAGE: f"SQS endpoint unreachable for {self.duration_s:.0f}s",
                 PG_RESTART: "PostgreSQL restart",
                 FREEZE: f"inventory API frozen (SIGSTOP) for {self.duration_s:.0f}s",
+                PROVIDER_FREEZE: f"payment provider (localstripe) frozen (SIGSTOP) for "
+                                 f"{self.duration_s:.0f}s",
                 DUPLICATE: f"{self.count} published envelopes sent again, newest first",
                 POISON: f"the malformed corpus on each of the {len(QUEUES)} queues"}[self.kind]
         return f"t+{self.at_s:6.1f}s  {what}"
@@ -59,6 +65,7 @@ class Options:
     kills_per_process: int = 1
     sqs_outage_s: float = 30.0
     freeze_s: float = 10.0
+    provider_freeze_s: float = 12.0
     duplicate_bursts: int = 4
     duplicates_per_burst: int = 25
     extra: dict = field(default_factory=dict)
@@ -77,6 +84,8 @@ def schedule(seed: int, options: Options) -> list[Fault]:
     faults.append(Fault(round(rng.uniform(0.1, 0.85) * length, 1), FREEZE, "inventory-api",
                         duration_s=options.freeze_s))
     faults.append(Fault(round(rng.uniform(0.05, 0.5) * length, 1), POISON))
+    faults.append(Fault(round(rng.uniform(0.1, 0.85) * length, 1), PROVIDER_FREEZE, "localstripe",
+                        duration_s=options.provider_freeze_s))
     for _ in range(options.duplicate_bursts):
         faults.append(Fault(round(rng.uniform(0.1, 0.9) * length, 1), DUPLICATE,
                             count=options.duplicates_per_burst))
@@ -107,7 +116,7 @@ def recent_envelopes(schemas, count: int) -> list[dict]:
     """The ``count`` most recently published outbox rows across the services, newest first
     (``schemas``: :class:`devstack.chaos.invariants.Schemas`)."""
     rows = []
-    for service in ("order", "delivery", "inventory", "notification"):
+    for service in ("order", "delivery", "inventory", "notification", "payment"):
         rows += [dict(r, service=service) for r in schemas.rows(
             service, "SELECT queue, aggregate_id, event_type, event_id::text AS event_id, body,"
                      " published_at FROM outbox WHERE published_at IS NOT NULL"

@@ -3,6 +3,10 @@
 Each step is one small function over HTTP, retried the way a careful client
 retries: the same ``Idempotency-Key`` until the answer is definitive (a 2xx
 or a 4xx), so an order is placed at most once whatever crashes in between.
+Checkout answers ``PENDING_PAYMENT``; :func:`pay` then confirms the order's
+payment as the storefront does (a Stripe test PaymentMethod id), retried on
+the same rules (confirming is idempotent per order: a payment already
+authorized is answered as it is), and a 402 (declined) is final.
 Status names come from ``services.order.domain``; a change of the order flow
 (a new status) is made there and in :data:`PLACED_STATUSES` below.
 """
@@ -21,9 +25,13 @@ from services.order.domain import ALLOWED_TRANSITIONS, OrderStatus
 # The statuses an order never leaves (read from the domain: no allowed transition out).
 TERMINAL_STATUSES = frozenset(s.value for s, targets in ALLOWED_TRANSITIONS.items() if not targets)
 # What a freshly placed order may be in (the answer of POST /v1/orders).
-PLACED_STATUSES = frozenset({OrderStatus.PENDING_SHIPMENT.value})
+PLACED_STATUSES = frozenset({OrderStatus.PENDING_PAYMENT.value})
 CANCELLED = OrderStatus.CANCELLED.value
 SHIPPED = OrderStatus.SHIPPED.value
+DELIVERED = OrderStatus.DELIVERED.value
+PENDING_PAYMENT = OrderStatus.PENDING_PAYMENT.value
+# A Stripe test PaymentMethod id (no card data); localstripe authorizes it.
+TEST_CARD = "pm_card_visa"
 # A client gives up on one request after this long in all (it would show an error).
 GIVE_UP_AFTER_S = 300.0
 RETRY_PAUSE_S = 0.5
@@ -42,7 +50,11 @@ class Placed:
     status_code: int | None = None
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
+    status: str | None = None          # the order's status in the 201
+    pay_status: int | None = None      # the confirm's definitive answer (None: not paid, or gave up)
+    payment_status: str | None = None  # the payment's status in that answer
     cancel_status: int | None = None
+    plan: str = ""                     # what the customer meant to do (see run.py)
 
 
 def _definitive(response: requests.Response) -> bool:
@@ -85,8 +97,23 @@ def place_order(session: requests.Session, order_url: str, token: str, lines: li
     if response is not None:
         record.status_code = response.status_code
         if response.status_code == 201:
-            record.order_id = response.json()["id"]
+            body = response.json()
+            record.order_id, record.status = body["id"], body["status"]
     return record
+
+
+def pay(session: requests.Session, payment_url: str, token: str, record: Placed,
+        payment_method: str = TEST_CARD) -> None:
+    """POST /v1/payments/{id}/confirm until definitive (200; 402 declined and 409 are final)."""
+    response = _retrying(lambda: session.post(
+        f"{payment_url}/v1/payments/{record.order_id}/confirm",
+        json={"payment_method": payment_method},
+        headers={"Authorization": f"Bearer {token}"}, timeout=REQUEST_TIMEOUT_S),
+        record, time.monotonic() + GIVE_UP_AFTER_S)
+    if response is not None:
+        record.pay_status = response.status_code
+        if response.status_code == 200:
+            record.payment_status = response.json().get("status")
 
 
 def cancel_order(session: requests.Session, order_url: str, token: str, record: Placed) -> None:

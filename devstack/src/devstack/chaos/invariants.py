@@ -14,12 +14,15 @@ from dataclasses import dataclass
 
 import psycopg2
 
-from devstack.chaos.flow import SHIPPED, TERMINAL_STATUSES
+from devstack.chaos.flow import DELIVERED, PENDING_PAYMENT, SHIPPED, TERMINAL_STATUSES
 from services.notification.domain import email_template_for
 from services.order.domain import OrderStatus, can_transition
+from services.payment.domain import PaymentStatus
+from shared.currencies import to_minor_units
 from shared.messaging.envelope import Envelope
 
 MAX_REPORTED = 20  # violations listed per invariant (the count is always complete)
+SERVICES = ("order", "delivery", "inventory", "notification", "payment")  # the schemas read
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Schemas:
     delivery: object
     inventory: object
     notification: object
+    payment: object
 
     def rows(self, service: str, sql: str, params=()) -> list[dict]:
         # Once more on a dropped connection: a pooled one may predate a PostgreSQL restart.
@@ -136,6 +140,13 @@ def stock_is_conserved(db: Schemas, accepted: set[str], initial_on_hand: dict[st
         order_id = str(row["order_id"])
         reserved[order_id][row["sku"]] = reserved[order_id].get(row["sku"], 0) + row["quantity"]
         reservation_status[order_id] = row["status"]
+    # A checkout that failed after reserving (the payment could not be opened) gave the stock back,
+    # or left it HELD for the sweeper (a crash in between): never CONFIRMED, never held for good.
+    for order_id in sorted(reservation_status.keys() - statuses.keys()):
+        if reservation_status[order_id] == "CONFIRMED":
+            out.append(f"reservation {order_id} is CONFIRMED but its order does not exist")
+    # Each order's reservation is released if it was cancelled (by the customer, or by the
+    # unpaid-order expiry, reason payment_expired), confirmed otherwise.
     for order_id, status in statuses.items():
         expected = "RELEASED" if status == OrderStatus.CANCELLED.value else "CONFIRMED"
         if reservation_status.get(order_id) != expected:
@@ -150,6 +161,91 @@ def no_reservation_held_past_its_ttl(db: Schemas, accepted: set[str]) -> list[st
     rows = db.rows("inventory", "SELECT order_id, expires_at FROM reservations"
                                 " WHERE status = 'HELD' AND expires_at < now()")
     return _cap([f"reservation {r['order_id']} still HELD, expired {r['expires_at']}" for r in rows])
+
+
+# --------------------------------------------------------------------------- payments
+
+
+def _orders_and_payments(db: Schemas) -> tuple[dict[str, dict], dict[str, dict]]:
+    orders = {str(r["id"]): r for r in db.rows("order", "SELECT id, status, total, currency FROM orders")}
+    payments = {str(r["order_id"]): r for r in db.rows(
+        "payment", "SELECT order_id, status, amount_minor, amount_captured, amount_refunded,"
+                   " currency FROM payments")}
+    return orders, payments
+
+
+def delivered_orders_captured_once(db: Schemas, accepted: set[str]) -> list[str]:
+    """Every DELIVERED order's payment is CAPTURED, once, for exactly the order's total."""
+    orders, payments = _orders_and_payments(db)
+    # Moves into CAPTURED, whoever made them: the worker's capture, or the provider's news of it
+    # (webhook, reconciliation) when the worker was killed between Stripe's answer and its commit.
+    captures = Counter(str(r["order_id"]) for r in db.rows(
+        "payment", "SELECT order_id FROM payment_history WHERE status = 'CAPTURED'"
+                   " AND previous_status IS DISTINCT FROM 'CAPTURED'"))
+    out = []
+    for order_id, order in sorted(orders.items()):
+        if order["status"] != DELIVERED:
+            continue
+        payment = payments.get(order_id)
+        if payment is None:
+            out.append(f"delivered order {order_id} has no payment")
+            continue
+        total = to_minor_units(order["total"], order["currency"].strip())
+        if payment["status"] != PaymentStatus.CAPTURED.value:
+            out.append(f"delivered order {order_id}: payment {payment['status']}, not CAPTURED")
+        if payment["amount_captured"] != total or payment["currency"].strip() != order["currency"].strip():
+            out.append(f"delivered order {order_id}: captured {payment['amount_captured']} "
+                       f"{payment['currency']}, order total {total} {order['currency']}")
+        if captures[order_id] != 1:
+            out.append(f"delivered order {order_id}: captured {captures[order_id]} times")
+    return _cap(out)
+
+
+# Payment statuses that hold no money on the customer's card.
+NOTHING_HELD = frozenset({PaymentStatus.VOIDED.value, PaymentStatus.REFUNDED.value,
+                          PaymentStatus.REFUSED.value})
+
+
+def cancelled_orders_hold_no_authorization(db: Schemas, accepted: set[str]) -> list[str]:
+    """A cancelled order's payment is voided (or refunded in full if it had been captured); a
+    payment whose order never came to be (a failed checkout) was never authorized."""
+    orders, payments = _orders_and_payments(db)
+    out = []
+    for order_id, order in sorted(orders.items()):
+        if order["status"] != OrderStatus.CANCELLED.value:
+            continue
+        payment = payments.get(order_id)
+        if payment is None:
+            out.append(f"cancelled order {order_id} has no payment")
+        elif payment["status"] not in NOTHING_HELD:
+            out.append(f"cancelled order {order_id}: payment still {payment['status']}")
+        elif payment["amount_refunded"] != payment["amount_captured"]:
+            out.append(f"cancelled order {order_id}: captured {payment['amount_captured']}, "
+                       f"refunded {payment['amount_refunded']}")
+    for order_id in sorted(payments.keys() - orders.keys()):
+        if payments[order_id]["status"] not in (PaymentStatus.REQUIRES_PAYMENT.value,
+                                                *NOTHING_HELD):
+            out.append(f"payment {order_id} without an order is {payments[order_id]['status']}")
+    return _cap(out)
+
+
+def no_order_unpaid_past_the_ttl(db: Schemas, accepted: set[str], ttl_s: float,
+                                 expiry_interval_s: float, slack_s: float = 30.0) -> list[str]:
+    """No order is PENDING_PAYMENT now, and none left it later than the TTL, the expiry job's
+    interval and ``slack_s`` (a killed order worker, PostgreSQL away) after it was placed."""
+    bound = ttl_s + expiry_interval_s + slack_s
+    out = [f"order {r['id']} still PENDING_PAYMENT, placed {r['created_at']}" for r in db.rows(
+        "order", "SELECT id, created_at FROM orders WHERE status = %s", (PENDING_PAYMENT,))]
+    for row in db.rows("order", """
+            SELECT o.id, EXTRACT(EPOCH FROM min(h.recorded_at) - o.created_at) AS waited
+              FROM orders o JOIN order_status_history h ON h.order_id = o.id
+             WHERE h.applied AND h.previous_status = %s AND h.status <> h.previous_status
+             GROUP BY o.id, o.created_at
+            HAVING EXTRACT(EPOCH FROM min(h.recorded_at) - o.created_at) > %s""",
+                       (PENDING_PAYMENT, bound)):
+        out.append(f"order {row['id']} left PENDING_PAYMENT after {float(row['waited']):.1f}s "
+                   f"(bound {bound:.0f}s)")
+    return _cap(out)
 
 
 # --------------------------------------------------------------------------- notifications
@@ -231,7 +327,7 @@ def one_webhook_delivery_per_event(db: Schemas, accepted: set[str], subscription
 
 def outboxes_drained(db: Schemas, accepted: set[str]) -> list[str]:
     out = []
-    for service in ("order", "delivery", "inventory", "notification"):
+    for service in SERVICES:
         rows = db.rows(service, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
         if rows[0]["n"]:
             out.append(f"{service}: {rows[0]['n']} outbox rows unpublished")
@@ -286,4 +382,7 @@ CHECKS: dict[str, Callable] = {
         notified_once_per_status_change,
     "one email per mailed event, all sent": one_email_per_mailed_event,
     "outboxes drained": outboxes_drained,
+    "every DELIVERED order captured exactly once, for its total": delivered_orders_captured_once,
+    "no cancelled order holds an authorization (voided, or refunded if captured)":
+        cancelled_orders_hold_no_authorization,
 }

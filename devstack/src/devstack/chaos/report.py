@@ -10,7 +10,7 @@ from pathlib import Path
 from devstack.chaos import faults as f
 from devstack.chaos.flow import CANCELLED
 from devstack.chaos.invariants import KNOWN_EDGES
-from devstack.chaos.run import RunResult, summary
+from devstack.chaos.run import CANCEL_UNPAID, PAY_THEN_CANCEL, UNPAID, RunResult, summary
 
 BEGIN = "<!-- chaos-run:begin -->"
 END = "<!-- chaos-run:end -->"
@@ -21,10 +21,12 @@ happens twice, whatever crashes — measured by a chaos run (`make chaos`,
 `scripts/chaos.py`; docs/architecture.md, "The chaos run", says how it works).
 The whole system runs as `make run` starts it while a seeded fault schedule
 kills every kind of process, takes SQS and PostgreSQL away, freezes the
-inventory API, duplicates and reorders deliveries and puts the malformed corpus
-on every queue; then, once it is quiet, invariants are checked against every
-service's schema. The section below is rewritten by each run
-(`--report RELIABILITY.md`); reproduce it with the seed and options it names.
+inventory API and the payment provider, duplicates and reorders deliveries and
+puts the malformed corpus on every queue, while customers check out, pay,
+cancel before and after paying, or leave orders unpaid to expire; then, once
+it is quiet, invariants are checked against every service's schema. The
+section below is rewritten by each run (`--report RELIABILITY.md`); reproduce
+it with the seed and options it names.
 
 """
 
@@ -35,6 +37,9 @@ def render(result: RunResult) -> str:
     accepted = result.accepted
     cancels = [p for p in placed if p.cancel_status is not None]
     retried = sum(1 for p in placed if p.errors)
+    confirms = [p for p in placed if p.order_id and p.plan not in (UNPAID, CANCEL_UNPAID)]
+    paid = sum(1 for p in confirms if p.pay_status == 200)
+    declined = sum(1 for p in confirms if p.pay_status == 402)
     lines = [BEGIN, "", f"## Latest run: {result.started_at}", ""]
     failed = [name for name, v in result.violations.items() if v]
     verdict = ("every invariant held" if not failed else
@@ -43,14 +48,20 @@ def render(result: RunResult) -> str:
     lines += ["| | |", "|---|---|",
               f"| command | `make chaos CHAOS_ARGS=\"--seed {c.seed} --duration {c.duration_s:.0f} "
               f"--orders {c.max_orders} --clients {c.clients} --sqs {c.sqs} --sqs-outage "
-              f"{c.sqs_outage_s:.0f} --freeze {c.freeze_s:.0f} --kills-per-process "
-              f"{c.kills_per_process}\"` |",
+              f"{c.sqs_outage_s:.0f} --freeze {c.freeze_s:.0f} --provider-freeze "
+              f"{c.provider_freeze_s:.0f} --cancel-ratio {c.cancel_ratio:g} --unpaid-ratio "
+              f"{c.unpaid_ratio:g} --kills-per-process {c.kills_per_process}\"` |",
               f"| machine | {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
               f"Python {platform.python_version()}; shared with other work during the run |",
               f"| SQS emulator | {c.sqs} |",
               f"| traffic | {result.traffic_s:.0f} s, {c.clients} clients, {len(placed)} order requests, "
               f"{len(accepted)} answered 201, {retried} needed a retry |",
-              f"| cancellations | {len(cancels)} asked: "
+              f"| payments | {len(confirms)} confirmed by the customer: {paid} answered 200, "
+              f"{declined} declined (402), {len(confirms) - paid - declined} other or no answer; "
+              f"{sum(1 for p in placed if p.order_id and p.plan == UNPAID)} left unpaid to expire |",
+              f"| cancellations | {len(cancels)} asked "
+              f"({sum(1 for p in cancels if p.plan == CANCEL_UNPAID)} before paying, "
+              f"{sum(1 for p in cancels if p.plan == PAY_THEN_CANCEL)} after): "
               f"{sum(1 for p in cancels if p.cancel_status == 200)} done, "
               f"{sum(1 for p in cancels if p.cancel_status == 409)} refused (already shipped) |",
               f"| quiescence | {result.quiescence_s:.0f} s after the traffic stopped |",
@@ -64,6 +75,8 @@ def render(result: RunResult) -> str:
     labels = {f.KILL: "SIGKILL of a process (restart after 0.2-3 s)",
               f.SQS_OUTAGE: f"SQS endpoint outage ({c.sqs_outage_s:.0f} s)",
               f.PG_RESTART: "PostgreSQL restart", f.FREEZE: f"inventory API freeze ({c.freeze_s:.0f} s)",
+              f.PROVIDER_FREEZE: f"payment provider freeze (at least {c.provider_freeze_s:.0f} s; "
+                                 "a checkout meanwhile must get 503)",
               f.DUPLICATE: "duplicate + reordered envelopes (bursts)",
               f.POISON: "malformed corpus on every queue"}
     for kind, label in labels.items():
@@ -71,6 +84,8 @@ def render(result: RunResult) -> str:
         recoveries = [d.recovery_s for d in done if d.recovery_s is not None]
         errors = [d.error for d in done if d.error]
         note = "; ".join(errors) if errors else ""
+        if kind == f.PROVIDER_FREEZE and not errors:
+            note = "; ".join(d.detail for d in done if d.detail)
         if kind == f.KILL:
             note = ", ".join(f"{k} x{n}" for k, n in sorted(Counter(d.fault.target for d in done).items()))
         lines.append(f"| {label} | {len(done)} | {summary(recoveries)} | {note} |")

@@ -19,12 +19,26 @@ import requests
 
 from devstack.chaos import faults as f
 from devstack.chaos import flow, invariants
-from devstack.chaos.stack import CATALOG, INITIAL_ON_HAND, ChaosStack
+from devstack.chaos.stack import (
+    CATALOG,
+    EXPIRY_INTERVAL_S,
+    INITIAL_ON_HAND,
+    PAYMENT_TTL_S,
+    ChaosStack,
+)
 from shared.queues import QUEUES
 
 PROBE_TIMEOUT_S = 300.0
 QUIESCENCE_TIMEOUT_S = 600.0
 CANCEL_DELAY_S = (0.0, 1.5)   # a cancel within this of placing; some land before shipping
+# What a customer does after checkout (Placed.plan): pay; pay then cancel; cancel unpaid; or
+# walk away unpaid (the order expires after ORDER_PAYMENT_TTL_S).
+PAY, PAY_THEN_CANCEL, CANCEL_UNPAID, UNPAID = "pay", "pay-then-cancel", "cancel-unpaid", "unpaid"
+# The one checkout made while the provider is frozen must be refused (503), not hang: each attempt
+# gets this long, all of them (same key) FROZEN_CHECKOUT_BUDGET_S. The budget outlasts the order
+# service's 60 s takeover of a key left in progress by a killed order API.
+FROZEN_CHECKOUT_TIMEOUT_S = 30.0
+FROZEN_CHECKOUT_BUDGET_S = 120.0
 
 
 @dataclass
@@ -33,10 +47,12 @@ class Config:
     duration_s: float
     max_orders: int
     clients: int = 8
-    cancel_ratio: float = 0.2
+    cancel_ratio: float = 0.2     # half cancelled before paying, half after
+    unpaid_ratio: float = 0.05    # left unpaid: they must expire
     sqs: str = "fauxqs"
     sqs_outage_s: float = 30.0
     freeze_s: float = 10.0
+    provider_freeze_s: float = 12.0
     kills_per_process: int = 1
     duplicate_bursts: int = 4
     duplicates_per_burst: int = 25
@@ -92,7 +108,8 @@ class _Receiver(BaseHTTPRequestHandler):
 
 def chaos_run(config: Config, say=print) -> RunResult:
     options = f.Options(duration_s=config.duration_s, processes=(), sqs_outage_s=config.sqs_outage_s,
-                        freeze_s=config.freeze_s, kills_per_process=config.kills_per_process,
+                        freeze_s=config.freeze_s, provider_freeze_s=config.provider_freeze_s,
+                        kills_per_process=config.kills_per_process,
                         duplicate_bursts=config.duplicate_bursts,
                         duplicates_per_burst=config.duplicates_per_burst)
     stack = ChaosStack.create(config.sqs, say, config.keep_data)
@@ -126,7 +143,7 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
     from shared.messaging.sqs import sync_client
 
     schemas = invariants.Schemas(*(Database(stack.database_url, f"{s}_svc", 1, 4)
-                                   for s in ("order", "delivery", "inventory", "notification")))
+                                   for s in invariants.SERVICES))
     sqs = sync_client(stack.sqs_direct_url, "us-east-1")
     urls = {spec.name: sqs.get_queue_url(QueueName=spec.name)["QueueUrl"] for spec in QUEUES}
     dlq_urls = {spec.name: sqs.get_queue_url(QueueName=spec.dlq_name)["QueueUrl"] for spec in QUEUES}
@@ -137,6 +154,16 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
     lock = threading.Lock()
     t0 = time.monotonic()
 
+    def plan(rng: random.Random) -> str:
+        draw = rng.random()
+        if draw < config.unpaid_ratio:
+            return UNPAID
+        if draw < config.unpaid_ratio + config.cancel_ratio / 2:
+            return CANCEL_UNPAID
+        if draw < config.unpaid_ratio + config.cancel_ratio:
+            return PAY_THEN_CANCEL
+        return PAY
+
     def client(number: int) -> None:
         rng = random.Random(config.seed * 1000 + number)
         session = requests.Session()
@@ -144,22 +171,34 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
             with lock:
                 if len(result.placed) >= config.max_orders:
                     return
+            intent = plan(rng)
             record = flow.place_order(session, stack.urls["order"], token,
                                       flow.random_lines(rng, list(CATALOG)), "chaos@example.com")
+            record.plan = intent
             with lock:
                 result.placed.append(record)
-            if record.order_id and rng.random() < config.cancel_ratio:
+            if not record.order_id or intent == UNPAID:
+                continue
+            if intent in (PAY, PAY_THEN_CANCEL):
+                flow.pay(session, stack.urls["payment"], token, record)
+            if intent in (CANCEL_UNPAID, PAY_THEN_CANCEL):
                 time.sleep(rng.uniform(*CANCEL_DELAY_S))
                 flow.cancel_order(session, stack.urls["order"], token, record)
 
     def probe(fault_result: FaultResult, ended: float) -> None:
         """Recovery: from the end of an outage until an order placed after it has a shipment."""
-        record = flow.place_order(requests.Session(), stack.urls["order"], token,
+        session = requests.Session()
+        record = flow.place_order(session, stack.urls["order"], token,
                                   [{"sku": "CHAOS-1", "quantity": 1}], "probe@example.com")
+        record.plan = PAY
         with lock:
             result.placed.append(record)
         if record.order_id is None:
             fault_result.error = f"probe order not accepted: {record.status_code} {record.errors[-3:]}"
+            return
+        flow.pay(session, stack.urls["payment"], token, record)
+        if record.pay_status != 200:
+            fault_result.error = f"probe order not paid: {record.pay_status} {record.errors[-3:]}"
             return
         deadline = time.monotonic() + PROBE_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -173,7 +212,42 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
             time.sleep(0.2)
         fault_result.error = "probe order got no shipment within the timeout"
 
+    def checkout_while_provider_down() -> str:
+        """One checkout while the provider is frozen: it must answer 503, not hang, and leave
+        nothing behind (the invariants see any order without a 201, any confirmed reservation
+        and any authorized payment without an order)."""
+        began = time.monotonic()
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"chaos-{uuid.uuid4()}"}
+        body = {"items": [{"sku": "CHAOS-2", "quantity": 1}], "customer_email": "probe@example.com",
+                "shipping_address": flow.SHIPPING_ADDRESS}
+        response, last_error = None, ""
+        # Retried (same key) only when there is no answer at all or the first attempt still runs:
+        # another fault may kill the order API meanwhile. The provider stays frozen until then.
+        while time.monotonic() - began < FROZEN_CHECKOUT_BUDGET_S:
+            try:
+                response = requests.post(f"{stack.urls['order']}/v1/orders", json=body,
+                                         headers=headers, timeout=FROZEN_CHECKOUT_TIMEOUT_S)
+            except requests.RequestException as exc:
+                last_error, response = type(exc).__name__, None
+            else:
+                if not (response.status_code == 409 and "Retry-After" in response.headers):
+                    break
+            time.sleep(flow.RETRY_PAUSE_S)
+        if response is None:
+            raise RuntimeError(f"checkout with the provider down got no answer: {last_error}")
+        took = time.monotonic() - began
+        if response.status_code != 503:  # (a 409 here: its key was still in progress at the end)
+            if response.status_code == 201:  # it is a real order now: the invariants must know it
+                record = flow.Placed(key="provider-down", lines=[], order_id=response.json()["id"],
+                                     status_code=201, plan=UNPAID)
+                with lock:
+                    result.placed.append(record)
+            raise RuntimeError(f"checkout with the provider down answered {response.status_code}, "
+                               f"not 503 ({took:.1f}s)")
+        return f"checkout answered 503 after {took:.1f}s"
+
     def execute(fault: f.Fault, fault_result: FaultResult) -> None:
+        started = time.monotonic()
         try:
             if fault.kind == f.KILL:
                 stack.kill(fault.target)
@@ -196,6 +270,16 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
                 stack.signal_group(fault.target, signal.SIGSTOP)
                 time.sleep(fault.duration_s)
                 stack.signal_group(fault.target, signal.SIGCONT)
+                probe(fault_result, time.monotonic())
+            elif fault.kind == f.PROVIDER_FREEZE:
+                import signal
+
+                stack.signal_provider(signal.SIGSTOP)
+                try:
+                    fault_result.detail = checkout_while_provider_down()
+                finally:
+                    time.sleep(max(0.0, fault.duration_s - (time.monotonic() - started)))
+                    stack.signal_provider(signal.SIGCONT)
                 probe(fault_result, time.monotonic())
             elif fault.kind == f.DUPLICATE:
                 rows = f.recent_envelopes(schemas, fault.count)
@@ -249,6 +333,8 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
     accepted = result.accepted
     for name, check in invariants.CHECKS.items():
         result.violations[name] = check(schemas, accepted)
+    result.violations[f"no order PENDING_PAYMENT past the TTL ({PAYMENT_TTL_S:.0f}s)"] = \
+        invariants.no_order_unpaid_past_the_ttl(schemas, accepted, PAYMENT_TTL_S, EXPIRY_INTERVAL_S)
     result.violations["stock is conserved (on_hand, reserved, each order's reservation)"] = \
         invariants.stock_is_conserved(schemas, accepted, {sku: INITIAL_ON_HAND for sku in CATALOG})
     result.violations["one webhook delivery per order event, all delivered"] = \
@@ -261,8 +347,8 @@ def _drive(stack: ChaosStack, config: Config, result: RunResult, receiver, say) 
     if lost:
         result.notes.append(f"{len(lost)} order requests got no 201: "
                             f"{sorted({str(p.status_code) for p in lost})}")
-    for db in (schemas.order, schemas.delivery, schemas.inventory, schemas.notification):
-        db.close()
+    for service in invariants.SERVICES:
+        getattr(schemas, service).close()
 
 
 def _customer_token(stack: ChaosStack) -> str:
@@ -286,7 +372,8 @@ def _subscribe(stack: ChaosStack, token: str, url: str) -> str | None:
 
 
 def _wait_quiet(schemas, sqs, urls, accepted: set[str], say) -> None:
-    """Until every accepted order is terminal, outboxes and queues are empty and mail is out."""
+    """Until every accepted order is terminal (unpaid ones expire), outboxes and queues are empty,
+    mail is out and no refund is pending."""
     deadline = time.monotonic() + QUIESCENCE_TIMEOUT_S
     quiet_in_a_row = 0
     last = ""
@@ -295,24 +382,25 @@ def _wait_quiet(schemas, sqs, urls, accepted: set[str], say) -> None:
             pending = schemas.rows("order", "SELECT count(*) AS n FROM orders WHERE NOT (status = ANY(%s))",
                                    (list(flow.TERMINAL_STATUSES),))[0]["n"]
             unpublished = sum(schemas.rows(s, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL"
-                                           )[0]["n"] for s in ("order", "delivery", "inventory",
-                                                               "notification"))
+                                           )[0]["n"] for s in invariants.SERVICES)
             mail = schemas.rows("notification", "SELECT count(*) AS n FROM email_deliveries"
                                                 " WHERE status IN ('pending', 'sending')")[0]["n"]
             hooks = schemas.rows("notification", "SELECT count(*) AS n FROM webhook_deliveries"
                                                  " WHERE status = 'pending'")[0]["n"]
             in_queues = sum(_depth(sqs, url) for url in urls.values())
+            refunds = schemas.rows("payment", "SELECT count(*) AS n FROM refunds"
+                                              " WHERE status = 'PENDING'")[0]["n"]
         except Exception as exc:  # noqa: BLE001 - keep waiting through a hiccup
             say(f"chaos: quiescence check failed: {exc}")
             time.sleep(1)
             continue
         state = (f"{pending} orders not terminal, {unpublished} unpublished, {in_queues} queued, "
-                 f"{mail} mails and {hooks} webhooks pending")
+                 f"{mail} mails, {hooks} webhooks and {refunds} refunds pending")
         if state != last:
             say(f"chaos: {state}")
             last = state
         quiet_in_a_row = quiet_in_a_row + 1 if not (pending or unpublished or in_queues or mail
-                                                    or hooks) else 0
+                                                    or hooks or refunds) else 0
         if quiet_in_a_row >= 3:
             return
         time.sleep(1)

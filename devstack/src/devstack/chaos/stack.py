@@ -4,7 +4,10 @@ Differences from ``make run``, each for the run's sake: free ports (another
 ``make run`` on this machine does not collide), output in one log file per
 process under the run's directory, the SQS emulator behind a
 :class:`~tests.support.tcp_proxy.TcpProxy` (so the run can take the SQS
-endpoint away from every service at once), the carrier simulator at speed, and
+endpoint away from every service at once), the carrier simulator at speed, a
+short payment TTL and reconciliation delay (unpaid orders expire, and a lost
+webhook is looked up, within the run), localstripe on a free port (its own
+process, so it can be frozen as a "provider down" fault), and
 :meth:`ChaosStack.watch` restarting any process that is dead (the orchestrator
 a deployment has; the devstack supervisor itself only reports deaths).
 """
@@ -35,6 +38,7 @@ from tests.support.tcp_proxy import TcpProxy  # noqa: E402
 
 REGION = "us-east-1"
 READY_TIMEOUT_S = 90.0
+WEBHOOK_PATH = "/v1/payments/stripe-events"   # the payment API's Stripe webhook (as make run)
 STOP_BUDGET_S = 8.0
 # Products the run orders, with so much stock that no order is refused for the lack of it.
 CATALOG = {f"CHAOS-{n}": Decimal(f"{n}.25") for n in range(1, 7)}
@@ -62,7 +66,27 @@ CHILD_ENV = {
     "CONSUMER_RETRY_BASE_S": "0.5",
     "CONSUMER_RETRY_CAP_S": "5",
     "OUTBOX_RETRY_MAX_S": "2",
+    # A mail or webhook whose send was cut by a kill or an outage is tried again within seconds
+    # (the defaults wait 10 s and 30 s, doubling), so quiescence measures recovery, not backoff.
+    "NOTIFICATION_EMAIL_RETRY_BASE_S": "1",
+    "NOTIFICATION_EMAIL_RETRY_CAP_S": "5",
+    "NOTIFICATION_WEBHOOK_RETRY_BASE_S": "1",
+    "NOTIFICATION_WEBHOOK_RETRY_CAP_S": "5",
+    # Unpaid orders expire within the run (the flow leaves a share unpaid on purpose), and
+    # the expiry job looks often so "no order PENDING_PAYMENT past the TTL" has a tight bound.
+    "ORDER_PAYMENT_TTL_S": "20",
+    "ORDER_EXPIRY_INTERVAL_S": "2",
+    # A webhook lost while the payment API was killed is looked up at the provider soon.
+    "PAYMENT_RECONCILE_INTERVAL_S": "2",
+    "PAYMENT_RECONCILE_AFTER_S": "5",
+    # A frozen provider is given up on within seconds, so the "provider down" freeze (as long as
+    # the checkout made meanwhile takes to be refused) stays short: longer than the payment
+    # consumer's redelivery budget, it dead-letters captures and voids (RELIABILITY.md).
+    "PAYMENT_STRIPE_TIMEOUT_S": "2",
+    "PAYMENT_STRIPE_ATTEMPTS": "2",
 }
+PAYMENT_TTL_S = float(CHILD_ENV["ORDER_PAYMENT_TTL_S"])
+EXPIRY_INTERVAL_S = float(CHILD_ENV["ORDER_EXPIRY_INTERVAL_S"])
 
 
 @dataclass
@@ -98,6 +122,8 @@ class ChaosStack:
         self._stop = threading.Event()
         self._spawns: queue.Queue = queue.Queue()
         self._emulator = None
+        self.stripe: object | None = None   # the localstripe process
+        self.stripe_url = ""
         self.keep_data = False   # the PostgreSQL data directory after close (the logs are kept)
 
     @classmethod
@@ -128,6 +154,11 @@ class ChaosStack:
             self._emulator = emulators.start_fauxqs(port, host=LOOPBACK, log_file=log_file)
         self.sqs_direct_url = f"http://{LOOPBACK}:{port}"
         self.proxy = TcpProxy.to_url(self.sqs_direct_url)
+        stripe_port = readiness.free_port(LOOPBACK)
+        self.say(f"chaos: starting localstripe on {LOOPBACK}:{stripe_port}")
+        self.stripe = emulators.start_localstripe(stripe_port, LOOPBACK,
+                                                  log_file=self.run_dir / "logs" / "localstripe.log")
+        self.stripe_url = f"http://{LOOPBACK}:{stripe_port}"
         bootstrap(self.database_url, self.sqs_direct_url, REGION, "")
         inventory = Database(self.database_url, "inventory_svc", 1, 1)
         try:
@@ -146,6 +177,7 @@ class ChaosStack:
         self.credentials = json.loads(credentials.read_text())
         self.env = {**os.environ, **CHILD_ENV, "DATABASE_URL": self.database_url,
                     "SQS_ENDPOINT_URL": self.proxy.url, "AWS_REGION": REGION, "QUEUE_PREFIX": "",
+                    "STRIPE_API_BASE": self.stripe_url,
                     **{f"{name.upper()}_URL": url for name, url in self.urls.items()},
                     **service_client_env(credentials)}
         for svc in SERVICES:
@@ -162,6 +194,12 @@ class ChaosStack:
         for process in self.processes.values():
             if process.health_url:
                 self.wait_ready(process, READY_TIMEOUT_S)
+        from services.payment.settings import DEV_WEBHOOK_SECRET
+
+        # As make run does: localstripe signs its events and posts them to the payment API.
+        emulators.register_localstripe_webhook(
+            self.stripe_url, f"{self.urls['payment']}{WEBHOOK_PATH}",
+            self.env.get("STRIPE_WEBHOOK_SECRET") or DEV_WEBHOOK_SECRET)
         self.say("chaos: every API is ready")
 
     def _spawn(self, process: Process) -> None:
@@ -209,6 +247,11 @@ class ChaosStack:
         child = self.processes[name].child
         if child is not None and child.alive():
             os.killpg(child.pid, sig)
+
+    def signal_provider(self, sig: int) -> None:
+        """SIGSTOP/SIGCONT localstripe: the payment provider down (connections hang) and back."""
+        if self.stripe is not None and self.stripe.poll() is None:
+            os.kill(self.stripe.pid, sig)
 
     def restart_postgres(self) -> float:
         """Stop PostgreSQL (fast: connections are cut) and start it again; seconds it was away."""
@@ -259,6 +302,11 @@ class ChaosStack:
             self.supervisor.stop_all(STOP_BUDGET_S, kill_wait_s=2.0)
             if self.proxy is not None:
                 self.proxy.close()
+            if self.stripe is not None:
+                from devstack.supervisor import stop_process
+
+                self.signal_provider(signal.SIGCONT)
+                stop_process(self.stripe, 3.0, kill_wait=1.0)
             if self._emulator is not None:
                 from devstack.supervisor import stop_process
 
