@@ -9,24 +9,34 @@ What it does, all on 127.0.0.1 and within one run:
    DATABASE_URL), migrates the order and inventory schemas, seeds a catalog of
    the 200 skus the load orders (stock no run exhausts) and creates ``bench.orders``;
 2. starts the order API, the inventory API (every order reserves its stock
-   there first: the hop is part of order creation) and the baseline app
-   (``scripts/bench_baseline_app.py``) each under gunicorn with
-   ``infra/gunicorn.conf.py`` and the same worker and thread counts; the APIs
-   run with production settings (APP_ENV=production, JSON logs, a random
-   per-run JWT secret);
+   there first: the hop is part of order creation), the payment API on
+   localstripe (checkout opens each order's PaymentIntent through it: the
+   payment hop), the baseline app (``scripts/bench_baseline_app.py``, also as
+   the minimal two-service request) and, unless ``--prepayment-ref ''``, the
+   order service as it was just before checkout opened payments (the commit
+   of ``--prepayment-ref`` extracted beside today's ``shared`` package, on
+   today's schema): the **order path without the payment hop**, the same
+   inventory hop, statements and shared code otherwise. Each under gunicorn
+   with ``infra/gunicorn.conf.py`` and the same worker and thread counts; the
+   APIs run with production settings (APP_ENV=production, JSON logs);
 3. peak phase: ``--clients`` clients POST valid orders back to back for
-   ``--duration`` seconds, first against the baseline, then the order API
-   (each after a short warm-up that is not counted);
+   ``--duration`` seconds, against each app in turn (each after a short
+   warm-up that is not counted); the CPU every process used during each peak
+   is recorded;
 4. half-load phase: requests released on a fixed schedule at half of each
    app's own measured peak for ``--half-duration`` seconds; latency counts
    from the scheduled send time;
-5. prints a table and PASS/FAIL for the targets, checks that every 201 left
-   an order row (and an outbox row), stops everything.
+5. prints a table and PASS/FAIL for the targets, checkout with the payment
+   hop against the order path without it, and localstripe's share of the CPU
+   during the checkout peak (localstripe, a Python aiohttp app, stands in for
+   Stripe and is in the measured path: its CPU is this machine's, not ours in
+   production); checks that every 201 left an order row (and an outbox row),
+   stops everything.
 
-Only the order API is started: the SQS client it builds is never called
-(readiness is not probed; the outbox relay lives in the worker). With
-``--with-relay`` fauxqs and the order worker also run, so the relay competes
-for the same CPU and database as it would on a single box.
+Only the order APIs are started, not the workers: the SQS client they build
+is never called (readiness is not probed; the outbox relay lives in the
+worker). With ``--with-relay`` fauxqs and the order worker also run, so the
+relay competes for the same CPU and database as it would on a single box.
 
 Exit status: 0 when every target passed, 1 when one failed or any request
 errored or a row is missing, 2 when the stack could not start, 130 on Ctrl-C.

@@ -1,4 +1,4 @@
-"""Benchmark: the event pipeline, order placed -> shipment created -> order updated.
+"""Benchmark: the event pipeline, order placed -> paid -> shipment created -> order updated.
 
 Usage: ``make bench-pipeline`` or ``python scripts/bench_pipeline.py [--orders 3000]
 [--rate 330] ...`` (``--help`` lists every option).
@@ -6,31 +6,47 @@ Usage: ``make bench-pipeline`` or ``python scripts/bench_pipeline.py [--orders 3
 What it does, all on 127.0.0.1 and within one run:
 
 1. starts a fresh embedded PostgreSQL under ``.data/bench/`` (or uses
-   DATABASE_URL) and fauxqs 1.9.2 (installed into ``.tools/`` if missing),
-   creates the queues under a fresh prefix, migrates the order, delivery and
+   DATABASE_URL), fauxqs 1.9.2 (installed into ``.tools/`` if missing) and
+   localstripe (the Stripe emulator the payment service talks to), creates the
+   queues under a fresh prefix, migrates the order, payment, delivery and
    inventory schemas and seeds the catalog the orders are made of;
 2. starts, as real processes with production settings (APP_ENV=production,
    JSON logs, the carrier simulator off), the order API under gunicorn with
    ``infra/gunicorn.conf.py``, the inventory API (every order reserves its
-   stock there first), the order worker (outbox relay + delivery-status
-   consumer), the delivery worker (order-created consumer + its relay) and the
-   inventory worker (confirms reservations from inventory-events.fifo);
-3. places ``--orders`` orders through the order API (``--place api``, the
-   default: the API is part of what a real pipeline runs) released on a fixed
-   schedule at ``--rate`` orders/s (``--rate 0``: ``--clients`` clients back to
-   back, to find the ceiling), or with ``--place direct`` by calling
-   ``services.order.handlers.place_order`` from a pool of threads in this
-   process (no HTTP to the order API: isolates the pipeline from the API's
-   cost; the reservation is still an HTTP call to inventory);
+   stock there first), the payment API (checkout opens a PaymentIntent
+   through it), the order worker (outbox relay + delivery-status and
+   payment-events consumers), the payment worker (relays payment.authorized),
+   the delivery worker (order-paid consumer + its relay) and the inventory
+   worker (confirms reservations from inventory-events.fifo);
+3. places ``--orders`` orders and pays each one. ``--place api`` (the
+   default): POST /v1/orders to the order API, then, as the storefront does,
+   ``POST {PAYMENT_URL}/v1/payments/{id}/confirm`` with Stripe's test
+   PaymentMethod (the payment API confirms the intent at localstripe and
+   writes payment.authorized to its outbox), released on a fixed schedule at
+   ``--rate`` orders/s (``--rate 0``: ``--clients`` clients back to back, to
+   find the ceiling). ``--place direct``: ``services.order.handlers.place_order``
+   from a pool of threads in this process (no HTTP to the order API; the
+   reservation and opening the payment are still HTTP calls to the inventory
+   and payment APIs), then the payment service's own ``apply_intent`` records
+   the authorization in the payment schema and its outbox, skipping only the
+   confirm round trip to localstripe;
 4. waits (bounded by ``--drain-timeout``) until every placed order's history
-   shows ``delivery.shipment_created``, sampling every process' RSS;
-5. reads both schemas and reports: sustained end-to-end rate, order -> shipment
-   -> order-updated latencies (database clock), loss/duplication checks, dead
-   letters, unpublished outbox rows, peak RSS per process; PASS/FAIL per target.
+   shows ``delivery.shipment_created`` (payment.authorized -> PENDING_SHIPMENT
+   -> order.paid -> delivery -> shipment_created), sampling every process' RSS;
+5. reads the schemas and reports: sustained end-to-end rate, order -> paid ->
+   shipment -> order-updated latencies (database clock), loss/duplication
+   checks, dead letters, unpublished outbox rows, peak RSS and CPU per process
+   (localstripe's share said apart: it stands in for Stripe's servers but runs
+   on this machine, in the measured path); PASS/FAIL per target;
+6. then the raw chain (``scripts/bench_raw_chain.py``, with the same extra
+   payment hop) on the same fauxqs and Postgres, the pipeline's processes
+   stopped: both rates are printed, and their ratio.
 
 Latency of an order = ``order_status_history.recorded_at`` of its applied
 ``delivery.shipment_created`` entry minus ``orders.created_at`` (both stamped by
-Postgres). "Sustained" rate = orders completed per second between the 10th and
+Postgres), split at the applied ``payment.authorized`` entry (paid) and at
+``shipments.created_at``. With API placement it includes the customer's
+confirm call. "Sustained" rate = orders completed per second between the 10th and
 the 90th percentile completion times, i.e. the steady state without ramp-up
 and tail.
 
