@@ -9,24 +9,34 @@ What it does, all on 127.0.0.1 and within one run:
    DATABASE_URL), migrates the order and inventory schemas, seeds a catalog of
    the 200 skus the load orders (stock no run exhausts) and creates ``bench.orders``;
 2. starts the order API, the inventory API (every order reserves its stock
-   there first: the hop is part of order creation) and the baseline app
-   (``scripts/bench_baseline_app.py``) each under gunicorn with
-   ``infra/gunicorn.conf.py`` and the same worker and thread counts; the APIs
-   run with production settings (APP_ENV=production, JSON logs, a random
-   per-run JWT secret);
+   there first: the hop is part of order creation), the payment API on
+   localstripe (checkout opens each order's PaymentIntent through it: the
+   payment hop), the baseline app (``scripts/bench_baseline_app.py``, also as
+   the minimal two-service request) and, unless ``--prepayment-ref ''``, the
+   order service as it was just before checkout opened payments (the commit
+   of ``--prepayment-ref`` extracted beside today's ``shared`` package, on
+   today's schema): the **order path without the payment hop**, the same
+   inventory hop, statements and shared code otherwise. Each under gunicorn
+   with ``infra/gunicorn.conf.py`` and the same worker and thread counts; the
+   APIs run with production settings (APP_ENV=production, JSON logs);
 3. peak phase: ``--clients`` clients POST valid orders back to back for
-   ``--duration`` seconds, first against the baseline, then the order API
-   (each after a short warm-up that is not counted);
+   ``--duration`` seconds, against each app in turn (each after a short
+   warm-up that is not counted); the CPU every process used during each peak
+   is recorded;
 4. half-load phase: requests released on a fixed schedule at half of each
    app's own measured peak for ``--half-duration`` seconds; latency counts
    from the scheduled send time;
-5. prints a table and PASS/FAIL for the targets, checks that every 201 left
-   an order row (and an outbox row), stops everything.
+5. prints a table and PASS/FAIL for the targets, checkout with the payment
+   hop against the order path without it, and localstripe's share of the CPU
+   during the checkout peak (localstripe, a Python aiohttp app, stands in for
+   Stripe and is in the measured path: its CPU is this machine's, not ours in
+   production); checks that every 201 left an order row (and an outbox row),
+   stops everything.
 
-Only the order API is started: the SQS client it builds is never called
-(readiness is not probed; the outbox relay lives in the worker). With
-``--with-relay`` fauxqs and the order worker also run, so the relay competes
-for the same CPU and database as it would on a single box.
+Only the order APIs are started, not the workers: the SQS client they build
+is never called (readiness is not probed; the outbox relay lives in the
+worker). With ``--with-relay`` fauxqs and the order worker also run, so the
+relay competes for the same CPU and database as it would on a single box.
 
 Exit status: 0 when every target passed, 1 when one failed or any request
 errored or a row is missing, 2 when the stack could not start, 130 on Ctrl-C.
@@ -37,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -53,6 +64,10 @@ from devstack.tokens import mint_dev_token
 TARGET_RATIO_OF_BASELINE = 0.5     # order creation throughput >= 50% of the baseline's
 TARGET_P99_HALF_LOAD_MS = 50.0     # p99 at half of the measured peak (issue 9)
 TARGET_RATIO_OF_TWO_HOP = 0.6      # checkout >= 60% of the minimal two-service request
+# The order service as it was just before checkout opened a payment (main before the
+# payments merge): the order path without the payment hop, on today's shared code and schema.
+DEFAULT_PREPAYMENT_REF = "0649f25a646a3a94691b3b37021876b638111d30"
+LOCALSTRIPE = "localstripe (Stripe emulator)"
 WARMUP_S = 2.0
 TOKEN_TTL_S = 3600
 LOAD_GENERATOR = "this script (load generator)"
@@ -118,22 +133,35 @@ def request_factory(tokens: list[str], customers: list[str], idempotency_keys: b
 async def run_phases(order_url: str, baseline_url: str, clients: int, duration: float,
                      half_duration: float, tokens: list[str], customers: list[str],
                      idempotency_keys: bool, say,
-                     two_hop_url: str | None = None) -> dict[str, LoadResult]:
-    """Warm-up, peak and half-load phases for every app; results by phase name."""
+                     two_hop_url: str | None = None, no_pay_url: str | None = None,
+                     sampler: RssSampler | None = None,
+                     cpu: dict[str, dict[str, float]] | None = None) -> dict[str, LoadResult]:
+    """Warm-up, peak and half-load phases for every app; results by phase name.
+
+    ``cpu`` (with ``sampler``) receives the CPU seconds each process used during
+    each app's peak phase.
+    """
     order_req = request_factory(tokens, customers, idempotency_keys, False, 1)
     base_req = request_factory(tokens, customers, False, True, 2)
     two_req = request_factory(tokens, customers, False, True, 3)
+    no_pay_req = request_factory(tokens, customers, idempotency_keys, False, 4)
     results: dict[str, LoadResult] = {}
     apps = [("baseline", baseline_url, base_req), ("orders", order_url, order_req)]
     if two_hop_url:
         apps.insert(1, ("two-hop", two_hop_url, two_req))
+    if no_pay_url:
+        apps.append(("orders-no-payment", no_pay_url, no_pay_req))
     for label, url, make in apps:
         say(f"warm-up {label}: {WARMUP_S:.0f}s")
         results[f"warmup {label}"] = await bench.closed_loop(
             f"warmup {label}", url, make, clients, WARMUP_S)
         say(f"peak {label}: {clients} clients for {duration:.0f}s")
+        before = sampler.cpu_by_label() if sampler else {}
         results[f"peak {label}"] = await bench.closed_loop(
             f"peak {label}", url, make, clients, duration)
+        if sampler is not None and cpu is not None:
+            after = sampler.cpu_by_label()
+            cpu[label] = {k: v - before.get(k, 0.0) for k, v in after.items()}
         say(f"  {results[f'peak {label}'].rate:,.0f} req/s")
     for label, url, make in apps:
         rate = results[f"peak {label}"].rate / 2
@@ -182,16 +210,19 @@ def count_rows(database_url: str) -> tuple[int, int, int, int]:
 @click.option("--quiet-timeout", default=60.0, show_default=True, type=click.FloatRange(0, 600),
               help="Wait up to this long for other processes to leave the CPU alone (0: don't).")
 @click.option("--keep-data", is_flag=True, help="Keep the embedded Postgres data directory.")
+@click.option("--prepayment-ref", default=DEFAULT_PREPAYMENT_REF, show_default=True,
+              help="Commit whose order service is run as the order path without the payment hop "
+                   "('' to skip that app).")
 @click.option("--quick", is_flag=True, help="5 s peaks, 4 s half load: a smoke run.")
 def main(clients, duration, half_duration, workers, threads, idempotency_keys, with_relay,
-         quiet_timeout, keep_data, quick):
+         quiet_timeout, keep_data, prepayment_ref, quick):
     """Order creation throughput and latency beside minimal one- and two-service baselines."""
     bench.install_sigterm_handler()
     if quick:
         duration, half_duration = min(duration, 5.0), min(half_duration, 4.0)
     try:
         code = run(clients, duration, half_duration, workers, threads, idempotency_keys,
-                   with_relay, quiet_timeout, keep_data)
+                   with_relay, quiet_timeout, keep_data, prepayment_ref)
     except (KeyboardInterrupt, bench.Interrupted):
         print("interrupted; everything stopped", file=sys.stderr)
         code = 130
@@ -204,9 +235,11 @@ def say(text: str) -> None:
 
 
 def run(clients: int, duration: float, half_duration: float, workers: int, threads: int,
-        idempotency_keys: bool, with_relay: bool, quiet_timeout: float, keep_data: bool) -> int:
+        idempotency_keys: bool, with_relay: bool, quiet_timeout: float, keep_data: bool,
+        prepayment_ref: str = "") -> int:
     """Start the stack, run the phases, print the report; return the exit code."""
     from bench_baseline_app import ensure_schema
+    from bench_checkout import extract_backbone
 
     from shared import migrations
     from shared.messaging.sqs import ensure_queues, sync_client
@@ -234,10 +267,21 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
             inventory_api, inventory_url = start_inventory_api(stack, env)
             stack.wait_http(inventory_api, f"{inventory_url}/health/live")
             # Checkout opens each order's payment too (payment API on localstripe).
-            _payment_api, payment_url = stack.start_payment_api(env)
+            payment_api, payment_url = stack.start_payment_api(env)
             order_api = stack.start("order-api", bench.gunicorn_args(
                 "services.order.app:create_app()", order_port),
                 {**env, "INVENTORY_URL": inventory_url, "PAYMENT_URL": payment_url})
+            no_pay_api, no_pay_port = None, bench.free_port()
+            if prepayment_ref:
+                # The same checkout minus the payment hop: the order service before the
+                # payments merge beside today's shared package, on today's schema (the
+                # payment columns it does not know are nullable). gunicorn --chdir puts the
+                # extracted tree first on sys.path only if it is not on PYTHONPATH.
+                no_pay_dir = extract_backbone(prepayment_ref, stack.run_dir / "prepayment")
+                no_pay_api = stack.start("order-api-no-payment", bench.gunicorn_args(
+                    "services.order.app:create_app()", no_pay_port,
+                    extra=("--chdir", str(no_pay_dir))),
+                    {**env, "PYTHONPATH": "", "INVENTORY_URL": inventory_url})
             peer_port = bench.free_port()
             scripts_dir = ("--pythonpath", str(Path(__file__).resolve().parent))
             baseline_peer = stack.start("baseline-peer-api", bench.gunicorn_args(
@@ -249,15 +293,24 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
                 stack.start("order-worker", [sys.executable, "-m", "services.order.worker"],
                             {**env, "CONSUMER_WAIT_TIME_S": "1"})
             stack.wait_http(order_api, f"http://{HOST}:{order_port}/health/live")
+            if no_pay_api is not None:
+                stack.wait_http(no_pay_api, f"http://{HOST}:{no_pay_port}/health/live")
             stack.wait_http(baseline, f"http://{HOST}:{base_port}/health/live")
             stack.wait_http(baseline_peer, f"http://{HOST}:{peer_port}/health/live")
-        except (RuntimeError, TimeoutError, OSError, psycopg2.Error) as exc:
+        except (RuntimeError, TimeoutError, OSError, psycopg2.Error,
+                subprocess.CalledProcessError) as exc:
             say(f"could not start: {exc}")
             return 2
 
         sampler = RssSampler()
         sampler.track("order API (gunicorn)", order_api.proc.pid, children=True)
+        if no_pay_api is not None:
+            sampler.track("order API without payment hop (gunicorn)", no_pay_api.proc.pid,
+                          children=True)
         sampler.track("inventory API (gunicorn)", inventory_api.proc.pid, children=True)
+        sampler.track("payment API (gunicorn)", payment_api.proc.pid, children=True)
+        localstripe = next(c for c in stack.children if c.name == "localstripe")
+        sampler.track(LOCALSTRIPE, localstripe.proc.pid)
         sampler.track("baseline API (gunicorn)", baseline.proc.pid, children=True)
         sampler.track("baseline peer API (gunicorn)", baseline_peer.proc.pid, children=True)
         for child in stack.children:
@@ -274,10 +327,13 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
         before = count_rows(database_url)
         started = time.monotonic()
         mark = sampler.mark()
+        cpu: dict[str, dict[str, float]] = {}
         results = asyncio.run(run_phases(
             f"http://{HOST}:{order_port}/v1/orders", f"http://{HOST}:{base_port}/orders",
             clients, duration, half_duration, tokens, customers, idempotency_keys, say,
-            two_hop_url=f"http://{HOST}:{base_port}/orders/two-hop"))
+            two_hop_url=f"http://{HOST}:{base_port}/orders/two-hop",
+            no_pay_url=f"http://{HOST}:{no_pay_port}/v1/orders" if no_pay_api else None,
+            sampler=sampler, cpu=cpu))
         foreign = sampler.foreign_since(mark)
         sampler.stop()
         after = count_rows(database_url)
@@ -285,12 +341,13 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
         say(f"load phases took {time.monotonic() - started:.0f}s; stopping")
 
     return report(results, before, after, died, sampler, foreign, clients, workers, threads,
-                  idempotency_keys, with_relay)
+                  idempotency_keys, with_relay, cpu, prepayment_ref)
 
 
 def report(results: dict[str, LoadResult], before, after, died: list[str], sampler: RssSampler,
            foreign: tuple[float, float], clients: int, workers: int, threads: int,
-           idempotency_keys: bool, with_relay: bool) -> int:
+           idempotency_keys: bool, with_relay: bool,
+           cpu: dict[str, dict[str, float]] | None = None, prepayment_ref: str = "") -> int:
     """Print figures and verdicts; return the exit code."""
     print(f"\nOrder creation benchmark: gunicorn gthread {workers} workers x {threads} threads "
           f"(infra/gunicorn.conf.py), {clients} clients, "
@@ -304,7 +361,8 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], sampl
                      result.pct_ms(50), result.pct_ms(95), result.pct_ms(99), result.pct_ms(100)))
     print(table(("phase", "ok", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"), rows))
 
-    order_ok = sum(r.ok for n, r in results.items() if n.endswith("orders"))
+    order_ok = sum(r.ok for n, r in results.items()
+                   if n.endswith("orders") or n.endswith("orders-no-payment"))
     two_ok = sum(r.ok for n, r in results.items() if n.endswith("two-hop"))
     base_ok = sum(r.ok for n, r in results.items() if n.endswith("baseline")) + two_ok
     rows_added = tuple(a - b for a, b in zip(after, before, strict=True))
@@ -315,7 +373,16 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], sampl
     print()
     print(table(("process", "peak RSS MiB (largest process)", "peak RSS MiB (sum)", "processes",
                  "CPU s"), sampler.peaks()))
-
+    checkout_cpu = (cpu or {}).get("orders")
+    if checkout_cpu:
+        total = sum(checkout_cpu.values())
+        done = max(1, results["peak orders"].ok)
+        print(f"\nCPU during the checkout peak (with the payment hop): "
+              f"{1000 * total / done:.1f} ms/order over every process; localstripe (Stripe's "
+              f"stand-in, a Python aiohttp app, in the measured path) "
+              f"{1000 * checkout_cpu.get(LOCALSTRIPE, 0.0) / done:.1f} ms/order = "
+              f"{checkout_cpu.get(LOCALSTRIPE, 0.0) / total if total else 0:.0%}, the payment API "
+              f"{1000 * checkout_cpu.get('payment API (gunicorn)', 0.0) / done:.1f} ms/order")
     verdicts = Verdicts()
     peak_order, peak_base = results["peak orders"], results["peak baseline"]
     ratio = peak_order.rate / peak_base.rate if peak_base.rate else 0.0
@@ -333,10 +400,17 @@ def report(results: dict[str, LoadResult], before, after, died: list[str], sampl
         verdicts.check("checkout vs two-service baseline", f"{ratio2:.0%} ({peak_order.rate:,.0f}"
                        f" vs {two.rate:,.0f} req/s)", ratio2 >= TARGET_RATIO_OF_TWO_HOP,
                        f">= {TARGET_RATIO_OF_TWO_HOP:.0%}")
-    order_errors = sum(r.error_count for n, r in results.items() if n.endswith("orders"))
+    order_errors = sum(r.error_count for n, r in results.items()
+                       if n.endswith("orders") or n.endswith("orders-no-payment"))
     verdicts.check("order errors", str(order_errors), order_errors == 0, "0")
     print()
     print(verdicts.render())
+    no_pay = results.get("peak orders-no-payment")
+    if no_pay is not None and no_pay.rate:
+        # Not a target: what opening the payment (payment API + localstripe) costs checkout.
+        print(f"\ncheckout with the payment hop vs the order path without it (order service at "
+              f"{prepayment_ref[:10]}): {peak_order.rate / no_pay.rate:.0%} "
+              f"({peak_order.rate:,.0f} vs {no_pay.rate:,.0f} req/s at peak)")
 
     problems = []
     base_errors = sum(r.error_count for n, r in results.items()

@@ -1,12 +1,17 @@
 """The minimal raw chain ``bench_pipeline.py`` measures the pipeline against, in the same run.
 
-The same hops as the pipeline, nothing else: placing an order is one INSERT
-and one ``SendMessage``; a "delivery" process receives it, INSERTs a shipment
-(one transaction per message), sends the shipment event on and deletes the
-batch; an "order" process receives that, UPDATEs the order and deletes. Plain
+The same hops as the pipeline, nothing else. Placing an order is one INSERT
+(PENDING_PAYMENT); paying it is one INSERT of an authorized payment and one
+``SendMessage`` (the payment service's authorization and its relay). An
+"order" process receives the authorization, UPDATEs the order to paid and
+sends it on (order.paid); a "delivery" process receives that, INSERTs a
+shipment (one transaction per message), sends the shipment event on and
+deletes the batch; the "order" process receives that too, UPDATEs the order
+and deletes. Plain
 boto3 and psycopg2, no envelope validation, inbox, outbox, metrics or logs,
 the same fauxqs and Postgres, FIFO queues with one group per order, and as
-many receive loops per process as the pipeline's workers have.
+many receive loops per queue as the pipeline's workers have (the order process
+polls both of its queues, like the order worker).
 
 :func:`run_chain` runs it from the benchmark's process (placement in threads,
 like ``--place direct``); ``python scripts/bench_raw_chain.py --stage ...`` is
@@ -31,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SCHEMA = "bench_chain"
 REGION = "us-east-1"
-CREATED_QUEUE = "raw-chain-created.fifo"
-STATUS_QUEUE = "raw-chain-status.fifo"
+PAID_QUEUE = "raw-chain-paid.fifo"            # payment authorized -> order
+CREATED_QUEUE = "raw-chain-created.fifo"      # order paid -> delivery
+STATUS_QUEUE = "raw-chain-status.fifo"        # shipment created -> order
 WAIT_TIME_S = 1
 POLL_EVERY_S = 0.25
 
@@ -46,7 +52,10 @@ def create_schema(database_url: str) -> None:
             cur.execute(f"""CREATE TABLE {SCHEMA}.orders (
                 id uuid PRIMARY KEY, customer_id text NOT NULL, body jsonb NOT NULL,
                 status text NOT NULL, created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-                updated_at timestamptz)""")
+                paid_at timestamptz, updated_at timestamptz)""")
+            cur.execute(f"""CREATE TABLE {SCHEMA}.payments (
+                order_id uuid PRIMARY KEY, status text NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT clock_timestamp())""")
             cur.execute(f"""CREATE TABLE {SCHEMA}.shipments (
                 id uuid PRIMARY KEY, order_id uuid NOT NULL,
                 created_at timestamptz NOT NULL DEFAULT clock_timestamp())""")
@@ -59,17 +68,26 @@ def make_queues(sqs_url: str, prefix: str) -> dict[str, str]:
     from shared.messaging.topology import QueueSpec, Topology
 
     specs = tuple(QueueSpec(name=name, producer="bench", consumers=("bench",),
-                            event_types=("bench",)) for name in (CREATED_QUEUE, STATUS_QUEUE))
+                            event_types=("bench",))
+                  for name in (PAID_QUEUE, CREATED_QUEUE, STATUS_QUEUE))
     return ensure_queues(sync_client(sqs_url, REGION), Topology(specs), prefix)
 
 
-def stage_loop(stage: str, sqs_url: str, database_url: str, urls: dict[str, str],
+# What each stage process receives from.
+STAGE_SOURCES = {"delivery": (CREATED_QUEUE,), "order": (PAID_QUEUE, STATUS_QUEUE)}
+# Where a message from each source goes on to (none: the chain ends there).
+ONWARD = {PAID_QUEUE: CREATED_QUEUE, CREATED_QUEUE: STATUS_QUEUE, STATUS_QUEUE: None}
+
+
+def stage_loop(source_name: str, sqs_url: str, database_url: str, urls: dict[str, str],
                stop: threading.Event) -> None:
+    """Receive from one queue until ``stop``: one transaction per message, then send on, delete."""
     from shared.messaging.sqs import sync_client
 
     client = sync_client(sqs_url, REGION)
     conn = psycopg2.connect(database_url)
-    source = urls[CREATED_QUEUE] if stage == "delivery" else urls[STATUS_QUEUE]
+    source = urls[source_name]
+    onward_name = ONWARD[source_name]
     while not stop.is_set():
         messages = client.receive_message(
             QueueUrl=source, MaxNumberOfMessages=10, WaitTimeSeconds=WAIT_TIME_S,
@@ -80,18 +98,23 @@ def stage_loop(stage: str, sqs_url: str, database_url: str, urls: dict[str, str]
         for m in messages:
             body = json.loads(m["Body"])
             with conn, conn.cursor() as cur:
-                if stage == "delivery":
+                if source_name == PAID_QUEUE:
+                    cur.execute(f"UPDATE {SCHEMA}.orders SET status = 'PAID',"
+                                " paid_at = clock_timestamp() WHERE id = %s", (body["order_id"],))
+                    onward.append({"order_id": body["order_id"],
+                                   "dedup": f"paid-{body['order_id']}"})
+                elif source_name == CREATED_QUEUE:
                     shipment_id = str(uuid.uuid4())
                     cur.execute(f"INSERT INTO {SCHEMA}.shipments (id, order_id) VALUES (%s, %s)",
                                 (shipment_id, body["order_id"]))
-                    onward.append({"order_id": body["order_id"], "shipment_id": shipment_id})
+                    onward.append({"order_id": body["order_id"], "dedup": shipment_id})
                 else:
                     cur.execute(f"UPDATE {SCHEMA}.orders SET status = 'SHIPPED',"
                                 " updated_at = clock_timestamp() WHERE id = %s", (body["order_id"],))
         if onward:
-            client.send_message_batch(QueueUrl=urls[STATUS_QUEUE], Entries=[
+            client.send_message_batch(QueueUrl=urls[onward_name], Entries=[
                 {"Id": str(i), "MessageBody": json.dumps(event), "MessageGroupId": event["order_id"],
-                 "MessageDeduplicationId": event["shipment_id"]} for i, event in enumerate(onward)])
+                 "MessageDeduplicationId": event["dedup"]} for i, event in enumerate(onward)])
         client.delete_message_batch(QueueUrl=source, Entries=[
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
     conn.close()
@@ -99,7 +122,11 @@ def stage_loop(stage: str, sqs_url: str, database_url: str, urls: dict[str, str]
 
 def place(sqs_url: str, database_url: str, urls: dict[str, str], orders: int, clients: int,
           rate: float) -> tuple[list[str], float]:
-    """INSERT + SendMessage per order from ``clients`` threads; (order ids, seconds)."""
+    """Per order from ``clients`` threads: INSERT the order, then pay it (INSERT + SendMessage).
+
+    Two transactions, as in the pipeline (the order commits, then the payment
+    service records the authorization and its relay sends it); (ids, seconds).
+    """
     from shared.messaging.sqs import sync_client
 
     ids = [str(uuid.uuid4()) for _ in range(orders)]
@@ -116,9 +143,12 @@ def place(sqs_url: str, database_url: str, urls: dict[str, str], orders: int, cl
                     time.sleep(delay)
             with conn, conn.cursor() as cur:
                 cur.execute(f"INSERT INTO {SCHEMA}.orders (id, customer_id, body, status)"
-                            " VALUES (%s, %s, %s, 'PENDING')",
+                            " VALUES (%s, %s, %s, 'PENDING_PAYMENT')",
                             (order_id, "bench", json.dumps({"lines": [{"sku": "S", "quantity": 1}]})))
-            client.send_message(QueueUrl=urls[CREATED_QUEUE],
+            with conn, conn.cursor() as cur:
+                cur.execute(f"INSERT INTO {SCHEMA}.payments (order_id, status)"
+                            " VALUES (%s, 'AUTHORIZED')", (order_id,))
+            client.send_message(QueueUrl=urls[PAID_QUEUE],
                                 MessageBody=json.dumps({"order_id": order_id}),
                                 MessageGroupId=order_id, MessageDeduplicationId=order_id)
         conn.close()
@@ -191,9 +221,9 @@ def main(stage, endpoint, database_url, urls, pollers):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     queue_urls = json.loads(urls)
-    threads = [threading.Thread(target=stage_loop, args=(stage, endpoint, database_url,
+    threads = [threading.Thread(target=stage_loop, args=(source, endpoint, database_url,
                                                          queue_urls, stop), daemon=True)
-               for _ in range(pollers)]
+               for source in STAGE_SOURCES[stage] for _ in range(pollers)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -8,9 +8,9 @@ What it does, all on 127.0.0.1 and within one run:
 1. a fresh embedded PostgreSQL (or DATABASE_URL), fauxqs 1.9.2, the order and
    delivery schemas migrated;
 2. **delivery stage**, for each process count: a fresh set of queues (own
-   prefix), ``--orders`` valid ``order.created`` events on
-   ``order-created.fifo`` (one message group per order, as the order relay
-   sends them), then N ``services.delivery.worker`` processes with production
+   prefix), ``--orders`` valid ``order.paid`` events on ``order-paid.fifo``
+   (delivery ships what is paid for; one message group per order, as the
+   order relay sends them), then N ``services.delivery.worker`` processes with production
    settings (each also runs its outbox relay: N relays share the delivery
    outbox); throughput = shipments created per second, p10-p90 of completion;
 3. **order stage**, for each process count: ``--orders`` orders written to the
@@ -91,16 +91,15 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def order_created(order_id: str) -> tuple[str, str]:
+def order_paid(order_id: str) -> tuple[str, str]:
+    """An ``order.paid`` event as the order relay sends it (what delivery creates shipments from)."""
     from shared.contracts import event_data
     from shared.messaging.envelope import Envelope
 
-    data = event_data("order.created", {
-        "order_id": order_id, "customer_id": "bench-customer", "customer_email": None,
-        "currency": "EUR", "total": "10.00",
-        "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price": "10.00", "line_total": "10.00"}],
-        "shipping_address": ADDRESS, "created_at": now_iso()})
-    event = Envelope(event_type="order.created", aggregate_id=order_id, data=data,
+    data = event_data("order.paid", {
+        "order_id": order_id, "customer_id": "bench-customer", "currency": "EUR",
+        "total": "10.00", "shipping_address": ADDRESS, "paid_at": now_iso()})
+    event = Envelope(event_type="order.paid", aggregate_id=order_id, data=data,
                      producer="order-service", correlation_id=f"bench-{order_id}")
     return event.event_id, event.to_json()
 
@@ -217,9 +216,9 @@ def delivery_stage(stack: Stack, database_url: str, sqs_url: str, processes: int
     prefix = f"{tag}-"
     urls = bootstrap(None, sqs_url, bench.REGION, prefix, ())
     order_ids = [str(uuid.uuid4()) for _ in range(orders)]
-    say(f"delivery x{processes}: {orders} order.created events into the backlog")
-    send_in_group_order(sqs_url, urls["order-created.fifo"],
-                        {o: [order_created(o)[1]] for o in order_ids})
+    say(f"delivery x{processes}: {orders} order.paid events into the backlog")
+    send_in_group_order(sqs_url, urls["order-paid.fifo"],
+                        {o: [order_paid(o)[1]] for o in order_ids})
     env = dict(base_env, QUEUE_PREFIX=prefix)
     children, sampler = start_workers(stack, "services.delivery.worker", processes, env, tag)
     conn = psycopg2.connect(database_url)
@@ -231,7 +230,7 @@ def delivery_stage(stack: Stack, database_url: str, sqs_url: str, processes: int
                         (order_ids,))
             return cur.fetchone()[0]
 
-    result = Stage("delivery: order.created -> shipment", processes, orders)
+    result = Stage("delivery: order.paid -> shipment", processes, orders)
     try:
         timeline, result.cpu_ms, result.drained = watch(stack, children, sampler, count, orders,
                                                         timeout_s)

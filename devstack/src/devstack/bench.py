@@ -20,6 +20,7 @@ in count and in time.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import secrets
@@ -30,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,14 +127,14 @@ def bench_auth_env() -> dict[str, str]:
             "ORDER_RATE_LIMIT_PER_CUSTOMER": "100000000/minute"}
 
 
-def bench_service_token():
-    """The order service's own token, as the order API would get it (for in-process clients)."""
+def bench_service_token(scope: str = "inventory:reserve"):
+    """The order service's own token for ``scope``, as the order API gets it (in-process clients)."""
     from shared.resilience import BreakerRegistry
     from shared.service_token import ServiceToken
 
     env = bench_auth_env()
     return ServiceToken(env["AUTH_URL"], env["ORDER_CLIENT_ID"], env["ORDER_CLIENT_SECRET"],
-                        "inventory:reserve", BreakerRegistry())
+                        scope, BreakerRegistry())
 
 
 def new_jwt_secret() -> str:
@@ -170,6 +171,8 @@ class Stack:
     say: Callable[[str], None] = print
     pg_handle: Any = None
     pg_data_dir: Path | None = None
+    # STRIPE_* of the localstripe start_payment_api started (the payment worker needs the same).
+    stripe_env: dict[str, str] = field(default_factory=dict)
     supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -246,15 +249,26 @@ class Stack:
         from shared.migrations import upgrade
 
         upgrade("payment", env["DATABASE_URL"])
-        stripe_env = {"STRIPE_API_BASE": self.start_localstripe(),
-                      "STRIPE_SECRET_KEY": "sk_test_bench_only_" + uuid.uuid4().hex,
-                      "STRIPE_WEBHOOK_SECRET": "whsec_bench_only_" + uuid.uuid4().hex}
+        self.stripe_env = {"STRIPE_API_BASE": self.start_localstripe(),
+                           "STRIPE_SECRET_KEY": "sk_test_bench_only_" + uuid.uuid4().hex,
+                           "STRIPE_WEBHOOK_SECRET": "whsec_bench_only_" + uuid.uuid4().hex}
         port = free_port()
         child = self.start("payment-api", gunicorn_args("services.payment.app:create_app()", port),
-                           {**env, **stripe_env})
+                           {**env, **self.stripe_env})
         url = f"http://{HOST}:{port}"
         self.wait_http(child, f"{url}/health/live")
         return child, url
+
+    def start_payment_worker(self, env: dict[str, str]) -> Child:
+        """The payment worker on the same localstripe as :meth:`start_payment_api` (call that first).
+
+        It relays the payment outbox: ``payment.authorized`` reaches the order
+        service only through it.
+        """
+        if not self.stripe_env:
+            raise RuntimeError("start_payment_api first: the worker shares its Stripe settings")
+        return self.start("payment-worker", [sys.executable, "-m", "services.payment.worker"],
+                          {**env, **self.stripe_env})
 
     def wait_http(self, child: Child, url: str, timeout: float = START_TIMEOUT_S) -> None:
         """Wait until ``url`` answers 200, failing at once if ``child`` exits."""
@@ -337,11 +351,16 @@ class LoadResult:
 
 # (index of the request, client number) -> (headers, JSON body)
 RequestFactory = Callable[[int, int], tuple[dict[str, str], dict]]
+# (session, id from the answer, client number) -> None when done, else the error's kind.
+# What a client does next with what it created, e.g. pay the order it placed.
+FollowUp = Callable[[aiohttp.ClientSession, str, int], Awaitable[str | None]]
 
 
 async def _one_request(session: aiohttp.ClientSession, url: str, headers: dict, body: dict,
                        expect: int, result: LoadResult, started: float,
-                       id_field: str | None) -> None:
+                       id_field: str | None, follow_up: FollowUp | None = None,
+                       client: int = 0) -> None:
+    """One POST (and its follow-up); the latency covers both, an error in either is counted."""
     try:
         async with session.post(url, json=body, headers=headers) as response:
             payload = await response.read()
@@ -351,14 +370,24 @@ async def _one_request(session: aiohttp.ClientSession, url: str, headers: dict, 
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         result.errors[type(exc).__name__] += 1
         return
-    result.latencies.append(time.perf_counter() - started)
+    created_id = None
     if id_field:
         try:
-            import json
-
-            result.ok_ids.append(str(json.loads(payload)[id_field]))
+            created_id = str(json.loads(payload)[id_field])
         except (ValueError, KeyError, TypeError):
             result.errors["bad body"] += 1
+            return
+    if follow_up is not None and created_id is not None:
+        try:
+            failure = await follow_up(session, created_id, client)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            failure = f"follow-up {type(exc).__name__}"
+        if failure:
+            result.errors[failure] += 1
+            return
+    result.latencies.append(time.perf_counter() - started)
+    if created_id is not None:
+        result.ok_ids.append(created_id)
 
 
 def _session(limit: int) -> aiohttp.ClientSession:
@@ -370,7 +399,8 @@ def _session(limit: int) -> aiohttp.ClientSession:
 
 async def closed_loop(name: str, url: str, make_request: RequestFactory, clients: int,
                       duration_s: float, max_requests: int | None = None, expect: int = 201,
-                      id_field: str | None = None) -> LoadResult:
+                      id_field: str | None = None,
+                      follow_up: FollowUp | None = None) -> LoadResult:
     """``clients`` clients each sending the next request when the last one answered.
 
     Stops after ``duration_s`` or ``max_requests`` requests, whichever comes first.
@@ -388,7 +418,7 @@ async def closed_loop(name: str, url: str, make_request: RequestFactory, clients
                     return
                 headers, body = make_request(index, number)
                 await _one_request(session, url, headers, body, expect, result,
-                                   time.perf_counter(), id_field)
+                                   time.perf_counter(), id_field, follow_up, number)
 
         await asyncio.gather(*(client(n) for n in range(clients)))
         result.elapsed_s = time.perf_counter() - started
@@ -398,7 +428,8 @@ async def closed_loop(name: str, url: str, make_request: RequestFactory, clients
 async def open_loop(name: str, url: str, make_request: RequestFactory, rate: float,
                     duration_s: float, clients: int, expect: int = 201,
                     id_field: str | None = None,
-                    max_in_flight: int = OPEN_LOOP_MAX_IN_FLIGHT) -> LoadResult:
+                    max_in_flight: int = OPEN_LOOP_MAX_IN_FLIGHT,
+                    follow_up: FollowUp | None = None) -> LoadResult:
     """Release ``rate`` requests per second on a fixed schedule for ``duration_s``.
 
     Latency runs from each request's scheduled time, so time spent waiting for
@@ -416,7 +447,7 @@ async def open_loop(name: str, url: str, make_request: RequestFactory, rate: flo
             try:
                 headers, body = make_request(index, index % clients)
                 await _one_request(session, url, headers, body, expect, result, scheduled,
-                                   id_field)
+                                   id_field, follow_up, index % clients)
             finally:
                 slots.release()
 
