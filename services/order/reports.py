@@ -19,7 +19,8 @@ from services.order.domain import OrderStatus
 from shared.auth import Principal
 from shared.errors import NotFound
 
-NO_SALE = frozenset({OrderStatus.CANCELLED})
+# Cancelled orders were never a sale; unpaid ones are not one yet (they may expire).
+NO_SALE = frozenset({OrderStatus.CANCELLED, OrderStatus.PENDING_PAYMENT})
 PERIODS = ("day", "week", "month")
 
 

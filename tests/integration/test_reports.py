@@ -7,6 +7,7 @@ repository) so the buckets, currencies and cancellations are the real rows'.
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -46,13 +47,23 @@ def sales_world(order_client, order_db, auth_header):
                                  headers=auth_header("customer-a", CUSTOMER_SCOPES), json={})
     assert response.status_code == 200 and response.json["status"] == "CANCELLED"
     other = _place(order_client, auth_header, "customer-b", 1)
+    unpaid = _place(order_client, auth_header, "customer-b", 1)  # stays PENDING_PAYMENT: no sale
+    with order_db.transaction() as cur:
+        # What payment.authorized does to the two paid orders (tests/integration/test_payments.py
+        # drives the real payment flow).
+        cur.execute("UPDATE orders SET status = 'PENDING_SHIPMENT' WHERE id IN (%s, %s)",
+                    (kept["id"], other["id"]))
     old_id = uuid.uuid4()
     long_ago = datetime.now(UTC) - timedelta(days=40)
     with order_db.transaction() as cur:
         repo.insert_order(cur, old_id, "customer-a", "a@example.com", "USD", Decimal("30.00"),
-                          ADDRESS, [_Line("SKU-9", 3, Decimal("10.00"))])
-        cur.execute("UPDATE orders SET created_at = %s WHERE id = %s", (long_ago, old_id))
-    return {"kept": kept, "cancelled": cancelled, "other": other, "old_id": str(old_id),
+                          ADDRESS, [_Line("SKU-9", 3, Decimal("10.00"))],
+                          SimpleNamespace(intent_id="pi_old", client_secret="pi_old_secret",
+                                          amount_minor=3000))
+        cur.execute("UPDATE orders SET created_at = %s, status = 'DELIVERED' WHERE id = %s",
+                    (long_ago, old_id))
+    return {"kept": kept, "cancelled": cancelled, "other": other, "unpaid": unpaid,
+            "old_id": str(old_id),
             "long_ago": long_ago}
 
 
@@ -61,12 +72,14 @@ def test_totals_count_every_status_of_the_domain(order_client, auth_header, sale
     assert response.status_code == 200, response.get_data(as_text=True)
     by_status = response.json["by_status"]
     assert set(by_status) == {str(s) for s in OrderStatus}  # zeros included
-    assert by_status["PENDING_SHIPMENT"] == 3
+    assert by_status["PENDING_SHIPMENT"] == 2
+    assert by_status["PENDING_PAYMENT"] == 1
+    assert by_status["DELIVERED"] == 1
     assert by_status["CANCELLED"] == 1
-    assert response.json["total"] == 4
+    assert response.json["total"] == 5
 
 
-def test_sales_leave_cancelled_orders_out(order_client, auth_header, sales_world):
+def test_sales_leave_cancelled_and_unpaid_orders_out(order_client, auth_header, sales_world):
     response = order_client.get("/v1/reports/sales?period=day", headers=auth_header("op", ADMIN))
     assert response.status_code == 200, response.get_data(as_text=True)
     buckets = response.json["buckets"]

@@ -117,6 +117,7 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
     },
     "payment": {
         **COMMON,
+        **ADMIN,
         # Checkout's own call (the order service's token, payments:create).
         ("PUT", "/v1/payments/<uuid:order_id>"): Rule(kind="admin", body={
             "customer_id": A, "currency": "EUR",
