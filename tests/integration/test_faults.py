@@ -28,6 +28,7 @@ from shared.messaging.relay import OutboxRelay
 from shared.messaging.sqs import sync_client
 from shared.queues import TOPOLOGY, add_event, routes_for
 from tests.support.asserts import queue_is_empty
+from tests.support.payments import authorize
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.wait import wait_until
 
@@ -37,7 +38,8 @@ ORDER = {
     "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Berlin",
                          "postal_code": "10115", "country": "DE"},
 }
-ORDER_CREATED_QUEUE = "order-created.fifo"
+# Delivery ships on order.paid (the order service emits it once the payment is authorized).
+ORDER_CREATED_QUEUE = "order-paid.fifo"
 DELIVERY_INBOX = f"delivery:{ORDER_CREATED_QUEUE}"   # the delivery consumer's inbox name
 # Redelivery after a crash waits out the visibility timeout; 30 s in the topology.
 TEST_VISIBILITY_S = 3
@@ -53,6 +55,7 @@ def place_orders(client, headers, count: int) -> list[str]:
     for _ in range(count):
         response = client.post("/v1/orders", json=ORDER, headers=headers)
         assert response.status_code == 201, response.get_json()
+        authorize(client.application.extensions["db"], response.get_json())
         ids.append(response.get_json()["id"])
     return ids
 
@@ -103,11 +106,12 @@ def receive_all(sqs, url: str, expected: int, timeout: float = 30.0) -> list[dic
 
 
 def order_created(order_id: str | None = None, **data_overrides) -> Envelope:
-    """An ``order.created`` envelope as the order service writes it."""
+    """An ``order.paid`` envelope (what delivery ships on) as the order service writes it."""
     order_id = order_id or str(uuid.uuid4())
-    data = {"order_id": order_id, "customer_id": "customer-1",
-            "shipping_address": ORDER["shipping_address"], **data_overrides}
-    return Envelope(event_type="order.created", aggregate_id=order_id, data=data,
+    data = {"order_id": order_id, "customer_id": "customer-1", "currency": "EUR",
+            "total": "10.00", "shipping_address": ORDER["shipping_address"],
+            "paid_at": "2026-12-03T12:00:00+00:00", **data_overrides}
+    return Envelope(event_type="order.paid", aggregate_id=order_id, data=data,
                     producer="order-service", correlation_id=f"test-{order_id[:8]}")
 
 
@@ -217,12 +221,14 @@ def test_sqs_outage_api_keeps_accepting_and_events_flow_after(
         while time.monotonic() - outage_started < ORDERING_DURING_OUTAGE_S:
             during += place_orders(client, headers, 1)  # 201 every time: SQS is not asked
             time.sleep(0.2)
-        routes = len(routes_for("order", "order.created"))
+        # A placed and paid order emits order.created, then order.paid and its status change.
+        routes = sum(len(routes_for("order", event_type))
+                     for event_type in ("order.created", "order.paid", "order.status_changed"))
 
         def outbox_rows():
-            # One row per queue the topology routes order.created to.
+            # One row per event and queue the topology routes it to.
             with order_db.transaction() as cur:
-                cur.execute("SELECT aggregate_id, queue, attempts, last_error, published_at"
+                cur.execute("SELECT id, aggregate_id, queue, attempts, last_error, published_at"
                             " FROM outbox WHERE aggregate_id = ANY(%s)", (during,))
                 rows = cur.fetchall()
             assert len(rows) == len(during) * routes
@@ -234,13 +240,23 @@ def test_sqs_outage_api_keeps_accepting_and_events_flow_after(
             return rows
 
         # Every waiting event was tried and failed visibly, and the relay keeps retrying.
-        # A relay round costs one failed call per queue (1-3 s each with botocore's retry),
-        # and a row committed just after a round began waits for the next one.
-        wait_until(lambda: all(r["attempts"] > 0 and r["last_error"] for r in still_waiting()),
-                   timeout=OUTAGE_S * 2.5, interval=0.2, message="every outbox row tried")
+        # A relay round costs one failed call per queue (1-3 s each with botocore's retry;
+        # a paid order's events go to four queues), and a row committed just after a round
+        # began waits for the next one.
+        def heads(rows):
+            # Per stream (order, queue) only the oldest waiting row is sent: the rows behind
+            # it (the same order's status change) keep their turn until it is published.
+            first = {}
+            for row in sorted(rows, key=lambda r: r["id"]):
+                first.setdefault((row["aggregate_id"], row["queue"]), row)
+            return list(first.values())
+
+        wait_until(lambda: all(r["attempts"] > 0 and r["last_error"]
+                               for r in heads(still_waiting())),
+                   timeout=OUTAGE_S * 5, interval=0.2, message="every stream's waiting row tried")
         wait_until(lambda: time.monotonic() - outage_started >= OUTAGE_S
                    and max(r["attempts"] for r in still_waiting()) >= 2,
-                   timeout=OUTAGE_S * 2, interval=0.2, message="end of outage, with retries")
+                   timeout=OUTAGE_S * 5, interval=0.2, message="end of outage, with retries")
         assert not set(during) & set(shipments_per_order(delivery_db))
         proxy.go_up()
 
@@ -282,7 +298,7 @@ class CountingSqs:
 def test_relay_round_against_unreachable_sqs_marks_every_waiting_event_at_once(
         sqs_endpoint, queues, queue_prefix, order_db):
     """A relay round against a dead broker costs one call per queue and marks every row."""
-    event_type = "order.status_changed"
+    event_type = "order.paid"
     assert len(routes_for("order", event_type)) == 1
     streams = 35  # four batches' worth
     with order_db.transaction() as cur:
@@ -344,7 +360,7 @@ def test_poison_messages_are_dead_lettered_with_reasons_while_other_orders_flow(
     processes.worker("delivery")
 
     wait_for_shipments(delivery_db, order_ids + [poisoned_group])
-    dead = receive_all(sqs, queues["order-created-dlq.fifo"], 3)
+    dead = receive_all(sqs, queues["order-paid-dlq.fifo"], 3)
     reasons = {}
     for message in dead:
         attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.tracecontext import parse
 from tests.conftest import free_port
+from tests.support.payments import authorize
 from tests.support.wait import wait_until
 
 # Every test here starts service processes: deselect with -m "not slow".
@@ -85,7 +86,8 @@ def _answers(url: str) -> bool:
 
 
 def test_a_request_trace_reaches_the_delivery_worker_and_its_events(order_client, auth_header,
-                                                                    processes, delivery_db):
+                                                                    processes, delivery_db,
+                                                                    order_db):
     metrics_port = free_port()
     processes.worker("order")
     delivery = processes.worker("delivery", WORKER_METRICS_PORT=str(metrics_port),
@@ -94,6 +96,8 @@ def test_a_request_trace_reaches_the_delivery_worker_and_its_events(order_client
                                 headers={**auth_header(), "traceparent": TRACEPARENT})
     assert created.status_code == 201, created.get_json()
     order_id = created.get_json()["id"]
+    # The payment confirmed in the same trace (the storefront sends its traceparent along).
+    authorize(order_db, created.get_json(), traceparent=TRACEPARENT)
 
     def shipment_events():
         with delivery_db.transaction() as cur:
@@ -109,7 +113,7 @@ def test_a_request_trace_reaches_the_delivery_worker_and_its_events(order_client
     def handled_in_trace():
         lines = [json.loads(line) for line in delivery.log_text().splitlines() if line.startswith("{")]
         return [entry for entry in lines if entry.get("event") == "message_handled"
-                and entry.get("event_type") == "order.created"] or None
+                and entry.get("event_type") == "order.paid"] or None
 
     handled = wait_until(handled_in_trace, timeout=30, message="delivery worker logged the event")
     assert handled[0]["trace_id"] == TRACE_ID
@@ -119,10 +123,10 @@ def test_a_request_trace_reaches_the_delivery_worker_and_its_events(order_client
                          message="delivery worker metrics with queue depth")
     last = [value for (name, labels), value in samples.items()
             if name == "consumer_last_receive_timestamp_seconds"
-            and dict(labels)["queue"] == "order-created.fifo"]
+            and dict(labels)["queue"] == "order-paid.fifo"]
     assert last and time.time() - 60 < last[0] <= time.time() + 1
     received = [value for (name, labels), value in samples.items()
-                if name == "messages_received_total" and dict(labels)["event_type"] == "order.created"]
+                if name == "messages_received_total" and dict(labels)["event_type"] == "order.paid"]
     assert received == [1.0]
 
 

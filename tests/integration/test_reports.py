@@ -7,9 +7,9 @@ repository) so the buckets, currencies and cancellations are the real rows'.
 from __future__ import annotations
 
 import uuid
-from types import SimpleNamespace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 

@@ -80,3 +80,31 @@ def payment_row(database_url: str, order_id) -> dict | None:
             return cur.fetchone()
     finally:
         db.close()
+
+
+def authorize(order_db, order: dict, traceparent: str | None = None) -> None:
+    """Record ``order``'s payment as authorized, as the order worker does on ``payment.authorized``.
+
+    For tests about what happens after payment (shipping, cancellation, faults in the
+    delivery pipeline): the order service's own handler runs in one transaction, so the
+    order becomes PENDING_SHIPMENT and ``order.paid`` goes to its outbox for the relay.
+    ``traceparent`` is what the payment service would carry had the confirm request sent one.
+    The payment side itself (confirm, webhooks, Stripe) is tested against localstripe in
+    tests/integration/test_payments.py and end to end in tests/e2e.
+    """
+    from datetime import UTC, datetime
+
+    from services.order.handlers import on_payment_event
+    from shared import tracecontext
+    from shared.messaging.envelope import Envelope
+
+    payment = order["payment"]
+    event = Envelope(event_type="payment.authorized", aggregate_id=order["id"],
+                     producer="payment-service",
+                     data={"order_id": order["id"], "payment_intent_id": payment["payment_intent_id"],
+                           "currency": order["currency"], "amount_minor": payment["amount_minor"],
+                           "authorized_at": datetime.now(UTC).isoformat()},
+                     traceparent=traceparent)
+    # As the order worker's consumer does: the handler runs in the event's trace.
+    with tracecontext.continued(event.traceparent), order_db.transaction() as cur:
+        on_payment_event(cur, event)
