@@ -152,7 +152,11 @@ def start_stack(processes, service_env, tmp_path):
             "DELIVERY_SIMULATOR_STEP_S": "1",
         })
         single = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4"}
-        for name in ("auth", "inventory", "payment", "order", "delivery", "notification", "ops"):
+        # Every API and worker (seven and five) fetches the auth service's JWKS at its first
+        # request, all at once when the page signs in: one auth worker with 4 threads timed
+        # those fetches out on a loaded machine (then tokens were refused), so it gets more.
+        processes.api("auth", ports["auth"], WEB_CONCURRENCY="1", GUNICORN_THREADS="16")
+        for name in ("inventory", "payment", "order", "delivery", "notification", "ops"):
             processes.api(name, ports[name], **single)
         # The payment worker relays payment.authorized (its outbox) to the order worker.
         for name in ("order", "inventory", "payment", "notification"):
