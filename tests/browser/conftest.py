@@ -1,6 +1,8 @@
 """Browser tests of the web pages: Playwright for Python driving the machine's Chromium
 against the whole system started as processes (as `make run` runs it: every API under
-gunicorn, every worker, the real auth service with the demo identities).
+gunicorn, every worker, the real auth service with the demo identities, the payment
+service on the session's localstripe). Orders are paid as a storefront pays them
+(:meth:`Stack.pay`): an order ships only once its payment is authorized.
 
 Skipped, with the reason, when Playwright or a Chromium cannot be had (`make test`
 installs Debian's chromium where it can). Screenshots go to .data/test-artifacts/browser/;
@@ -29,6 +31,7 @@ from services.auth.demo import (
     web_client_env,
 )
 from tests.conftest import free_port
+from tests.support.payments import pay
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.wait import wait_until
 
@@ -108,6 +111,13 @@ class Stack:
             self.tokens[who] = answer.json()["access_token"]
         return self.tokens[who]
 
+    def pay(self, order_id: str) -> None:
+        """Confirm the order's payment as the demo customer does from the storefront
+        (a Stripe test PaymentMethod): payment.authorized then moves the order on."""
+        answer = pay(self.urls["payment"], order_id, self.token("customer"))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "AUTHORIZED", answer.text
+
     def call(self, who: str, method: str, service: str, path: str, **kwargs) -> requests.Response:
         return requests.request(method, f"{self.urls[service]}{path}", timeout=10, **kwargs,
                                 headers={"Authorization": f"Bearer {self.token(who)}"})
@@ -120,11 +130,13 @@ def start_stack(processes, service_env, tmp_path):
 
     def start(delivery_worker: bool = True, simulator: bool = False) -> Stack:
         ports = {name: free_port() for name in ("auth", "order", "delivery", "inventory",
-                                                 "notification", "ops")}
+                                                 "notification", "payment", "ops")}
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         path = tmp_path / "demo-credentials.json"
         ensure_demo(service_env["DATABASE_URL"], path, urls["auth"],
                     env={**os.environ, **service_env})
+        # PAYMENT_URL (below) is this stack's payment API, not the session's in-process one:
+        # it must trust this stack's auth service (the order service's and customer's tokens).
         # The browser reaches the notification API through a proxy the tests can cut.
         proxy = TcpProxy("127.0.0.1", ports["notification"])
         proxies.append(proxy)
@@ -140,9 +152,14 @@ def start_stack(processes, service_env, tmp_path):
             "DELIVERY_SIMULATOR_STEP_S": "1",
         })
         single = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4"}
-        for name in ("auth", "inventory", "order", "delivery", "notification", "ops"):
+        # Every API and worker (seven and five) fetches the auth service's JWKS at its first
+        # request, all at once when the page signs in: one auth worker with 4 threads timed
+        # those fetches out on a loaded machine (then tokens were refused), so it gets more.
+        processes.api("auth", ports["auth"], WEB_CONCURRENCY="1", GUNICORN_THREADS="16")
+        for name in ("inventory", "payment", "order", "delivery", "notification", "ops"):
             processes.api(name, ports[name], **single)
-        for name in ("order", "inventory", "notification"):
+        # The payment worker relays payment.authorized (its outbox) to the order worker.
+        for name in ("order", "inventory", "payment", "notification"):
             processes.worker(name)
         if delivery_worker:
             processes.worker("delivery")

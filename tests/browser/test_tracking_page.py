@@ -42,11 +42,13 @@ def carrier_event(stack, shipment_id: str, status: str) -> None:
 
 
 def dhl_order(stack) -> str:
-    """An order whose shipment the demo carrier (DHL) carries: only it may post the events."""
+    """A paid order whose shipment the demo carrier (DHL) carries: only it may post the
+    events. Only that one is paid (the others stay unpaid and never ship)."""
     for _ in range(MAX_ORDERS):
         placed = stack.call("customer", "POST", "order", "/v1/orders", json=ORDER)
         assert placed.status_code == 201, placed.text
         if choose_carrier(placed.json()["id"]) == DEMO_CARRIER_ID:
+            stack.pay(placed.json()["id"])
             return placed.json()["id"]
     raise AssertionError(f"no DHL order in {MAX_ORDERS}")
 
