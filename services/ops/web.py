@@ -154,21 +154,11 @@ def sign_in():
         raise Problem(401, "Sign-in failed", "Wrong user name or password, or the account may "
                       "not sign in here right now.", "sign-in-failed")
     token = answer.json()
-    _revoke(client, token.get("refresh_token"))
+    # The refresh token is dropped here, not revoked: revoking it would also deny every access
+    # token of its grant (the auth service's deny-list), i.e. the one handed to the page. It
+    # never leaves this process and expires on its own (AUTH_REFRESH_TOKEN_TTL_S).
     return jsonify({"access_token": token["access_token"], "token_type": "Bearer",
                     "expires_in": token.get("expires_in"), "scope": token.get("scope", "")})
-
-
-def _revoke(client: tuple[str, str], refresh_token: str | None) -> None:
-    """The page keeps no refresh token: revoke it so none lives unused (best effort)."""
-    if not refresh_token:
-        return
-    try:
-        _auth_client().request("POST", "/oauth/revoke", auth=client,
-                               data={"token": refresh_token, "token_type_hint": "refresh_token"})
-    except (BreakerOpen, TransientHttpError, requests.RequestException):
-        # It expires on its own (AUTH_REFRESH_TOKEN_TTL_S); the sign-in still stands.
-        log.warning("web_sign_in_revoke_failed")
 
 
 def mount_web(app, web_settings) -> None:
