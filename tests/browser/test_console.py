@@ -2,7 +2,8 @@
 
 A dead-lettered paid order (its order.paid, the event that drives delivery, in the
 delivery consumer's DLQ with the attributes the consumer writes when it gives up) shows in
-the console; its Replay button takes the order to DELIVERED; the console's order look-up then shows the whole story.
+the console; its Replay button takes the order to DELIVERED; the console's order look-up
+then shows the whole story.
 A customer who signs in to the console is refused, by the page and by the API (403).
 """
 
