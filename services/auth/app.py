@@ -32,6 +32,17 @@ def build_components(settings, config: AuthSettings):
     return db, passwords, keys
 
 
+def feed_waiters(auth_config, env) -> int:
+    """Long-polls of the revocation feed this process lets wait: at most half its threads.
+
+    Each waiting feed request holds a gunicorn thread; with as many waiters as threads (e.g.
+    4 and 4 on a small instance) every thread is taken by the services' feeds and token
+    requests time out. Half the threads always stay free for tokens.
+    """
+    threads = int(env.get("GUNICORN_THREADS", "8") or 8)
+    return max(1, min(auth_config.revocation_feed_max_waiters, threads // 2))
+
+
 def create_app(config: dict | None = None):
     """Build the auth API. ``config`` overrides environment variables (tests)."""
     settings, auth_config = load({**os.environ, **(config or {})})
@@ -46,7 +57,7 @@ def create_app(config: dict | None = None):
     db, passwords, keys = build_components(settings, auth_config)
     service = AuthService(db, auth_config, passwords)
     app.extensions.update(db=db, passwords=passwords, signing_keys=keys, auth_config=auth_config,
-                          revocation_hub=RevocationHub(db, auth_config.revocation_feed_max_waiters))
+                          revocation_hub=RevocationHub(db, feed_waiters(auth_config, os.environ)))
     app.extensions["oauth_server"] = build_server(app, service, keys, settings.jwt_issuer,
                                                   settings.jwt_audience)
 

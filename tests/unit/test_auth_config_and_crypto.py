@@ -68,3 +68,15 @@ def test_key_cipher_rotation_keeps_old_ciphertexts_readable():
     both = KeyCipher((new, old))
     assert both.decrypt(token) == b"private key"
     assert KeyCipher((new,)).decrypt(both.reencrypt(token)) == b"private key"
+
+
+def test_revocation_feed_waiters_leave_half_the_threads_for_tokens():
+    from types import SimpleNamespace
+
+    from services.auth.app import feed_waiters
+
+    config = SimpleNamespace(revocation_feed_max_waiters=4)
+    assert feed_waiters(config, {"GUNICORN_THREADS": "4"}) == 2
+    assert feed_waiters(config, {"GUNICORN_THREADS": "16"}) == 4
+    assert feed_waiters(config, {"GUNICORN_THREADS": "1"}) == 1
+    assert feed_waiters(config, {}) == 4
