@@ -106,6 +106,18 @@ SCENARIOS: dict[str, Calls] = {
         lambda pkg, client: _api(pkg, "webhooks", "webhooks_subscription_by_id_get").sync_detailed(
             uuid.uuid4(), client=client),
         _bearer),
+    "payment": Calls(
+        _list_call("admin", "admin_outbox_get"),
+        _list_call("admin", "admin_outbox_get", limit=0),
+        lambda pkg, client: _api(pkg, "payments", "payments_payment_by_order_get").sync_detailed(
+            uuid.uuid4(), client=client),
+        _bearer),
+    "ops": Calls(
+        _list_call("ops", "ops_audit_get"),
+        _list_call("ops", "ops_audit_get", limit=0),
+        lambda pkg, client: _api(pkg, "ops", "ops_dead_letters_get").sync_detailed(
+            "no-such-queue.fifo", client=client),
+        _bearer),
     # The auth service looks nothing up by path: registration shows success and 422.
     "auth": Calls(_register("correct horse battery staple"), _register("short"), None,
                   _first_party_client),
