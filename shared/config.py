@@ -28,7 +28,7 @@ from shared.settings import Bool, CommaList, ConfigError, EnvSettings, Float, In
 __all__ = ["ConfigError", "Settings", "WorkerSettings", "BreakerThresholds", "BreakerOverride",
            "load_settings"]
 
-from shared.services import SERVICE_NAMES
+from shared.services import SERVICE_NAMES, service
 
 SQS_EMULATOR_PORT = 9324
 # Development only: the revocation feed's shared key says what it is; production must set it.
@@ -219,3 +219,14 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         if env.get(f"{name.upper()}_URL")
     }
     return base.model_copy(update={"service": service, "peers": peers, "env": env})
+
+
+def peer_url(settings: Settings, name: str) -> str:
+    """Base URL of peer ``name``: its ``<NAME>_URL``, required in production, else its local port."""
+    url = settings.peers.get(name)
+    if url is not None:
+        return url
+    peer = service(name)
+    if settings.app_env == "production":
+        raise ConfigError(peer.url_variable, "is required in production")
+    return peer.local_url()

@@ -24,11 +24,10 @@ from decimal import Decimal
 import requests
 
 from services.order.settings import OrderSettings
-from shared.config import ConfigError, Settings
+from shared.config import Settings, peer_url
 from shared.logging import get_logger
 from shared.resilience import BreakerOpen, BreakerRegistry, ResilientHttp, is_transient
 from shared.service_token import ServiceToken, ServiceTokenError
-from shared.services import port_of
 
 log = get_logger(__name__)
 
@@ -87,11 +86,7 @@ def inventory_config(settings: Settings, own: OrderSettings) -> InventoryConfig:
     order service's ``ORDER_INVENTORY_TIMEOUT_S`` / ``ORDER_INVENTORY_ATTEMPTS``
     (from its :class:`OrderSettings`).
     """
-    url = settings.peers.get("inventory")
-    if url is None:
-        if settings.app_env == "production":
-            raise ConfigError("INVENTORY_URL", "is required in production")
-        url = f"http://127.0.0.1:{port_of('inventory')}"
+    url = peer_url(settings, "inventory")
     return InventoryConfig(base_url=url, timeout_s=own.inventory_timeout_s, attempts=own.inventory_attempts)
 
 

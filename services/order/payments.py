@@ -18,11 +18,10 @@ import requests
 
 from services.order.inventory import _problem, _session
 from services.order.settings import OrderSettings
-from shared.config import ConfigError, Settings
+from shared.config import Settings, peer_url
 from shared.logging import get_logger
 from shared.resilience import BreakerOpen, BreakerRegistry, ResilientHttp, is_transient
 from shared.service_token import ServiceToken, ServiceTokenError
-from shared.services import port_of
 
 log = get_logger(__name__)
 
@@ -58,11 +57,7 @@ class PaymentConfig:
 
 def payment_config(settings: Settings, own: OrderSettings) -> PaymentConfig:
     """``PAYMENT_URL`` (required in production; the local port otherwise) and the call's limits."""
-    url = settings.peers.get("payment")
-    if url is None:
-        if settings.app_env == "production":
-            raise ConfigError("PAYMENT_URL", "is required in production")
-        url = f"http://127.0.0.1:{port_of('payment')}"
+    url = peer_url(settings, "payment")
     return PaymentConfig(url, own.payment_timeout_s, own.payment_attempts)
 
 
