@@ -36,6 +36,8 @@ REPLAY_CHUNK = 50
 OUTBOX_SERVICES = tuple(s.name for s in SERVICES if s.worker is not None)
 SEED_ADDRESS = {"name": "Seed Customer", "line1": "1 Main St", "city": "Berlin",
                 "postal_code": "10115", "country": "DE"}
+# Stripe's test PaymentMethod the demo storefront confirms with: no card data involved.
+TEST_PAYMENT_METHOD = "pm_card_visa"
 
 
 @dataclass
@@ -323,10 +325,17 @@ def token(state: State, who: str, scopes: tuple[str, ...]) -> None:
 @cli.command()
 @click.option("--orders", "count", default=5, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--seed", "seed_value", type=int, help="Random seed, for the same orders again.")
+@click.option("--unpaid", is_flag=True,
+              help="Leave the orders in PENDING_PAYMENT (they expire after PAYMENT_TTL).")
 @json_option
 @pass_state
-def seed(state: State, count: int, seed_value: int | None) -> None:
-    """Place COUNT demo orders as the demo customer, from products in stock."""
+def seed(state: State, count: int, seed_value: int | None, unpaid: bool) -> None:
+    """Place COUNT demo orders as the demo customer, from products in stock, and pay them.
+
+    Paying is what the storefront does after checkout: confirm the order's PaymentIntent
+    with Stripe's test payment method. The order then moves to PENDING_SHIPMENT as soon as
+    the order worker has applied payment.authorized (asynchronously); the printed orders
+    carry the payment's status."""
     customer = state.api("customer")
     products = [p for p in customer.inventory("GET", "/v1/products",
                                               params={"stock_status": "instock"})["items"]
@@ -339,8 +348,13 @@ def seed(state: State, count: int, seed_value: int | None) -> None:
         lines = pick.sample(products, k=min(len(products), pick.randint(1, 3)))
         body = {"items": [{"sku": p["sku"], "quantity": pick.randint(1, 3)} for p in lines],
                 "customer_email": "demo@example.com", "shipping_address": SEED_ADDRESS}
-        placed.append(customer.order("POST", "/v1/orders", json=body,
-                                     headers={"Idempotency-Key": str(uuid.uuid4())}))
+        order = customer.order("POST", "/v1/orders", json=body,
+                               headers={"Idempotency-Key": str(uuid.uuid4())})
+        if not unpaid:
+            confirmed = customer.payment("POST", f"/v1/payments/{order['id']}/confirm",
+                                         json={"payment_method": TEST_PAYMENT_METHOD})
+            order["payment"] = {**order.get("payment", {}), "status": confirmed["status"]}
+        placed.append(order)
     state.emit(placed, render.orders)
 
 

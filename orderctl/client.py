@@ -80,6 +80,9 @@ class Api:
     def inventory(self, method: str, path: str, **kwargs) -> Any:
         return self.call(self.endpoints.inventory, method, path, "inventory service", **kwargs)
 
+    def payment(self, method: str, path: str, **kwargs) -> Any:
+        return self.call(self.endpoints.payment, method, path, "payment service", **kwargs)
+
 
 def demo_token(endpoints: Endpoints, who: str, scopes: tuple[str, ...] = (),
                env=None) -> dict:

@@ -1,6 +1,6 @@
 """Where orderctl finds the APIs and a token, with no setting needed against ``make run``.
 
-* ``ORDERCTL_OPS_URL`` / ``ORDER_URL`` / ``INVENTORY_URL`` / ``AUTH_URL``: the
+* ``ORDERCTL_OPS_URL`` / ``ORDER_URL`` / ``INVENTORY_URL`` / ``PAYMENT_URL`` / ``AUTH_URL``: the
   APIs; by default the local ports of :mod:`shared.services`.
 * ``ORDERCTL_TOKEN``: a bearer token to use as is. Without it, orderctl asks
   the auth service for one with the demo credentials ``make run`` writes
@@ -37,13 +37,14 @@ class Endpoints:
     ops: str
     order: str
     inventory: str
+    payment: str
     auth: str | None   # None: from the credentials file, else the local port
 
     @classmethod
     def from_env(cls, env=None) -> Endpoints:
         env = os.environ if env is None else env
         return cls(_local("ops", "ORDERCTL_OPS_URL", env), _local("order", "ORDER_URL", env),
-                   _local("inventory", "INVENTORY_URL", env),
+                   _local("inventory", "INVENTORY_URL", env), _local("payment", "PAYMENT_URL", env),
                    (env.get("AUTH_URL") or "").rstrip("/") or None)
 
 

@@ -163,11 +163,12 @@ def status(console: Console, answer: dict) -> None:
 
 def orders(console: Console, rows: list[dict]) -> None:
     table = Table(title="Orders")
-    for column in ("id", "customer", "status", "total", "created"):
+    for column in ("id", "customer", "status", "payment", "total", "created"):
         table.add_column(column)
     for o in rows:
-        table.add_row(o["id"], o["customer_id"], o["status"], f"{o['total']} {o['currency']}",
-                      _since(o["created_at"]))
+        payment = (o.get("payment") or {}).get("status", "-")
+        table.add_row(o["id"], o["customer_id"], o["status"], payment,
+                      f"{o['total']} {o['currency']}", _since(o["created_at"]))
     console.print(table)
 
 

@@ -53,9 +53,14 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """A headless Chromium (skipped with the reason when there is none)."""
+    """A headless Chromium (skipped with the reason when there is none).
+
+    Module-scoped on purpose: while Playwright's sync API is open it leaves its event loop
+    registered as running in the main thread, so every later ``asyncio.run`` in the session
+    (the consumer and worker tests) would fail with "cannot be called from a running event
+    loop". Closing it at the end of each browser module keeps the rest of the suite clean."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

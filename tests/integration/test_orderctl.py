@@ -27,6 +27,7 @@ from shared.messaging import outbox
 from shared.queues import queue
 from tests.integration.test_messaging_contract import envelope
 from tests.support.asserts import queue_depths
+from tests.support.payments import PaymentServer, authorize
 from tests.support.servers import AppServer
 from tests.support.wait import wait_until
 
@@ -176,10 +177,11 @@ def test_blocked_groups(run, order_db):
     assert order["data"]["groups"][0]["group_id"] == "order-7"
 
 
-def test_orders_get_and_list(run, order_client, auth_header):
+def test_orders_get_and_list(run, order_client, order_db, auth_header):
     placed = order_client.post("/v1/orders", headers=auth_header("customer-a"), json={
         "items": [{"sku": "SKU-1", "quantity": 1}], "customer_email": "a@example.com",
         "shipping_address": ADDRESS}).json
+    authorize(order_db, placed)
     listed = json.loads(run("orders", "list", "--json").output)
     assert [o["id"] for o in listed] == [placed["id"]]
     one = run("orders", "get", placed["id"])
@@ -223,25 +225,27 @@ def test_without_credentials_token_says_how_to_get_them(run, monkeypatch):
 
 
 @pytest.fixture
-def demo_stack(app_for, auth_app, catalog, tmp_path, monkeypatch):
-    """A real auth service with the demo identities, and order/inventory APIs trusting it."""
+def demo_stack(app_for, auth_app, catalog, service_env, tmp_path, monkeypatch):
+    """A real auth service with the demo identities, and order/inventory/payment APIs trusting
+    it: the order service signs in with its demo client, as under `make run`."""
     auth = AppServer(auth_app, "auth")
     ext = auth_app.extensions
     credentials = tmp_path / "demo-credentials.json"
     demo.ensure_demo_identities(ext["db"], ext["passwords"], ext["auth_config"], credentials,
                                 "development", auth.url)
-    jwks = {"AUTH_JWKS_URL": f"{auth.url}/.well-known/jwks.json"}
-    # orderctl lists products here with the customer's token; the order API still reserves
-    # stock at the session's inventory (which trusts the order service's test token).
-    inventory = AppServer(app_for("inventory", **jwks), "inventory")
-    order = AppServer(app_for("order", **jwks), "order")
+    trust = {"AUTH_JWKS_URL": f"{auth.url}/.well-known/jwks.json", "AUTH_URL": auth.url,
+             **demo.service_client_env(credentials)}
+    inventory = AppServer(app_for("inventory", **trust), "inventory")
+    payment = PaymentServer({**service_env, **trust})
+    order = AppServer(app_for("order", **trust, INVENTORY_URL=inventory.url,
+                              PAYMENT_URL=payment.url), "order")
     for name, value in {"DEMO_CREDENTIALS": str(credentials), "ORDER_URL": order.url,
-                        "INVENTORY_URL": inventory.url}.items():
+                        "INVENTORY_URL": inventory.url, "PAYMENT_URL": payment.url}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("ORDERCTL_TOKEN", raising=False)
     monkeypatch.delenv("AUTH_URL", raising=False)
     yield
-    for server in (order, inventory, auth):
+    for server in (order, payment, inventory, auth):
         server.stop()
 
 
@@ -257,9 +261,15 @@ def test_token_and_seed_with_the_demo_credentials(demo_stack):
     seeded = runner.invoke(orderctl.cli, ["seed", "--orders", "3", "--seed", "7", "--json"])
     assert seeded.exit_code == 0, seeded.output
     orders = json.loads(seeded.output)
-    assert len(orders) == 3 and all(o["status"] == "PENDING_SHIPMENT" for o in orders)
+    # Placed, then paid as the storefront pays (the order moves on once its worker applies
+    # payment.authorized; no worker runs here).
+    assert len(orders) == 3 and all(o["status"] == "PENDING_PAYMENT" for o in orders)
+    assert all(o["payment"]["status"] == "AUTHORIZED" for o in orders)
+    unpaid = json.loads(runner.invoke(orderctl.cli, ["seed", "--orders", "1", "--unpaid",
+                                                     "--json"]).output)
+    assert unpaid[0]["payment"].get("status") is None
     listed = json.loads(runner.invoke(orderctl.cli, ["orders", "list", "--json"]).output)
-    assert {o["id"] for o in listed} == {o["id"] for o in orders}
+    assert {o["id"] for o in listed} == {o["id"] for o in orders + unpaid}
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ import pytest
 from psycopg2 import sql
 
 from shared.auth import SCOPES
+from shared.services import SERVICES as TOPOLOGY_SERVICES
 from tests.support.tokens import TEST_SIGNER
 
 SERVICES = ("order", "delivery", "inventory", "notification", "auth", "payment")
@@ -64,8 +65,8 @@ BODIES = {
                                                                         "quantity": 1}]},
     ("auth", "POST", "/oauth/logout"): {"everywhere": False},
     # shared.admin, in every service with a worker (no text field: ids or a flag only).
-    **{(name, "POST", "/v1/admin/outbox/retry"): {"ids": [1]}
-       for name in ("order", "delivery", "inventory", "notification")},
+    **{(s.name, "POST", "/v1/admin/outbox/retry"): {"ids": [1]}
+       for s in TOPOLOGY_SERVICES if s.worker is not None},
     ("auth", "POST", "/v1/customers"): {"username": "new@example.com", "password": "long enough pw 1"},
 }
 # Fields whose text is not kept as given, by design: the password is stored as its argon2 hash,

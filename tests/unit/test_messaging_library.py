@@ -10,7 +10,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from structlog.testing import capture_logs
 
 from shared.messaging.consumer import Consumer, ConsumerConfig, PermanentError
 from shared.messaging.envelope import Envelope
@@ -18,6 +17,7 @@ from shared.messaging.middleware import Middleware, PrometheusMiddleware
 from shared.messaging.outbox import NoRoute, OutboxRow, add_event
 from shared.messaging.outcomes import DeadLetter, Duplicate, Handled, Retry
 from shared.messaging.topology import QueueSpec, Topology
+from tests.support.logs import capture_logs
 
 ORDERS = QueueSpec(name="orders.fifo", producer="shop", consumers=("billing", "mail"),
                    event_types=("shop.ordered", "shop.cancelled"))

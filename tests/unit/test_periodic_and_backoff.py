@@ -7,11 +7,11 @@ import random
 import time
 
 import pytest
-from structlog.testing import capture_logs
 
 from shared.backoff import backoff_delay
 from shared.messaging.relay import RetryPolicy
 from shared.periodic import periodic
+from tests.support.logs import capture_logs
 
 LONG_S = 30.0  # an interval no test may wait out
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import structlog
-from structlog.testing import capture_logs
 
 from shared import tracecontext
 from shared.messaging.envelope import Envelope
 from shared.tracecontext import TraceContext, parse
+from tests.support.logs import capture_logs
 
 # The specification's own example (https://www.w3.org/TR/trace-context/#examples-of-http-traceparent-headers).
 SPEC_EXAMPLE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
