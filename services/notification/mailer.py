@@ -10,14 +10,14 @@ finally marked ``failed``. Permanent refusals (a 5xx from SMTP, SES
 ``MessageRejected``) fail at once.
 
 Leases: several dispatchers (threads and processes) share the table. A claim
-leases a batch for ``LEASE_S``; before each mail is sent its lease is taken
+leases a batch for ``NOTIFICATION_EMAIL_LEASE_S``; before each mail is sent its lease is taken
 afresh, and kept renewed while the provider has the mail
 (:class:`services.notification.email_leases.LeaseKeeper`), so a slow server
 never lets another sender take over a mail still being sent. A
 mail of the batch whose lease ran out while earlier ones were sent, and that
 another sender took over, is skipped; an outcome is recorded only while the
-lease is still the sender's. A sender that dies mid-send loses its lease after
-``LEASE_S`` and the mail is sent again (at least once, never twice by the living).
+lease is still the sender's. A sender that dies mid-send loses its lease when
+it runs out and the mail is sent again (at least once, never twice by the living).
 """
 
 from __future__ import annotations
@@ -61,9 +61,6 @@ SUBJECTS = {
     "order_cancelled": "Your order {short_id} was cancelled",
     "order_delivery_failed": "We could not deliver your order {short_id}",
 }
-# A claimed mail's lease; renewed every LEASE_S / 3 while it is sent, and taken over by
-# another sender only when it ran out (its sender died or lost the database that long).
-LEASE_S = 120.0
 CLAIM_BATCH = 10
 SEND_ATTEMPTS = 3          # in-process tries per claim, for blips (then the backoff schedule)
 SES_TIMEOUT_S = 10
@@ -246,7 +243,9 @@ class EmailDispatcher:
         self.settings = settings
         self.breaker = breakers.get(f"email-{provider.name}")
         self.renderer = renderer or Renderer()
-        self.lease_s = LEASE_S
+        # A claimed mail's lease; renewed every third of it while it is sent, and taken over
+        # by another sender only when it ran out (its sender died or lost the database that long).
+        self.lease_s = settings.lease_s
 
     def dispatch_once(self) -> int:
         """Send every mail due now (in claim batches); return how many were handled."""

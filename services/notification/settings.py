@@ -99,6 +99,9 @@ class EmailSettings(EnvSettings):
     poll_interval_s: Float = var("NOTIFICATION_EMAIL_POLL_S", 1.0, "how often due mails are looked for",
                                  ge=0.05)
     concurrency: Int = var("NOTIFICATION_EMAIL_CONCURRENCY", 2, "mail sender threads", ge=1, le=32)
+    lease_s: Float = var("NOTIFICATION_EMAIL_LEASE_S", 120.0, "how long a claimed mail is its "
+                         "sender's (renewed every third of it while sending); the mails of a sender "
+                         "that died wait this long before another takes them", ge=1.0)
     smtp_host: str = var("NOTIFICATION_SMTP_HOST", "127.0.0.1", "SMTP server")
     smtp_port: Int = var("NOTIFICATION_SMTP_PORT", 25, "SMTP port", ge=1, le=65535)
     smtp_username: str | None = var("NOTIFICATION_SMTP_USERNAME", None, "SMTP login (needs the password, "

@@ -21,7 +21,6 @@ from collections import Counter
 import pytest
 
 from services.notification import email_repository as repo
-from services.notification import mailer
 from services.notification.mailer import EmailDispatcher, SmtpProvider
 from services.notification.settings import EmailSettings
 from shared.resilience import BreakerRegistry
@@ -59,11 +58,10 @@ def _statuses(db) -> Counter:
         return Counter(row["status"] for row in cur.fetchall())
 
 
-def test_a_slow_smtp_server_never_gets_a_mail_twice(notification_db, slow_smtp, monkeypatch):
-    monkeypatch.setattr(mailer, "LEASE_S", LEASE_S)
+def test_a_slow_smtp_server_never_gets_a_mail_twice(notification_db, slow_smtp):
     subjects = _queue_mails(notification_db)
     settings = EmailSettings(provider="smtp", smtp_port=slow_smtp.port, smtp_timeout_s=10.0,
-                             max_attempts=3, retry_base_s=0.1, retry_cap_s=0.2)
+                             lease_s=LEASE_S, max_attempts=3, retry_base_s=0.1, retry_cap_s=0.2)
     dispatchers = [EmailDispatcher(notification_db, SmtpProvider(settings), settings,
                                    BreakerRegistry({})) for _ in range(2)]
     stop = threading.Event()

@@ -72,6 +72,9 @@ CHILD_ENV = {
     "NOTIFICATION_EMAIL_RETRY_CAP_S": "5",
     "NOTIFICATION_WEBHOOK_RETRY_BASE_S": "1",
     "NOTIFICATION_WEBHOOK_RETRY_CAP_S": "5",
+    # A killed notification worker's leased mails are taken over after 6 s, not the default
+    # 120 s that bounded the short run's quiet period.
+    "NOTIFICATION_EMAIL_LEASE_S": "6",
     # Unpaid orders expire within the run (the flow leaves a share unpaid on purpose), and
     # the expiry job looks often so "no order PENDING_PAYMENT past the TTL" has a tight bound.
     "ORDER_PAYMENT_TTL_S": "20",
