@@ -22,11 +22,9 @@ from services.ops.handlers import (
 from services.ops.schemas import (
     AuditLogSchema,
     AuditQuerySchema,
-    BlockedQuerySchema,
     DeadLetterQuerySchema,
     DeadLettersSchema,
     OutboxRetriedSchema,
-    OutboxRetrySchema,
     PurgedSchema,
     PurgeSchema,
     QueuesSchema,
@@ -35,6 +33,7 @@ from services.ops.schemas import (
     ServiceAnswersSchema,
     StatusSchema,
 )
+from shared.admin.schemas import BlockedQuerySchema, OutboxRetrySchema  # forwarded as they are
 from shared.auth import authenticate, require_scopes
 from shared.errors import Problem, ProblemMap
 from shared.ratelimit import rate_limit
@@ -194,7 +193,7 @@ class BlockedGroups(MethodView):
     @blp.arguments(BlockedQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """FIFO groups (orders) stuck behind a failing or long in-flight head, per service."""
-        return _gathered("groups/blocked", {"min_age_s": query["min_age_s"]})
+        return _gathered("groups/blocked", query)
 
 
 @blp.route("/consumers")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from shared.admin.schemas import OutboxRetriedSchema as ServiceOutboxRetriedSchema
 from shared.schemas import StrictSchema
-
-# outbox.id is a bigserial: a larger id is no row, and PostgreSQL would refuse it.
-MAX_ROW_ID = 2**63 - 1
 
 MAX_PEEK = 100
 MAX_REPLAY_IDS = 1000
@@ -45,21 +43,6 @@ class ReplaySchema(StrictSchema):
 class PurgeSchema(StrictSchema):
     confirm = fields.String(required=True, validate=NAME,
                             metadata={"description": "The name of the DLQ to empty."})
-
-
-class OutboxRetrySchema(StrictSchema):
-    ids = fields.List(fields.Integer(validate=validate.Range(1, MAX_ROW_ID)), load_default=None,
-                      validate=validate.Length(1, 1000))
-    all_failed = fields.Boolean(load_default=False)
-
-    @validates_schema
-    def _one_of(self, data, **_kwargs):
-        if bool(data.get("ids")) == bool(data.get("all_failed")):
-            raise ValidationError("Give either `ids` or `all_failed: true`.", "ids")
-
-
-class BlockedQuerySchema(StrictSchema):
-    min_age_s = fields.Float(load_default=0.0, validate=validate.Range(0, 30 * 24 * 3600))
 
 
 class AuditQuerySchema(StrictSchema):
@@ -123,9 +106,7 @@ class PurgedSchema(Schema):
     audit_id = fields.Integer()
 
 
-class OutboxRetriedSchema(Schema):
-    service = fields.String()
-    retried = fields.List(fields.Integer())
+class OutboxRetriedSchema(ServiceOutboxRetriedSchema):
     audit_id = fields.Integer()
 
 
