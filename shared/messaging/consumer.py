@@ -43,15 +43,17 @@ backoff. After more than ``restart_limit`` crashes in a row :meth:`Consumer.run`
 drains the other pollers and raises :class:`ConsumerFailed`, and the worker
 exits non-zero (:mod:`shared.worker`).
 
-Each message ends in one typed outcome (:mod:`shared.messaging.outcomes`);
-metrics and logs are middleware hooks around it (:mod:`shared.messaging.middleware`).
+Each message ends in one typed outcome (:mod:`shared.messaging.outcomes`), decided
+in a handler thread by :class:`shared.messaging.processing.MessageProcessor` (parse,
+inbox claim, handler, transaction); this module is the asynchronous rest (polling,
+groups, visibility, deletes, DLQ sends). Metrics and logs are middleware hooks
+around each outcome (:mod:`shared.messaging.middleware`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,46 +61,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from marshmallow import ValidationError
 
-from shared import tracecontext
-from shared.backoff import backoff_delay
-from shared.messaging import inbox
 from shared.messaging.batch import DELETE_LINGER_S, Batch, State
 from shared.messaging.deadletter import DLQ_ERROR_MAX_CHARS, send_to_dlq
-from shared.messaging.envelope import Envelope, InvalidEnvelope
 from shared.messaging.middleware import Hooks, LoggingMiddleware, Middleware
-from shared.messaging.outcomes import (
-    INVALID_ENVELOPE,
-    MAX_RECEIVES_EXCEEDED,
-    PERMANENT_ERROR,
-    UNKNOWN_EVENT_TYPE,
-    DeadLetter,
-    Duplicate,
-    Handled,
-    Outcome,
-    PermanentError,
-    Retry,
-)
+from shared.messaging.outcomes import DeadLetter, Duplicate, Handled, Outcome, PermanentError
+from shared.messaging.processing import Handler, MessageProcessor, receive_count
 from shared.messaging.receiver import Receiver
-from shared.messaging.sqs import (
-    MAX_BATCH_ENTRIES,
-    MAX_VISIBILITY_TIMEOUT_S,
-    MAX_WAIT_TIME_S,
-    resolve_queue,
-)
+from shared.messaging.sqs import MAX_BATCH_ENTRIES, MAX_WAIT_TIME_S, resolve_queue
 from shared.messaging.supervision import ConsumerFailed, run_pollers, set_when, wait
 from shared.messaging.topology import QueueSpec
 
 log = structlog.get_logger(__name__)
-
-Handler = Callable[[Any, Envelope], None]  # (cursor of the inbox transaction, envelope)
-
-# Batch mode: one per message, around its inbox claim and handler.
-SAVEPOINT = "consumer_message"
-
-# maxReceiveCount is at most 1000, so the exponent never needs clamping below it.
-MAX_RECEIVE_EXPONENT = 1000
 
 __all__ = ["DLQ_ERROR_MAX_CHARS", "Consumer", "ConsumerConfig", "ConsumerFailed", "Handler",
            "PermanentError"]
@@ -139,8 +113,6 @@ class Consumer:
                  middleware: Iterable[Middleware] | None = None):
         self.name = name
         self.spec = spec
-        self.db = db
-        self.handlers = handlers
         self.client_factory = sqs_client_factory
         self.prefix = queue_prefix
         self.config = config or ConsumerConfig()
@@ -148,12 +120,21 @@ class Consumer:
                                                        thread_name_prefix=name)
         self.queue_url: str | None = None
         self.dlq_url: str | None = None
-        self.max_receive_count = spec.max_receive_count
         self.visibility_timeout = spec.visibility_timeout_s
         # Logging by default; the worker adds metrics (shared.worker.default_middleware).
         self.hooks = Hooks((LoggingMiddleware(),) if middleware is None else middleware)
+        self.processor = MessageProcessor(self, db, handlers, self.hooks, spec.max_receive_count,
+                                          self.config.retry_base_s, self.config.retry_cap_s)
         self.receiver = Receiver(name, self.config.max_messages, self.config.wait_time_s,
                                  self.config.error_pause_s)
+
+    @property
+    def max_receive_count(self) -> int:
+        return self.processor.max_receive_count
+
+    @max_receive_count.setter
+    def max_receive_count(self, value: int) -> None:
+        self.processor.max_receive_count = value
 
     # -- lifecycle ----------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -208,8 +189,8 @@ class Consumer:
             # visibility timeout, and not at once, which would loop on a repeatable crash).
             unfinished = batch.in_state(State.IN_FLIGHT)
             if unfinished:
-                await asyncio.shield(batch.release(unfinished, self._backoff(
-                    max(_receive_count(m) for m in unfinished))))
+                await asyncio.shield(batch.release(unfinished, self.processor.backoff(
+                    max(receive_count(m) for m in unfinished))))
             raise
 
     # -- one batch ------------------------------------------------------------
@@ -256,7 +237,7 @@ class Consumer:
                 await batch.release(group[index:], 0)
                 return
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(self.executor, self._process, message)
+            outcome = await loop.run_in_executor(self.executor, self.processor.process, message)
             if isinstance(outcome, Handled | Duplicate):
                 batch.finish(message)
             elif isinstance(outcome, DeadLetter):
@@ -286,7 +267,7 @@ class Consumer:
             await batch.release(batch.in_state(State.IN_FLIGHT), 0)
             return
         loop = asyncio.get_running_loop()
-        decided, broken = await loop.run_in_executor(self.executor, self._process_batch,
+        decided, broken = await loop.run_in_executor(self.executor, self.processor.process_batch,
                                                      groups, stop)
         for group, outcomes in zip(groups, decided, strict=True):
             await self._settle_group(batch, group, outcomes, broken)
@@ -296,7 +277,8 @@ class Consumer:
         # ``outcomes`` covers the head of ``group``; only its last entry can be a failure.
         if not outcomes:
             if broken:  # the transaction broke before this group started: back after a backoff
-                await batch.release_each([(group[0], self._backoff(_receive_count(group[0]))),
+                await batch.release_each([(group[0],
+                                           self.processor.backoff(receive_count(group[0]))),
                                           *((m, 0) for m in group[1:])])
             else:  # stop came first: unstarted, back at once
                 await batch.release(group, 0)
@@ -318,144 +300,3 @@ class Consumer:
                 await batch.release_each([(message, outcome.delay_s), *((m, 0) for m in rest)])
                 return
         await batch.release(group[len(outcomes):], 0)  # stop came before these started
-
-    def _process_batch(self, groups: list[list[dict]],
-                       stop: asyncio.Event) -> tuple[list[list[Outcome]], bool]:
-        # One transaction for every group of the batch; never raises (see the docstring).
-        # Returns the outcomes of each group's head, and whether the transaction broke.
-        decided: list[list[Outcome]] = [[] for _ in groups]
-        try:
-            with self.db.transaction() as cur:
-                for group, outcomes in zip(groups, decided, strict=True):
-                    for message in group:
-                        if stop.is_set():  # a plain flag read: safe from this thread
-                            break
-                        outcome = self._process_in(cur, message)
-                        outcomes.append(outcome)
-                        if not isinstance(outcome, Handled | Duplicate):
-                            break
-            broken = False
-        except Exception as exc:  # the commit, or the connection: nothing of the batch stands
-            broken = True
-            error = _describe(exc)
-            for group, outcomes in zip(groups, decided, strict=True):
-                if outcomes and isinstance(outcomes[0], Handled | Duplicate):
-                    outcomes[:] = [self._failed(group[0], outcomes[0].event, error)]
-                else:  # a head that failed or was dead-lettered wrote nothing
-                    del outcomes[1:]
-        for group, outcomes in zip(groups, decided, strict=True):
-            for message, outcome in zip(group, outcomes, strict=False):
-                with _bound(self.name, outcome.event):
-                    self._decided(message, outcome)
-        return decided, broken
-
-    def _process_in(self, cur, message: dict) -> Outcome:
-        # One message inside the batch's transaction; its hooks wait for the commit.
-        self.hooks.emit("before_handle", self, message)
-        try:
-            event = Envelope.from_json(message.get("Body"))
-        except Exception as exc:
-            error = str(exc) if isinstance(exc, InvalidEnvelope) else _describe(exc)
-            return self._dead(message, INVALID_ENVELOPE, error)
-        handler = self.handlers.get(event.event_type)
-        if handler is None:
-            return self._dead(message, UNKNOWN_EVENT_TYPE, event.event_type, event)
-        with _bound(self.name, event):
-            started = time.perf_counter()
-            try:
-                # The savepoint and the claim in one round trip. A savepoint is not
-                # released after a success: the next one of the same name stacks on it
-                # (at most 10 per batch, within Postgres' cache of 64 subtransactions),
-                # which saves a round trip per message; ROLLBACK TO names the newest.
-                if not inbox.claim(cur, self.name, event, savepoint=SAVEPOINT):
-                    outcome: Outcome = Duplicate(event)
-                else:
-                    handler(cur, event)
-                    outcome = Handled(event, time.perf_counter() - started)
-            except (PermanentError, ValidationError) as exc:
-                outcome = self._dead(message, PERMANENT_ERROR, f"{type(exc).__name__}: {exc}",
-                                     event)
-            except Exception as exc:
-                outcome = self._failed(message, event, _describe(exc))
-            if not isinstance(outcome, Handled | Duplicate):
-                # If this fails the connection is gone: the whole batch fails with it.
-                cur.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-            return outcome
-
-    # -- per message (runs in a worker thread) ---------------------------------
-    def _process(self, message: dict) -> Outcome:
-        # Never raises: every body ends as handled, retried or dead-lettered with a reason.
-        self.hooks.emit("before_handle", self, message)
-        try:
-            event = Envelope.from_json(message.get("Body"))
-        except Exception as exc:  # InvalidEnvelope, or anything else a hostile body provokes
-            error = str(exc) if isinstance(exc, InvalidEnvelope) else _describe(exc)
-            return self._decided(message, self._dead(message, INVALID_ENVELOPE, error))
-        with structlog.contextvars.bound_contextvars(
-                event_id=event.event_id, event_type=event.event_type,
-                correlation_id=event.correlation_id, consumer=self.name), \
-                tracecontext.continued(event.traceparent):
-            try:
-                outcome = self._handle(message, event)
-            except Exception as exc:  # outside the handler's own try: treat as transient
-                outcome = self._failed(message, event, _describe(exc))
-            return self._decided(message, outcome)
-
-    def _handle(self, message: dict, event: Envelope) -> Outcome:
-        handler = self.handlers.get(event.event_type)
-        if handler is None:
-            return self._dead(message, UNKNOWN_EVENT_TYPE, event.event_type, event)
-        started = time.perf_counter()
-        try:
-            with self.db.transaction() as cur:
-                if not inbox.claim(cur, self.name, event):
-                    return Duplicate(event)
-                handler(cur, event)
-        except (PermanentError, ValidationError) as exc:
-            return self._dead(message, PERMANENT_ERROR, f"{type(exc).__name__}: {exc}", event)
-        except Exception as exc:
-            return self._failed(message, event, _describe(exc))
-        return Handled(event, time.perf_counter() - started)
-
-    def _failed(self, message: dict, event: Envelope, error: str) -> Outcome:
-        receive_count = _receive_count(message)
-        if receive_count >= self.max_receive_count:
-            return self._dead(message, MAX_RECEIVES_EXCEEDED, error, event)
-        return Retry(event, self._backoff(receive_count), error, receive_count)
-
-    def _decided(self, message: dict, outcome: Outcome) -> Outcome:
-        if isinstance(outcome, Retry):
-            self.hooks.emit("on_retry", self, message, outcome)
-        elif isinstance(outcome, DeadLetter):
-            self.hooks.emit("on_dead_letter", self, message, outcome)
-        self.hooks.emit("after_handle", self, message, outcome)
-        return outcome
-
-    @staticmethod
-    def _dead(message: dict, reason: str, error: str, event: Envelope | None = None) -> DeadLetter:
-        return DeadLetter(reason, error, event, message.get("MessageId"))
-
-    def _backoff(self, receive_count: int) -> int:
-        # Whole seconds (SQS visibility); the n-th receive waits base * 2^(n-1).
-        cap = min(self.config.retry_cap_s, MAX_VISIBILITY_TIMEOUT_S)
-        return int(backoff_delay(receive_count - 1, self.config.retry_base_s, cap,
-                                 max_exponent=MAX_RECEIVE_EXPONENT))
-
-
-def _bound(consumer: str, event: Envelope | None):
-    if event is None:
-        return contextlib.nullcontext()
-    return structlog.contextvars.bound_contextvars(
-        event_id=event.event_id, event_type=event.event_type,
-        correlation_id=event.correlation_id, consumer=consumer)
-
-
-def _receive_count(message: dict) -> int:
-    try:
-        return int((message.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
-    except (TypeError, ValueError):
-        return 1
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"

@@ -88,7 +88,7 @@ def test_batch_mode_commit_failure_retries_the_head_of_every_group_and_releases_
     outcomes = Outcomes()
     consumer = make_consumer(middleware=[outcomes], config=ConsumerConfig(
         heartbeat_every_s=HEARTBEAT_S, retry_base_s=2.0, transaction_per_batch=True))
-    db = consumer.db = CommitFailsOnce()
+    db = consumer.processor.db = CommitFailsOnce()
     a = [in_group(event(), "a") for _ in range(3)]
     b = [in_group(event(), "b")]
     run_batch(consumer, sqs, [a[0], b[0], a[1], a[2]])
@@ -106,7 +106,7 @@ def test_batch_mode_commits_once_and_deletes_the_whole_batch():
     outcomes = Outcomes()
     consumer = make_consumer(middleware=[outcomes], config=ConsumerConfig(
         heartbeat_every_s=HEARTBEAT_S, transaction_per_batch=True))
-    counting = consumer.db = CountingDb()
+    counting = consumer.processor.db = CountingDb()
     messages = [in_group(event(), f"group-{n % 4}") for n in range(10)]
     run_batch(consumer, sqs, messages)
     assert counting.transactions == 1
@@ -120,7 +120,7 @@ def test_batch_mode_a_failure_ends_only_its_group_and_the_others_commit():
     sqs = SimSqs()
     consumer = make_consumer(config=ConsumerConfig(
         heartbeat_every_s=HEARTBEAT_S, retry_base_s=2.0, transaction_per_batch=True))
-    counting = consumer.db = CountingDb()
+    counting = consumer.processor.db = CountingDb()
     bad = in_group(event(fail=True), "a")
     after_bad = in_group(event(), "a")
     poison = in_group(event(permanent=True), "p")

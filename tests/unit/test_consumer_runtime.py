@@ -131,7 +131,7 @@ def test_a_body_that_breaks_the_json_parser_is_an_invalid_envelope():
     with pytest.raises(InvalidEnvelope, match="not JSON"):
         Envelope.from_json(DEEPLY_NESTED)
     consumer = make_consumer()
-    outcome = consumer._process(message(None, body=DEEPLY_NESTED))
+    outcome = consumer.processor.process(message(None, body=DEEPLY_NESTED))
     consumer.executor.shutdown()
     assert isinstance(outcome, DeadLetter) and outcome.reason == "invalid_envelope"
     assert "RecursionError" in outcome.error

@@ -215,20 +215,20 @@ def test_outcomes_are_typed_and_carry_what_the_consumer_acts_on():
                         config=ConsumerConfig(retry_base_s=2.0, retry_cap_s=900.0),
                         executor=ThreadPoolExecutor(max_workers=1), middleware=[])
     ok = event()
-    handled = consumer._process(message(ok))
+    handled = consumer.processor.process(message(ok))
     assert isinstance(handled, Handled) and handled.event == ok and handled.duration_s >= 0
-    assert isinstance(consumer._process(message(ok)), Duplicate)
-    retry = consumer._process(message(event(fail="transient"), receive_count=3))
+    assert isinstance(consumer.processor.process(message(ok)), Duplicate)
+    retry = consumer.processor.process(message(event(fail="transient"), receive_count=3))
     assert isinstance(retry, Retry)
     assert (retry.delay_s, retry.receive_count) == (8, 3)  # 2 s * 2^(3-1)
     assert retry.error == "ConnectionError: database went away"
-    last = consumer._process(message(event(fail="transient"), receive_count=5))
+    last = consumer.processor.process(message(event(fail="transient"), receive_count=5))
     assert isinstance(last, DeadLetter) and last.reason == "max_receives_exceeded"
     garbage = message(None, body="{not json")
-    invalid = consumer._process(garbage)
+    invalid = consumer.processor.process(garbage)
     assert isinstance(invalid, DeadLetter) and invalid.reason == "invalid_envelope"
     assert invalid.event is None and invalid.message_id == garbage["MessageId"]
-    unknown = consumer._process(message(event("shop.cancelled")))
+    unknown = consumer.processor.process(message(event("shop.cancelled")))
     assert isinstance(unknown, DeadLetter) and unknown.reason == "unknown_event_type"
     consumer.executor.shutdown()
 

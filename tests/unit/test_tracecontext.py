@@ -115,8 +115,8 @@ def test_a_consumer_handles_an_event_in_its_trace_and_onward_events_carry_it():
         incoming = Envelope(event_type="shop.ordered", aggregate_id="o-1", data={}, producer="shop")
     untraced = Envelope(event_type="shop.ordered", aggregate_id="o-2", data={}, producer="shop")
     with capture_logs([structlog.contextvars.merge_contextvars]) as logs:
-        consumer._process(message(incoming))
-        consumer._process(message(untraced))
+        consumer.processor.process(message(incoming))
+        consumer.processor.process(message(untraced))
     consumer.executor.shutdown()
     handling = [entry for entry in logs if entry["event"] == "handling"]
     assert handling[0]["trace_id"] == TRACE_ID
