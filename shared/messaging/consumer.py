@@ -129,6 +129,11 @@ class Consumer:
                                  self.config.error_pause_s)
 
     @property
+    def db(self):
+        """The database its messages are handled in (middleware records there too)."""
+        return self.processor.db
+
+    @property
     def max_receive_count(self) -> int:
         return self.processor.max_receive_count
 

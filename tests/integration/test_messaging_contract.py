@@ -24,6 +24,7 @@ from marshmallow import Schema, fields
 from shared.db import Database
 from shared.messaging.consumer import Consumer, ConsumerConfig, PermanentError
 from shared.messaging.envelope import Envelope
+from shared.messaging.middleware import LoggingMiddleware, Middleware
 from shared.messaging.relay import OutboxRelay
 from shared.messaging.schema import messaging_tables_ddl
 from shared.messaging.sqs import async_client, ensure_queues, sync_client
@@ -151,26 +152,36 @@ class QueuePair:
         return self.urls[self.spec.dlq_name]
 
 
+class _OutcomeLog(Middleware):
+    """Notes each message's outcome: every one passes ``after_handle`` once, in per-message
+    and in batch mode alike."""
+
+    def __init__(self):
+        self.outcomes: list[tuple[str, str, int]] = []   # (event_id or message id, kind, count)
+        self.lock = threading.Lock()
+
+    def after_handle(self, consumer, message, outcome) -> None:
+        key = outcome.event.event_id if outcome.event else message["MessageId"]
+        count = int(message["Attributes"].get("ApproximateReceiveCount", "1"))
+        with self.lock:
+            self.outcomes.append((key, outcome.kind, count))
+
+
 class RecordingConsumer(Consumer):
     """The real consumer, noting each message's outcome."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.outcomes: list[tuple[str, str, int]] = []   # (event_id or message id, kind, count)
-        self._lock = threading.Lock()
+    def __init__(self, *args, middleware=None, **kwargs):
+        self._log = _OutcomeLog()
+        super().__init__(*args, middleware=[*(middleware or [LoggingMiddleware()]), self._log],
+                         **kwargs)
 
-    def _decided(self, message, outcome):
-        # Every outcome passes here once, in per-message and in batch mode alike.
-        outcome = super()._decided(message, outcome)
-        key = outcome.event.event_id if outcome.event else message["MessageId"]
-        count = int(message["Attributes"].get("ApproximateReceiveCount", "1"))
-        with self._lock:
-            self.outcomes.append((key, outcome.kind, count))
-        return outcome
+    @property
+    def outcomes(self) -> list[tuple[str, str, int]]:
+        return self._log.outcomes
 
     def kinds(self, event_id: str) -> list[str]:
         """Outcome kinds (done, duplicate, retry, dlq) of ``event_id``, in order."""
-        with self._lock:
+        with self._log.lock:
             return [kind for key, kind, _ in self.outcomes if key == event_id]
 
 
