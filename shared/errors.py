@@ -12,7 +12,10 @@ Two kinds of error reach the HTTP layer:
 
 :func:`register_problem_handlers` turns Problems, HTTPExceptions and any
 unexpected exception into a problem document. Unexpected exceptions are
-logged with their traceback and answered with a generic 500 that leaks nothing.
+logged with their traceback and answered with a generic 500 that leaks nothing,
+except that the database being unreachable (a lost or refused connection,
+:func:`shared.db.connection_lost`, or no pooled connection free in time) is no
+bug: it is answered 503 ``database-unavailable`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
+from shared.db import PoolExhausted, connection_lost
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -45,6 +49,8 @@ _DEFAULT_TYPES = {
     500: "internal-error",
     503: "service-unavailable",
 }
+# A database restart takes a few seconds; a client retrying sooner meets it still down.
+DATABASE_RETRY_AFTER_S = 2
 
 
 class Problem(Exception):
@@ -179,6 +185,13 @@ def _from_http_exception(exc: HTTPException) -> Problem:
     return Problem(status, title, detail, errors=errors, headers=headers)
 
 
+def database_unavailable() -> Problem:
+    """The 503 for a request the database could not serve (it is down, restarting or saturated)."""
+    return Problem(503, "Service Unavailable",
+                   "The database is unavailable right now; retry later.", "database-unavailable",
+                   headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
 def register_problem_handlers(app: Flask) -> None:
     """Make every error of ``app`` a problem document."""
 
@@ -194,6 +207,11 @@ def register_problem_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception):
         if isinstance(exc, HTTPException):
             return problem_response(_from_http_exception(exc))
+        if connection_lost(exc) or isinstance(exc, PoolExhausted):
+            # Transient and nobody's bug: one line, no traceback; the client retries.
+            log.warning("database_unavailable", path=request.path, error=type(exc).__name__,
+                        detail=str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            return problem_response(database_unavailable())
         log.exception("unhandled_exception", path=request.path)
         return problem_response(Problem(500, "Internal Server Error",
                                         "An unexpected error occurred; it has been logged."))

@@ -9,6 +9,9 @@ Put it between a service and its broker (point ``SQS_ENDPOINT_URL`` at
 * :meth:`TcpProxy.go_down` with ``RESET``: connections are accepted and closed
   at once (a load balancer with no healthy target);
 * :meth:`TcpProxy.go_up`: forward again, on the same port.
+
+The upstream is a TCP address, or a Unix socket (:meth:`TcpProxy.to_unix_socket`:
+the embedded PostgreSQL listens on one only).
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ class _Pipe:
 class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to ``upstream_host:upstream_port`` until told otherwise."""
 
-    def __init__(self, upstream_host: str, upstream_port: int, port: int = 0):
-        self.upstream = (upstream_host, upstream_port)
+    def __init__(self, upstream_host: str, upstream_port: int | None, port: int = 0):
+        # upstream_port None: upstream_host is the path of a Unix socket.
+        self.upstream: tuple[str, int] | str = (
+            upstream_host if upstream_port is None else (upstream_host, upstream_port))
         self.mode = UP
         self.connections_accepted = 0
         self._lock = threading.Lock()
@@ -73,6 +78,11 @@ class TcpProxy:
         host_port = url.split("://", 1)[-1].split("/", 1)[0]
         host, _, port = host_port.rpartition(":")
         return cls(host or LOOPBACK, int(port))
+
+    @classmethod
+    def to_unix_socket(cls, path: str) -> TcpProxy:
+        """A TCP proxy in front of the Unix socket at ``path``."""
+        return cls(path, None)
 
     @property
     def url(self) -> str:
@@ -152,7 +162,7 @@ class TcpProxy:
 
     def _forward(self, client: socket.socket) -> None:
         try:
-            upstream = socket.create_connection(self.upstream, UPSTREAM_CONNECT_TIMEOUT_S)
+            upstream = self._connect_upstream()
         except OSError:
             client.close()
             return
@@ -164,6 +174,18 @@ class TcpProxy:
         for source, target in ((client, upstream), (upstream, client)):
             threading.Thread(target=self._pump, args=(pipe, source, target), daemon=True,
                              name="tcp-proxy-pump").start()
+
+    def _connect_upstream(self) -> socket.socket:
+        if isinstance(self.upstream, tuple):
+            return socket.create_connection(self.upstream, UPSTREAM_CONNECT_TIMEOUT_S)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(UPSTREAM_CONNECT_TIMEOUT_S)
+        try:
+            sock.connect(self.upstream)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def _pump(self, pipe: _Pipe, source: socket.socket, target: socket.socket) -> None:
         try:
