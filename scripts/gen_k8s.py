@@ -466,7 +466,8 @@ def local_overlay() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[st
     container = setup["spec"]["template"]["spec"]["containers"][0]
     container.update(name="auth-setup", command=[
         "python", "-m", "services.auth.cli", "ensure-client", "--client-id", "order-service",
-        "--name", "Order service", "--scope", "inventory:reserve", "--secret-env", "ORDER_CLIENT_SECRET"])
+        "--name", "Order service", "--scope", "inventory:reserve", "--scope", "payments:create",
+        "--scope", "shipments:cancel", "--secret-env", "ORDER_CLIENT_SECRET"])
     container["envFrom"] = [{"configMapRef": {"name": "platform-config"}},
                             {"configMapRef": {"name": "auth-config"}},
                             {"secretRef": {"name": "auth-secrets"}},

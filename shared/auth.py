@@ -46,11 +46,11 @@ from shared.openapi import scope_requirement
 from shared.revocations import FeedSettings, RevocationList
 from shared.token_cache import VerifiedTokens
 
-# inventory:reserve and payments:create: service-to-service, held by the order service's own
-# token (services/order/inventory.py, services/order/payments.py); customers never get them,
-# so they cannot hold stock or open payments directly.
+# inventory:reserve, payments:create and shipments:cancel: service-to-service, held by the order
+# service's own token (services/order/inventory.py, payments.py, delivery.py); customers and
+# carriers never get them, so they cannot hold stock, open payments or stop shipments directly.
 SCOPES = ("orders:read", "orders:write", "shipments:read", "shipments:write", "webhooks:manage",
-          "inventory:reserve", "payments:create", "admin")
+          "inventory:reserve", "payments:create", "shipments:cancel", "admin")
 ALGORITHMS = ["RS256"]
 CLOCK_SKEW_S = 30
 MAX_SUBJECT_CHARS = 128

@@ -39,6 +39,7 @@ from shared.queues import TOPOLOGY
 from shared.services import SERVICES as SERVICE_LIST
 from shared.services import service as known_service
 from shared.services import with_migrations
+from tests.support.delivery import DeliveryServer
 from tests.support.inventory import InventoryServer, seed_catalog
 from tests.support.payments import PaymentServer
 from tests.support.processes import ProcessManager
@@ -184,6 +185,20 @@ def payment_url(database_url, jwks_server, stripe_api):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def delivery_url(database_url, jwks_server):
+    """The delivery API (a real HTTP server in this process) that stops paid orders' shipments.
+
+    One for the session, like inventory's: its rows live in the tables every
+    test empties. Tests that take delivery away point DELIVERY_URL elsewhere.
+    """
+    server = DeliveryServer({"APP_ENV": "test", "DATABASE_URL": database_url,
+                             "LOG_LEVEL": "WARNING", "DB_POOL_MAX": "10",
+                             "AUTH_JWKS_URL": jwks_server.url, "AWS_REGION": REGION})
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture
 def catalog(clean_db) -> str:
     """The test catalog (tests.support.inventory.TEST_CATALOG) with plenty of stock."""
@@ -192,12 +207,13 @@ def catalog(clean_db) -> str:
 
 
 @pytest.fixture
-def service_env(clean_db, inventory_url, payment_url, stripe_api, sqs_endpoint, queue_prefix,
-                queues, jwks_server) -> dict[str, str]:
+def service_env(clean_db, inventory_url, payment_url, delivery_url, stripe_api, sqs_endpoint,
+                queue_prefix, queues, jwks_server) -> dict[str, str]:
     """Environment for service processes/apps in this test (fast waits and retries)."""
     return {
         "INVENTORY_URL": inventory_url,
         "PAYMENT_URL": payment_url,
+        "DELIVERY_URL": delivery_url,
         **stripe_env(stripe_api),
         "PAYMENT_RECONCILE_INTERVAL_S": "0.5",
         "APP_ENV": "test",

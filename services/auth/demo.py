@@ -39,7 +39,8 @@ DEMO_CLIENTS = {
                   grants=("client_credentials",), first_party=False, carrier=DEMO_CARRIER_ID),
     OPS_CONSOLE: dict(name="Operations console", scopes=SCOPES,
                       grants=("password", "refresh_token"), first_party=True, carrier=None),
-    ORDER_SERVICE: dict(name="Order service", scopes=("inventory:reserve", "payments:create"),
+    ORDER_SERVICE: dict(name="Order service",
+                        scopes=("inventory:reserve", "payments:create", "shipments:cancel"),
                         grants=("client_credentials",), first_party=False, carrier=None),
 }
 # Which service process runs as which client: <SERVICE>_CLIENT_ID / _CLIENT_SECRET.
@@ -81,7 +82,8 @@ def ensure_demo_identities(db, passwords, config, credentials_path: Path, app_en
             handlers.bind_client_carrier(db, client_id, spec["carrier"])
             changed.append(f"client {client_id} (carrier {spec['carrier']})")
         if row is not None and not set(spec["scopes"]) <= set(row["allowed_scopes"]):
-            # A database from before a scope was added (the order client's payments:create).
+            # A database from before a scope was added (the order client's payments:create,
+            # shipments:cancel).
             with db.transaction() as cur:
                 repo.update_client(cur, client_id, sorted({*row["allowed_scopes"], *spec["scopes"]}),
                                    None)

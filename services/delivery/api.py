@@ -7,9 +7,11 @@ from uuid import UUID
 from flask.views import MethodView
 
 from services.delivery import handlers
-from services.delivery.domain import InvalidTransition
+from services.delivery.domain import InvalidTransition, ShipmentUnderway
 from services.delivery.schemas import (
     ListShipmentsQuerySchema,
+    ShipmentCancellationInSchema,
+    ShipmentCancellationSchema,
     ShipmentEventInSchema,
     ShipmentPageSchema,
     ShipmentSchema,
@@ -26,7 +28,20 @@ blp = Blueprint("shipments", __name__, url_prefix="/v1/shipments",
 # (services.delivery.domain.reach_of); a shipment out of reach is a 404 like a missing one.
 READ_SCOPES = ("orders:read", "shipments:read", "shipments:write", "admin")
 
-PROBLEMS = ProblemMap({InvalidTransition: (409, "Invalid status transition", "invalid-transition")})
+# The order service's own token (services/order/delivery.py) stops a shipment before a paid
+# order is cancelled; customers and carriers never hold this scope.
+CANCEL_SCOPE = "shipments:cancel"
+
+cancellations_blp = Blueprint("shipment-cancellations", __name__,
+                              url_prefix="/v1/shipment-cancellations",
+                              description="The order service stops an order's shipment before "
+                                          "it cancels the order.")
+BLUEPRINTS = (blp, cancellations_blp)
+
+PROBLEMS = ProblemMap({
+    InvalidTransition: (409, "Invalid status transition", "invalid-transition"),
+    ShipmentUnderway: (409, "Shipment already underway", "shipment-underway"),
+})
 
 
 @blp.route("")
@@ -67,3 +82,20 @@ class ShipmentEvents(MethodView):
         """Carrier callback: report SHIPPED, IN_TRANSIT, OUT_FOR_DELIVERY, DELIVERED or FAILED."""
         return handlers.post_carrier_event(database(), authenticate(), shipment_id, payload,
                                            correlation_id())
+
+
+@cancellations_blp.route("/<uuid:order_id>")
+class ShipmentCancellation(MethodView):
+    @cancellations_blp.response(200, ShipmentCancellationSchema,
+                                description="No shipment of this order will leave the warehouse "
+                                            "(cancelled now, before, or none created yet); the "
+                                            "same answer again on a retry")
+    @cancellations_blp.alt_response(409, description="The carrier has picked the parcel up (or "
+                                                     "delivered it): `status_now` is the "
+                                                     "shipment's status; nothing changed")
+    @require_scopes(CANCEL_SCOPE)
+    @cancellations_blp.arguments(ShipmentCancellationInSchema, required=False)
+    def put(self, payload, order_id: UUID):
+        """Stop the order's shipment before the order is cancelled (the order service's call)."""
+        return handlers.stop_shipment(database(), authenticate(), order_id,
+                                      (payload or {}).get("reason"), correlation_id())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from services.delivery.api import PROBLEMS, blp
+from services.delivery.api import BLUEPRINTS, PROBLEMS
 from services.delivery.settings import SERVICE, load
 from shared.admin.api import mount_admin
 from shared.db import database_for
@@ -27,7 +27,8 @@ def create_app(config: dict | None = None):
         "database": db.ping,
         "sqs": sqs_check(sqs, physical_name(settings.queue_prefix, "delivery-status.fifo")),
     }))
-    api.register_blueprint(blp)
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint)
     PROBLEMS.register(app)
     mount_admin(app, api)
     return app

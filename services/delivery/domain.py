@@ -106,3 +106,7 @@ def new_tracking_number(carrier: str) -> str:
 
 class InvalidTransition(DomainError):
     """A carrier reported a status the shipment may not move to from its current one."""
+
+
+class ShipmentUnderway(DomainError):
+    """A shipment the carrier has already picked up (or delivered) can no longer be stopped."""

@@ -18,6 +18,7 @@ from services.delivery.domain import (
     SIMULATED_PATH,
     InvalidTransition,
     ShipmentStatus,
+    ShipmentUnderway,
     can_transition,
     choose_carrier,
     new_tracking_number,
@@ -65,7 +66,13 @@ def on_order_paid(cur, event: Envelope) -> None:
 
 
 def on_order_cancelled(cur, event: Envelope) -> None:
-    """Cancel the order's unshipped shipment, or leave a tombstone if it has none yet."""
+    """Cancel the order's unshipped shipment, or leave a tombstone if it has none yet.
+
+    A paid order's shipment was already stopped by :func:`stop_shipment` before
+    the order was cancelled, so for it this finds CANCELLED (or the tombstone)
+    and changes nothing; it still does the work for unpaid orders' cancels and
+    expiries, which need no synchronous call (no ``order.paid`` was sent).
+    """
     data = load_data("order.cancelled", event.data, ORDER_CANCELLED_NEEDS)
     order_id = data["order_id"]
     repo.lock_order_key(cur, order_id)
@@ -84,6 +91,39 @@ def on_order_cancelled(cur, event: Envelope) -> None:
         return
     _transition(cur, shipment, ShipmentStatus.CANCELLED, "order.cancelled", event,
                 note=data.get("reason"))
+
+
+# --- the order service's cancel ---------------------------------------------------------
+def stop_shipment(db, principal: Principal, order_id: uuid.UUID, reason: str | None,
+                  correlation_id: str | None) -> dict:
+    """``PUT /v1/shipment-cancellations/{order_id}``: no shipment of this order may leave.
+
+    Asked by the order service BEFORE it cancels a paid order, so this is the
+    one place that decides whether a cancel still stops the parcel. Under the
+    order's lock and the shipment's row lock — the ones the consumers and a
+    carrier's pick-up (:func:`record_status`) take too — in one transaction:
+    no shipment yet -> a tombstone (a later ``order.paid`` creates none); a
+    CREATED shipment -> CANCELLED (``delivery.shipment_cancelled``); already
+    CANCELLED -> the same answer again; picked up or beyond ->
+    :class:`ShipmentUnderway` with ``status_now``, nothing written.
+    """
+    with db.transaction() as cur:
+        repo.lock_order_key(cur, order_id)
+        shipment = repo.lock_shipment_by_order(cur, order_id)
+        if shipment is None:
+            repo.record_cancel_tombstone(cur, order_id, reason)
+            log.info("cancel_before_create_recorded", order_id=str(order_id), source="api")
+            return {"order_id": order_id, "status": ShipmentStatus.CANCELLED.value,
+                    "shipment_id": None}
+        current = ShipmentStatus(shipment["status"])
+        if current != ShipmentStatus.CANCELLED:
+            if not can_transition(current, ShipmentStatus.CANCELLED):
+                raise ShipmentUnderway(f"The carrier has the parcel: the shipment is {current}.",
+                                       status_now=current.value)
+            _transition(cur, shipment, ShipmentStatus.CANCELLED, f"cancel:{principal.subject}",
+                        None, note=reason, correlation_id=correlation_id)
+        return {"order_id": order_id, "status": ShipmentStatus.CANCELLED.value,
+                "shipment_id": shipment["id"]}
 
 
 # --- carrier updates (API and simulator share this path) -----------------------------

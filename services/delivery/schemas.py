@@ -17,6 +17,21 @@ class ShipmentEventInSchema(StrictSchema):
     note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
 
 
+class ShipmentCancellationInSchema(StrictSchema):
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500),
+                           metadata={"description": "The order's cancel reason, kept with the "
+                                                    "shipment's history"})
+
+
+class ShipmentCancellationSchema(Schema):
+    order_id = fields.UUID()
+    status = fields.String(metadata={"description": "Always CANCELLED: no shipment of this order "
+                                                    "will leave the warehouse"})
+    shipment_id = fields.UUID(allow_none=True, metadata={
+        "description": "The cancelled shipment; null when the order had none yet (none will be "
+                       "created)"})
+
+
 class ListShipmentsQuerySchema(StrictSchema):
     order_id = fields.UUID()
     status = fields.String(validate=validate.OneOf([s.value for s in ShipmentStatus]))

@@ -17,6 +17,7 @@ from flask import Response, current_app, has_app_context, request
 from flask.views import MethodView
 
 from services.order import handlers, idempotency
+from services.order.delivery import DeliveryUnavailable
 from services.order.domain import (
     InsufficientStock,
     ItemsRefused,
@@ -66,6 +67,11 @@ PROBLEMS = ProblemMap({
         headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}),
     PaymentUnavailable: lambda exc: Problem(
         503, "Payments unavailable", exc.detail, "payment-unavailable",
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}),
+    DeliveryUnavailable: lambda exc: Problem(
+        503, "Delivery unavailable",
+        "Whether the shipment can still be stopped cannot be checked right now, so nothing was "
+        "cancelled; retry later.", "delivery-unavailable",
         headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}),
     KeyReused: (422, "Idempotency key reused", "idempotency-key-mismatch"),
     KeyInProgress: lambda exc: Problem(409, "Request in progress", exc.detail,
@@ -190,13 +196,23 @@ class OrderById(MethodView):
 class CancelOrder(MethodView):
     @blp.response(200, OrderSchema)
     @blp.alt_response(404, description="No such order (or not yours)")
-    @blp.alt_response(409, description="Already shipped")
+    @blp.alt_response(409, description="Already shipped (problem type order-not-cancellable, "
+                                       "`status_now`): for a paid order, the carrier has picked "
+                                       "the parcel up; nothing was changed")
+    @blp.alt_response(503, description="A paid order's shipment cannot be checked right now "
+                                       "(delivery down, slow, or its circuit breaker open): "
+                                       "nothing was cancelled; see Retry-After",
+                      headers=response_headers("Retry-After"))
     @require_scopes("orders:write")
     @blp.arguments(CancelOrderSchema, required=False)
     def post(self, payload, order_id: UUID):
-        """Cancel an order that has not shipped yet (cancelling twice is harmless)."""
-        order = handlers.cancel_order(database(), authenticate(), order_id,
-                                      (payload or {}).get("reason"), correlation_id())
+        """Cancel an order that has not shipped yet (cancelling twice is harmless).
+
+        A paid order is cancelled only once the delivery service has stopped its shipment.
+        """
+        order = handlers.cancel_order(database(), current_app.extensions["delivery"],
+                                      authenticate(), order_id, (payload or {}).get("reason"),
+                                      correlation_id())
         return shape(order)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from services.order.api import ORDER_RATE_LIMIT, PAYMENT_TTL, PROBLEMS, STUCK_AFTER, blp
+from services.order.delivery import SCOPE as DELIVERY_SCOPE
+from services.order.delivery import DeliveryClient, delivery_config
 from services.order.inventory import InventoryClient, inventory_config
 from services.order.payments import SCOPE as PAYMENTS_SCOPE
 from services.order.payments import PaymentClient, payment_config
@@ -37,6 +39,9 @@ def create_app(config: dict | None = None):
     app.extensions["payments"] = PaymentClient(
         payment_config(settings, own), breakers,
         service_token_from(settings, own.client_id, own.client_secret, PAYMENTS_SCOPE, breakers))
+    app.extensions["delivery"] = DeliveryClient(
+        delivery_config(settings, own), breakers,
+        service_token_from(settings, own.client_id, own.client_secret, DELIVERY_SCOPE, breakers))
     sqs = sync_client(settings.sqs_endpoint_url, settings.aws_region, max_pool=2)
     app.register_blueprint(health_blueprint({
         "database": db.ping,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from services.order import repository as repo
+from services.order.delivery import ShipmentUnderway
 from services.order.domain import (
     CANCELLABLE,
     NON_TERMINAL,
@@ -36,6 +37,7 @@ from services.order.domain import (
 )
 from services.order.inventory import InventoryRefused, Reservation
 from services.order.payments import OpenedPayment, PaymentServiceUnavailable
+from services.order.peer import PeerUnavailable
 from shared.auth import Principal
 from shared.contracts import event_data, load_data
 from shared.errors import NotFound
@@ -54,6 +56,8 @@ DELIVERY_EVENT_NEEDS = ("shipment_id", "order_id", "status", "occurred_at")
 PAYMENT_AUTHORIZED_NEEDS = ("order_id",)
 EXPIRY_BATCH = 100
 PAYMENT_EXPIRED = "payment_expired"
+SHIPMENT_CANCELLED = "delivery.shipment_cancelled"
+SHIPMENT_CANCELLED_REASON = "shipment_cancelled"
 
 
 @dataclass(frozen=True)
@@ -165,28 +169,72 @@ def list_orders(db, principal: Principal, status: str | None, after, limit: int)
         return repo.list_orders(cur, customer, status, after, limit)
 
 
-def cancel_order(db, principal: Principal, order_id: uuid.UUID, reason: str | None,
+def cancel_order(db, delivery, principal: Principal, order_id: uuid.UUID, reason: str | None,
                  correlation_id: str | None) -> dict:
-    """Cancel before shipping; emits ``order.cancelled`` and ``order.status_changed``."""
-    with db.transaction() as cur:
-        order = repo.lock_order(cur, order_id)
-        if order is None or not _visible(principal, order):
-            raise _not_found()
-        current = OrderStatus(order["status"])
-        if current == OrderStatus.CANCELLED:
-            return repo.get_order(cur, order_id)  # cancelling twice is harmless
-        if current not in CANCELLABLE:
-            raise OrderNotCancellable(
-                f"Orders can be cancelled only before they ship; this one is {current}.",
-                status_now=current.value)
-        _cancel(cur, order, reason, correlation_id)
-        updated = repo.get_order(cur, order_id)
+    """Cancel before shipping; emits ``order.cancelled`` and ``order.status_changed``.
+
+    A paid (PENDING_SHIPMENT) order is cancelled only after the delivery
+    service has stopped its shipment (:func:`stop_shipment`): it answers under
+    the same lock as the carrier's pick-up, so a cancel can no longer cross
+    it. That call is not made under the order's row lock (no lock is held
+    across the network); the status is re-checked under the lock afterwards.
+    An unpaid order needs no call: no ``order.paid`` has been sent, and
+    ``payment.authorized`` takes the same row lock, so it either finds the
+    order CANCELLED (and is ignored) or pays it first — then this sees
+    PENDING_SHIPMENT on its next pass and asks delivery.
+    """
+    shipment_stopped = False
+    while True:
+        with db.transaction() as cur:
+            order = repo.lock_order(cur, order_id)
+            if order is None or not _visible(principal, order):
+                raise _not_found()
+            current = OrderStatus(order["status"])
+            if current == OrderStatus.CANCELLED:
+                return repo.get_order(cur, order_id)  # cancelling twice is harmless
+            if current not in CANCELLABLE:
+                raise OrderNotCancellable(
+                    f"Orders can be cancelled only before they ship; this one is {current}.",
+                    status_now=current.value)
+            if current != OrderStatus.PENDING_SHIPMENT or shipment_stopped:
+                _cancel(cur, order, reason, correlation_id)
+                updated = repo.get_order(cur, order_id)
+                break
+        stop_shipment(delivery, order_id, reason, correlation_id)
+        shipment_stopped = True
     log.info("order_cancelled", order_id=str(order_id))
     return updated
 
 
+# Shipment statuses past the pick-up, as the order will show them once delivery's event arrives.
+SHIPMENT_TO_ORDER_STATUS = {"SHIPPED": OrderStatus.SHIPPED, "IN_TRANSIT": OrderStatus.SHIPPED,
+                            "OUT_FOR_DELIVERY": OrderStatus.SHIPPED,
+                            "DELIVERED": OrderStatus.DELIVERED,
+                            "FAILED": OrderStatus.DELIVERY_FAILED}
+
+
+def stop_shipment(delivery, order_id: uuid.UUID, reason: str | None,
+                  correlation_id: str | None) -> None:
+    """Have delivery stop the order's shipment, or raise why the order cannot be cancelled.
+
+    :class:`OrderNotCancellable` (409) when the carrier has the parcel: the
+    order itself is unchanged, and delivery's event will move it on.
+    ``DeliveryUnavailable`` (503 + Retry-After) passes through: nothing changed.
+    """
+    try:
+        delivery.stop_shipment(order_id, reason, correlation_id)
+    except ShipmentUnderway as exc:
+        shown = SHIPMENT_TO_ORDER_STATUS.get(exc.status_now, OrderStatus.SHIPPED)
+        log.info("cancel_refused_shipment_underway", order_id=str(order_id),
+                 shipment_status=exc.status_now)
+        raise OrderNotCancellable(
+            f"Orders can be cancelled only before they ship; this one is already {shown} "
+            f"(the carrier has it).", status_now=shown.value,
+            shipment_status=exc.status_now) from None
+
+
 def _cancel(cur, order: dict, reason: str | None, correlation_id: str | None,
-            cause: str = "order.cancelled") -> None:
+            cause: str = "order.cancelled", source_event_id: str | None = None) -> None:
     """Cancel a locked, cancellable order: status, history, ``order.cancelled`` + status change.
 
     ``order.cancelled`` releases the stock (inventory), cancels or tombstones
@@ -196,7 +244,8 @@ def _cancel(cur, order: dict, reason: str | None, correlation_id: str | None,
     order_id = order["id"]
     current = OrderStatus(order["status"])
     repo.set_status(cur, order_id, OrderStatus.CANCELLED, cancel_reason=reason)
-    repo.add_history(cur, order_id, OrderStatus.CANCELLED, current, cause, note=reason)
+    repo.add_history(cur, order_id, OrderStatus.CANCELLED, current, cause, note=reason,
+                     source_event_id=source_event_id)
     base = Envelope(event_type="order.cancelled", aggregate_id=str(order_id),
                     producer=PRODUCER, correlation_id=correlation_id,
                     data=event_data("order.cancelled", {
@@ -227,22 +276,39 @@ def expire_unpaid(db, ttl_s: float, limit: int = EXPIRY_BATCH) -> int:
 STUCK_REJECTED = "stuck_auto_rejected"
 
 
-def reject_stuck(db, older_than_s: float, limit: int = EXPIRY_BATCH) -> int:
+def reject_stuck(db, delivery, older_than_s: float, limit: int = EXPIRY_BATCH) -> int:
     """The ORDER_STUCK_AUTO_REJECT policy: cancel orders paid but not shipped for too long.
 
     A paid order nobody ships (a warehouse that never picked it) keeps money
     held on the customer's card; cancelling it voids the authorization (the
     payment service, on ``order.cancelled``), releases the stock and tells
-    the customer. Claimed with ``FOR UPDATE SKIP LOCKED``; returns how many.
+    the customer. Like a customer's cancel, each goes through delivery first
+    (:func:`stop_shipment`): one the carrier picked up meanwhile is left to
+    ship; when delivery is unavailable the rest wait for the next run.
+    Candidates are read with ``FOR UPDATE SKIP LOCKED`` (one being cancelled
+    right now is skipped) and each is re-checked under its lock; returns how
+    many were cancelled.
     """
     with db.transaction() as cur:
         stuck = repo.claim_stuck(cur, OrderStatus.PENDING_SHIPMENT.value, older_than_s, limit)
-        for order in stuck:
-            _cancel(cur, order, STUCK_REJECTED, None, cause="order.stuck_rejected")
-    if stuck:
-        log.warning("stuck_orders_rejected", count=len(stuck),
-                    order_ids=[str(o["id"]) for o in stuck][:20])
-    return len(stuck)
+    rejected = []
+    for candidate in stuck:
+        try:
+            stop_shipment(delivery, candidate["id"], STUCK_REJECTED, None)
+        except OrderNotCancellable:
+            continue  # picked up after all: its delivery events move it on
+        except PeerUnavailable as exc:
+            log.warning("stuck_reject_deferred", reason=exc.reason, left=len(stuck) - len(rejected))
+            break
+        with db.transaction() as cur:
+            order = repo.lock_order(cur, candidate["id"])
+            if order is not None and order["status"] == OrderStatus.PENDING_SHIPMENT.value:
+                _cancel(cur, order, STUCK_REJECTED, None, cause="order.stuck_rejected")
+                rejected.append(order["id"])
+    if rejected:
+        log.warning("stuck_orders_rejected", count=len(rejected),
+                    order_ids=[str(o) for o in rejected][:20])
+    return len(rejected)
 
 
 def list_stuck(db, older_than_s: float, limit: int) -> list[dict]:
@@ -287,13 +353,26 @@ def on_payment_event(cur, event: Envelope) -> None:
 
 
 def on_delivery_event(cur, event: Envelope) -> None:
-    """Apply a delivery-status event to its order with guarded transitions."""
+    """Apply a delivery-status event to its order with guarded transitions.
+
+    ``delivery.shipment_cancelled`` for an order still cancellable cancels it
+    (:func:`_cancel`, cause ``delivery.shipment_cancelled``): delivery stops a
+    shipment only for a cancel, so the order converges even when the cancel's
+    own commit was lost.
+    """
     data = load_data(event.event_type, event.data, DELIVERY_EVENT_NEEDS)
     order_id = data["order_id"]
     order = repo.lock_order(cur, order_id)
     if order is None:
         raise PermanentError(f"delivery event for unknown order {order_id}")
     current = OrderStatus(order["status"])
+    if event.event_type == SHIPMENT_CANCELLED and current in CANCELLABLE:
+        # The shipment was stopped for a cancel whose order commit never happened (a crash
+        # between delivery's answer and it, and no retry): finish that cancel now.
+        _cancel(cur, order, SHIPMENT_CANCELLED_REASON, event.correlation_id,
+                cause=event.event_type, source_event_id=event.event_id)
+        log.info("order_cancelled_after_shipment", order_id=str(order_id))
+        return
     decision = decide(current, event.event_type)
     if event.event_type == "delivery.shipment_created" and decision.kind != "ignored":
         repo.set_shipment(cur, order_id, data["shipment_id"], data.get("carrier"),

@@ -43,7 +43,8 @@ class OrderSettings(EnvSettings):
     inventory_attempts: Int = var("ORDER_INVENTORY_ATTEMPTS", 3, "attempts of the reservation call "
                                   "(transient failures only)", ge=1, le=5)
     client_id: str | None = var("ORDER_CLIENT_ID", None, "the order service's own OAuth2 client "
-                                "(stock reservations); required by the API", shown_default="from `make run`")
+                                "(its calls to inventory, payment and delivery); required by the API",
+                                shown_default="from `make run`")
     client_secret: SecretStr | None = var("ORDER_CLIENT_SECRET", None, "that client's secret; "
                                           "required by the API", secret=True, shown_default="from `make run`")
     payment_timeout_s: Float = var("ORDER_PAYMENT_TIMEOUT_S", 8.0,
@@ -51,6 +52,11 @@ class OrderSettings(EnvSettings):
                                    "service calls Stripe within it)", ge=0.05)
     payment_attempts: Int = var("ORDER_PAYMENT_ATTEMPTS", 2, "attempts of opening a payment "
                                 "(transient failures only)", ge=1, le=5)
+    delivery_timeout_s: Float = var("ORDER_DELIVERY_TIMEOUT_S", 1.0,
+                                    "per-attempt timeout of asking delivery to stop a paid order's "
+                                    "shipment before it is cancelled", ge=0.05)
+    delivery_attempts: Int = var("ORDER_DELIVERY_ATTEMPTS", 3, "attempts of that call (transient "
+                                 "failures only)", ge=1, le=5)
     payment_ttl_s: Float = var("ORDER_PAYMENT_TTL_S", 1800.0,
                                "PAYMENT_TTL: an order still unpaid this long after it was placed is "
                                "cancelled (stock released, customer told)", ge=0.05)

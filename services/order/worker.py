@@ -7,7 +7,9 @@ outbox, cancels unpaid orders and purges expired idempotency keys.
 by a periodic job every ``ORDER_EXPIRY_INTERVAL_S``, exactly as a customer's
 cancel would: stock released, payment voided, customer notified. With
 ``ORDER_STUCK_AUTO_REJECT`` on, orders left in PENDING_SHIPMENT longer than
-``ORDER_STUCK_AFTER_S`` are cancelled the same way (``stuck_auto_rejected``).
+``ORDER_STUCK_AFTER_S`` are cancelled the same way (``stuck_auto_rejected``),
+after the delivery service has stopped their shipments (``DELIVERY_URL``, the
+order service's own client ``ORDER_CLIENT_ID``).
 
 An idempotency key is kept for its time-to-live (``repository.IDEMPOTENCY_TTL``)
 so a retried POST replays its first answer; after that the row is dead weight.
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import sys
 
+from services.order.delivery import SCOPE as DELIVERY_SCOPE
+from services.order.delivery import DeliveryClient, delivery_config
 from services.order.handlers import (
     EXPIRY_BATCH,
     expire_unpaid,
@@ -36,6 +40,8 @@ from shared.config import Settings
 from shared.logging import get_logger
 from shared.periodic import periodic
 from shared.queues import queue
+from shared.resilience import BreakerRegistry
+from shared.service_token import service_token_from
 from shared.worker import WorkerPlan, serve_worker
 
 log = get_logger(__name__)
@@ -48,6 +54,13 @@ def purge_idempotency_keys(db) -> int:
     if deleted:
         log.info("idempotency_keys_purged", deleted=deleted)
     return deleted
+
+
+def delivery_client(settings: Settings, own: OrderSettings) -> DeliveryClient:
+    """The worker's own client of the delivery API (the stuck-order policy's cancels)."""
+    breakers = BreakerRegistry(settings.env)
+    return DeliveryClient(delivery_config(settings, own), breakers, service_token_from(
+        settings, own.client_id, own.client_secret, DELIVERY_SCOPE, breakers))
 
 
 def build_plan(db, settings: Settings, own: OrderSettings) -> WorkerPlan:
@@ -67,7 +80,10 @@ def build_plan(db, settings: Settings, own: OrderSettings) -> WorkerPlan:
                         started_event="unpaid_expiry_started", ttl_s=own.payment_ttl_s)],
     )
     if own.stuck_auto_reject:
-        plan.tasks.append(periodic(lambda: reject_stuck(db, own.stuck_after_s), own.expiry_interval_s,
+        # Like a customer's cancel, the policy asks delivery first (ORDER_CLIENT_ID is needed).
+        delivery = delivery_client(settings, own)
+        plan.tasks.append(periodic(lambda: reject_stuck(db, delivery, own.stuck_after_s),
+                                   own.expiry_interval_s,
                                    full_batch=EXPIRY_BATCH, error_event="stuck_reject_failed",
                                    started_event="stuck_reject_started",
                                    older_than_s=own.stuck_after_s))

@@ -60,7 +60,7 @@ def test_demo_script_runs_against_the_system(processes, service_env, tmp_path):
     processes.api("inventory", inventory_port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
     processes.api("payment", payment_port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
     processes.api("order", order_port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4",
-                  INVENTORY_URL=inventory_url, PAYMENT_URL=payment_url)
+                  INVENTORY_URL=inventory_url, PAYMENT_URL=payment_url, DELIVERY_URL=delivery_url)
     processes.api("delivery", delivery_port, WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
     processes.worker("order")
     processes.worker("inventory")

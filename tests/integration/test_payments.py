@@ -523,7 +523,9 @@ def test_stuck_orders_are_listed_for_operators_and_the_policy_rejects_and_voids_
     assert_problem(bad, 422, "validation-error", ["older_than_s"])
 
     # The policy rejects paid-but-unshipped orders only (unpaid ones expire on their own clock).
-    assert reject_stuck(order_db, older_than_s=1) == 1
+    # Like a customer's cancel, through the delivery API first (the order app's own client).
+    assert reject_stuck(order_db, order_client.application.extensions["delivery"],
+                        older_than_s=1) == 1
     assert order_row(order_db, paid["id"])["status"] == "CANCELLED"
     assert order_row(order_db, paid["id"])["cancel_reason"] == "stuck_auto_rejected"
     assert order_row(order_db, unpaid["id"])["status"] == "PENDING_PAYMENT"

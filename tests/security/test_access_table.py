@@ -98,6 +98,10 @@ TABLE: dict[str, dict[tuple[str, str], Rule]] = {
         ("POST", "/v1/shipments/<uuid:shipment_id>/events"): Rule(
             kind="admin", body={"status": "SHIPPED"}, carrier="own",
             carrier_body={"status": "SHIPPED"}),
+        # The order service's own call before it cancels a paid order (shipments:cancel): a
+        # customer's or a carrier's token gets 403.
+        ("PUT", "/v1/shipment-cancellations/<uuid:order_id>"): Rule(
+            kind="admin", body={"reason": "not mine"}),
     },
     "inventory": {
         **COMMON,

@@ -44,6 +44,7 @@ BODIES = {
     ("order", "POST", "/v1/orders"): {"items": [{"sku": "SKU-1", "quantity": 1}],
                                       "customer_email": "a@example.com", "shipping_address": ADDRESS},
     ("order", "POST", "/v1/orders/{order_id}/cancel"): {"reason": "changed my mind"},
+    ("delivery", "PUT", "/v1/shipment-cancellations/{order_id}"): {"reason": "changed my mind"},
     ("delivery", "POST", "/v1/shipments/{shipment_id}/events"): {"status": "SHIPPED", "location": "Hub"},
     ("inventory", "POST", "/v1/products"): {"sku": "NEW-1", "name": "New", "price": "1.00",
                                             "currency": "EUR", "on_hand": 1},

@@ -221,6 +221,22 @@ class FakeInventory:
         return True
 
 
+class FakeDelivery:
+    """The order service's delivery client: ``stops`` lists the shipments it was asked to stop;
+    ``underway`` (a shipment status) makes it answer as for a parcel the carrier has."""
+
+    def __init__(self, underway: str | None = None) -> None:
+        self.stops: list[uuid.UUID] = []
+        self.underway = underway
+
+    def stop_shipment(self, order_id, reason, correlation_id) -> None:
+        from services.order.delivery import ShipmentUnderway
+
+        if self.underway is not None:
+            raise ShipmentUnderway(self.underway)
+        self.stops.append(order_id)
+
+
 class FakePayments:
     """The order service's payment client: one PaymentIntent per order id, like the API."""
 
