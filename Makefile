@@ -12,6 +12,9 @@ FAUXQS_DIR := .tools/fauxqs
 FAUXQS_PKG := $(FAUXQS_DIR)/node_modules/fauxqs/package.json
 
 PYTEST_ARGS ?=
+# `make test` runs the suite in this many processes (pytest-xdist; whole files per process,
+# so a module's fixtures stay together). PYTEST_WORKERS=0 runs it in this process alone.
+PYTEST_WORKERS ?= 2
 RUN_ARGS ?=
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
@@ -43,7 +46,7 @@ test: venv ## run the test suite (PYTEST_ARGS="-k foo -x" to narrow it)
 	fi
 	@$(MAKE) --no-print-directory promtool || echo "promtool could not be installed: its rule tests will be skipped"
 	@$(MAKE) --no-print-directory chromium
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: venv ## the suite without the process-spawning tests (marked slow)
 	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
