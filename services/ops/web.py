@@ -11,7 +11,8 @@ Sign-in (``POST /web/session``): the page sends a user name and password; this
 service asks the auth service for a token with the page's first-party client
 (password grant, RFC 6749 4.3) and answers only the access token. The client
 secret never reaches the browser; the refresh token that comes with it is
-revoked at once (a page signs in again when its token expires).
+dropped, not revoked: revoking it would also deny the access token just issued
+from the same grant. A page signs in again when its token expires.
 
 Why here and not in the notification service: one origin serves both pages and
 their sign-in; the notification API stays an API (gevent, long-lived streams).
