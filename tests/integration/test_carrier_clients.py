@@ -10,6 +10,7 @@ any other: a malformed one makes the token invalid.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
@@ -30,9 +31,27 @@ def run_cli(service_env, monkeypatch):
         monkeypatch.setenv(name, value)
 
     def run(*args):
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        # CliRunner captures sys.stdout for the whole process: a log line written meanwhile by
+        # another test's background thread (seen when files share a process) lands in it too.
+        return _CliAnswer(result.exit_code, "".join(
+            line for line in result.output.splitlines(keepends=True) if not _is_log_line(line)))
 
     return run
+
+
+@dataclass(frozen=True)
+class _CliAnswer:
+    exit_code: int
+    output: str
+
+
+def _is_log_line(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and {"event", "level", "timestamp"} <= record.keys()
 
 
 class _Creds:
