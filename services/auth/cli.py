@@ -7,7 +7,8 @@
     python -m services.auth.cli delete-client CLIENT_ID
     python -m services.auth.cli list-clients
     python -m services.auth.cli ensure-client --client-id order-service --name "Order service" \\
-        --scope inventory:reserve --scope payments:create --scope shipments:cancel --secret-env ORDER_CLIENT_SECRET
+        --scope inventory:reserve --scope payments:create --scope shipments:cancel \\
+        --secret-env ORDER_CLIENT_SECRET
     python -m services.auth.cli create-operator ops@example.com      (password prompted)
     python -m services.auth.cli create-customer shopper@example.com  (password prompted)
     python -m services.auth.cli rotate-keys [--activate-after-s 30]
