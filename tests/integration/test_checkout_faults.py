@@ -18,7 +18,8 @@ import requests
 from werkzeug.serving import make_server
 
 from shared.resilience import RETRY_WAIT_MAX_S
-from tests.support.inventory import LOOPBACK, InventoryServer, set_stock
+from tests.support.inventory import InventoryServer, set_stock
+from tests.support.servers import LOOPBACK
 from tests.support.wait import wait_until
 
 ADDRESS = {"name": "Ada Lovelace", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",

@@ -9,14 +9,11 @@ inventory run it under gunicorn with the ``processes`` fixture instead.
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 
-from werkzeug.serving import make_server
-
 from shared.db import Database
+from tests.support.servers import ServiceServer
 
-LOOPBACK = "127.0.0.1"
 PLENTY = 1_000_000  # stock no test runs out of unless it means to
 
 # sku -> (name, unit price in EUR): the products test orders are made of.
@@ -28,24 +25,11 @@ TEST_CATALOG = {
 }
 
 
-class InventoryServer:
+class InventoryServer(ServiceServer):
     """``create_app(config)`` of the inventory service, listening until :meth:`stop`."""
 
     def __init__(self, config: dict[str, str]):
-        from services.inventory.app import create_app
-
-        self.app = create_app(config)
-        self._server = make_server(LOOPBACK, 0, self.app, threaded=True)
-        self.url = f"http://{LOOPBACK}:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="inventory-api",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-        self.app.extensions["db"].close()
+        super().__init__("inventory", config)
 
 
 def seed_catalog(database_url: str, catalog: dict[str, tuple[str, str]] | None = None,

@@ -17,39 +17,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 
 import requests
-from werkzeug.serving import make_server
 
 from shared.db import Database
+from tests.support.servers import ServiceServer
 
-LOOPBACK = "127.0.0.1"
 TEST_CARD = "pm_card_visa"
 # localstripe declines this one when the intent is confirmed (card_declined, 402).
 DECLINED_CARD = "pm_card_chargeCustomerFail"
 
 
-class PaymentServer:
+class PaymentServer(ServiceServer):
     """``create_app(config)`` of the payment service, listening until :meth:`stop`."""
 
     def __init__(self, config: dict[str, str]):
-        from services.payment.app import create_app
-
-        self.app = create_app(config)
-        self._server = make_server(LOOPBACK, 0, self.app, threaded=True)
-        self.url = f"http://{LOOPBACK}:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="payment-api",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-        self.app.extensions["db"].close()
+        super().__init__("payment", config)
 
 
 def pay(payment_url: str, order_id, token: str, payment_method: str = TEST_CARD) -> requests.Response:

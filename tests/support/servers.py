@@ -25,3 +25,18 @@ class AppServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+class ServiceServer(AppServer):
+    """``services.<name>.app``'s ``create_app(config)`` listening until :meth:`stop`, which
+    also closes the app's database pool (the server owns the app it made)."""
+
+    def __init__(self, name: str, config: dict[str, str]):
+        import importlib
+
+        create_app = importlib.import_module(f"services.{name}.app").create_app
+        super().__init__(create_app(config), name)
+
+    def stop(self) -> None:
+        super().stop()
+        self.app.extensions["db"].close()
