@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import stripe
 
+from services.payment.domain import INTENT_AUTHORIZED, INTENT_CANCELED, INTENT_SUCCEEDED
 from shared.logging import get_logger
 from shared.resilience import BreakerOpen, TransientError, resilient_call
 
@@ -120,13 +121,21 @@ class StripeGateway:
 
         Two calls (attach, then confirm without a method) rather than one
         confirm with ``payment_method``: Stripe takes both, the emulator only
-        the first.
+        the first. An intent the provider already authorized (a retry after
+        the first confirm's answer was lost; localstripe keeps no idempotency
+        keys, so it refuses the second) counts as done, like capture and cancel.
         """
-        self._call("attach_method", order_id, lambda: self.client.v1.payment_intents.update(
-            intent_id, params={"payment_method": payment_method_id},
-            options={"idempotency_key": f"order-{order_id}-attach-{payment_method_id}"}))
-        return Intent.of(self._call("confirm", order_id, lambda: self.client.v1.payment_intents.confirm(
-            intent_id, options={"idempotency_key": f"order-{order_id}-confirm-{payment_method_id}"})))
+        try:
+            self._call("attach_method", order_id, lambda: self.client.v1.payment_intents.update(
+                intent_id, params={"payment_method": payment_method_id},
+                options={"idempotency_key": f"order-{order_id}-attach-{payment_method_id}"}))
+            return Intent.of(self._call("confirm", order_id, lambda: self.client.v1.payment_intents.confirm(
+                intent_id, options={"idempotency_key": f"order-{order_id}-confirm-{payment_method_id}"})))
+        except ProviderRefused:
+            intent = self.retrieve(order_id, intent_id)
+            if intent.status in (INTENT_AUTHORIZED, INTENT_SUCCEEDED):
+                return intent
+            raise
 
     def capture(self, order_id: uuid.UUID, intent_id: str, amount: int) -> Intent:
         """Charge ``amount`` of the authorization; an intent already captured counts as done."""
@@ -136,7 +145,7 @@ class StripeGateway:
                 options={"idempotency_key": f"order-{order_id}-capture"})))
         except ProviderRefused:
             intent = self.retrieve(order_id, intent_id)
-            if intent.status == "succeeded":
+            if intent.status == INTENT_SUCCEEDED:
                 return intent
             raise
 
@@ -147,7 +156,7 @@ class StripeGateway:
                 intent_id, options={"idempotency_key": f"order-{order_id}-cancel"})))
         except ProviderRefused:
             intent = self.retrieve(order_id, intent_id)
-            if intent.status == "canceled":
+            if intent.status == INTENT_CANCELED:
                 return intent
             raise
 

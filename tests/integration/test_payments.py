@@ -186,6 +186,27 @@ def test_a_declined_card_is_402_and_the_order_still_awaits_payment(
     assert outbox(payment_db, "payment.authorized") == []
 
 
+def test_a_confirm_retried_after_the_provider_already_authorized_is_answered_not_declined(
+        order_client, auth_header, order_db, payment_url, customer_token, payment_db, stripe_client):
+    """The first confirm reached the provider but its answer was lost (API killed, timeout).
+
+    The customer's retry must see the authorization, not a decline: the
+    provider refuses a second confirm of a confirmed intent (localstripe keeps
+    no idempotency keys), so the payment API looks at the intent itself.
+    """
+    order = place(order_client, auth_header)
+    confirm_at_provider(stripe_client, order["payment"]["payment_intent_id"])
+    assert payment_row_status(payment_db, order["id"]) == "REQUIRES_PAYMENT"
+    response = pay(payment_url, order["id"], customer_token)
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "AUTHORIZED"
+    assert len([e for e in outbox(payment_db, "payment.authorized")
+                if e.aggregate_id == order["id"]]) == 1
+    again = pay(payment_url, order["id"], customer_token)
+    assert again.status_code == 200 and again.json()["status"] == "AUTHORIZED"
+    assert len(outbox(payment_db, "payment.authorized")) == 1
+
+
 def payment_row_status(payment_db, order_id) -> str:
     with payment_db.transaction() as cur:
         cur.execute("SELECT status FROM payments WHERE order_id = %s", (order_id,))
