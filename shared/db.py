@@ -171,8 +171,12 @@ class Database:
         return conn
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (for good: loops that follow this database end)."""
         self._pool.closeall()
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closed
 
     # -- pool hygiene -------------------------------------------------------
     def _checkout(self) -> PooledConnection:

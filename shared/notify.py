@@ -40,7 +40,8 @@ def run_on_notify(db, channel: str, step: Callable[[], float | None], stop: thre
     pause = poll_interval_s if error_pause_s is None else error_pause_s
     listener = None
     try:
-        while not stop.is_set():
+        # A closed pool is its owner's end (an app torn down): nothing to follow any more.
+        while not stop.is_set() and not db.closed:
             try:
                 if listener is None:
                     listener = db.listen_connection(channel)

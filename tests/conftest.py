@@ -282,6 +282,8 @@ def app_for(request, service_env):
             revocations.stop()
         if "revocation_hub" in app.extensions:
             app.extensions["revocation_hub"].close()
+        if "notification_hub" in app.extensions:
+            app.extensions["notification_hub"].shutdown()
         # A test may have closed the pool itself (e.g. to see the readiness probe fail).
         with contextlib.suppress(psycopg2.pool.PoolError):
             app.extensions["db"].close()

@@ -8,6 +8,7 @@ addresses are only ever validated, never contacted).
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
@@ -16,6 +17,7 @@ from services.notification.consumers import OrderEventHandler
 from shared.messaging.envelope import Envelope
 from tests.support.asserts import assert_problem
 from tests.support.receiver import Receiver
+from tests.support.wait import wait_until
 
 MANAGE = ("webhooks:manage",)
 ADMIN = ("webhooks:manage", "admin", "orders:read")
@@ -311,3 +313,15 @@ def test_openapi_documents_the_stream_and_webhooks(notification_client):
             "/v1/webhooks/{sub_id}/deliveries/{delivery_id}/redeliver"} <= set(paths)
     assert "text/event-stream" in paths["/v1/notifications/stream"]["get"]["responses"]["200"][
         "content"]
+
+
+def test_the_stream_hub_ends_with_its_apps_database(app_for):
+    """An app torn down (its pool closed) leaves no hub thread polling a closed pool."""
+    app = app_for("notification")
+    hub = app.extensions["notification_hub"]
+    client = hub.subscribe("customer-1", None)  # starts the hub thread and waits for LISTEN
+    hub.unsubscribe(client)
+    assert any(t.name == "notification-hub" and t.is_alive() for t in threading.enumerate())
+    app.extensions["db"].close()
+    wait_until(lambda: hub._thread is not None and not hub._thread.is_alive(), timeout=10,
+               message="the hub thread outlived its database")
