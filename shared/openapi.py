@@ -17,7 +17,8 @@ without listing them by hand, and each one is true for that operation:
 422   a request schema (``blp.arguments``) the request does not satisfy
 429   a rate limit (``shared.ratelimit.rate_limit``), with ``Retry-After``
 500   every operation (an unexpected error, logged, said in a generic problem)
-503   a scope decorator: the auth service's keys cannot be had (``Retry-After``)
+503   every operation: the database is unreachable (``database-unavailable``), or
+      for a scope decorator the auth service's keys cannot be had (``Retry-After``)
 ====  ==========================================================================
 
 Conflicts (409) and other refusals of a domain rule are declared where they
@@ -117,7 +118,7 @@ _NOTES = {
     422: "Invalid fields; `errors` names each.",
     429: "Rate limited; see Retry-After.",
     500: "Unexpected error (logged; the problem says nothing more).",
-    503: "A dependency is unavailable (e.g. token keys cannot be fetched); see Retry-After.",
+    503: "A dependency is unavailable (the database, or the token keys); see Retry-After.",
 }
 
 
@@ -200,7 +201,8 @@ def _declared_errors(responses: dict) -> set[int]:
 
 
 def _error_statuses(doc: dict, facts: dict, method: str) -> set[int]:
-    statuses = {500}
+    # Any operation may find its database gone (answered 503 with Retry-After).
+    statuses = {500, 503}
     parameters = doc.get("parameters", [])
     has_json_body = "application/json" in doc.get("requestBody", {}).get("content", {})
     if has_json_body or any(p.get("in") == "query" for p in parameters if isinstance(p, dict)):
@@ -208,7 +210,7 @@ def _error_statuses(doc: dict, facts: dict, method: str) -> set[int]:
     if has_json_body or parameters:
         statuses.add(422)
     if facts["scopes"]:
-        statuses |= {401, 403, 503}
+        statuses |= {401, 403}
     if facts["path_parameters"]:
         statuses.add(404)
     if method in BODY_METHODS:
