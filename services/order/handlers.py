@@ -95,10 +95,9 @@ def place_order(db, inventory, payments, command: PlaceOrder, correlation_id: st
     payment = open_payment(inventory, payments, order_id, command.customer_id,
                            reservation.currency, lines, correlation_id)
     with db.transaction() as cur:
-        repo.insert_order(cur, order_id, command.customer_id, command.customer_email,
-                          reservation.currency, total, command.shipping_address, lines, payment)
-        repo.add_history(cur, order_id, OrderStatus.PENDING_PAYMENT, None, "order.created")
-        order = repo.get_order(cur, order_id)
+        order = repo.insert_order(cur, order_id, command.customer_id, command.customer_email,
+                                  reservation.currency, total, command.shipping_address, lines,
+                                  payment)
         add_event(cur, SERVICE, Envelope(
             event_type="order.created", aggregate_id=str(order_id), producer=PRODUCER,
             correlation_id=correlation_id, data=_created_data(order)))

@@ -8,27 +8,68 @@ from uuid import UUID
 
 from shared.rows import grouped
 
+# What get_order reads of each history row.
+HISTORY_COLUMNS = ("status", "previous_status", "event", "applied", "note", "occurred_at")
 IDEMPOTENCY_TTL = "24 hours"
 # An in-progress key older than this was abandoned by a crashed request.
 IDEMPOTENCY_STALE_AFTER = "60 seconds"
 
 
 def insert_order(cur, order_id: UUID, customer_id: str, customer_email: str, currency: str,
-                 total, shipping_address: dict, lines, payment) -> None:
-    """A new order awaiting its payment (``payment``: the opened PaymentIntent's handle)."""
+                 total, shipping_address: dict, lines, payment) -> dict:
+    """A new order awaiting its payment, its lines and its first history row; the order.
+
+    ``payment`` is the opened PaymentIntent's handle. One statement (one round
+    trip instead of one per line plus the history and read-backs); the
+    result is what :func:`get_order` would read, the values as PostgreSQL
+    stored them (numeric scale, timestamps).
+    """
     cur.execute(
-        "INSERT INTO orders (id, customer_id, customer_email, status, currency, total,"
-        " shipping_address, payment_intent_id, payment_client_secret, payment_amount_minor)"
-        " VALUES (%s, %s, %s, 'PENDING_PAYMENT', %s, %s, %s, %s, %s, %s)",
-        (order_id, customer_id, customer_email, currency, total, json.dumps(shipping_address),
-         payment.intent_id, payment.client_secret, payment.amount_minor),
+        """
+        WITH new_order AS (
+            INSERT INTO orders (id, customer_id, customer_email, status, currency, total,
+                                shipping_address, payment_intent_id, payment_client_secret,
+                                payment_amount_minor)
+            VALUES (%(id)s, %(customer)s, %(email)s, 'PENDING_PAYMENT', %(currency)s, %(total)s,
+                    %(address)s, %(intent)s, %(secret)s, %(minor)s)
+            RETURNING *),
+        new_lines AS (
+            INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price, line_total)
+            SELECT %(id)s, line_no, sku, quantity, unit_price, line_total
+              FROM unnest(%(skus)s::text[], %(quantities)s::integer[], %(prices)s::numeric[],
+                          %(totals)s::numeric[]) WITH ORDINALITY
+                   AS line (sku, quantity, unit_price, line_total, line_no)
+            RETURNING line_no, sku, quantity, unit_price, line_total),
+        first_history AS (
+            INSERT INTO order_status_history (order_id, status, previous_status, event, occurred_at)
+            VALUES (%(id)s, 'PENDING_PAYMENT', NULL, 'order.created', now())
+            RETURNING status, previous_status, event, applied, note, occurred_at)
+        SELECT new_order.*,
+               (SELECT array_agg(sku ORDER BY line_no) FROM new_lines) AS line_skus,
+               (SELECT array_agg(quantity ORDER BY line_no) FROM new_lines) AS line_quantities,
+               (SELECT array_agg(unit_price ORDER BY line_no) FROM new_lines) AS line_unit_prices,
+               (SELECT array_agg(line_total ORDER BY line_no) FROM new_lines) AS line_totals,
+               first_history.status AS history_status,
+               first_history.previous_status AS history_previous_status,
+               first_history.event AS history_event, first_history.applied AS history_applied,
+               first_history.note AS history_note,
+               first_history.occurred_at AS history_occurred_at
+          FROM new_order, first_history
+        """,
+        {"id": order_id, "customer": customer_id, "email": customer_email, "currency": currency,
+         "total": total, "address": json.dumps(shipping_address), "intent": payment.intent_id,
+         "secret": payment.client_secret, "minor": payment.amount_minor,
+         "skus": [line.sku for line in lines], "quantities": [line.quantity for line in lines],
+         "prices": [line.unit_price for line in lines], "totals": [line.total for line in lines]},
     )
-    cur.executemany(
-        "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price, line_total)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        [(order_id, n, line.sku, line.quantity, line.unit_price, line.total)
-         for n, line in enumerate(lines, start=1)],
-    )
+    order = cur.fetchone()
+    order["lines"] = [
+        {"sku": sku, "quantity": quantity, "unit_price": price, "line_total": line_total}
+        for sku, quantity, price, line_total in zip(
+            order.pop("line_skus"), order.pop("line_quantities"), order.pop("line_unit_prices"),
+            order.pop("line_totals"), strict=True)]
+    order["history"] = [{column: order.pop(f"history_{column}") for column in HISTORY_COLUMNS}]
+    return order
 
 
 def add_history(cur, order_id: UUID, status: str, previous_status: str | None, event: str,
@@ -108,7 +149,7 @@ def get_order(cur, order_id: UUID) -> dict | None:
         return None
     order["lines"] = _lines(cur, [order_id])[order_id]
     cur.execute(
-        "SELECT status, previous_status, event, applied, note, occurred_at"
+        f"SELECT {', '.join(HISTORY_COLUMNS)}"
         " FROM order_status_history WHERE order_id = %s ORDER BY id", (order_id,))
     order["history"] = cur.fetchall()
     return order

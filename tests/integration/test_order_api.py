@@ -16,11 +16,14 @@ import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 
 import jwt
 import pytest
 
 from devstack.tokens import DevSigner, mint_dev_token
+from services.order import repository as repo
+from services.order.domain import Line
 from services.order.handlers import on_delivery_event, on_payment_event
 from services.order.idempotency import fingerprint as request_fingerprint
 from services.order.schemas import CreateOrderSchema
@@ -738,3 +741,19 @@ def test_unknown_route_and_method_are_problems(order_client, auth_header):
     response = order_client.delete("/v1/orders", headers=auth_header())
     assert_problem(response, 405, "method-not-allowed")
     assert "GET" in response.headers["Allow"]
+
+
+def test_the_new_order_row_is_read_back_as_get_order_reads_it(order_db):
+    """insert_order writes order, lines and history in one statement and returns what is stored."""
+    order_id = uuid.uuid4()
+    lines = [Line("SKU-1", 2, Decimal("9.5")), Line("SKU-2", 1, Decimal("0.333"))]
+    payment = SimpleNamespace(intent_id="pi_1", client_secret="pi_1_secret", amount_minor=1933)
+    with order_db.transaction() as cur:
+        created = repo.insert_order(cur, order_id, "customer-1", "a@example.com", "EUR",
+                                    Decimal("19.33"), {"country": "DE"}, lines, payment)
+    with order_db.transaction() as cur:
+        stored = repo.get_order(cur, order_id)
+    assert created == stored
+    assert [line["unit_price"] for line in created["lines"]] == [Decimal("9.50"), Decimal("0.33")]
+    assert [(h["status"], h["previous_status"], h["event"]) for h in created["history"]] == [
+        ("PENDING_PAYMENT", None, "order.created")]

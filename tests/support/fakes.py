@@ -109,7 +109,7 @@ class OrderRepository:
         self.keys: dict[tuple[str, str], dict] = {}
 
     def insert_order(self, cur, order_id, customer_id, customer_email, currency, total,
-                     shipping_address, lines, payment) -> None:
+                     shipping_address, lines, payment) -> dict:
         if order_id in self.orders:
             raise _unique_violation(f"orders_pkey ({order_id})")
         self.orders[order_id] = {
@@ -121,6 +121,8 @@ class OrderRepository:
             "carrier": None, "tracking_number": None, "created_at": self.clock.now, "version": 1,
             "lines": [{"sku": line.sku, "quantity": line.quantity, "unit_price": line.unit_price,
                        "line_total": line.unit_price * line.quantity} for line in lines]}
+        self.add_history(cur, order_id, "PENDING_PAYMENT", None, "order.created")
+        return self.get_order(cur, order_id)
 
     def add_history(self, cur, order_id, status, previous_status, event, applied=True, note=None,
                     source_event_id=None, occurred_at=None) -> None:
