@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import uuid
 
-import requests
-
 from services.order.peer import PeerClient, PeerConfig, PeerUnavailable, problem_of
 from services.order.settings import OrderSettings
 from shared.config import Settings, peer_url
@@ -52,7 +50,7 @@ class DeliveryClient:
     """Stops the shipment of an order about to be cancelled."""
 
     def __init__(self, config: PeerConfig, breakers: BreakerRegistry, token: ServiceToken,
-                 session: requests.Session | None = None):
+                 session=None):
         self.peer = PeerClient(BREAKER, config, breakers, token, DeliveryUnavailable, session)
 
     def stop_shipment(self, order_id: uuid.UUID, reason: str | None,

@@ -16,8 +16,6 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-import requests
-
 from services.order.peer import PeerClient, PeerConfig, PeerUnavailable, problem_of
 from services.order.settings import OrderSettings
 from shared.config import Settings, peer_url
@@ -76,7 +74,7 @@ class InventoryClient:
     """Reserves stock for an order (``PUT /v1/reservations/{order_id}``)."""
 
     def __init__(self, config: InventoryConfig, breakers: BreakerRegistry, token: ServiceToken,
-                 session: requests.Session | None = None):
+                 session=None):
         self.peer = PeerClient(BREAKER, config, breakers, token, InventoryUnavailable, session)
         self.breaker = self.peer.breaker
         self.token = token

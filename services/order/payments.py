@@ -14,8 +14,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import requests
-
 from services.order.peer import PeerClient, PeerConfig, PeerUnavailable
 from services.order.settings import OrderSettings
 from shared.config import Settings, peer_url
@@ -52,7 +50,7 @@ class PaymentClient:
     """Opens the payment of a new order."""
 
     def __init__(self, config: PaymentConfig, breakers: BreakerRegistry, token: ServiceToken,
-                 session: requests.Session | None = None):
+                 session=None):
         self.peer = PeerClient(BREAKER, config, breakers, token, PaymentServiceUnavailable,
                                session)
         self.breaker = self.peer.breaker

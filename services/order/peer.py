@@ -23,9 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import requests
-
 from shared.logging import get_logger
+from shared.pooled_http import PooledResponse, PooledSession
 from shared.resilience import BreakerOpen, BreakerRegistry, ResilientHttp, is_transient
 from shared.service_token import ServiceToken, ServiceTokenError
 
@@ -56,7 +55,7 @@ class PeerClient:
 
     def __init__(self, name: str, config: PeerConfig, breakers: BreakerRegistry,
                  token: ServiceToken, unavailable: type[PeerUnavailable],
-                 session: requests.Session | None = None):
+                 session=None):
         self.name = name
         self.breaker = breakers.get(name)
         self.http = ResilientHttp(config.base_url, self.breaker, timeout_s=config.timeout_s,
@@ -65,7 +64,7 @@ class PeerClient:
         self.unavailable = unavailable
 
     def call(self, method: str, path: str, order_id, correlation_id: str | None,
-             **kwargs) -> requests.Response:
+             **kwargs) -> PooledResponse:
         """The peer's answer (any status but the transient ones), or ``unavailable`` raised."""
         headers = {"X-Request-ID": correlation_id} if correlation_id else {}
         try:
@@ -83,7 +82,7 @@ class PeerClient:
             self.log_unavailable(order_id, f"{type(exc).__name__}: {exc} {body_text[:200]}")
             raise self.unavailable(type(exc).__name__, UNAVAILABLE_RETRY_AFTER_S) from None
 
-    def refused(self, order_id, response: requests.Response) -> PeerUnavailable:
+    def refused(self, order_id, response: PooledResponse) -> PeerUnavailable:
         """An answer the client cannot use (401/403 our token, 404, 500): unavailable, retry later."""
         if response.status_code == 401:  # keys rotated or token revoked: get a new one next time
             self.token.invalidate()
@@ -96,20 +95,16 @@ class PeerClient:
                     breaker=self.breaker.current_state, failures=self.breaker.fail_counter)
 
 
-def peer_session() -> requests.Session:
-    """A keep-alive session for one internal peer.
+def peer_session() -> PooledSession:
+    """A keep-alive transport for one internal peer (urllib3: see :mod:`shared.pooled_http`).
 
-    ``trust_env`` off: requests would otherwise re-read proxy and netrc
-    settings from the environment on every call (a third of a millisecond of
-    CPU per order), and a call between two services must not go through an
-    outbound proxy configured for the internet anyway.
+    It reads no proxy or netrc settings from the environment: a call between
+    two services must not go through an outbound proxy meant for the internet.
     """
-    session = requests.Session()
-    session.trust_env = False
-    return session
+    return PooledSession()
 
 
-def problem_of(response: requests.Response) -> dict:
+def problem_of(response: PooledResponse) -> dict:
     """The answer's problem document (``{}`` when it has none)."""
     try:
         body = response.json()
