@@ -191,9 +191,13 @@ class ShipmentEventData(EventData):
     order service (``services/order/handlers.py: on_delivery_event``: moves
     the order, records the shipment's carrier and tracking number; it relies
     on ``shipment_id``, ``order_id``, ``status`` and ``occurred_at``).
+    ``shipment_id`` (and carrier, tracking number) is null in one case only: a
+    ``delivery.shipment_cancelled`` for an order whose cancel came before its
+    ``order.paid``, so it never had a shipment (the order may still need to
+    hear it: its own cancel's commit can have been lost).
     """
 
-    shipment_id = fields.UUID(required=True)
+    shipment_id = fields.UUID(required=True, allow_none=True)
     order_id = fields.UUID(required=True)
     status = fields.String(required=True)
     carrier = fields.String(required=True, allow_none=True)

@@ -42,12 +42,24 @@ ORDER_CANCELLED_NEEDS = ("order_id",)
 
 # --- consumed events -----------------------------------------------------------------
 def on_order_paid(cur, event: Envelope) -> None:
-    """One shipment per paid order, unless a cancel for it arrived first."""
+    """One shipment per paid order, unless a cancel for it arrived first.
+
+    When one did (a tombstone), the order hears ``delivery.shipment_cancelled``
+    without a shipment id: the tombstone may come from the order service's own
+    cancel whose commit was lost (it crashed after :func:`stop_shipment` said
+    yes), and this event is what lets that order finish its cancel. An order
+    that is cancelled already ignores it.
+    """
     data = load_data("order.paid", event.data, ORDER_PAID_NEEDS)
     order_id = data["order_id"]
     repo.lock_order_key(cur, order_id)
     if repo.is_cancelled(cur, order_id):
         log.info("shipment_skipped_order_cancelled", order_id=str(order_id))
+        never_shipped = {"id": None, "order_id": order_id, "status": ShipmentStatus.CANCELLED,
+                         "carrier": None, "tracking_number": None}
+        add_event(cur, SERVICE, event.caused(
+            EVENT_TYPES[ShipmentStatus.CANCELLED], str(order_id),
+            _event_data(EVENT_TYPES[ShipmentStatus.CANCELLED], never_shipped, datetime.now(UTC)), PRODUCER))
         return
     shipment_id = uuid.uuid4()
     carrier = choose_carrier(str(order_id))
@@ -192,7 +204,8 @@ def _transition(cur, shipment: dict, target: ShipmentStatus, source: str,
 def _event_data(event_type: str, shipment: dict, occurred_at: datetime,
                 location: str | None = None) -> dict:
     return event_data(event_type, {
-        "shipment_id": str(shipment["id"]), "order_id": str(shipment["order_id"]),
+        "shipment_id": None if shipment["id"] is None else str(shipment["id"]),
+        "order_id": str(shipment["order_id"]),
         "status": str(shipment["status"]), "carrier": shipment["carrier"],
         "tracking_number": shipment["tracking_number"], "location": location,
         "occurred_at": occurred_at.isoformat()})

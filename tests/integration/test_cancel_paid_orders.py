@@ -197,6 +197,33 @@ def test_a_cancel_lost_after_delivery_said_yes_converges(order_client, order_db,
     assert retry.status_code == 200 and retry.get_json()["status"] == "CANCELLED"
 
 
+def test_a_cancel_lost_before_there_was_a_shipment_converges_too(
+        order_client, order_db, delivery_db, customer, delivery_url):
+    """The same crash when delivery had no shipment yet: it answered with a tombstone.
+
+    The order's ``order.paid`` then meets the tombstone; delivery says so with a
+    ``delivery.shipment_cancelled`` (no shipment id), and the order finishes its cancel.
+    """
+    import requests
+
+    order_id = paid_order(order_client, order_db, customer)
+    token = mint_dev_token(TEST_SIGNER, "order-service", list(CANCEL_SCOPES))
+    answer = requests.put(f"{delivery_url}/v1/shipment-cancellations/{order_id}", json={},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 200 and answer.json()["shipment_id"] is None
+    assert ship_order_paid(order_db, delivery_db, order_id) is None  # the tombstone holds
+    (stopped,) = outbox_events(delivery_db, "delivery.shipment_cancelled")
+    assert stopped.data["shipment_id"] is None and stopped.data["status"] == "CANCELLED"
+    with order_db.transaction() as cur:
+        on_delivery_event(cur, stopped)
+    assert order_status(order_db, order_id) == "CANCELLED"
+    assert len(outbox_events(order_db, "order.cancelled")) == 1
+    # Delivered again (a redelivery, or the event of an order that did cancel): nothing more.
+    with order_db.transaction() as cur:
+        on_delivery_event(cur, stopped)
+    assert len(outbox_events(order_db, "order.cancelled")) == 1
+
+
 def test_a_retried_cancel_after_a_lost_commit_converges(order_client, order_db, delivery_db,
                                                         customer, delivery_url):
     import requests
