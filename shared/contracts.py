@@ -121,7 +121,7 @@ class OrderCreatedData(EventData):
 class OrderCancelledData(EventData):
     """``order.cancelled``: the customer cancelled before the order shipped.
 
-    Produced by the order service (``services/order/handlers.py: cancel_order``).
+    Produced by the order service (``services/order/cancellation.py: cancel_order``).
     Consumed by delivery (cancels the shipment or leaves a tombstone:
     ``order_id``, ``reason`` if present), inventory (releases the stock:
     ``order_id``) and notification (cancellation mail, webhooks: ``order_id``,

@@ -16,7 +16,7 @@ from uuid import UUID
 from flask import Response, current_app, has_app_context, request
 from flask.views import MethodView
 
-from services.order import handlers, idempotency
+from services.order import cancellation, handlers, idempotency
 from services.order.delivery import DeliveryUnavailable
 from services.order.domain import (
     InsufficientStock,
@@ -178,7 +178,7 @@ class StuckOrders(MethodView):
     def get(self, query):
         """Orders in a non-terminal status that have not changed for a while (operators)."""
         older_than_s = query.get("older_than_s") or current_app.config[STUCK_AFTER]
-        rows = handlers.list_stuck(database(), older_than_s, query["limit"])
+        rows = cancellation.list_stuck(database(), older_than_s, query["limit"])
         return {"older_than_s": older_than_s, "items": [shape(o) for o in rows]}
 
 
@@ -210,7 +210,7 @@ class CancelOrder(MethodView):
 
         A paid order is cancelled only once the delivery service has stopped its shipment.
         """
-        order = handlers.cancel_order(database(), current_app.extensions["delivery"],
+        order = cancellation.cancel_order(database(), current_app.extensions["delivery"],
                                       authenticate(), order_id, (payload or {}).get("reason"),
                                       correlation_id())
         return shape(order)

@@ -3,8 +3,8 @@
 Checkout reserves the stock, opens the payment (a PaymentIntent the
 storefront confirms) and commits the order in PENDING_PAYMENT; only
 ``payment.authorized`` makes it PENDING_SHIPMENT and emits ``order.paid``, on
-which delivery creates the shipment. Unpaid orders are cancelled after
-``ORDER_PAYMENT_TTL_S`` (:func:`expire_unpaid`).
+which delivery creates the shipment. Cancels, expiries and the stuck-order
+policy are :mod:`services.order.cancellation`.
 
 Every state change and the events it causes are written in ONE transaction
 (the outbox); nothing here talks to SQS. Commands return orders (rows) and
@@ -20,15 +20,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from services.order import repository as repo
-from services.order.delivery import ShipmentUnderway
 from services.order.domain import (
     CANCELLABLE,
-    NON_TERMINAL,
     InsufficientStock,
     Item,
     ItemsRefused,
     Line,
-    OrderNotCancellable,
     OrderStatus,
     PaymentUnavailable,
     ReservationReleased,
@@ -36,11 +33,18 @@ from services.order.domain import (
     order_total,
 )
 from services.order.inventory import InventoryRefused, Reservation
+from services.order.lifecycle import (
+    PRODUCER,
+    SERVICE,
+    cancel,
+    created_data,
+    not_found,
+    status_data,
+    visible,
+)
 from services.order.payments import OpenedPayment, PaymentServiceUnavailable
-from services.order.peer import PeerUnavailable
 from shared.auth import Principal
 from shared.contracts import event_data, load_data
-from shared.errors import NotFound
 from shared.logging import get_logger
 from shared.messaging.consumer import PermanentError
 from shared.messaging.envelope import Envelope
@@ -48,14 +52,10 @@ from shared.queues import add_event
 
 log = get_logger(__name__)
 
-SERVICE = "order"
-PRODUCER = "order-service"
 T = TypeVar("T")
 # What on_delivery_event cannot do without; carrier and tracking number may be absent.
 DELIVERY_EVENT_NEEDS = ("shipment_id", "order_id", "status", "occurred_at")
 PAYMENT_AUTHORIZED_NEEDS = ("order_id",)
-EXPIRY_BATCH = 100
-PAYMENT_EXPIRED = "payment_expired"
 SHIPMENT_CANCELLED = "delivery.shipment_cancelled"
 SHIPMENT_CANCELLED_REASON = "shipment_cancelled"
 
@@ -100,7 +100,7 @@ def place_order(db, inventory, payments, command: PlaceOrder, correlation_id: st
                                   payment)
         add_event(cur, SERVICE, Envelope(
             event_type="order.created", aggregate_id=str(order_id), producer=PRODUCER,
-            correlation_id=correlation_id, data=_created_data(order)))
+            correlation_id=correlation_id, data=created_data(order)))
         result = within(cur, order)
     log.info("order_placed", order_id=str(order_id), lines=len(lines), total=str(total),
              currency=reservation.currency)
@@ -156,8 +156,8 @@ def get_order(db, principal: Principal, order_id: uuid.UUID) -> dict:
     """The order if the caller may see it; otherwise NotFound (ids cannot be probed)."""
     with db.transaction() as cur:
         order = repo.get_order(cur, order_id)
-    if order is None or not _visible(principal, order):
-        raise _not_found()
+    if order is None or not visible(principal, order):
+        raise not_found()
     return order
 
 
@@ -166,154 +166,6 @@ def list_orders(db, principal: Principal, status: str | None, after, limit: int)
     customer = None if principal.is_admin else principal.subject
     with db.transaction() as cur:
         return repo.list_orders(cur, customer, status, after, limit)
-
-
-def cancel_order(db, delivery, principal: Principal, order_id: uuid.UUID, reason: str | None,
-                 correlation_id: str | None) -> dict:
-    """Cancel before shipping; emits ``order.cancelled`` and ``order.status_changed``.
-
-    A paid (PENDING_SHIPMENT) order is cancelled only after the delivery
-    service has stopped its shipment (:func:`stop_shipment`): it answers under
-    the same lock as the carrier's pick-up, so a cancel can no longer cross
-    it. That call is not made under the order's row lock (no lock is held
-    across the network); the status is re-checked under the lock afterwards.
-    An unpaid order needs no call: no ``order.paid`` has been sent, and
-    ``payment.authorized`` takes the same row lock, so it either finds the
-    order CANCELLED (and is ignored) or pays it first — then this sees
-    PENDING_SHIPMENT on its next pass and asks delivery.
-    """
-    shipment_stopped = False
-    while True:
-        with db.transaction() as cur:
-            order = repo.lock_order(cur, order_id)
-            if order is None or not _visible(principal, order):
-                raise _not_found()
-            current = OrderStatus(order["status"])
-            if current == OrderStatus.CANCELLED:
-                return repo.get_order(cur, order_id)  # cancelling twice is harmless
-            if current not in CANCELLABLE:
-                raise OrderNotCancellable(
-                    f"Orders can be cancelled only before they ship; this one is {current}.",
-                    status_now=current.value)
-            if current != OrderStatus.PENDING_SHIPMENT or shipment_stopped:
-                _cancel(cur, order, reason, correlation_id)
-                updated = repo.get_order(cur, order_id)
-                break
-        stop_shipment(delivery, order_id, reason, correlation_id)
-        shipment_stopped = True
-    log.info("order_cancelled", order_id=str(order_id))
-    return updated
-
-
-# Shipment statuses past the pick-up, as the order will show them once delivery's event arrives.
-SHIPMENT_TO_ORDER_STATUS = {"SHIPPED": OrderStatus.SHIPPED, "IN_TRANSIT": OrderStatus.SHIPPED,
-                            "OUT_FOR_DELIVERY": OrderStatus.SHIPPED,
-                            "DELIVERED": OrderStatus.DELIVERED,
-                            "FAILED": OrderStatus.DELIVERY_FAILED}
-
-
-def stop_shipment(delivery, order_id: uuid.UUID, reason: str | None,
-                  correlation_id: str | None) -> None:
-    """Have delivery stop the order's shipment, or raise why the order cannot be cancelled.
-
-    :class:`OrderNotCancellable` (409) when the carrier has the parcel: the
-    order itself is unchanged, and delivery's event will move it on.
-    ``DeliveryUnavailable`` (503 + Retry-After) passes through: nothing changed.
-    """
-    try:
-        delivery.stop_shipment(order_id, reason, correlation_id)
-    except ShipmentUnderway as exc:
-        shown = SHIPMENT_TO_ORDER_STATUS.get(exc.status_now, OrderStatus.SHIPPED)
-        log.info("cancel_refused_shipment_underway", order_id=str(order_id),
-                 shipment_status=exc.status_now)
-        raise OrderNotCancellable(
-            f"Orders can be cancelled only before they ship; this one is already {shown} "
-            f"(the carrier has it).", status_now=shown.value,
-            shipment_status=exc.status_now) from None
-
-
-def _cancel(cur, order: dict, reason: str | None, correlation_id: str | None,
-            cause: str = "order.cancelled", source_event_id: str | None = None) -> None:
-    """Cancel a locked, cancellable order: status, history, ``order.cancelled`` + status change.
-
-    ``order.cancelled`` releases the stock (inventory), cancels or tombstones
-    the shipment (delivery), voids the payment (payment) and tells the customer
-    (notification).
-    """
-    order_id = order["id"]
-    current = OrderStatus(order["status"])
-    repo.set_status(cur, order_id, OrderStatus.CANCELLED, cancel_reason=reason)
-    repo.add_history(cur, order_id, OrderStatus.CANCELLED, current, cause, note=reason,
-                     source_event_id=source_event_id)
-    base = Envelope(event_type="order.cancelled", aggregate_id=str(order_id),
-                    producer=PRODUCER, correlation_id=correlation_id,
-                    data=event_data("order.cancelled", {
-                        "order_id": str(order_id), "customer_id": order["customer_id"],
-                        "reason": reason}))
-    add_event(cur, SERVICE, base)
-    add_event(cur, SERVICE, base.caused("order.status_changed", str(order_id),
-                                        _status_data(order, current, OrderStatus.CANCELLED,
-                                                     cause), PRODUCER))
-
-
-def expire_unpaid(db, ttl_s: float, limit: int = EXPIRY_BATCH) -> int:
-    """Cancel orders still unpaid ``ttl_s`` after they were placed; returns how many.
-
-    Claimed with ``FOR UPDATE SKIP LOCKED`` (several workers may run it); each
-    is cancelled as a customer's cancel would be, with reason ``payment_expired``.
-    """
-    with db.transaction() as cur:
-        expired = repo.claim_unpaid(cur, ttl_s, limit)
-        for order in expired:
-            _cancel(cur, order, PAYMENT_EXPIRED, None, cause="order.payment_expired")
-    if expired:
-        log.info("unpaid_orders_expired", count=len(expired),
-                 order_ids=[str(o["id"]) for o in expired][:20])
-    return len(expired)
-
-
-STUCK_REJECTED = "stuck_auto_rejected"
-
-
-def reject_stuck(db, delivery, older_than_s: float, limit: int = EXPIRY_BATCH) -> int:
-    """The ORDER_STUCK_AUTO_REJECT policy: cancel orders paid but not shipped for too long.
-
-    A paid order nobody ships (a warehouse that never picked it) keeps money
-    held on the customer's card; cancelling it voids the authorization (the
-    payment service, on ``order.cancelled``), releases the stock and tells
-    the customer. Like a customer's cancel, each goes through delivery first
-    (:func:`stop_shipment`): one the carrier picked up meanwhile is left to
-    ship; when delivery is unavailable the rest wait for the next run.
-    Candidates are read with ``FOR UPDATE SKIP LOCKED`` (one being cancelled
-    right now is skipped) and each is re-checked under its lock; returns how
-    many were cancelled.
-    """
-    with db.transaction() as cur:
-        stuck = repo.claim_stuck(cur, OrderStatus.PENDING_SHIPMENT.value, older_than_s, limit)
-    rejected = []
-    for candidate in stuck:
-        try:
-            stop_shipment(delivery, candidate["id"], STUCK_REJECTED, None)
-        except OrderNotCancellable:
-            continue  # picked up after all: its delivery events move it on
-        except PeerUnavailable as exc:
-            log.warning("stuck_reject_deferred", reason=exc.reason, left=len(stuck) - len(rejected))
-            break
-        with db.transaction() as cur:
-            order = repo.lock_order(cur, candidate["id"])
-            if order is not None and order["status"] == OrderStatus.PENDING_SHIPMENT.value:
-                _cancel(cur, order, STUCK_REJECTED, None, cause="order.stuck_rejected")
-                rejected.append(order["id"])
-    if rejected:
-        log.warning("stuck_orders_rejected", count=len(rejected),
-                    order_ids=[str(o) for o in rejected][:20])
-    return len(rejected)
-
-
-def list_stuck(db, older_than_s: float, limit: int) -> list[dict]:
-    """Orders in a non-terminal status that have not moved for ``older_than_s`` (operators)."""
-    with db.transaction() as cur:
-        return repo.list_stuck(cur, sorted(s.value for s in NON_TERMINAL), older_than_s, limit)
 
 
 def on_payment_event(cur, event: Envelope) -> None:
@@ -347,7 +199,7 @@ def on_payment_event(cur, event: Envelope) -> None:
         PRODUCER))
     add_event(cur, SERVICE, event.caused(
         "order.status_changed", str(order_id),
-        _status_data(order, current, OrderStatus.PENDING_SHIPMENT, event.event_type), PRODUCER))
+        status_data(order, current, OrderStatus.PENDING_SHIPMENT, event.event_type), PRODUCER))
     log.info("order_paid", order_id=str(order_id))
 
 
@@ -355,7 +207,7 @@ def on_delivery_event(cur, event: Envelope) -> None:
     """Apply a delivery-status event to its order with guarded transitions.
 
     ``delivery.shipment_cancelled`` for an order still cancellable cancels it
-    (:func:`_cancel`, cause ``delivery.shipment_cancelled``): delivery stops a
+    (:func:`~services.order.lifecycle.cancel`, cause ``delivery.shipment_cancelled``): delivery stops a
     shipment only for a cancel, so the order converges even when the cancel's
     own commit was lost.
     """
@@ -368,7 +220,7 @@ def on_delivery_event(cur, event: Envelope) -> None:
     if event.event_type == SHIPMENT_CANCELLED and current in CANCELLABLE:
         # The shipment was stopped for a cancel whose order commit never happened (a crash
         # between delivery's answer and it, and no retry): finish that cancel now.
-        _cancel(cur, order, SHIPMENT_CANCELLED_REASON, event.correlation_id,
+        cancel(cur, order, SHIPMENT_CANCELLED_REASON, event.correlation_id,
                 cause=event.event_type, source_event_id=event.event_id)
         log.info("order_cancelled_after_shipment", order_id=str(order_id))
         return
@@ -386,42 +238,12 @@ def on_delivery_event(cur, event: Envelope) -> None:
     if decision.kind == "transition":
         add_event(cur, SERVICE, event.caused(
             "order.status_changed", str(order_id),
-            _status_data(order, current, decision.target, event.event_type,
+            status_data(order, current, decision.target, event.event_type,
                          carrier=data.get("carrier"),
                          tracking_number=data.get("tracking_number")),
             PRODUCER))
     log.info("delivery_event_applied", order_id=str(order_id), decision=decision.kind,
              status=decision.target.value)
-
-
-def _created_data(order: dict) -> dict:
-    return event_data("order.created", {
-        "order_id": str(order["id"]),
-        "customer_id": order["customer_id"],
-        "customer_email": order["customer_email"],
-        "currency": order["currency"].strip(),
-        "total": str(order["total"]),
-        "lines": [{"sku": line["sku"], "quantity": line["quantity"],
-                   "unit_price": str(line["unit_price"]), "line_total": str(line["line_total"])}
-                  for line in order["lines"]],
-        "shipping_address": order["shipping_address"],
-        "created_at": order["created_at"].isoformat(),
-    })
-
-
-def _status_data(order: dict, previous: OrderStatus, status: OrderStatus, cause: str,
-                 **extra) -> dict:
-    return event_data("order.status_changed", {
-        "order_id": str(order["id"]), "customer_id": order["customer_id"],
-        "previous_status": previous.value, "status": status.value, "cause": cause, **extra})
-
-
-def _visible(principal: Principal, order: dict) -> bool:
-    return principal.is_admin or order["customer_id"] == principal.subject
-
-
-def _not_found() -> NotFound:
-    return NotFound("No such order.")
 
 
 def items_from(items: list[dict]) -> list[Item]:

@@ -25,15 +25,10 @@ from __future__ import annotations
 
 import sys
 
+from services.order.cancellation import EXPIRY_BATCH, expire_unpaid, reject_stuck
 from services.order.delivery import SCOPE as DELIVERY_SCOPE
 from services.order.delivery import DeliveryClient, delivery_config
-from services.order.handlers import (
-    EXPIRY_BATCH,
-    expire_unpaid,
-    on_delivery_event,
-    on_payment_event,
-    reject_stuck,
-)
+from services.order.handlers import on_delivery_event, on_payment_event
 from services.order.repository import purge_expired_idempotency_keys
 from services.order.settings import OrderSettings, load
 from shared.config import Settings

@@ -21,7 +21,8 @@ from devstack.emulators import LOCALSTRIPE_SECRET_KEY
 from services.inventory.reservations import on_order_cancelled as inventory_on_cancelled
 from services.inventory.reservations import on_order_created as inventory_on_created
 from services.inventory.restock import on_payment_refunded
-from services.order.handlers import expire_unpaid, on_payment_event
+from services.order.cancellation import expire_unpaid
+from services.order.handlers import on_payment_event
 from services.payment.app import gateway_for
 from services.payment.handlers import order_event_handler, reconcile
 from services.payment.settings import PaymentSettings
@@ -528,7 +529,7 @@ def test_confirm_and_read_are_the_customers_own(order_client, auth_header, payme
 def test_stuck_orders_are_listed_for_operators_and_the_policy_rejects_and_voids_them(
         order_client, auth_header, order_db, payment_db, payment_url, customer_token, gateway,
         stripe_client):
-    from services.order.handlers import reject_stuck
+    from services.order.cancellation import reject_stuck
     paid = authorize(order_client, auth_header, order_db, payment_db, payment_url, customer_token)
     unpaid = place(order_client, auth_header)
     time.sleep(0.3)

@@ -24,6 +24,7 @@ from services.inventory import reservations as inventory
 from services.inventory import restock
 from services.notification import consumers as notification
 from services.order import handlers as order
+from services.order import lifecycle
 from services.order.domain import OrderStatus
 from services.payment import handlers as payment
 from shared.contracts import (
@@ -181,10 +182,10 @@ def test_nullable_fields_may_be_null_and_optional_ones_absent():
 
 def test_a_producer_bug_fails_in_the_producer():
     placed = {"id": uuid.UUID(ORDER_ID), "customer_id": "customer-1"}
-    order._status_data(placed, OrderStatus.PENDING_SHIPMENT, OrderStatus.CANCELLED,
+    lifecycle.status_data(placed, OrderStatus.PENDING_SHIPMENT, OrderStatus.CANCELLED,
                        "order.cancelled")
     with pytest.raises(ContractViolation, match="eta"):
-        order._status_data(placed, OrderStatus.SHIPPED, OrderStatus.DELIVERED,
+        lifecycle.status_data(placed, OrderStatus.SHIPPED, OrderStatus.DELIVERED,
                            "delivery.delivered", eta="tomorrow")
     shipment = {"id": uuid.uuid4(), "order_id": ORDER_ID, "status": ShipmentStatus.SHIPPED,
                 "carrier": "DHL", "tracking_number": "DHL0123456789AB"}
@@ -199,7 +200,7 @@ def test_the_order_created_the_order_service_builds_matches_its_contract():
            "lines": [{"sku": "SKU-1", "quantity": 2, "unit_price": Decimal("9.99"),
                       "line_total": Decimal("19.98")}],
            "shipping_address": ADDRESS, "created_at": datetime.now(UTC)}
-    data = order._created_data(row)
+    data = lifecycle.created_data(row)
     assert load_data("order.created", data)["lines"][0]["unit_price"] == Decimal("9.99")
 
 

@@ -28,8 +28,8 @@ from services.inventory.domain import (
 )
 from services.inventory.settings import load as load_inventory
 from services.inventory.worker import build_plan as inventory_plan
+from services.order import cancellation, idempotency, lifecycle
 from services.order import handlers as order
-from services.order import idempotency
 from services.order.domain import (
     InsufficientStock,
     Item,
@@ -82,6 +82,8 @@ def shop(monkeypatch):
     clock, outbox = Clock(), Outbox()
     repo = OrderRepository(clock)
     install(monkeypatch, order, repo, outbox)
+    install(monkeypatch, lifecycle, repo, outbox)  # the cancel writes its events there
+    install(monkeypatch, cancellation, repo)
     install(monkeypatch, idempotency, repo)
     inventory = FakeInventory({"SKU-1": ("Widget", Decimal("9.99")),
                                "COFFEE-1KG": ("Coffee", Decimal("14.50"))})
@@ -156,14 +158,14 @@ def test_a_failure_inside_the_transaction_rolls_back_the_order_and_its_event(sho
 def test_cancelling_emits_cancelled_then_status_changed_and_twice_is_harmless(shop):
     db, repo, outbox, _, _, _ = shop
     placed = place(shop, ("SKU-1", 1))
-    cancelled = order.cancel_order(db, FakeDelivery(), ADA, placed["id"], "changed my mind", "req-2")
+    cancelled = cancellation.cancel_order(db, FakeDelivery(), ADA, placed["id"], "changed my mind", "req-2")
     assert (cancelled["status"], cancelled["cancel_reason"]) == ("CANCELLED", "changed my mind")
     assert outbox.types() == ["order.created", "order.cancelled", "order.status_changed"]
     cancel, changed = outbox.of_type("order.cancelled")[0], outbox.of_type("order.status_changed")[0]
     assert changed.causation_id == cancel.event_id
     assert (changed.data["previous_status"], changed.data["status"], changed.data["cause"]) == (
         "PENDING_PAYMENT", "CANCELLED", "order.cancelled")
-    again = order.cancel_order(db, FakeDelivery(), ADA, placed["id"], None, "req-3")
+    again = cancellation.cancel_order(db, FakeDelivery(), ADA, placed["id"], None, "req-3")
     assert again["status"] == "CANCELLED"
     assert len(outbox.events) == 3 and len(repo.history) == 2
 
@@ -173,7 +175,7 @@ def test_a_shipped_order_cannot_be_cancelled_and_stays_as_it_was(shop):
     placed = place(shop, ("SKU-1", 1))
     repo.orders[placed["id"]]["status"] = "SHIPPED"
     with pytest.raises(OrderNotCancellable) as refused:
-        order.cancel_order(db, FakeDelivery(), ADA, placed["id"], None, None)
+        cancellation.cancel_order(db, FakeDelivery(), ADA, placed["id"], None, None)
     assert refused.value.facts == {"status_now": "SHIPPED"}
     assert repo.orders[placed["id"]]["status"] == "SHIPPED"
     assert outbox.types() == ["order.created"]
@@ -191,7 +193,7 @@ def test_a_paid_order_is_cancelled_only_after_delivery_stopped_its_shipment(shop
     db, repo, outbox, _, _, _ = shop
     placed = paid_order(shop)
     delivery = FakeDelivery()
-    cancelled = order.cancel_order(db, delivery, ADA, placed["id"], "too slow", None)
+    cancelled = cancellation.cancel_order(db, delivery, ADA, placed["id"], "too slow", None)
     assert delivery.stops == [placed["id"]]
     assert cancelled["status"] == "CANCELLED"
     assert len(outbox.of_type("order.cancelled")) == 1
@@ -202,7 +204,7 @@ def test_a_paid_order_whose_parcel_the_carrier_has_is_refused_and_unchanged(shop
     placed = paid_order(shop)
     before = outbox.types()
     with pytest.raises(OrderNotCancellable) as refused:
-        order.cancel_order(db, FakeDelivery(underway="IN_TRANSIT"), ADA, placed["id"], None, None)
+        cancellation.cancel_order(db, FakeDelivery(underway="IN_TRANSIT"), ADA, placed["id"], None, None)
     assert refused.value.facts == {"status_now": "SHIPPED", "shipment_status": "IN_TRANSIT"}
     assert repo.orders[placed["id"]]["status"] == "PENDING_SHIPMENT"
     assert outbox.types() == before
@@ -232,7 +234,7 @@ def test_another_customers_order_is_not_found_for_reading_and_cancelling(shop):
     with pytest.raises(NotFound):
         order.get_order(db, BOB, placed["id"])
     with pytest.raises(NotFound):
-        order.cancel_order(db, FakeDelivery(), BOB, placed["id"], None, None)
+        cancellation.cancel_order(db, FakeDelivery(), BOB, placed["id"], None, None)
     assert repo.orders[placed["id"]]["status"] == "PENDING_PAYMENT"
 
 
@@ -279,7 +281,7 @@ def test_delivery_events_through_the_workers_handler_table_move_the_order_along(
 def test_a_delivery_event_after_cancelling_is_recorded_but_not_applied(shop):
     db, repo, outbox, _, _, _ = shop
     placed = place(shop, ("SKU-1", 1))
-    order.cancel_order(db, FakeDelivery(), ADA, placed["id"], None, None)
+    cancellation.cancel_order(db, FakeDelivery(), ADA, placed["id"], None, None)
     with db.transaction() as cur:
         order.on_delivery_event(cur, delivery_event("delivery.shipped", placed["id"], "SHIPPED"))
     assert repo.orders[placed["id"]]["status"] == "CANCELLED"
