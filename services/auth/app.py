@@ -19,6 +19,7 @@ from shared.db import database_for
 from shared.health import health_blueprint
 from shared.logging import configure_logging
 from shared.ratelimit import create_limiter
+from shared.sigterm import on_worker_sigterm
 from shared.web import allow_form_body, base_app
 
 
@@ -56,8 +57,11 @@ def create_app(config: dict | None = None):
                                                      "description": "AUTH_REVOCATION_FEED_KEY"})
     db, passwords, keys = build_components(settings, auth_config)
     service = AuthService(db, auth_config, passwords)
+    hub = RevocationHub(db, feed_waiters(auth_config, os.environ))
     app.extensions.update(db=db, passwords=passwords, signing_keys=keys, auth_config=auth_config,
-                          revocation_hub=RevocationHub(db, feed_waiters(auth_config, os.environ)))
+                          revocation_hub=hub)
+    # Long polls of the feed end at once on SIGTERM (the verifiers poll another instance).
+    on_worker_sigterm(hub.close)
     app.extensions["oauth_server"] = build_server(app, service, keys, settings.jwt_issuer,
                                                   settings.jwt_audience)
 

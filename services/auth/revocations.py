@@ -47,6 +47,7 @@ class RevocationHub:
         self._changed = threading.Condition()
         self._waiters = threading.BoundedSemaphore(max(1, max_waiters))
         self._stop = threading.Event()
+        self._closing = False
         self._pid: int | None = None
         self._start_lock = threading.Lock()
         self._purged_at = float("-inf")
@@ -84,16 +85,21 @@ class RevocationHub:
         """Return once an entry past ``cursor`` may exist, or after ``wait_s`` (at once when
         ``max_waiters`` requests of this process are already waiting)."""
         self._ensure_started()
-        if wait_s <= 0 or not self._waiters.acquire(blocking=False):
+        if wait_s <= 0 or self._closing or not self._waiters.acquire(blocking=False):
             return
         try:
             with self._changed:
-                self._changed.wait_for(lambda: self._latest > cursor, timeout=wait_s)
+                self._changed.wait_for(lambda: self._latest > cursor or self._closing,
+                                       timeout=wait_s)
         finally:
             self._waiters.release()
 
     def close(self) -> None:
+        """Stop following the deny-list and answer every waiting request now (SIGTERM, teardown)."""
+        self._closing = True
         self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
 
 
 def read_feed(db, hub: RevocationHub, cursor: int, wait_s: float) -> dict:

@@ -11,6 +11,8 @@ it in its verified-token cache.
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -19,6 +21,8 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
+from devstack.paths import REPO_ROOT
+from devstack.readiness import wait_for_http
 from services.auth import handlers
 from services.auth import repository as repo
 from shared.config import DEV_REVOCATION_FEED_KEY
@@ -256,3 +260,30 @@ def test_a_revoked_test_token_is_refused_by_the_order_api(order_client, jwks_ser
     jwks_server.revoke(claims["jti"], claims["exp"])
     wait_until(lambda: _refused(order_client, "/v1/orders", token), timeout=PROPAGATION_BOUND_S + 2,
                interval=0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_answers_waiting_long_polls_at_once(processes, auth_db, port):
+    """A rolling restart must not wait out the graceful timeout for the feed's long polls."""
+    api = processes.start("auth-api", [
+        sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "infra" / "gunicorn.conf.py"),
+        "--bind", f"{LOOPBACK}:{port}", "services.auth.app:create_app()"],
+        WEB_CONCURRENCY="1", GUNICORN_GRACEFUL_TIMEOUT="30")
+    url = f"http://{LOOPBACK}:{port}"
+    wait_for_http(f"{url}/health/live", timeout=30, statuses=(200,), proc=api.proc)
+    answers: list[requests.Response] = []
+    waiters = [threading.Thread(target=lambda: answers.append(requests.get(
+        f"{url}/v1/revocations", params={"after": 0, "wait": 20}, headers=FEED_HEADERS,
+        timeout=40))) for _ in range(2)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(1.0)  # both are waiting now
+    stopped = time.monotonic()
+    api.proc.send_signal(signal.SIGTERM)
+    assert api.proc.wait(15) == 0
+    took = time.monotonic() - stopped
+    for waiter in waiters:
+        waiter.join(5)
+    assert took < 5, f"the worker waited {took:.1f}s for its long polls"
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert all(answer.json()["revocations"] == [] for answer in answers)
