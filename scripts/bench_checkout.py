@@ -305,22 +305,15 @@ def main(**options):
     sys.exit(code)
 
 
-def extract_backbone(ref: str, target: Path, shared_too: bool = False) -> Path:
-    """The order service at ``ref`` unpacked into ``target``, beside a ``shared`` package.
-
-    ``shared_too``: the ``shared`` package of ``ref`` as well, for a ref whose
-    order service calls ``shared`` interfaces that have changed since (the
-    backbone: its outbox call predates ``add_event``'s topology argument);
-    otherwise today's.
-    """
+def extract_backbone(ref: str, target: Path) -> Path:
+    """The order service at ``ref`` and today's shared package, unpacked into ``target``."""
     target.mkdir(parents=True)
-    paths = ["services/__init__.py", "services/order"] + (["shared"] if shared_too else [])
-    archive = subprocess.run(["git", "-C", str(bench.REPO_ROOT), "archive", ref, *paths],
-                             check=True, capture_output=True)
+    archive = subprocess.run(["git", "-C", str(bench.REPO_ROOT), "archive", ref,
+                              "services/__init__.py", "services/order"], check=True,
+                             capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    if not shared_too:
-        shutil.copytree(bench.REPO_ROOT / "shared", target / "shared",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(bench.REPO_ROOT / "shared", target / "shared",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
 
@@ -333,7 +326,7 @@ def run(clients: int, duration: float, rounds: int, half_duration: float, worker
 
     with Stack.create("checkout", keep_data=keep_data, say=say) as stack:
         try:
-            backbone_dir = extract_backbone(backbone_ref, stack.run_dir / "backbone", shared_too=True)
+            backbone_dir = extract_backbone(backbone_ref, stack.run_dir / "backbone")
             database_url = stack.database()
             migrations.upgrade("order", database_url)
             migrations.upgrade("inventory", database_url)
