@@ -25,7 +25,7 @@ class GunicornSettings(EnvSettings):
     graceful_timeout: Int = var("GUNICORN_GRACEFUL_TIMEOUT", 10, "in-flight requests' time after SIGTERM")
     keepalive: Int = var("GUNICORN_KEEPALIVE", 5, "seconds an idle keep-alive connection is held")
     max_requests: Int = var("GUNICORN_MAX_REQUESTS", 5000, "requests before a worker is recycled "
-                            "(bounds slow leaks)")
+                            "(bounds slow leaks); never for gevent workers, which hold streams")
     max_requests_jitter: Int = var("GUNICORN_MAX_REQUESTS_JITTER", 500,
                                    "random extra requests so workers do not all restart at once")
     log_level: str = var("GUNICORN_LOG_LEVEL", "info", "gunicorn's own log level (the app logs requests)")
@@ -98,8 +98,22 @@ else:
 _own_metrics_dir = []
 
 
+# Worker classes that hold long-lived streams (the notification API's SSE runs on gevent).
+STREAMING_WORKER_CLASSES = ("gevent", "eventlet")
+
+
+def _no_recycling_for_streams(server) -> None:
+    """A stream is one request that lasts hours: counting requests would recycle a worker
+    holding thousands of streams (every client cut and reconnecting at once)."""
+    worker_class = str(server.cfg.worker_class_str).lower()
+    if server.cfg.max_requests and any(name in worker_class for name in STREAMING_WORKER_CLASSES):
+        server.log.info("max_requests off for the %s worker (it holds streams)", worker_class)
+        server.cfg.set("max_requests", 0)
+
+
 def on_starting(server):
     """Choose and empty the metrics directory: files of an earlier run would be counted again."""
+    _no_recycling_for_streams(server)
     directory = settings.metrics_dir
     if directory is None:
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # an empty value would mean the working directory

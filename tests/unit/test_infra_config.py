@@ -369,6 +369,23 @@ def test_gunicorn_conf_is_env_driven(monkeypatch):
     assert (conf["bind"], conf["workers"], conf["threads"]) == (["127.0.0.1:9000"], 3, 4)
 
 
+@pytest.mark.parametrize("worker_class, recycled_after", [("gevent", 0), ("gthread", 5000)])
+def test_stream_holding_workers_are_never_recycled_by_request_count(monkeypatch, worker_class,
+                                                                     recycled_after):
+    """A gevent worker with 10,000 SSE streams was restarted after ~5,000 requests (bench_sse)."""
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    monkeypatch.delenv("GUNICORN_CONTROL_SOCKET", raising=False)
+    conf = runpy.run_path(str(GUNICORN_CONF))
+    cfg = Config()
+    cfg.set("worker_class", worker_class)
+    cfg.set("max_requests", conf["max_requests"])
+    conf["_no_recycling_for_streams"](SimpleNamespace(cfg=cfg, log=SimpleNamespace(info=print)))
+    assert cfg.max_requests == recycled_after
+
+
 def test_notification_api_runs_gevent_workers():
     # Long-lived SSE streams: one greenlet per client, not one thread (README, Notification).
     command = _compose()["services"]["notification-api"]["command"]
