@@ -9,6 +9,7 @@ options win over this file).
 import os
 import shutil
 import tempfile
+from typing import Literal
 
 from shared.settings import ConfigError, EnvSettings, Int, var
 
@@ -20,7 +21,12 @@ class GunicornSettings(EnvSettings):
                            "(wins over PORT)", shown_default="`0.0.0.0:$PORT`")
     port: Int = var("PORT", 8000, "port an API listens on in a container (all interfaces)")
     workers: Int = var("WEB_CONCURRENCY", 2, "API worker processes")
-    threads: Int = var("GUNICORN_THREADS", 8, "threads per API process")
+    worker_class: Literal["gthread", "sync", "gevent"] = var(
+        "GUNICORN_WORKER_CLASS", "gthread", "how a process serves concurrent requests (gevent: psycopg2 "
+        "is made cooperative; the notification API always runs gevent)")
+    threads: Int = var("GUNICORN_THREADS", 8, "threads per API process (gthread)")
+    worker_connections: Int = var("GUNICORN_WORKER_CONNECTIONS", 1000,
+                                  "concurrent connections per gevent process")
     timeout: Int = var("GUNICORN_TIMEOUT", 30, "a request taking longer is stuck: its worker is replaced")
     graceful_timeout: Int = var("GUNICORN_GRACEFUL_TIMEOUT", 10, "in-flight requests' time after SIGTERM")
     keepalive: Int = var("GUNICORN_KEEPALIVE", 5, "seconds an idle keep-alive connection is held")
@@ -48,9 +54,11 @@ bind = [b.strip() for b in settings.bind.split(",")] if settings.bind else [f"0.
 
 # Threads, not processes, carry concurrency: handlers mostly wait on Postgres
 # and HTTP peers. Two processes keep a crashed worker from taking the API down.
-worker_class = "gthread"
+# (GUNICORN_WORKER_CLASS; BENCHMARKS.md, "Server model", has the figures behind the default.)
+worker_class = settings.worker_class
 workers = settings.workers
 threads = settings.threads
+worker_connections = settings.worker_connections
 
 # A request taking longer than this is stuck (every outbound call has a
 # shorter timeout); the worker is killed and replaced.

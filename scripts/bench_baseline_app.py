@@ -35,6 +35,8 @@ import psycopg2.pool
 import urllib3
 from flask import Flask, Response, request
 
+from shared.server_model import cooperate_with_the_worker
+
 SCHEMA_DDL = (
     "CREATE SCHEMA IF NOT EXISTS bench",
     "CREATE TABLE IF NOT EXISTS bench.orders ("
@@ -92,6 +94,7 @@ class _Pool:
 
 def create_app(config: dict | None = None) -> Flask:
     """The baseline app; reads BENCH_DATABASE_URL (or DATABASE_URL) and BENCH_DB_POOL_MAX."""
+    cooperate_with_the_worker()  # under gevent, as the services do (shared/server_model.py)
     env = {**os.environ, **(config or {})}
     dsn = env.get("BENCH_DATABASE_URL") or env["DATABASE_URL"]
     pool = _Pool(dsn, int(env.get("BENCH_DB_POOL_MAX", DEFAULT_POOL_MAX)))

@@ -203,6 +203,9 @@ def count_rows(database_url: str) -> tuple[int, int, int, int]:
               help="gunicorn worker processes (WEB_CONCURRENCY), the same for both apps.")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
               help="gunicorn threads per worker (GUNICORN_THREADS), the same for both apps.")
+@click.option("--worker-class", default="gthread", show_default=True,
+              type=click.Choice(["gthread", "sync", "gevent"]),
+              help="gunicorn worker class of every API and baseline (GUNICORN_WORKER_CLASS).")
 @click.option("--idempotency-keys/--no-idempotency-keys", default=False, show_default=True,
               help="Send a fresh Idempotency-Key with every order (two more transactions each).")
 @click.option("--with-relay", is_flag=True,
@@ -214,15 +217,15 @@ def count_rows(database_url: str) -> tuple[int, int, int, int]:
               help="Commit whose order service is run as the order path without the payment hop "
                    "('' to skip that app).")
 @click.option("--quick", is_flag=True, help="5 s peaks, 4 s half load: a smoke run.")
-def main(clients, duration, half_duration, workers, threads, idempotency_keys, with_relay,
-         quiet_timeout, keep_data, prepayment_ref, quick):
+def main(clients, duration, half_duration, workers, threads, worker_class, idempotency_keys,
+         with_relay, quiet_timeout, keep_data, prepayment_ref, quick):
     """Order creation throughput and latency beside minimal one- and two-service baselines."""
     bench.install_sigterm_handler()
     if quick:
         duration, half_duration = min(duration, 5.0), min(half_duration, 4.0)
     try:
         code = run(clients, duration, half_duration, workers, threads, idempotency_keys,
-                   with_relay, quiet_timeout, keep_data, prepayment_ref)
+                   with_relay, quiet_timeout, keep_data, prepayment_ref, worker_class)
     except (KeyboardInterrupt, bench.Interrupted):
         print("interrupted; everything stopped", file=sys.stderr)
         code = 130
@@ -236,7 +239,7 @@ def say(text: str) -> None:
 
 def run(clients: int, duration: float, half_duration: float, workers: int, threads: int,
         idempotency_keys: bool, with_relay: bool, quiet_timeout: float, keep_data: bool,
-        prepayment_ref: str = "") -> int:
+        prepayment_ref: str = "", worker_class: str = "gthread") -> int:
     """Start the stack, run the phases, print the report; return the exit code."""
     from bench_baseline_app import ensure_schema
     from bench_checkout import extract_backbone
@@ -262,6 +265,7 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
             secret = bench.new_jwt_secret()
             env = bench.production_env(database_url, sqs_url, prefix, secret)
             env.update({"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
+                        "GUNICORN_WORKER_CLASS": worker_class,
                         "BENCH_DATABASE_URL": database_url})
             order_port, base_port = bench.free_port(), bench.free_port()
             inventory_api, inventory_url = start_inventory_api(stack, env)
@@ -340,16 +344,18 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
         died = stack.check_alive()
         say(f"load phases took {time.monotonic() - started:.0f}s; stopping")
 
-    return report(results, before, after, died, sampler, foreign, clients, workers, threads,
+    server = (f"{worker_class} {workers} workers x {threads} threads" if worker_class == "gthread"
+              else f"{worker_class} {workers} workers")
+    return report(results, before, after, died, sampler, foreign, clients, server,
                   idempotency_keys, with_relay, cpu, prepayment_ref)
 
 
 def report(results: dict[str, LoadResult], before, after, died: list[str], sampler: RssSampler,
-           foreign: tuple[float, float], clients: int, workers: int, threads: int,
+           foreign: tuple[float, float], clients: int, server: str,
            idempotency_keys: bool, with_relay: bool,
            cpu: dict[str, dict[str, float]] | None = None, prepayment_ref: str = "") -> int:
     """Print figures and verdicts; return the exit code."""
-    print(f"\nOrder creation benchmark: gunicorn gthread {workers} workers x {threads} threads "
+    print(f"\nOrder creation benchmark: gunicorn {server} "
           f"(infra/gunicorn.conf.py), {clients} clients, "
           f"idempotency keys {'on' if idempotency_keys else 'off'}, "
           f"relay {'running' if with_relay else 'not running'}\n")

@@ -20,6 +20,7 @@ from shared.logging import get_logger
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from shared.metrics_export import render as render_metrics
 from shared.resilience import BreakerRegistry
+from shared.server_model import cooperate_with_the_worker
 
 log = get_logger(__name__)
 
@@ -128,6 +129,7 @@ def valid_bounds(node):
 
 def base_app(settings, title: str, version: str = "1.0.0") -> tuple[Flask, ProblemApi]:
     """A Flask app with the shared middleware, and its OpenAPI ``Api``."""
+    cooperate_with_the_worker()  # before the app opens its database pool
     # No static folder: an API serves no files (Flask would serve ./static of the working directory).
     app = Flask(settings.service, static_folder=None)
     app.config.update(

@@ -2,8 +2,8 @@
 
 Served by gunicorn's **gevent** worker (``-k gevent``): every SSE client is a
 greenlet, not a thread, so one process holds thousands of idle streams. Under
-gevent, psycopg2 is made cooperative with psycogreen here, before any
-connection is opened (the pool, the hub's LISTEN connection).
+gevent, psycopg2 is made cooperative with psycogreen before any connection is
+opened (``shared.server_model``, called by ``base_app``).
 """
 
 from __future__ import annotations
@@ -22,24 +22,10 @@ from shared.db import database_for
 from shared.health import health_blueprint, sqs_check
 from shared.logging import configure_logging, get_logger
 from shared.messaging.sqs import physical_name, sync_client
+from shared.server_model import gevent_active
 from shared.web import base_app
 
 log = get_logger(__name__)
-
-
-def gevent_active() -> bool:
-    """True when gevent has monkey-patched this process (gunicorn -k gevent)."""
-    if "gevent" not in sys.modules:
-        return False
-    from gevent import monkey
-
-    return monkey.is_module_patched("socket")
-
-
-def _cooperative_postgres() -> None:
-    from psycogreen.gevent import patch_psycopg
-
-    patch_psycopg()
 
 
 def _end_streams_on_sigterm(hub: NotificationHub) -> None:
@@ -63,10 +49,8 @@ def create_app(config: dict | None = None):
     """Build the notification API. ``config`` overrides environment variables (tests)."""
     settings, own = load({**os.environ, **(config or {})})
     configure_logging(SERVICE, settings.log_level, settings.log_format)
-    under_gevent = gevent_active()
-    if under_gevent:
-        _cooperative_postgres()
-    elif "gunicorn" in sys.modules:
+    under_gevent = gevent_active()  # psycopg2 is made cooperative by base_app then
+    if not under_gevent and "gunicorn" in sys.modules:
         log.warning("notification_api_without_gevent",
                     detail="each SSE client holds a thread; run gunicorn with -k gevent")
     app, api = base_app(settings, "Notification service")

@@ -351,7 +351,8 @@ def test_inventory_is_seeded_after_bootstrap_and_reachable_by_the_order_service(
 
 
 def test_gunicorn_conf_is_env_driven(monkeypatch):
-    for name in ("BIND", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_CONTROL_SOCKET"):
+    for name in ("BIND", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_CONTROL_SOCKET",
+                 "GUNICORN_WORKER_CLASS", "GUNICORN_WORKER_CONNECTIONS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PORT", "8002")
     conf = runpy.run_path(str(GUNICORN_CONF))
@@ -367,6 +368,14 @@ def test_gunicorn_conf_is_env_driven(monkeypatch):
     monkeypatch.setenv("GUNICORN_THREADS", "4")
     conf = runpy.run_path(str(GUNICORN_CONF))
     assert (conf["bind"], conf["workers"], conf["threads"]) == (["127.0.0.1:9000"], 3, 4)
+
+    monkeypatch.setenv("GUNICORN_WORKER_CLASS", "gevent")
+    monkeypatch.setenv("GUNICORN_WORKER_CONNECTIONS", "500")
+    conf = runpy.run_path(str(GUNICORN_CONF))
+    assert (conf["worker_class"], conf["worker_connections"]) == ("gevent", 500)
+    monkeypatch.setenv("GUNICORN_WORKER_CLASS", "eventlet")  # not one we make cooperative
+    with pytest.raises(SystemExit, match="GUNICORN_WORKER_CLASS"):
+        runpy.run_path(str(GUNICORN_CONF))
 
 
 @pytest.mark.parametrize("worker_class, recycled_after", [("gevent", 0), ("gthread", 5000)])
