@@ -235,7 +235,7 @@ class PaymentAuthorizedData(EventData):
 class PaymentRefundedData(EventData):
     """``payment.refunded``: money went back to the customer for ``lines`` (maybe none).
 
-    Produced by the payment service (``services/payment/handlers.py: refund``).
+    Produced by the payment service (``services/payment/refunds.py: refund``).
     Consumed by inventory (``services/inventory/restock.py: on_payment_refunded``:
     puts exactly ``lines`` back on hand, once per ``refund_id``: ``refund_id``,
     ``order_id``, ``lines``). A refund of an amount alone has no lines.

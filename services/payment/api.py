@@ -22,7 +22,7 @@ import stripe
 from flask import current_app, request
 from flask.views import MethodView
 
-from services.payment import handlers
+from services.payment import handlers, refunds
 from services.payment.domain import (
     AmountMismatch,
     AmountRefused,
@@ -151,7 +151,7 @@ class Refunds(MethodView):
             full=payload.get("full", False),
             lines=tuple((line["sku"], line["quantity"]) for line in payload.get("lines", ())),
             amount_minor=payload.get("amount_minor"))
-        return handlers.refund(database(), _gateway(), authenticate(), order_id, refund_request,
+        return refunds.refund(database(), _gateway(), authenticate(), order_id, refund_request,
                                _request_key())
 
 

@@ -12,7 +12,8 @@ How an authorization is learnt, whichever comes first (all go through
 :func:`apply_intent`, which moves forward only, so duplicates and stale or
 reordered news change nothing): the answer to the confirm call, the webhook
 ``payment_intent.amount_capturable_updated``, or the reconciliation job that
-asks Stripe about payments with no news.
+asks Stripe about payments with no news (:mod:`services.payment.reconciliation`).
+Refunds are :mod:`services.payment.refunds`.
 """
 
 from __future__ import annotations
@@ -20,28 +21,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 
+from services.payment import refunds
 from services.payment import repository as repo
 from services.payment.domain import (
     INTENT_AUTHORIZED,
     INTENT_CANCELED,
     INTENT_SUCCEEDED,
     AmountMismatch,
-    NotRefundable,
     PaymentConflict,
     PaymentDeclined,
-    PaymentLine,
     PaymentNotPayable,
     PaymentStatus,
-    RefundRequest,
     amount_matches,
     amount_of,
     can_transition,
     payment_lines,
-    plan_refund,
 )
+from services.payment.events import PRODUCER, SERVICE, now_iso
 from services.payment.provider import Intent, ProviderRefused, ProviderUnavailable
 from shared.auth import Principal
 from shared.contracts import event_data, load_data
@@ -52,11 +50,8 @@ from shared.queues import add_event
 
 log = get_logger(__name__)
 
-SERVICE = "payment"
-PRODUCER = "payment-service"
 ORDER_EVENT_NEEDS = {"order.status_changed": ("order_id", "status"),
                      "order.cancelled": ("order_id",)}
-RECONCILE_BATCH = 20
 
 
 @dataclass(frozen=True)
@@ -183,7 +178,7 @@ def apply_intent(cur, gateway, payment: dict, intent: Intent, cause: str) -> str
             data=event_data("payment.authorized", {
                 "order_id": str(order_id), "payment_intent_id": intent.id,
                 "currency": payment["currency"].strip(), "amount_minor": intent.amount,
-                "authorized_at": _now()})))
+                "authorized_at": now_iso()})))
         log.info("payment_authorized", order_id=str(order_id), cause=cause)
         return "authorized"
     if intent.status == INTENT_CANCELED and can_transition(current, PaymentStatus.VOIDED):
@@ -242,87 +237,7 @@ def settle_cancelled(cur, gateway, payment: dict, reason: str | None) -> None:
         _move(cur, payment, PaymentStatus.VOIDED, "void", note=reason)
         log.info("payment_voided", order_id=str(order_id), was=current.value)
     elif current == PaymentStatus.CAPTURED:
-        refund_id = uuid.uuid5(uuid.NAMESPACE_URL, f"order-cancelled:{order_id}")
-        lines = [PaymentLine(**line) for line in payment["lines"]]
-        plan = plan_refund(payment, lines, _refunded_units(cur, order_id), RefundRequest(full=True))
-        repo.insert_refund(cur, refund_id, order_id, "order-cancelled", plan.amount_minor,
-                           _line_dicts(plan.lines), "order.cancelled")
-        _complete_refund(cur, gateway, payment, repo.get_refund(cur, refund_id))
-
-
-# --- refunds ----------------------------------------------------------------------------------
-def refund(db, gateway, principal: Principal, order_id: uuid.UUID, request: RefundRequest,
-           request_key: str | None) -> dict:
-    """Give back money (and, for lines, their units to stock) of a captured payment.
-
-    The refund is recorded PENDING before the provider is called, under a
-    refund id the provider sees in its metadata; a retry with the same
-    ``Idempotency-Key`` (``request_key``) reuses it, and the reconciliation job
-    finishes refunds whose provider call failed. So each refund is made once
-    and its ``payment.refunded`` (with the lines) is emitted once.
-    """
-    with db.transaction() as cur:
-        payment = repo.get_payment(cur, order_id, lock=True)
-        if payment is None:
-            raise NotFound("No payment for this order.")
-        existing = repo.refund_by_key(cur, order_id, request_key) if request_key else None
-        if existing is not None:
-            refund_id = existing["id"]
-        else:
-            current = PaymentStatus(payment["status"])
-            if current not in (PaymentStatus.CAPTURED,):
-                raise NotRefundable(f"Only a captured payment can be refunded; this one is "
-                                    f"{current}.", status_now=current.value)
-            lines = [PaymentLine(**line) for line in payment["lines"]]
-            plan = plan_refund(payment, lines, _refunded_units(cur, order_id), request)
-            refund_id = uuid.uuid4()
-            repo.insert_refund(cur, refund_id, order_id, request_key, plan.amount_minor,
-                               _line_dicts(plan.lines), principal.subject)
-    return finish_refund(db, gateway, refund_id)
-
-
-def finish_refund(db, gateway, refund_id: uuid.UUID) -> dict:
-    """Make a PENDING refund at the provider and record it; a SUCCEEDED one is returned as it is."""
-    with db.transaction() as cur:
-        row = repo.get_refund(cur, refund_id, lock=True)
-        if row["status"] == "PENDING":
-            payment = repo.get_payment(cur, row["order_id"], lock=True)
-            _complete_refund(cur, gateway, payment, row)
-        return repo.get_refund(cur, refund_id)
-
-
-def _complete_refund(cur, gateway, payment: dict, row: dict) -> None:
-    order_id = payment["order_id"]
-    made = gateway.refund(order_id, payment["intent_id"], row["id"], row["amount_minor"])
-    repo.complete_refund(cur, row["id"], made.id)
-    repo.add_refunded(cur, order_id, row["amount_minor"])
-    refunded_all = payment["amount_refunded"] + row["amount_minor"] >= payment["amount_captured"]
-    target = PaymentStatus.REFUNDED if refunded_all else PaymentStatus(payment["status"])
-    if target != payment["status"]:
-        repo.set_status(cur, order_id, target)
-    repo.add_history(cur, order_id, target, payment["status"], "refund", row["amount_minor"],
-                     note=f"refund {row['id']}")
-    add_event(cur, SERVICE, Envelope(
-        event_type="payment.refunded", aggregate_id=str(order_id), producer=PRODUCER,
-        data=event_data("payment.refunded", {
-            "refund_id": str(row["id"]), "order_id": str(order_id),
-            "currency": payment["currency"].strip(), "amount_minor": row["amount_minor"],
-            "lines": [{"sku": line["sku"], "quantity": line["quantity"]} for line in row["lines"]],
-            "refunded_at": _now()})))
-    log.info("payment_refunded", order_id=str(order_id), refund_id=str(row["id"]),
-             amount_minor=row["amount_minor"], lines=len(row["lines"]))
-
-
-def _refunded_units(cur, order_id: uuid.UUID) -> dict[str, int]:
-    units: dict[str, int] = {}
-    for row in repo.refunds_of(cur, order_id):  # pending ones count: they are on their way
-        for line in row["lines"]:
-            units[line["sku"]] = units.get(line["sku"], 0) + line["quantity"]
-    return units
-
-
-def _line_dicts(lines) -> list[dict]:
-    return [{"sku": sku, "quantity": quantity} for sku, quantity in lines]
+        refunds.refund_whole(cur, gateway, payment)
 
 
 # --- Stripe's webhook events ------------------------------------------------------------------
@@ -356,38 +271,6 @@ def on_stripe_event(db, gateway, event: dict) -> str:
     return outcome
 
 
-# --- reconciliation -----------------------------------------------------------------------------
-def reconcile(db, gateway, older_than_s: float, limit: int = RECONCILE_BATCH) -> int:
-    """Ask the provider about payments with no news and finish refunds left PENDING.
-
-    For orders whose webhook never came: a payment still REQUIRES_PAYMENT for
-    longer than ``older_than_s`` is looked up and applied as the provider has
-    it. Each payment is one transaction, taken with SKIP LOCKED so several
-    workers share the work. Returns how many were looked at.
-    """
-    with db.transaction() as cur:
-        order_ids = repo.unsettled(cur, older_than_s, limit)
-        refund_ids = repo.pending_refunds(cur, older_than_s, limit)
-    for order_id in order_ids:
-        try:
-            with db.transaction() as cur:
-                payment = repo.try_lock_payment(cur, order_id)
-                if payment is None or payment["status"] != PaymentStatus.REQUIRES_PAYMENT:
-                    continue
-                intent = gateway.retrieve(order_id, payment["intent_id"])
-                outcome = apply_intent(cur, gateway, payment, intent, "reconcile")
-            if outcome != "ignored":
-                log.warning("payment_reconciled", order_id=str(order_id), outcome=outcome)
-        except (ProviderUnavailable, ProviderRefused) as exc:
-            log.warning("reconcile_failed", order_id=str(order_id), error=str(exc)[:300])
-    for refund_id in refund_ids:
-        try:
-            finish_refund(db, gateway, refund_id)
-        except (ProviderUnavailable, ProviderRefused) as exc:
-            log.warning("refund_retry_failed", refund_id=str(refund_id), error=str(exc)[:300])
-    return len(order_ids) + len(refund_ids)
-
-
 # --- helpers ------------------------------------------------------------------------------------
 def _move(cur, payment: dict, target: PaymentStatus, action: str, *, amount: int | None = None,
           amount_captured: int | None = None, note: str | None = None,
@@ -399,7 +282,3 @@ def _move(cur, payment: dict, target: PaymentStatus, action: str, *, amount: int
 
 def _visible(principal: Principal, payment: dict) -> bool:
     return principal.is_admin or payment["customer_id"] == principal.subject
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()

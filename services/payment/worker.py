@@ -16,7 +16,8 @@ from __future__ import annotations
 import sys
 
 from services.payment.app import gateway_for
-from services.payment.handlers import RECONCILE_BATCH, order_event_handler, reconcile
+from services.payment.handlers import order_event_handler
+from services.payment.reconciliation import RECONCILE_BATCH, reconcile
 from services.payment.settings import PaymentSettings, load
 from shared.config import Settings
 from shared.periodic import periodic

@@ -24,7 +24,8 @@ from services.inventory.restock import on_payment_refunded
 from services.order.cancellation import expire_unpaid
 from services.order.handlers import on_payment_event
 from services.payment.app import gateway_for
-from services.payment.handlers import order_event_handler, reconcile
+from services.payment.handlers import order_event_handler
+from services.payment.reconciliation import reconcile
 from services.payment.settings import PaymentSettings
 from shared.messaging.envelope import Envelope
 from shared.resilience import BreakerRegistry
