@@ -28,7 +28,6 @@ Exit status: 0 when every target passed, 1 when one failed or a check did
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import uuid
@@ -300,8 +299,8 @@ def run(messages: int, groups: int, counts: list[int], pollers: int, variants: l
             return 2
         env = bench.production_env(database_url, sqs_url, "")
         watcher = RssSampler()
-        watcher.track("postgres", stack.postmaster_pid(), children=True)
-        watcher.track("this script", os.getpid())
+        # Every consumer process a run starts, and fauxqs, are this script's children.
+        watcher.track_this_benchmark(stack.postmaster_pid())
         watcher.start()
         if quiet_timeout > 0:
             bench.wait_for_quiet_machine(watcher, quiet_timeout, say)

@@ -379,7 +379,8 @@ def run(orders: int, delivery_counts: list[int], order_counts: list[int], poller
                     "DB_POOL_MAX": "10", "DELIVERY_SIMULATOR_ENABLED": "false",
                     "OUTBOX_POLL_INTERVAL_S": "1"})
         watcher = RssSampler()
-        watcher.track("postgres", stack.postmaster_pid(), children=True)
+        # Every consumer process a run starts, and fauxqs, are this script's children.
+        watcher.track_this_benchmark(stack.postmaster_pid())
         watcher.start()
         if quiet_timeout > 0:
             bench.wait_for_quiet_machine(watcher, quiet_timeout, say)

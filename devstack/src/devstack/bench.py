@@ -500,6 +500,18 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self._lock = threading.Lock()
 
+    def track_this_benchmark(self, postmaster_pid: int | None) -> None:
+        """Follow this script with every process it starts, and PostgreSQL (which daemonizes).
+
+        For a sampler that only tells the benchmark's CPU from other processes' (the
+        "other processes used ..." line): every worker, emulator and API started for a run
+        is a descendant, whenever it starts.
+        """
+        self.track("this benchmark and its children", os.getpid(), children=True)
+        descendants = {p.pid for p in psutil.Process().children(recursive=True)}
+        if postmaster_pid is not None and postmaster_pid not in descendants:
+            self.track("postgres", postmaster_pid, children=True)
+
     def track(self, label: str, pid: int | None, children: bool = False) -> None:
         """Follow ``pid`` (and its descendants when ``children``) under ``label``."""
         if pid is not None:
