@@ -57,7 +57,7 @@ class PooledSession:
 
     def __init__(self, maxsize: int = DEFAULT_MAXSIZE):
         self._pools = urllib3.PoolManager(num_pools=8, maxsize=maxsize, block=False,
-                                          retries=False, headers={"User-Agent": USER_AGENT})
+                                          retries=False)
 
     def request(self, method: str, url: str, *, json: Any = None,
                 headers: Mapping[str, str] | None = None,
