@@ -18,6 +18,7 @@ import psycopg2.errors
 
 from services.auth import crypto
 from services.auth import repository as repo
+from services.auth import token_repository as token_repo
 from services.auth.oauth import GRANT_TYPES
 from shared.auth import SCOPES
 from shared.errors import DomainError
@@ -132,7 +133,7 @@ def delete_client(db, client_id: str) -> int:
     with db.transaction() as cur:
         if not repo.delete_client(cur, client_id):
             raise AuthError(f"no client {client_id}")
-        revoked = repo.revoke_client_tokens(cur, client_id, "client_deleted")
+        revoked = token_repo.revoke_client_tokens(cur, client_id, "client_deleted")
     log.info("client_deleted", client_id=client_id, refresh_tokens_revoked=revoked)
     return revoked
 
@@ -198,12 +199,12 @@ def logout(db, user_id: str, client_id: str, session_id: str | None, everywhere:
     denied too (it may predate the recording of issued tokens)."""
     with db.transaction() as cur:
         if everywhere or session_id is None:
-            count = repo.revoke_user_tokens(cur, uuid.UUID(user_id), None if everywhere else client_id,
+            count = token_repo.revoke_user_tokens(cur, uuid.UUID(user_id), None if everywhere else client_id,
                                             "logout")
         else:
-            count = repo.revoke_family(cur, uuid.UUID(session_id), "logout")
+            count = token_repo.revoke_family(cur, uuid.UUID(session_id), "logout")
         if access_token is not None:
-            repo.deny_access_token(cur, str(access_token[0]), int(access_token[1]), "logout")
+            token_repo.deny_access_token(cur, str(access_token[0]), int(access_token[1]), "logout")
     log.info("logout", user_id=user_id, client_id=client_id, everywhere=everywhere, tokens=count)
     return count
 
@@ -211,7 +212,7 @@ def logout(db, user_id: str, client_id: str, session_id: str | None, everywhere:
 def access_token_denied(db, jti: str) -> bool:
     """Whether the access token ``jti`` is on the deny-list."""
     with db.transaction() as cur:
-        return repo.is_access_token_denied(cur, jti)
+        return token_repo.is_access_token_denied(cur, jti)
 
 
 def disable_user(db, username: str) -> None:
@@ -220,7 +221,7 @@ def disable_user(db, username: str) -> None:
         row = repo.get_user_by_username(cur, username)
         if row is None or not repo.disable_user(cur, row["id"]):
             raise AuthError(f"no active user {username}")
-        repo.revoke_user_tokens(cur, row["id"], None, "user_disabled")
+        token_repo.revoke_user_tokens(cur, row["id"], None, "user_disabled")
 
 
 def unlock_account(db, username: str) -> None:

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 
-from services.auth import repository as repo
+from services.auth import token_repository as token_repo
 from shared.auth import CLOCK_SKEW_S
 from shared.logging import get_logger
 from shared.notify import run_on_notify
@@ -68,7 +68,7 @@ class RevocationHub:
 
     def _step(self) -> None:
         with self.db.transaction() as cur:
-            latest = repo.latest_revocation_seq(cur)
+            latest = token_repo.latest_revocation_seq(cur)
         with self._changed:
             if latest != self._latest:
                 self._latest = latest
@@ -76,7 +76,7 @@ class RevocationHub:
         if time.monotonic() - self._purged_at >= PURGE_INTERVAL_S:
             self._purged_at = time.monotonic()
             with self.db.transaction() as cur:
-                purged = repo.purge_expired_access_tokens(cur, CLOCK_SKEW_S)
+                purged = token_repo.purge_expired_access_tokens(cur, CLOCK_SKEW_S)
             if purged:
                 log.info("expired_access_tokens_purged", rows=purged)
         return None
@@ -119,9 +119,9 @@ def read_feed(db, hub: RevocationHub, cursor: int, wait_s: float) -> dict:
 
 def _page(db, cursor: int):
     with db.transaction() as cur:
-        latest = repo.latest_revocation_seq(cur)
+        latest = token_repo.latest_revocation_seq(cur)
         reset = cursor > latest
-        entries = repo.revocations_after(cur, 0 if reset else cursor, PAGE_SIZE, CLOCK_SKEW_S)
+        entries = token_repo.revocations_after(cur, 0 if reset else cursor, PAGE_SIZE, CLOCK_SKEW_S)
     return entries, reset, latest
 
 

@@ -23,6 +23,7 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError
 
 from services.auth import crypto
 from services.auth import repository as repo
+from services.auth import token_repository as token_repo
 from services.auth.oauth import Client, IssuedAccessToken, RefreshToken, User
 from services.auth.settings import AuthSettings
 from shared.errors import DomainError
@@ -95,17 +96,17 @@ class AuthService:
         """Store the first refresh token of a new family (its hash only), and record the
         access token issued with it."""
         with self.db.transaction() as cur:
-            repo.insert_refresh_token(cur, uuid.uuid4(), crypto.digest_secret(refresh), family_id,
+            token_repo.insert_refresh_token(cur, uuid.uuid4(), crypto.digest_secret(refresh), family_id,
                                       client_id, user_id, scope, self.config.refresh_token_ttl_s,
                                       self.config.refresh_family_max_s)
             if access is not None:
-                repo.record_access_token(cur, access.jti, client_id, user_id, family_id,
+                token_repo.record_access_token(cur, access.jti, client_id, user_id, family_id,
                                          access.expires_at)
 
     def record_access_token(self, access: IssuedAccessToken, client_id: str) -> None:
         """Record a client's own access token (client_credentials), revoked with the client."""
         with self.db.transaction() as cur:
-            repo.record_access_token(cur, access.jti, client_id, None, None, access.expires_at)
+            token_repo.record_access_token(cur, access.jti, client_id, None, None, access.expires_at)
 
     def use_refresh_token(self, token: str, client: Client, requested_scope: str | None):
         """The live refresh token ``token`` of ``client``, or None; detect reuse of a rotated one.
@@ -114,7 +115,7 @@ class AuthService:
         """
         digest = crypto.digest_secret(token)
         with self.db.transaction() as cur:
-            row = repo.get_refresh_token_by_hash(cur, digest)
+            row = token_repo.get_refresh_token_by_hash(cur, digest)
             if row is None or row["client_id"] != client.get_client_id():
                 return None
             if row["rotated_at"] is not None and row["revoked_at"] is None:
@@ -138,22 +139,22 @@ class AuthService:
         """
         token_id = uuid.uuid4()
         with self.db.transaction() as cur:
-            claimed = repo.claim_refresh_token(cur, previous.token_hash, previous.client_id)
+            claimed = token_repo.claim_refresh_token(cur, previous.token_hash, previous.client_id)
             if claimed is None:
-                row = repo.get_refresh_token_by_hash(cur, previous.token_hash)
+                row = token_repo.get_refresh_token_by_hash(cur, previous.token_hash)
                 if row is not None and row["rotated_at"] is not None and row["revoked_at"] is None:
                     # Lost a race with another request using the same token: that is reuse too.
                     self._reuse_detected(cur, row, previous.client_id)
                 stored = False
             else:
-                stored = repo.insert_refresh_token(
+                stored = token_repo.insert_refresh_token(
                     cur, token_id, crypto.digest_secret(refresh), previous.family_id,
                     previous.client_id, user_id, previous.scope, self.config.refresh_token_ttl_s,
                     self.config.refresh_family_max_s)
                 if stored:
-                    repo.set_replaced_by(cur, previous.id, token_id)
+                    token_repo.set_replaced_by(cur, previous.id, token_id)
                     if access is not None:
-                        repo.record_access_token(cur, access.jti, previous.client_id, user_id,
+                        token_repo.record_access_token(cur, access.jti, previous.client_id, user_id,
                                                  previous.family_id, access.expires_at)
         # Raised after the commit: the claim and a reuse detection's revocation must stand.
         if not stored:
@@ -163,13 +164,13 @@ class AuthService:
 
     @staticmethod
     def _reuse_detected(cur, row: dict, client_id: str) -> None:
-        revoked = repo.revoke_family(cur, row["family_id"], "reuse_detected")
+        revoked = token_repo.revoke_family(cur, row["family_id"], "reuse_detected")
         log.warning("refresh_token_reuse_detected", family_id=str(row["family_id"]),
                     client_id=client_id, revoked=revoked)
 
     def find_refresh_token(self, token: str) -> RefreshToken | None:
         with self.db.transaction() as cur:
-            row = repo.get_refresh_token_by_hash(cur, crypto.digest_secret(token))
+            row = token_repo.get_refresh_token_by_hash(cur, crypto.digest_secret(token))
         if row is None or row["revoked_at"] is not None:
             return None
         return RefreshToken.from_row(row)
@@ -177,13 +178,13 @@ class AuthService:
     def deny_access_token(self, jti: str, expires_at: int, reason: str) -> bool:
         """Put one access token on the deny-list (RFC 7009 for an access token, logout)."""
         with self.db.transaction() as cur:
-            added = repo.deny_access_token(cur, jti, expires_at, reason)
+            added = token_repo.deny_access_token(cur, jti, expires_at, reason)
         log.info("access_token_revoked", reason=reason, added=added)
         return added
 
     def revoke_family(self, family_id, reason: str) -> int:
         with self.db.transaction() as cur:
-            count = repo.revoke_family(cur, family_id, reason)
+            count = token_repo.revoke_family(cur, family_id, reason)
         log.info("refresh_family_revoked", family_id=str(family_id), reason=reason, tokens=count)
         return count
 

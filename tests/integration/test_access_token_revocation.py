@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 from devstack.paths import REPO_ROOT
 from devstack.readiness import wait_for_http
 from services.auth import handlers
-from services.auth import repository as repo
+from services.auth import token_repository as token_repo
 from shared.config import DEV_REVOCATION_FEED_KEY
 from shared.revocations import STALE, FeedSettings, RevocationList
 from tests.support.auth import client_token, make_client, make_user, password_login
@@ -201,13 +201,13 @@ def test_a_feed_outage_keeps_the_last_set_and_catches_up_when_it_is_back(auth_ap
 def test_entries_live_until_their_token_expires(auth_app, auth_server, auth_db):
     now = int(time.time())
     with auth_db.transaction() as cur:
-        repo.deny_access_token(cur, "expired-long-ago", now - 3600, "test")
-        repo.deny_access_token(cur, "just-expired", now - 5, "test")   # within the clock skew
-        repo.deny_access_token(cur, "live", now + 600, "test")
+        token_repo.deny_access_token(cur, "expired-long-ago", now - 3600, "test")
+        token_repo.deny_access_token(cur, "just-expired", now - 5, "test")   # within the clock skew
+        token_repo.deny_access_token(cur, "live", now + 600, "test")
     feed = requests.get(f"{auth_server.url}/v1/revocations", headers=FEED_HEADERS, timeout=10).json()
     assert {e["jti"] for e in feed["revocations"]} == {"just-expired", "live"}
     with auth_db.transaction() as cur:
-        assert repo.purge_expired_access_tokens(cur, 30) == 1
+        assert token_repo.purge_expired_access_tokens(cur, 30) == 1
         cur.execute("SELECT jti FROM revoked_access_tokens ORDER BY jti")
         assert [r["jti"] for r in cur.fetchall()] == ["just-expired", "live"]
     # The verifier's set drops an entry once its token has expired (plus the skew) too.
@@ -240,7 +240,7 @@ def test_the_feed_long_polls_and_is_only_for_services(auth_app, auth_server, aut
     time.sleep(0.5)
     jti = str(uuid.uuid4())
     with auth_db.transaction() as cur:
-        repo.deny_access_token(cur, jti, int(time.time()) + 600, "test")
+        token_repo.deny_access_token(cur, jti, int(time.time()) + 600, "test")
     waiter.join(20)
     assert time.monotonic() - started < 8  # answered on the NOTIFY, not at the end of the wait
     assert [e["jti"] for e in answers[0]["revocations"]] == [jti]

@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from services.auth import handlers
-from services.auth import repository as repo
+from services.auth import token_repository as token_repo
 from services.auth.crypto import digest_secret
 from tests.support.auth import decode, make_client, make_user, password_login, token_request
 
@@ -87,7 +87,7 @@ def test_a_revocation_between_claim_and_save_leaves_no_live_token(auth_app, auth
     old_digest = digest_secret(old_refresh)
     errors: list[BaseException] = []
     revoker: list[threading.Thread] = []
-    claim = repo.claim_refresh_token
+    claim = token_repo.claim_refresh_token
 
     def run_revocation():
         try:
@@ -107,13 +107,13 @@ def test_a_revocation_between_claim_and_save_leaves_no_live_token(auth_app, auth
                 time.sleep(0.01)
         return claimed
 
-    monkeypatch.setattr(repo, "claim_refresh_token", claim_then_revoke)
+    monkeypatch.setattr(token_repo, "claim_refresh_token", claim_then_revoke)
     rotated = token_request(auth_client, storefront, grant_type="refresh_token",
                             refresh_token=old_refresh)
     assert revoker, "the rotation never claimed the old token"
     revoker[0].join(SEAM_WAIT_S)
     assert not revoker[0].is_alive() and not errors, errors
-    monkeypatch.setattr(repo, "claim_refresh_token", claim)
+    monkeypatch.setattr(token_repo, "claim_refresh_token", claim)
 
     # Every token of the family is revoked, the successor (if one was stored) included ...
     assert _unrevoked_tokens(auth_db, family_id) == []
@@ -133,8 +133,8 @@ def test_no_token_is_stored_into_a_revoked_family(auth_app, auth_client, auth_db
     login = password_login(auth_client, storefront, "race@example.com")
     family_id = uuid.UUID(decode(auth_client, login.json["access_token"])["sid"])
     with auth_db.transaction() as cur:
-        assert repo.revoke_family(cur, family_id, "logout") == 1
-        stored = repo.insert_refresh_token(cur, uuid.uuid4(), digest_secret("late successor"),
+        assert token_repo.revoke_family(cur, family_id, "logout") == 1
+        stored = token_repo.insert_refresh_token(cur, uuid.uuid4(), digest_secret("late successor"),
                                            family_id, storefront.client_id, uuid.UUID(customer),
                                            "orders:read", 3600, 86400)
         assert stored is False
@@ -142,6 +142,6 @@ def test_no_token_is_stored_into_a_revoked_family(auth_app, auth_client, auth_db
         assert cur.fetchone()["n"] == 1
     # A new family is not held back by anything.
     with auth_db.transaction() as cur:
-        assert repo.insert_refresh_token(cur, uuid.uuid4(), digest_secret("new session"),
+        assert token_repo.insert_refresh_token(cur, uuid.uuid4(), digest_secret("new session"),
                                          uuid.uuid4(), storefront.client_id, uuid.UUID(customer),
                                          "orders:read", 3600, 86400) is True
