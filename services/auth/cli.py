@@ -30,7 +30,7 @@ import click
 from cryptography.fernet import Fernet
 
 from services.auth import handlers
-from services.auth.oauth import GRANT_TYPES
+from services.auth.oauth_models import GRANT_TYPES
 from services.auth.settings import load
 from shared.auth import SCOPES
 from shared.config import ConfigError

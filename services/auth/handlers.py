@@ -19,7 +19,7 @@ import psycopg2.errors
 from services.auth import crypto
 from services.auth import repository as repo
 from services.auth import token_repository as token_repo
-from services.auth.oauth import GRANT_TYPES
+from services.auth.oauth_models import GRANT_TYPES
 from shared.auth import SCOPES
 from shared.errors import DomainError
 from shared.logging import get_logger

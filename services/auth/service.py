@@ -24,7 +24,7 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError
 from services.auth import crypto
 from services.auth import repository as repo
 from services.auth import token_repository as token_repo
-from services.auth.oauth import Client, IssuedAccessToken, RefreshToken, User
+from services.auth.oauth_models import Client, IssuedAccessToken, RefreshToken, User
 from services.auth.settings import AuthSettings
 from shared.errors import DomainError
 from shared.logging import get_logger
