@@ -33,10 +33,10 @@ from shared.contracts import (
     ContractViolation,
     event_data,
     load_data,
-    required_fields,
 )
 from shared.messaging.envelope import Envelope
 from shared.queues import TOPOLOGY
+from shared.schemas import required_fields
 
 ORDER_ID = str(uuid.uuid4())
 ADDRESS = {"name": "Ada Lovelace", "line1": "1 Main St", "line2": None, "city": "Berlin",
