@@ -203,9 +203,21 @@ class ConsumerThread:
         assert self._ready.wait(10), "consumer loop did not start"
 
     def request_stop(self) -> None:
-        """Set the consumer's stop event (as SIGTERM does) without waiting."""
+        """Set the consumer's stop event (as SIGTERM does) without waiting for the drain.
+
+        Returns once the event IS set in the loop: a test that lets a handler go on
+        right after this must not race the loop to it (seen once under load: the
+        handler finished and the batch went on before the loop had run the stop).
+        """
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
+            stopped = threading.Event()
+
+            def stop_now() -> None:
+                self._stop.set()
+                stopped.set()
+
+            self._loop.call_soon_threadsafe(stop_now)
+            stopped.wait(5)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Request a stop and wait for ``run`` to return (drain included)."""
