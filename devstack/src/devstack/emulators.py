@@ -65,7 +65,7 @@ def _start(args: list[str], ready_url: str, log_file: Path | None, timeout: floa
 def start_moto_server(port: int = SQS_EMULATOR_PORT, host: str = LOOPBACK,
                       log_file: Path | None = None, timeout: float = EMULATOR_START_TIMEOUT_S,
                       ) -> subprocess.Popen:
-    """Start ``moto.server`` on ``host:port`` and wait until it answers.
+    """Start moto's server (``devstack.moto_server``: FIFO groups kept exclusive) on ``host:port``.
 
     Its request log goes to ``log_file`` (or is discarded): moto logs every
     long poll, which would drown the services' output.
@@ -73,7 +73,7 @@ def start_moto_server(port: int = SQS_EMULATOR_PORT, host: str = LOOPBACK,
     if port_is_open(host, port):
         raise RuntimeError(f"port {host}:{port} is already in use; stop what holds it "
                            f"or point SQS_ENDPOINT_URL at it")
-    return _start([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+    return _start([sys.executable, "-m", "devstack.moto_server", "-H", host, "-p", str(port)],
                   f"http://{host}:{port}/moto-api/", log_file, timeout)
 
 
