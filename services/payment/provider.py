@@ -10,8 +10,9 @@ Every call:
   a capture or cancel the provider refuses is looked up, and an intent
   already in the wanted state counts as done (the local emulator, localstripe,
   ignores ``Idempotency-Key``);
-* has a timeout (``PAYMENT_STRIPE_TIMEOUT_S``; the library's own retries are
-  off) and a tenacity retry for transient failures only
+* goes over a kept-alive urllib3 pool (:mod:`services.payment.stripe_http`)
+  rather than the library's ``requests`` client, and has a timeout
+  (``PAYMENT_STRIPE_TIMEOUT_S``; the library's own retries are off) and a tenacity retry for transient failures only
   (``PAYMENT_STRIPE_ATTEMPTS``: connection errors, timeouts, 429, 5xx);
 * goes through the named breaker ``stripe``: while it is open nothing is
   sent and :class:`ProviderUnavailable` carries the seconds until the next try.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import stripe
 
 from services.payment.domain import INTENT_AUTHORIZED, INTENT_CANCELED, INTENT_SUCCEEDED
+from services.payment.stripe_http import PooledStripeHttpClient
 from shared.logging import get_logger
 from shared.resilience import BreakerOpen, TransientError, resilient_call
 
@@ -101,7 +103,7 @@ class StripeGateway:
         self.client = stripe.StripeClient(
             secret_key, base_addresses={"api": api_base.rstrip("/")},
             max_network_retries=0,  # ours are transient-only and counted by the breaker
-            http_client=stripe.RequestsClient(timeout=timeout_s))
+            http_client=PooledStripeHttpClient(timeout_s))
 
     # --- the calls ------------------------------------------------------------------------
     def create_intent(self, order_id: uuid.UUID, amount: int, currency: str) -> Intent:
