@@ -60,7 +60,7 @@ bench-orders: venv ## HTTP order-placement benchmark (BENCH_ARGS=...)
 bench-pipeline: venv ## messaging pipeline benchmark (BENCH_ARGS=...)
 	$(VPY) scripts/bench_pipeline.py $(BENCH_ARGS)
 
-bench-checkout: venv ## order creation with the inventory hop vs without; breaker fail-fast (BENCH_ARGS=...)
+bench-checkout: venv ## checkout (inventory + payment hops) at peak and half load, CPU per process; breaker fail-fast (BENCH_ARGS=...)
 	$(VPY) scripts/bench_checkout.py $(BENCH_ARGS)
 
 bench-auth: venv ## token issuance rate and token verification overhead (BENCH_ARGS=...)

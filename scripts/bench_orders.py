@@ -242,7 +242,6 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
         prepayment_ref: str = "", worker_class: str = "gthread") -> int:
     """Start the stack, run the phases, print the report; return the exit code."""
     from bench_baseline_app import ensure_schema
-    from bench_checkout import extract_backbone
 
     from shared import migrations
     from shared.messaging.sqs import ensure_queues, sync_client
@@ -281,7 +280,7 @@ def run(clients: int, duration: float, half_duration: float, workers: int, threa
                 # payments merge beside today's shared package, on today's schema (the
                 # payment columns it does not know are nullable). gunicorn --chdir puts the
                 # extracted tree first on sys.path only if it is not on PYTHONPATH.
-                no_pay_dir = extract_backbone(prepayment_ref, stack.run_dir / "prepayment")
+                no_pay_dir = bench.extract_order_service(prepayment_ref, stack.run_dir / "prepayment")
                 no_pay_api = stack.start("order-api-no-payment", bench.gunicorn_args(
                     "services.order.app:create_app()", no_pay_port,
                     extra=("--chdir", str(no_pay_dir))),

@@ -12,8 +12,9 @@ Every call:
   ignores ``Idempotency-Key``);
 * goes over a kept-alive urllib3 pool (:mod:`services.payment.stripe_http`)
   rather than the library's ``requests`` client, and has a timeout
-  (``PAYMENT_STRIPE_TIMEOUT_S``; the library's own retries are off) and a tenacity retry for transient failures only
-  (``PAYMENT_STRIPE_ATTEMPTS``: connection errors, timeouts, 429, 5xx);
+  (``PAYMENT_STRIPE_TIMEOUT_S``; the library's own retries are off) and a
+  tenacity retry for transient failures only (``PAYMENT_STRIPE_ATTEMPTS``:
+  connection errors, timeouts, 429, 5xx);
 * goes through the named breaker ``stripe``: while it is open nothing is
   sent and :class:`ProviderUnavailable` carries the seconds until the next try.
 

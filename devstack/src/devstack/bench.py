@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -60,6 +61,23 @@ MIB = 1024 * 1024
 
 
 # ---------------------------------------------------------------------- setup
+
+
+def extract_order_service(ref: str, target: Path) -> Path:
+    """The order service as it was at ``ref`` beside today's ``shared`` package, in ``target``.
+
+    For a comparison with an earlier order path in the same run: started with
+    gunicorn ``--chdir target`` (and no PYTHONPATH), that tree's ``services``
+    is imported instead of today's.
+    """
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", ref,
+                              "services/__init__.py", "services/order"], check=True,
+                             capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    shutil.copytree(REPO_ROOT / "shared", target / "shared",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return target
 
 
 def free_port() -> int:
