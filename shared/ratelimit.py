@@ -5,7 +5,8 @@ factory creates the app's limiter with :func:`create_limiter`, and each
 declaration binds to it on the view's first call (a view module is imported
 once but may serve several apps, e.g. in tests, each with its own limiter).
 
-Storage: ``RATE_LIMIT_STORAGE_URI`` (default ``memory://``). The in-memory
+Storage: ``RATE_LIMIT_STORAGE_URI`` (default ``memory://``, served by
+:class:`shared.ratelimit_storage.SweptMemoryStorage`). The in-memory
 store is per process: with gunicorn's 2 workers and N replicas, a limit of L
 lets through up to 2*N*L. For a limit that must hold across instances point
 it at shared storage, e.g. ``redis://redis:6379/0`` (needs the ``redis``
@@ -28,6 +29,7 @@ from flask_limiter import Limiter, RequestLimit
 from flask_limiter.errors import RateLimitExceeded
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from shared import ratelimit_storage
 from shared.errors import Problem, problem_response
 from shared.logging import get_logger
 
@@ -65,8 +67,11 @@ def create_limiter(app: Flask, storage_uri: str | None = None, trusted_proxy_hop
     """
     if trusted_proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxy_hops)
+    storage_uri = storage_uri or DEFAULT_STORAGE_URI
+    if storage_uri.startswith("memory://"):  # one sweeper thread, not a thread per hit
+        storage_uri = f"{ratelimit_storage.SCHEME}://" + storage_uri[len("memory://"):]
     limiter = Limiter(
-        key_func=client_ip, app=app, storage_uri=storage_uri or DEFAULT_STORAGE_URI,
+        key_func=client_ip, app=app, storage_uri=storage_uri,
         default_limits=[], headers_enabled=False, on_breach=_on_breach,
         # Fail open when shared storage is down: an outage of Redis must not take
         # the API with it; the breach is logged by the library.

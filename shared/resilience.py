@@ -193,15 +193,35 @@ def _retry_after(breaker: pybreaker.CircuitBreaker) -> float:
 
 def resilient_call(breaker: pybreaker.CircuitBreaker, fn: Callable[[], T],
                    attempts: int = DEFAULT_ATTEMPTS) -> T:
-    """Call ``fn`` through ``breaker``, retrying transient errors up to ``attempts`` times."""
-    retrying = Retrying(
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=RETRY_WAIT_INITIAL_S, max=RETRY_WAIT_MAX_S),
-        retry=retry_if_exception(is_transient),
-        reraise=True,
-    )
+    """Call ``fn`` through ``breaker``, retrying transient errors up to ``attempts`` times.
+
+    The first attempt runs without tenacity: building a ``Retrying`` and going
+    through its attempt machinery cost about as much CPU as the pooled HTTP
+    call it wraps (3-6 % of the order and payment APIs' CPU at peak, py-spy),
+    and nearly every call succeeds at once. Only after a transient failure
+    does tenacity take over, with that failure replayed as its first attempt,
+    so the waits and the attempt count are exactly its policy's.
+    """
     try:
-        return retrying(breaker.call, fn)
+        try:
+            return breaker.call(fn)
+        except Exception as exc:
+            if attempts <= 1 or not is_transient(exc):
+                raise
+            first_failure: list[BaseException] = [exc]
+
+        def attempt() -> T:
+            if first_failure:
+                raise first_failure.pop()
+            return breaker.call(fn)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(initial=RETRY_WAIT_INITIAL_S, max=RETRY_WAIT_MAX_S),
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+        )
+        return retrying(attempt)
     except pybreaker.CircuitBreakerError:
         raise BreakerOpen(breaker.name or "unnamed", _retry_after(breaker)) from None
 

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from shared.resilience import (
+    RETRY_WAIT_INITIAL_S,
     BreakerOpen,
     BreakerRegistry,
     TransientHttpError,
@@ -62,6 +63,23 @@ def test_transient_errors_are_retried_within_the_attempt_budget():
         return outcome
 
     assert resilient_call(breaker, flaky, attempts=3) == "done"
+
+
+def test_every_attempt_failing_makes_exactly_the_budget_of_calls_with_the_waits_between():
+    breaker = _registry(BREAKER_FAIL_MAX="10").get("peer")
+    calls: list[float] = []
+
+    def down():
+        calls.append(time.perf_counter())
+        raise TransientHttpError(503 + len(calls))
+
+    with pytest.raises(TransientHttpError) as last:
+        resilient_call(breaker, down, attempts=3)
+    assert len(calls) == 3
+    assert last.value.status == 506  # the last attempt's error, not the first's
+    gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
+    assert all(gap >= RETRY_WAIT_INITIAL_S for gap in gaps), gaps
+    assert breaker.fail_counter == 3
 
 
 def test_caller_errors_are_neither_retried_nor_counted():
