@@ -105,6 +105,10 @@ class StripeGateway:
             secret_key, base_addresses={"api": api_base.rstrip("/")},
             max_network_retries=0,  # ours are transient-only and counted by the breaker
             http_client=PooledStripeHttpClient(timeout_s))
+        # The library imports its resource modules on first use (PaymentIntent's alone
+        # is thousands of typed classes): do it now, not inside the first checkout of
+        # every fresh or restarted worker.
+        _ = (stripe.PaymentIntent, stripe.Refund)
 
     # --- the calls ------------------------------------------------------------------------
     def create_intent(self, order_id: uuid.UUID, amount: int, currency: str) -> Intent:
