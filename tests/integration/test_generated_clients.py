@@ -15,7 +15,6 @@ import base64
 import importlib
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -23,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from shared.auth import SCOPES
 from shared.services import SERVICE_NAMES
 from tests.support.auth import make_client
+from tests.support.servers import AppServer
 from tests.support.tokens import TEST_SIGNER
 
 pytestmark = pytest.mark.slow  # runs the generator as a subprocess
@@ -147,14 +146,11 @@ def generate(service: str, into: Path):
 @contextmanager
 def served(app):
     """``app`` over HTTP on a loopback port, for the time of the block; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = AppServer(app)
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield server.url
     finally:
-        server.shutdown()
-        thread.join(timeout=5)
+        server.stop()
 
 
 def test_every_service_has_a_scenario():

@@ -1,8 +1,11 @@
-"""Serve a Flask app over real HTTP in this process (a thread), for tests of HTTP peers."""
+"""Serve a Flask app (or a bare request handler) over real HTTP in this process, for tests of HTTP peers."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from werkzeug.serving import make_server
 
@@ -40,3 +43,22 @@ class ServiceServer(AppServer):
     def stop(self) -> None:
         super().stop()
         self.app.extensions["db"].close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that timed out is gone when the answer comes: a broken pipe is expected
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` on a free loopback port (a thread per request); yields its base URL."""
+    server = _QuietServer((LOOPBACK, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

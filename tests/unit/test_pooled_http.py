@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pybreaker
 import pytest
 
 from shared.pooled_http import PeerConnectionError, PooledSession
 from shared.resilience import ResilientHttp, TransientHttpError, is_transient
+from tests.support.servers import serving
 
 
 class _Peer(BaseHTTPRequestHandler):
@@ -47,20 +47,11 @@ class _Peer(BaseHTTPRequestHandler):
         pass
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:
-        pass  # the timed-out client is gone when /slow answers: a broken pipe is expected
-
-
 @pytest.fixture
 def peer() -> Iterator[str]:
     _Peer.seen, _Peer.connections = [], set()
-    server = _QuietServer(("127.0.0.1", 0), _Peer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Peer) as url:
+        yield url
 
 
 def test_json_headers_and_params_go_out_and_the_answer_comes_back(peer):

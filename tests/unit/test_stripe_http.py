@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 import pytest
 import stripe
 
 from services.payment.stripe_http import PooledStripeHttpClient
+from tests.support.servers import serving
 
 SECRET = "sk_test_unit"  # a made-up test-mode key for a loopback fake
 
@@ -49,20 +49,11 @@ class _FakeStripe(BaseHTTPRequestHandler):
         pass
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:
-        pass  # the timed-out client has gone when /slow answers
-
-
 @pytest.fixture
 def fake_stripe() -> Iterator[str]:
     _FakeStripe.seen, _FakeStripe.connections = [], set()
-    server = _QuietServer(("127.0.0.1", 0), _FakeStripe)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_FakeStripe) as url:
+        yield url
 
 
 def _client(base: str, timeout_s: float = 5.0) -> stripe.StripeClient:
