@@ -67,7 +67,8 @@ def run_ours(endpoint: str, database_url: str, queue_name: str, prefix: str, pol
     from shared.messaging.topology import QueueSpec
     from shared.worker import default_middleware
 
-    configure_logging("bench-consumer", "INFO", "json")  # a JSON line per message, as in production
+    # A JSON line per message at INFO, as in production (LOG_LEVEL=WARNING: without them).
+    configure_logging("bench-consumer", os.environ.get("LOG_LEVEL", "INFO"), "json")
     db = Database(database_url, SCHEMA, 1, db_pool_max)
     spec = QueueSpec(name=queue_name, producer="bench", consumers=("bench",),
                      event_types=(EVENT_TYPE,))

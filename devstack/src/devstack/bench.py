@@ -109,7 +109,7 @@ def production_env(database_url: str, sqs_endpoint_url: str, queue_prefix: str,
         # Required in production; the order service asks delivery only to stop the shipment
         # of a paid order it cancels, and no benchmark cancels: nothing listens there.
         "DELIVERY_URL": f"http://127.0.0.1:{free_port()}",
-        # bench_checkout runs an older tree with gunicorn --chdir: the code it
+        # bench_orders runs an older order service with gunicorn --chdir: the code it
         # imports is the checkout's (or that tree's), never an installed copy.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     })
