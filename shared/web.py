@@ -3,6 +3,7 @@ JSON-only bodies with a size limit, OpenAPI via flask-smorest, health, metrics."
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -10,6 +11,7 @@ from decimal import Decimal
 
 import structlog
 from flask import Flask, Response, current_app, g, request
+from marshmallow import Schema
 from marshmallow import fields as ma_fields
 from webargs.flaskparser import FlaskParser
 
@@ -52,7 +54,17 @@ FORM_BODY_ENDPOINTS = "FORM_BODY_ENDPOINTS"
 class BodyParser(FlaskParser):
     """webargs turns only ``JSONDecodeError`` into a 400. A body nested deeper than the
     recursion limit, or an integer longer than ``int()`` accepts, both fit in 64 KiB and
-    would otherwise surface as a 500; they are malformed input like any other."""
+    would otherwise surface as a 500; they are malformed input like any other.
+
+    Given a schema class (``@blp.arguments(CreateOrderSchema)``), webargs builds a
+    new instance — deep-copying its declared and nested fields — on every request;
+    that was ~5 % of the order API's CPU at peak (py-spy). Schemas hold no
+    per-request state, so one instance per class serves every request."""
+
+    def _get_schema(self, argmap, req):
+        if isinstance(argmap, type) and issubclass(argmap, Schema):
+            return _schema_instance(argmap)
+        return super()._get_schema(argmap, req)
 
     def _raw_load_json(self, req):
         try:
@@ -74,6 +86,11 @@ def _has_nul(node) -> bool:
     if isinstance(node, list):
         return any(_has_nul(v) for v in node)
     return False
+
+
+@functools.cache
+def _schema_instance(schema_class: type[Schema]) -> Schema:
+    return schema_class()
 
 
 class Blueprint(openapi.DocumentedBlueprint):

@@ -128,7 +128,7 @@ def revoke():
 
 
 @oauth.route("/logout", methods=["POST"])
-@oauth.arguments(LogoutSchema(), required=False)
+@oauth.arguments(LogoutSchema, required=False)
 @oauth.response(204, description="The session's refresh tokens are revoked")
 @oauth.alt_response(401, description="No valid access token")
 @oauth.doc(security=[{"bearerAuth": []}])
@@ -147,7 +147,7 @@ def logout(payload):
 
 
 @revocations.route("", methods=["GET"])
-@revocations.arguments(RevocationFeedQuerySchema(), location="query")
+@revocations.arguments(RevocationFeedQuerySchema, location="query")
 @revocations.response(200, RevocationFeedSchema)
 @revocations.alt_response(401, description="Not a service: AUTH_REVOCATION_FEED_KEY is required")
 @revocations.doc(security=[{"feedKey": []}])
@@ -229,7 +229,7 @@ class Customers(MethodView):
     @customers.alt_response(409, description="The username is taken")
     @customers.alt_response(429, description="Too many registrations from this address")
     @_requires_first_party_client
-    @customers.arguments(RegisterCustomerSchema())
+    @customers.arguments(RegisterCustomerSchema)
     def post(self, payload):
         """Register a customer (the storefront calls this with its client credentials)."""
         return handlers.register_customer(database(), _ext("passwords"), _ext("auth_config"),

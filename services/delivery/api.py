@@ -49,7 +49,7 @@ class Shipments(MethodView):
     @blp.response(200, ShipmentPageSchema)
     @blp.alt_response(400, description="Bad cursor")
     @require_any_scope(*READ_SCOPES)
-    @blp.arguments(ListShipmentsQuerySchema(), location="query")
+    @blp.arguments(ListShipmentsQuerySchema, location="query")
     def get(self, query):
         """List shipments, newest first; filter by order_id and status."""
         principal = authenticate()
@@ -77,7 +77,7 @@ class ShipmentEvents(MethodView):
     @blp.alt_response(404, description="No such shipment (or another carrier's)")
     @blp.alt_response(409, description="Transition not allowed from the current status")
     @require_scopes("shipments:write")
-    @blp.arguments(ShipmentEventInSchema())
+    @blp.arguments(ShipmentEventInSchema)
     def post(self, payload, shipment_id: UUID):
         """Carrier callback: report SHIPPED, IN_TRANSIT, OUT_FOR_DELIVERY, DELIVERED or FAILED."""
         return handlers.post_carrier_event(database(), authenticate(), shipment_id, payload,
@@ -94,7 +94,7 @@ class ShipmentCancellation(MethodView):
                                                      "delivered it): `status_now` is the "
                                                      "shipment's status; nothing changed")
     @require_scopes(CANCEL_SCOPE)
-    @cancellations_blp.arguments(ShipmentCancellationInSchema(), required=False)
+    @cancellations_blp.arguments(ShipmentCancellationInSchema, required=False)
     def put(self, payload, order_id: UUID):
         """Stop the order's shipment before the order is cancelled (the order service's call)."""
         return handlers.stop_shipment(database(), authenticate(), order_id,

@@ -85,7 +85,7 @@ class Products(MethodView):
     @products_blp.alt_response(400, description="Bad cursor")
     @require_any_scope(*READ_SCOPES)
     # A misspelt filter must not silently list everything.
-    @products_blp.arguments(ListProductsQuerySchema(), location="query", unknown=RAISE)
+    @products_blp.arguments(ListProductsQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """List products, newest first; filter by text, stock status and currency."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
@@ -99,7 +99,7 @@ class Products(MethodView):
                            headers=response_headers("Location"))
     @products_blp.alt_response(409, description="A product with this sku exists")
     @require_scopes("admin")
-    @products_blp.arguments(ProductCreateSchema())
+    @products_blp.arguments(ProductCreateSchema)
     def post(self, payload):
         """Add a product (admin)."""
         product = catalog.create_product(database(), payload)
@@ -119,7 +119,7 @@ class ProductBySku(MethodView):
     @products_blp.alt_response(404, description="No such product")
     @products_blp.alt_response(409, description="Backorders off would leave negative stock")
     @require_scopes("admin")
-    @products_blp.arguments(ProductUpdateSchema())
+    @products_blp.arguments(ProductUpdateSchema)
     def put(self, payload, sku: str):
         """Replace name, price, currency and backorder policy (admin; stock: adjustments)."""
         return catalog.update_product(database(), sku, payload)
@@ -140,7 +140,7 @@ class StockAdjustments(MethodView):
     @products_blp.alt_response(404, description="No such product")
     @products_blp.alt_response(409, description="Stock would go negative (no backorders)")
     @require_scopes("admin")
-    @products_blp.arguments(StockAdjustmentInSchema())
+    @products_blp.arguments(StockAdjustmentInSchema)
     def post(self, payload, sku: str):
         """Add or remove units on hand with a reason (admin); kept as an audit trail."""
         return catalog.adjust_stock(database(), authenticate(), sku, payload["delta"],
@@ -152,7 +152,7 @@ class Availability(MethodView):
     @availability_blp.response(200, AvailabilitySchema)
     @availability_blp.alt_response(422, description="Invalid lines or unknown skus")
     @require_any_scope(*READ_SCOPES)
-    @availability_blp.arguments(AvailabilityInSchema())
+    @availability_blp.arguments(AvailabilityInSchema)
     def post(self, payload):
         """Per line: the quantity available now and its price (nothing is held)."""
         return catalog.check_availability(database(), _lines(payload))
@@ -169,7 +169,7 @@ class ReservationByOrder(MethodView):
                                                     "already holds different lines")
     @reservations_blp.alt_response(422, description="Invalid lines, unknown skus or mixed currencies")
     @require_any_scope(*RESERVE_SCOPES)
-    @reservations_blp.arguments(ReservationInSchema())
+    @reservations_blp.arguments(ReservationInSchema)
     def put(self, payload, order_id: UUID):
         """Hold stock for an order: every line or none; idempotent by order id."""
         settings = current_app.extensions["inventory"]

@@ -106,7 +106,7 @@ class Stream(MethodView):
                            "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
     @notifications_blp.alt_response(401, description="No bearer token and no valid ticket")
     @notifications_blp.alt_response(503, description="The stream cannot listen right now")
-    @notifications_blp.arguments(StreamQuerySchema(), location="query")
+    @notifications_blp.arguments(StreamQuerySchema, location="query")
     def get(self, query):
         """Stream order notifications (a customer's own orders; admin: any or all). Send a
         bearer token with scope orders:read, or a single-use ``ticket`` (EventSource)."""
@@ -134,7 +134,7 @@ class StreamTickets(MethodView):
                                 "valid NOTIFICATION_STREAM_TICKET_TTL_S seconds")
     @notifications_blp.alt_response(429, description="Too many unused tickets held")
     @require_scopes("orders:read")
-    @notifications_blp.arguments(TicketRequestSchema(), required=False)
+    @notifications_blp.arguments(TicketRequestSchema, required=False)
     def post(self, payload):
         """A single-use ticket to open the stream without an Authorization header (browsers'
         EventSource): ``GET /v1/notifications/stream?ticket=...``, bound to you (and the order)."""
@@ -148,7 +148,7 @@ class StreamTickets(MethodView):
 class History(MethodView):
     @notifications_blp.response(200, NotificationPageSchema)
     @require_scopes("orders:read")
-    @notifications_blp.arguments(HistoryQuerySchema(), location="query")
+    @notifications_blp.arguments(HistoryQuerySchema, location="query")
     def get(self, query):
         """Past notifications, newest first (a customer's own; admin: all)."""
         limit = query["limit"]
@@ -168,7 +168,7 @@ class Subscriptions(MethodView):
     @webhooks_blp.alt_response(409, description="Same delivery_url and topic already subscribed")
     @webhooks_blp.alt_response(422, description="Invalid fields, or a delivery_url not allowed")
     @require_scopes("webhooks:manage")
-    @webhooks_blp.arguments(SubscriptionInSchema())
+    @webhooks_blp.arguments(SubscriptionInSchema)
     def post(self, payload):
         """Subscribe a URL to a topic (order.created/updated/cancelled/delivered or *)."""
         app = current_app.extensions
@@ -178,7 +178,7 @@ class Subscriptions(MethodView):
 
     @webhooks_blp.response(200, SubscriptionPageSchema)
     @require_scopes("webhooks:manage")
-    @webhooks_blp.arguments(ListQuerySchema(), location="query")
+    @webhooks_blp.arguments(ListQuerySchema, location="query")
     def get(self, query):
         """Your subscriptions, newest first (admin: everyone's)."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None
@@ -201,7 +201,7 @@ class SubscriptionById(MethodView):
     @webhooks_blp.alt_response(404, description="No such subscription (or not yours)")
     @webhooks_blp.alt_response(409, description="Another subscription has this url and topic")
     @require_scopes("webhooks:manage")
-    @webhooks_blp.arguments(SubscriptionInSchema())
+    @webhooks_blp.arguments(SubscriptionInSchema)
     def put(self, payload, sub_id: UUID):
         """Replace name, topic, URL and status (active re-enables a disabled one); rotate
         the secret by sending one."""
@@ -236,7 +236,7 @@ class Deliveries(MethodView):
     @webhooks_blp.response(200, DeliveryPageSchema)
     @webhooks_blp.alt_response(404, description="No such subscription (or not yours)")
     @require_scopes("webhooks:manage")
-    @webhooks_blp.arguments(ListQuerySchema(), location="query")
+    @webhooks_blp.arguments(ListQuerySchema, location="query")
     def get(self, query, sub_id: UUID):
         """Deliveries, newest first, each with every attempt (time, status, duration, error)."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else None

@@ -114,7 +114,7 @@ class DeadLetters(MethodView):
     @blp.alt_response(404, description="No such queue in the topology")
     @blp.alt_response(503, description="The queue broker cannot be reached")
     @require_scopes("admin")
-    @blp.arguments(DeadLetterQuerySchema(), location="query", unknown=RAISE)
+    @blp.arguments(DeadLetterQuerySchema, location="query", unknown=RAISE)
     def get(self, query, queue_name: str):
         """Peek at a queue's dead letters (they stay): reason, source queue, consumer,
         receive count, event type and id, order id."""
@@ -131,7 +131,7 @@ class Replay(MethodView):
     @blp.alt_response(404, description="No such queue in the topology")
     @blp.alt_response(503, description="The queue broker cannot be reached")
     @require_scopes("admin")
-    @blp.arguments(ReplaySchema())
+    @blp.arguments(ReplaySchema)
     def post(self, payload, queue_name: str):
         """Move dead letters back to their source queue (all, or a filtered set), keeping
         each order's order; an event handled before is absorbed by the consumer's inbox."""
@@ -150,7 +150,7 @@ class Purge(MethodView):
     @blp.alt_response(422, description="`confirm` does not name the DLQ (nothing was purged)")
     @blp.alt_response(503, description="The queue broker cannot be reached")
     @require_scopes("admin")
-    @blp.arguments(PurgeSchema())
+    @blp.arguments(PurgeSchema)
     def post(self, payload, queue_name: str):
         """Delete every dead letter of a queue; `confirm` must be the DLQ's name."""
         return handlers.purge(_ctx(), queue_name, payload["confirm"])
@@ -178,7 +178,7 @@ class OutboxRetry(MethodView):
     @blp.alt_response(404, description="No such service with an outbox")
     @blp.alt_response(503, description="The service cannot be reached")
     @require_scopes("admin")
-    @blp.arguments(OutboxRetrySchema())
+    @blp.arguments(OutboxRetrySchema)
     def post(self, payload, service_name: str):
         """Make a service's failed outbox rows due now."""
         body = {"all_failed": True} if payload["all_failed"] else {"ids": payload["ids"]}
@@ -190,7 +190,7 @@ class BlockedGroups(MethodView):
     @rate_limit(_rate, key=_operator)
     @blp.response(200, ServiceAnswersSchema)
     @require_scopes("admin")
-    @blp.arguments(BlockedQuerySchema(), location="query", unknown=RAISE)
+    @blp.arguments(BlockedQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """FIFO groups (orders) stuck behind a failing or long in-flight head, per service."""
         return _gathered("groups/blocked", query)
@@ -224,7 +224,7 @@ class Audit(MethodView):
     @rate_limit(_rate, key=_operator)
     @blp.response(200, AuditLogSchema)
     @require_scopes("admin")
-    @blp.arguments(AuditQuerySchema(), location="query", unknown=RAISE)
+    @blp.arguments(AuditQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """The newest audit entries: who did what, when, with which parameters and outcome."""
         return {"entries": handlers.audit_log(database(), query["limit"], query["action"])}

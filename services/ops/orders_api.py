@@ -48,7 +48,7 @@ class OrderSearch(MethodView):
     @orders_blp.alt_response(422, description="A filter the order service refuses")
     @orders_blp.alt_response(503, description="The order service cannot be reached")
     @require_scopes("admin")
-    @orders_blp.arguments(OrderSearchSchema(), location="query")
+    @orders_blp.arguments(OrderSearchSchema, location="query")
     def get(self, query):
         """Every customer's orders, newest first; filter by status."""
         return orders.search_orders(_ctx(), query["status"], query["limit"], query["cursor"])

@@ -136,7 +136,7 @@ class Orders(MethodView):
                                        "circuit breaker is open): nothing was ordered and no "
                                        "stock is held; see Retry-After")
     @require_scopes("orders:write")
-    @blp.arguments(CreateOrderSchema())
+    @blp.arguments(CreateOrderSchema)
     def post(self, payload):
         """Place an order for the calling customer: stock is reserved first, at catalog prices."""
         principal = authenticate()
@@ -159,7 +159,7 @@ class Orders(MethodView):
     @blp.response(200, OrderPageSchema)
     @blp.alt_response(400, description="Bad cursor")
     @require_scopes("orders:read")
-    @blp.arguments(ListOrdersQuerySchema(), location="query")
+    @blp.arguments(ListOrdersQuerySchema, location="query")
     def get(self, query):
         """List orders, newest first (a customer sees only their own; admin sees all)."""
         principal = authenticate()
@@ -174,7 +174,7 @@ class Orders(MethodView):
 class StuckOrders(MethodView):
     @blp.response(200, StuckOrdersSchema)
     @require_scopes("admin")
-    @blp.arguments(StuckOrdersQuerySchema(), location="query")
+    @blp.arguments(StuckOrdersQuerySchema, location="query")
     def get(self, query):
         """Orders in a non-terminal status that have not changed for a while (operators)."""
         older_than_s = query.get("older_than_s") or current_app.config[STUCK_AFTER]
@@ -204,7 +204,7 @@ class CancelOrder(MethodView):
                                        "nothing was cancelled; see Retry-After",
                       headers=response_headers("Retry-After"))
     @require_scopes("orders:write")
-    @blp.arguments(CancelOrderSchema(), required=False)
+    @blp.arguments(CancelOrderSchema, required=False)
     def post(self, payload, order_id: UUID):
         """Cancel an order that has not shipped yet (cancelling twice is harmless).
 

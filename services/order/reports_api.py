@@ -36,7 +36,7 @@ class Sales(MethodView):
     @blp.response(200, SalesReportSchema)
     @blp.alt_response(422, description="Unknown period, unparseable dates, or `from` not before `to`")
     @require_scopes("admin")
-    @blp.arguments(SalesQuerySchema(), location="query", unknown=RAISE)
+    @blp.arguments(SalesQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """Orders, items and revenue per day, week or month (UTC) and currency; cancelled
         orders are not sales."""

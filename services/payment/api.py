@@ -98,7 +98,7 @@ class PaymentByOrder(MethodView):
     @blp.alt_response(503, description="The payment provider is unavailable (see Retry-After); "
                                        "nothing was kept")
     @require_scopes("payments:create")
-    @blp.arguments(CreatePaymentSchema())
+    @blp.arguments(CreatePaymentSchema)
     def put(self, payload, order_id: UUID):
         """Open the order's payment: an uncaptured PaymentIntent for the lines' amount."""
         payment, created = handlers.create_payment(database(), _gateway(), handlers.CreatePayment(
@@ -126,7 +126,7 @@ class ConfirmPayment(MethodView):
                                        "not the order's (amount-mismatch: refused and cancelled)")
     @blp.alt_response(503, description="The payment provider is unavailable (see Retry-After)")
     @require_scopes("orders:write")
-    @blp.arguments(ConfirmPaymentSchema())
+    @blp.arguments(ConfirmPaymentSchema)
     def post(self, payload, order_id: UUID):
         """Confirm with a PaymentMethod id made by Stripe.js (card data never comes here)."""
         return handlers.confirm_payment(database(), _gateway(), authenticate(), order_id,
@@ -144,7 +144,7 @@ class Refunds(MethodView):
                           "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
                           "description": "A retry with the same key is the same refund."}])
     @require_scopes("admin")
-    @blp.arguments(RefundSchema())
+    @blp.arguments(RefundSchema)
     def post(self, payload, order_id: UUID):
         """Refund a captured payment: ``full``, some ``lines`` (restocked), or an ``amount_minor``."""
         refund_request = RefundRequest(

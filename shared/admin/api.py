@@ -63,7 +63,7 @@ class Outbox(MethodView):
     @rate_limit(_admin_rate, key=_caller)
     @blp.response(200, OutboxReportSchema)
     @require_scopes("admin")
-    @blp.arguments(OutboxQuerySchema(), location="query", unknown=RAISE)
+    @blp.arguments(OutboxQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """Unpublished rows per queue (count, oldest age, failed sends), and the failed rows."""
         with database().transaction() as cur:
@@ -77,7 +77,7 @@ class OutboxRetry(MethodView):
     @rate_limit(_admin_rate, key=_caller)
     @blp.response(200, OutboxRetriedSchema)
     @require_scopes("admin")
-    @blp.arguments(OutboxRetrySchema())
+    @blp.arguments(OutboxRetrySchema)
     def post(self, payload):
         """Make failed outbox rows due now (each stream still publishes in order)."""
         db = database()
@@ -106,7 +106,7 @@ class BlockedGroups(MethodView):
     @rate_limit(_admin_rate, key=_caller)
     @blp.response(200, BlockedGroupsSchema)
     @require_scopes("admin")
-    @blp.arguments(BlockedQuerySchema(), location="query", unknown=RAISE)
+    @blp.arguments(BlockedQuerySchema, location="query", unknown=RAISE)
     def get(self, query):
         """FIFO groups stuck behind a failing head (since when, its last error) or a head
         in flight for long."""

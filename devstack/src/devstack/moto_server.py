@@ -33,8 +33,6 @@ _STATE_CHANGES = ("delete_message", "change_message_visibility", "send_message")
 # wakes nobody. Deletes, visibility changes and sends wake it at once.
 _RESCAN_S = 0.1
 
-_PATCHED = "__serialized_by_devstack__"
-
 
 def _holding_the_queue_lock(method):
     """``method`` run under its queue's lock; waiting long polls are woken after it."""
@@ -47,7 +45,6 @@ def _holding_the_queue_lock(method):
                 return method(self, queue_name, *args, **kwargs)
             finally:
                 condition.notify_all()  # a delete may have freed a group a poll waits for
-    setattr(locked, _PATCHED, True)
     return locked
 
 
@@ -68,14 +65,11 @@ def _receive_one_scan_at_a_time(receive):
                 if received or remaining <= 0:
                     return received
                 condition.wait(min(remaining, _RESCAN_S))  # releases the lock meanwhile
-    setattr(locked, _PATCHED, True)
     return locked
 
 
 def serialize_queue_state_changes() -> None:
-    """Patch :class:`SQSBackend` (once) so each queue's state changes one call at a time."""
-    if getattr(SQSBackend.receive_message, _PATCHED, False):
-        return
+    """Patch :class:`SQSBackend` so each queue's state changes one call at a time (call once)."""
     SQSBackend.receive_message = _receive_one_scan_at_a_time(SQSBackend.receive_message)
     for name in _STATE_CHANGES:
         setattr(SQSBackend, name, _holding_the_queue_lock(getattr(SQSBackend, name)))
